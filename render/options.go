@@ -1,0 +1,128 @@
+package render
+
+import (
+	"fmt"
+	"strings"
+	"text/template"
+
+	corev1 "k8s.io/api/core/v1"
+)
+
+// DefaultClusterNameTemplate names a cluster namespace/service/port, or
+// namespace/service for a Service's unnamed port.
+const DefaultClusterNameTemplate = `{{.Namespace}}/{{.Service}}{{with .Port}}/{{.}}{{end}}`
+
+// Terminating says what to do with an endpoint that is terminating but still serving.
+type Terminating int
+
+const (
+	// TerminatingDraining publishes it as DRAINING: Envoy sends it no new
+	// requests but lets open connections finish.
+	TerminatingDraining Terminating = iota
+	// TerminatingDrop leaves it out.
+	TerminatingDrop
+)
+
+// NotReady says what to do with an endpoint that is neither ready nor draining.
+type NotReady int
+
+const (
+	// NotReadyDrop leaves it out.
+	NotReadyDrop NotReady = iota
+	// NotReadyUnhealthy publishes it as UNHEALTHY, so Envoy counts it in its
+	// panic threshold and health statistics.
+	NotReadyUnhealthy
+)
+
+// Family restricts the address families published.
+type Family int
+
+const (
+	FamilyAll Family = iota
+	FamilyIPv4
+	FamilyIPv6
+)
+
+// ParseTerminating reads "draining" or "drop".
+func ParseTerminating(s string) (Terminating, error) {
+	switch s {
+	case "draining":
+		return TerminatingDraining, nil
+	case "drop":
+		return TerminatingDrop, nil
+	}
+	return 0, fmt.Errorf("invalid terminating mode %q: want draining or drop", s)
+}
+
+// ParseNotReady reads "drop" or "unhealthy".
+func ParseNotReady(s string) (NotReady, error) {
+	switch s {
+	case "drop":
+		return NotReadyDrop, nil
+	case "unhealthy":
+		return NotReadyUnhealthy, nil
+	}
+	return 0, fmt.Errorf("invalid not-ready mode %q: want drop or unhealthy", s)
+}
+
+// ParseFamily reads "all", "ipv4" or "ipv6".
+func ParseFamily(s string) (Family, error) {
+	switch s {
+	case "all":
+		return FamilyAll, nil
+	case "ipv4":
+		return FamilyIPv4, nil
+	case "ipv6":
+		return FamilyIPv6, nil
+	}
+	return 0, fmt.Errorf("invalid address family %q: want all, ipv4 or ipv6", s)
+}
+
+// ParseProtocol reads a Service port protocol (TCP, UDP or SCTP, any case).
+func ParseProtocol(s string) (corev1.Protocol, error) {
+	switch p := corev1.Protocol(strings.ToUpper(s)); p {
+	case corev1.ProtocolTCP, corev1.ProtocolUDP, corev1.ProtocolSCTP:
+		return p, nil
+	}
+	return "", fmt.Errorf("invalid protocol %q: want TCP, UDP or SCTP", s)
+}
+
+// Options set how slices become CLAs. The zero value is the default of every flag.
+type Options struct {
+	// ClusterNameTemplate is a text/template over NameData; empty means
+	// DefaultClusterNameTemplate.
+	ClusterNameTemplate string
+	Terminating         Terminating
+	NotReady            NotReady
+	Family              Family
+	// Protocol of the Service ports to publish; empty means TCP.
+	Protocol corev1.Protocol
+}
+
+// NameData is what the cluster name template sees.
+type NameData struct {
+	Namespace string
+	Service   string
+	// Port is the Service port's name; empty for an unnamed port.
+	Port string
+}
+
+// ParseClusterNameTemplate parses the template and tries it once, so that a
+// template naming an unknown field fails at start-up, not at the first event.
+func ParseClusterNameTemplate(text string) (*template.Template, error) {
+	if text == "" {
+		text = DefaultClusterNameTemplate
+	}
+	t, err := template.New("cluster-name").Option("missingkey=error").Parse(text)
+	if err != nil {
+		return nil, fmt.Errorf("cluster name template: %w", err)
+	}
+	var b strings.Builder
+	if err := t.Execute(&b, NameData{Namespace: "ns", Service: "svc", Port: "http"}); err != nil {
+		return nil, fmt.Errorf("cluster name template: %w", err)
+	}
+	if strings.TrimSpace(b.String()) == "" {
+		return nil, fmt.Errorf("cluster name template %q gives an empty name", text)
+	}
+	return t, nil
+}

@@ -1,0 +1,223 @@
+package render
+
+import (
+	"cmp"
+	"fmt"
+	"net/netip"
+	"slices"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+)
+
+// Reasons for skipping part of a slice. Each is counted by the caller.
+const (
+	ReasonFQDN            = "fqdn-address-type"
+	ReasonAddressType     = "unknown-address-type"
+	ReasonNoAddress       = "no-address"
+	ReasonInvalidAddress  = "invalid-address"
+	ReasonInvalidPort     = "invalid-port"
+	ReasonInvalidEndpoint = "invalid-endpoint"
+	ReasonNameConflict    = "cluster-name-conflict"
+	ReasonInvalidCLA      = "invalid-cluster"
+)
+
+// Skip records a part of the input that was not published, and why.
+type Skip struct {
+	Reason string
+	// Object is "namespace/name" of the slice, or the cluster name for
+	// cluster-level reasons.
+	Object string
+	Detail string
+}
+
+// health ranks endpoint states; lower is healthier, so that when the same
+// ip:port appears in several slices the healthiest copy sorts first and wins.
+type health uint8
+
+const (
+	healthy health = iota
+	draining
+	unhealthy
+)
+
+func (h health) status() corev3.HealthStatus {
+	switch h {
+	case draining:
+		return corev3.HealthStatus_DRAINING
+	case unhealthy:
+		return corev3.HealthStatus_UNHEALTHY
+	}
+	return corev3.HealthStatus_HEALTHY
+}
+
+// entry is one endpoint of one port of one slice, with its Envoy message built
+// once. Entries are immutable: the same *LbEndpoint is handed out in every CLA
+// until the slice changes, which lets the writer cache its encoding.
+type entry struct {
+	addr     netip.Addr
+	port     uint32
+	health   health
+	zone     string
+	hostname string
+	lb       *endpointv3.LbEndpoint
+}
+
+// compareEntries orders by ip, port, health (healthiest first), then by every
+// remaining field, so that duplicates resolve the same way whatever order the
+// slices came in.
+func compareEntries(a, b *entry) int {
+	if c := a.addr.Compare(b.addr); c != 0 {
+		return c
+	}
+	if c := cmp.Compare(a.port, b.port); c != 0 {
+		return c
+	}
+	if c := cmp.Compare(a.health, b.health); c != 0 {
+		return c
+	}
+	if c := cmp.Compare(a.zone, b.zone); c != 0 {
+		return c
+	}
+	return cmp.Compare(a.hostname, b.hostname)
+}
+
+// preparedPort is one port name of one slice: its entries sorted by compareEntries.
+type preparedPort struct {
+	name    string
+	number  uint32
+	entries []entry
+}
+
+// preparedSlice is what render keeps of one slice version.
+type preparedSlice struct {
+	ports []preparedPort // sorted by name
+	skips []Skip
+}
+
+// prepare converts one slice. It is the only place that reads slice
+// contents, and runs once per slice version.
+func prepare(s *discoveryv1.EndpointSlice, opts *Options) *preparedSlice {
+	p := &preparedSlice{}
+	id := s.Namespace + "/" + s.Name
+	skip := func(reason, format string, args ...any) {
+		p.skips = append(p.skips, Skip{Reason: reason, Object: id, Detail: fmt.Sprintf(format, args...)})
+	}
+
+	var want4, want6 bool
+	switch s.AddressType {
+	case discoveryv1.AddressTypeIPv4:
+		want4 = true
+	case discoveryv1.AddressTypeIPv6:
+		want6 = true
+	case discoveryv1.AddressTypeFQDN:
+		// Envoy's EDS takes IP literals only.
+		skip(ReasonFQDN, "addressType FQDN cannot be published to EDS")
+		return p
+	default:
+		skip(ReasonAddressType, "addressType %q", s.AddressType)
+		return p
+	}
+	if (want4 && opts.Family == FamilyIPv6) || (want6 && opts.Family == FamilyIPv4) {
+		return p // filtered by choice, not an error
+	}
+
+	protocol := opts.Protocol
+	if protocol == "" {
+		protocol = corev1.ProtocolTCP
+	}
+	for _, sp := range s.Ports {
+		proto := corev1.ProtocolTCP
+		if sp.Protocol != nil {
+			proto = *sp.Protocol
+		}
+		if proto != protocol {
+			continue
+		}
+		name := ""
+		if sp.Name != nil {
+			name = *sp.Name
+		}
+		if sp.Port == nil || *sp.Port < 1 || *sp.Port > 65535 {
+			skip(ReasonInvalidPort, "port %q has no valid number", name)
+			continue
+		}
+		if slices.ContainsFunc(p.ports, func(pp preparedPort) bool { return pp.name == name }) {
+			skip(ReasonInvalidPort, "port %q listed twice", name)
+			continue
+		}
+		p.ports = append(p.ports, preparedPort{name: name, number: uint32(*sp.Port)})
+	}
+	slices.SortFunc(p.ports, func(a, b preparedPort) int { return cmp.Compare(a.name, b.name) })
+	if len(p.ports) == 0 {
+		return p
+	}
+	for i := range s.Endpoints {
+		ep := &s.Endpoints[i]
+		h, ok := healthOf(ep.Conditions, opts)
+		if !ok {
+			continue
+		}
+		if len(ep.Addresses) == 0 {
+			skip(ReasonNoAddress, "endpoint %d has no address", i)
+			continue
+		}
+		// Kubernetes treats addresses[0] as the endpoint; the rest are unused.
+		addr, err := netip.ParseAddr(ep.Addresses[0])
+		if err != nil || addr.Zone() != "" || addr.IsUnspecified() || (want4 && !addr.Is4()) || (want6 && !addr.Is6()) {
+			skip(ReasonInvalidAddress, "address %q is not an %s literal", ep.Addresses[0], s.AddressType)
+			continue
+		}
+		var zone, hostname string
+		if ep.Zone != nil {
+			zone = *ep.Zone
+		}
+		if ep.Hostname != nil && *ep.Hostname != "" {
+			hostname = *ep.Hostname
+		} else if ep.TargetRef != nil && ep.TargetRef.Kind == "Pod" {
+			hostname = ep.TargetRef.Name
+		}
+		for j := range p.ports {
+			pp := &p.ports[j]
+			e := entry{addr: addr, port: pp.number, health: h, zone: zone, hostname: hostname}
+			e.lb = lbEndpoint(&e)
+			if err := e.lb.ValidateAll(); err != nil {
+				skip(ReasonInvalidEndpoint, "endpoint %s: %v", ep.Addresses[0], err)
+				continue
+			}
+			pp.entries = append(pp.entries, e)
+		}
+	}
+	for j := range p.ports {
+		slices.SortFunc(p.ports[j].entries, func(a, b entry) int { return compareEntries(&a, &b) })
+	}
+	return p
+}
+
+// healthOf applies the contract's condition rows. ok is false for an
+// endpoint that is not published.
+func healthOf(c discoveryv1.EndpointConditions, opts *Options) (h health, ok bool) {
+	// A nil ready condition means ready (the API's own rule).
+	if c.Ready == nil || *c.Ready {
+		return healthy, true
+	}
+	if c.Serving != nil && *c.Serving && c.Terminating != nil && *c.Terminating {
+		return draining, opts.Terminating == TerminatingDraining
+	}
+	return unhealthy, opts.NotReady == NotReadyUnhealthy
+}
+
+func lbEndpoint(e *entry) *endpointv3.LbEndpoint {
+	return &endpointv3.LbEndpoint{
+		HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{
+			Address: &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
+				Address:       e.addr.String(),
+				PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: e.port},
+			}}},
+			Hostname: e.hostname,
+		}},
+		HealthStatus: e.health.status(),
+	}
+}
