@@ -63,6 +63,7 @@ type entry struct {
 	zone     string
 	hostname string
 	lb       *endpointv3.LbEndpoint
+	src      *preparedSlice // the slice version it came from
 }
 
 // compareEntries orders by ip, port, health (healthiest first), then by every
@@ -95,6 +96,9 @@ type preparedPort struct {
 type preparedSlice struct {
 	ports []preparedPort // sorted by name
 	skips []Skip
+	// gone is set when a newer version of the slice, or its deletion, has
+	// replaced it; its entries are then dropped from the merged lists.
+	gone bool
 }
 
 // prepare converts one slice. It is the only place that reads slice
@@ -181,7 +185,7 @@ func prepare(s *discoveryv1.EndpointSlice, opts *Options) *preparedSlice {
 		}
 		for j := range p.ports {
 			pp := &p.ports[j]
-			e := entry{addr: addr, port: pp.number, health: h, zone: zone, hostname: hostname}
+			e := entry{addr: addr, port: pp.number, health: h, zone: zone, hostname: hostname, src: p}
 			e.lb = lbEndpoint(&e)
 			if err := e.lb.ValidateAll(); err != nil {
 				skip(ReasonInvalidEndpoint, "endpoint %s: %v", ep.Addresses[0], err)

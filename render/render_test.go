@@ -11,6 +11,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/testing/protocmp"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -547,5 +548,32 @@ func TestParse(t *testing.T) {
 	}
 	if p, err := ParseProtocol("udp"); err != nil || p != corev1.ProtocolUDP {
 		t.Errorf("ParseProtocol(udp) = %v, %v", p, err)
+	}
+}
+
+func TestRenderedCLAsPassValidateAll(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	r, _ := New(Options{NotReady: NotReadyUnhealthy})
+	for range 50 {
+		clusters, _ := r.Service(web, randomService(rng, 1+rng.IntN(6), rng.IntN(40)))
+		for _, c := range clusters {
+			if err := c.CLA.ValidateAll(); err != nil {
+				t.Fatalf("cluster %s: %v", c.Name, err)
+			}
+		}
+	}
+	// validate() must reject what ValidateAll rejects at the CLA and
+	// locality level, the part it checks itself.
+	for _, bad := range []*endpointv3.ClusterLoadAssignment{
+		{ClusterName: ""},
+		{ClusterName: "x", Endpoints: []*endpointv3.LocalityLbEndpoints{{Priority: 129}}},
+		{ClusterName: "x", Policy: &endpointv3.ClusterLoadAssignment_Policy{OverprovisioningFactor: wrapperspb.UInt32(0)}},
+	} {
+		if bad.ValidateAll() == nil {
+			t.Fatalf("test input %v is valid", bad)
+		}
+		if validate(bad) == nil {
+			t.Errorf("validate accepted %v", bad)
+		}
 	}
 }
