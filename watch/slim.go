@@ -1,0 +1,132 @@
+package watch
+
+import (
+	"unique"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// Slim returns a copy of sl holding only what edsync reads, so that a
+// large cluster fits in little heap (target: under 1 KB per endpoint for
+// the whole process). It keeps name, namespace, resourceVersion, labels,
+// the endpoints.kubernetes.io/last-change-trigger-time annotation, the
+// address type, ports, and per endpoint its addresses, conditions,
+// hostname, targetRef kind/namespace/name, nodeName, zone and hints. It
+// drops managedFields, ownerReferences, other annotations,
+// deprecatedTopology and targetRef uid/resourceVersion/apiVersion/fieldPath.
+//
+// Strings that repeat across endpoints (zones, node names, kinds,
+// namespaces, label keys and values) are interned, and condition pointers
+// point at shared booleans: Store objects are never mutated, so sharing is
+// safe. Slim is idempotent; the informer applies it as its transform.
+func Slim(sl *discoveryv1.EndpointSlice) *discoveryv1.EndpointSlice {
+	out := &discoveryv1.EndpointSlice{
+		ObjectMeta: metav1.ObjectMeta{
+			Name:            sl.Name,
+			Namespace:       intern(sl.Namespace),
+			ResourceVersion: sl.ResourceVersion,
+			Labels:          internMap(sl.Labels),
+		},
+		AddressType: discoveryv1.AddressType(intern(string(sl.AddressType))),
+	}
+	if v, ok := sl.Annotations[corev1.EndpointsLastChangeTriggerTime]; ok {
+		out.Annotations = map[string]string{corev1.EndpointsLastChangeTriggerTime: v}
+	}
+	if len(sl.Ports) > 0 {
+		out.Ports = make([]discoveryv1.EndpointPort, len(sl.Ports))
+		for i, p := range sl.Ports {
+			out.Ports[i] = discoveryv1.EndpointPort{
+				Name:        internPtr(p.Name),
+				Protocol:    p.Protocol,
+				Port:        p.Port,
+				AppProtocol: internPtr(p.AppProtocol),
+			}
+		}
+	}
+	if len(sl.Endpoints) > 0 {
+		out.Endpoints = make([]discoveryv1.Endpoint, len(sl.Endpoints))
+		for i := range sl.Endpoints {
+			out.Endpoints[i] = slimEndpoint(&sl.Endpoints[i])
+		}
+	}
+	return out
+}
+
+func slimEndpoint(ep *discoveryv1.Endpoint) discoveryv1.Endpoint {
+	out := discoveryv1.Endpoint{
+		Addresses: ep.Addresses,
+		Conditions: discoveryv1.EndpointConditions{
+			Ready:       sharedBool(ep.Conditions.Ready),
+			Serving:     sharedBool(ep.Conditions.Serving),
+			Terminating: sharedBool(ep.Conditions.Terminating),
+		},
+		Hostname: ep.Hostname,
+		NodeName: internPtr(ep.NodeName),
+		Zone:     internPtr(ep.Zone),
+	}
+	if r := ep.TargetRef; r != nil {
+		out.TargetRef = &corev1.ObjectReference{
+			Kind:      intern(r.Kind),
+			Namespace: intern(r.Namespace),
+			Name:      r.Name,
+		}
+	}
+	if h := ep.Hints; h != nil && (len(h.ForZones) > 0 || len(h.ForNodes) > 0) {
+		out.Hints = &discoveryv1.EndpointHints{}
+		for _, z := range h.ForZones {
+			out.Hints.ForZones = append(out.Hints.ForZones, discoveryv1.ForZone{Name: intern(z.Name)})
+		}
+		for _, n := range h.ForNodes {
+			out.Hints.ForNodes = append(out.Hints.ForNodes, discoveryv1.ForNode{Name: intern(n.Name)})
+		}
+	}
+	return out
+}
+
+var (
+	trueVal  = true
+	falseVal = false
+)
+
+// sharedBool maps a condition to one of two shared pointers (or nil): the
+// decoder allocates one bool per condition per endpoint otherwise.
+func sharedBool(b *bool) *bool {
+	switch {
+	case b == nil:
+		return nil
+	case *b:
+		return &trueVal
+	default:
+		return &falseVal
+	}
+}
+
+// intern returns the canonical copy of s, so that equal strings share one
+// backing array. unique keeps no string alive that no one uses.
+func intern(s string) string {
+	if s == "" {
+		return ""
+	}
+	return unique.Make(s).Value()
+}
+
+func internPtr(p *string) *string {
+	if p == nil {
+		return nil
+	}
+	s := intern(*p)
+	return &s
+}
+
+func internMap(m map[string]string) map[string]string {
+	if m == nil {
+		return nil
+	}
+	out := make(map[string]string, len(m))
+	for k, v := range m {
+		out[intern(k)] = intern(v)
+	}
+	return out
+}

@@ -1,0 +1,235 @@
+package watch
+
+import (
+	"maps"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/edsync/edsync/render"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	apiequality "k8s.io/apimachinery/pkg/api/equality"
+)
+
+// Reasons an object is skipped, the keys of Store.Skipped.
+const (
+	// ReasonInvalidManifest: a manifest file (or one document in it) could
+	// not be read as EndpointSlices; the file's last good objects stay.
+	ReasonInvalidManifest = "invalid-manifest"
+	// ReasonNoServiceLabel: a slice without the kubernetes.io/service-name
+	// label (or without a namespace) belongs to no Service.
+	ReasonNoServiceLabel = "no-service-label"
+)
+
+// Store holds the current EndpointSlices by Service. Sources write it from
+// their own goroutines; the pipeline reads it. It is safe for concurrent use.
+type Store struct {
+	notify func(render.ServiceKey)
+
+	mu        sync.Mutex
+	byID      map[string]entry
+	byService map[render.ServiceKey]map[string]*discoveryv1.EndpointSlice
+	// unlabeled remembers the slices skipped for want of a Service label,
+	// so that an unchanged re-delivery is not counted twice.
+	unlabeled map[string]*discoveryv1.EndpointSlice
+	skipped   map[string]uint64
+}
+
+type entry struct {
+	key   render.ServiceKey
+	slice *discoveryv1.EndpointSlice
+}
+
+// NewStore returns an empty Store. notify (may be nil) is called, outside
+// the Store's lock, once for each Service whose slice set changed. Sources
+// call it from their own goroutines, several at once with several
+// informers, so it must be safe for concurrent use and should only mark the
+// key dirty.
+func NewStore(notify func(render.ServiceKey)) *Store {
+	if notify == nil {
+		notify = func(render.ServiceKey) {}
+	}
+	return &Store{
+		notify:    notify,
+		byID:      map[string]entry{},
+		byService: map[render.ServiceKey]map[string]*discoveryv1.EndpointSlice{},
+		unlabeled: map[string]*discoveryv1.EndpointSlice{},
+		skipped:   map[string]uint64{},
+	}
+}
+
+// Upsert stores the slice under id ("namespace/name"). A slice whose Service
+// label changed moves: both the old and the new Service are notified. A
+// slice without the label is dropped (its old Service notified) and counted
+// as skipped with ReasonNoServiceLabel.
+//
+// Nothing is notified when the stored object has the same non-empty
+// resourceVersion, nor when the content that rendering reads (labels,
+// annotations, address type, endpoints, ports) is semantically equal: the
+// latter covers manifests re-read from files, which carry no
+// resourceVersion. The stored pointer is still replaced by the newer object
+// so that the Store never pins an object the informer has let go.
+//
+// sl must not be mutated after the call. A nil sl is a Delete.
+func (s *Store) Upsert(id string, sl *discoveryv1.EndpointSlice) {
+	if sl == nil {
+		s.Delete(id)
+		return
+	}
+	key, ok := render.ServiceOf(sl)
+
+	s.mu.Lock()
+	old, had := s.byID[id]
+	if !ok {
+		var changed []render.ServiceKey
+		if had {
+			s.removeLocked(id, old.key)
+			changed = append(changed, old.key)
+		}
+		if prev, seen := s.unlabeled[id]; !seen || !sameObject(prev, sl) {
+			s.skipped[ReasonNoServiceLabel]++
+		}
+		s.unlabeled[id] = sl
+		s.mu.Unlock()
+		s.notifyAll(changed)
+		return
+	}
+	delete(s.unlabeled, id)
+
+	if had && old.key == key {
+		s.byID[id] = entry{key: key, slice: sl}
+		s.byService[key][id] = sl
+		same := sameObject(old.slice, sl)
+		s.mu.Unlock()
+		if !same {
+			s.notify(key)
+		}
+		return
+	}
+
+	var changed []render.ServiceKey
+	if had {
+		s.removeLocked(id, old.key)
+		changed = append(changed, old.key)
+	}
+	s.byID[id] = entry{key: key, slice: sl}
+	m := s.byService[key]
+	if m == nil {
+		m = map[string]*discoveryv1.EndpointSlice{}
+		s.byService[key] = m
+	}
+	m[id] = sl
+	changed = append(changed, key)
+	s.mu.Unlock()
+	s.notifyAll(changed)
+}
+
+// Delete removes the slice stored under id and notifies its Service.
+// Deleting an unknown id does nothing.
+func (s *Store) Delete(id string) {
+	s.mu.Lock()
+	delete(s.unlabeled, id)
+	old, had := s.byID[id]
+	if had {
+		s.removeLocked(id, old.key)
+	}
+	s.mu.Unlock()
+	if had {
+		s.notify(old.key)
+	}
+}
+
+func (s *Store) removeLocked(id string, key render.ServiceKey) {
+	delete(s.byID, id)
+	m := s.byService[key]
+	delete(m, id)
+	if len(m) == 0 {
+		delete(s.byService, key)
+	}
+}
+
+func (s *Store) notifyAll(keys []render.ServiceKey) {
+	for _, k := range keys {
+		s.notify(k)
+	}
+}
+
+// Slices returns the Service's current slices sorted by name: a fresh
+// slice of shared objects that the caller must not mutate. A Service with
+// no slices left gives nil; the pipeline then publishes it with no
+// endpoints.
+func (s *Store) Slices(key render.ServiceKey) []*discoveryv1.EndpointSlice {
+	s.mu.Lock()
+	m := s.byService[key]
+	out := make([]*discoveryv1.EndpointSlice, 0, len(m))
+	for _, sl := range m {
+		out = append(out, sl)
+	}
+	s.mu.Unlock()
+	if len(out) == 0 {
+		return nil
+	}
+	slices.SortFunc(out, func(a, b *discoveryv1.EndpointSlice) int {
+		return strings.Compare(a.Name, b.Name)
+	})
+	return out
+}
+
+// Services returns every Service that has at least one slice, sorted by
+// namespace then name. A Service whose last slice went away drops out
+// (after its notify), so the set does not grow without bound.
+func (s *Store) Services() []render.ServiceKey {
+	s.mu.Lock()
+	out := slices.Collect(maps.Keys(s.byService))
+	s.mu.Unlock()
+	slices.SortFunc(out, compareKeys)
+	return out
+}
+
+// Len returns the number of slices stored (slices without a Service label
+// are not stored).
+func (s *Store) Len() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.byID)
+}
+
+// Skipped returns a copy of the counters of skipped objects by reason
+// (ReasonInvalidManifest, ReasonNoServiceLabel). The counters only grow.
+func (s *Store) Skipped() map[string]uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return maps.Clone(s.skipped)
+}
+
+// Skip counts one skipped object under reason. Sources use it for what
+// never reaches Upsert, such as an invalid manifest.
+func (s *Store) Skip(reason string) {
+	s.mu.Lock()
+	s.skipped[reason]++
+	s.mu.Unlock()
+}
+
+// sameObject reports whether b is a re-delivery of a: the same non-empty
+// resourceVersion, or equal in everything rendering reads.
+func sameObject(a, b *discoveryv1.EndpointSlice) bool {
+	if a == b {
+		return true
+	}
+	if a.ResourceVersion != "" && a.ResourceVersion == b.ResourceVersion {
+		return true
+	}
+	return a.Namespace == b.Namespace && a.Name == b.Name &&
+		a.AddressType == b.AddressType &&
+		apiequality.Semantic.DeepEqual(a.Labels, b.Labels) &&
+		apiequality.Semantic.DeepEqual(a.Annotations, b.Annotations) &&
+		apiequality.Semantic.DeepEqual(a.Endpoints, b.Endpoints) &&
+		apiequality.Semantic.DeepEqual(a.Ports, b.Ports)
+}
+
+func compareKeys(a, b render.ServiceKey) int {
+	if c := strings.Compare(a.Namespace, b.Namespace); c != 0 {
+		return c
+	}
+	return strings.Compare(a.Name, b.Name)
+}

@@ -1,0 +1,231 @@
+package watch
+
+import (
+	"slices"
+	"sync"
+	"testing"
+
+	"github.com/edsync/edsync/render"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+)
+
+// slice builds an EndpointSlice for ns/name of Service service (no label
+// when service is ""), with one ready endpoint per address.
+func slice(ns, name, service, rv string, addrs ...string) *discoveryv1.EndpointSlice {
+	sl := &discoveryv1.EndpointSlice{
+		ObjectMeta:  metav1.ObjectMeta{Namespace: ns, Name: name, ResourceVersion: rv},
+		AddressType: discoveryv1.AddressTypeIPv4,
+		Ports:       []discoveryv1.EndpointPort{{Name: ptr.To("http"), Port: ptr.To[int32](8080)}},
+	}
+	if service != "" {
+		sl.Labels = map[string]string{discoveryv1.LabelServiceName: service}
+	}
+	for _, a := range addrs {
+		sl.Endpoints = append(sl.Endpoints, discoveryv1.Endpoint{
+			Addresses:  []string{a},
+			Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true)},
+		})
+	}
+	return sl
+}
+
+// recorder collects notified keys; safe for concurrent use.
+type recorder struct {
+	mu   sync.Mutex
+	keys []render.ServiceKey
+}
+
+func (r *recorder) notify(k render.ServiceKey) {
+	r.mu.Lock()
+	r.keys = append(r.keys, k)
+	r.mu.Unlock()
+}
+
+// take returns the keys notified since the last take, sorted.
+func (r *recorder) take() []render.ServiceKey {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := r.keys
+	r.keys = nil
+	slices.SortFunc(out, compareKeys)
+	return out
+}
+
+func TestStore(t *testing.T) {
+	web, api := svc("ns", "web"), svc("ns", "api")
+	type step struct {
+		upsert *discoveryv1.EndpointSlice // nil: delete
+		id     string
+		notify []render.ServiceKey
+	}
+	tests := []struct {
+		name         string
+		steps        []step
+		wantSlices   map[render.ServiceKey][]string // names
+		wantServices []render.ServiceKey
+		wantSkipped  map[string]uint64
+	}{
+		{
+			name: "add two slices of one service",
+			steps: []step{
+				{upsert: slice("ns", "web-b", "web", "1", "10.0.0.2"), id: "ns/web-b", notify: []render.ServiceKey{web}},
+				{upsert: slice("ns", "web-a", "web", "2", "10.0.0.1"), id: "ns/web-a", notify: []render.ServiceKey{web}},
+			},
+			wantSlices:   map[render.ServiceKey][]string{web: {"web-a", "web-b"}},
+			wantServices: []render.ServiceKey{web},
+		},
+		{
+			name: "same resourceVersion is ignored",
+			steps: []step{
+				{upsert: slice("ns", "web-a", "web", "7", "10.0.0.1"), id: "ns/web-a", notify: []render.ServiceKey{web}},
+				{upsert: slice("ns", "web-a", "web", "7", "10.9.9.9"), id: "ns/web-a"},
+			},
+			wantSlices:   map[render.ServiceKey][]string{web: {"web-a"}},
+			wantServices: []render.ServiceKey{web},
+		},
+		{
+			name: "new resourceVersion with same content is not a change",
+			steps: []step{
+				{upsert: slice("ns", "web-a", "web", "7", "10.0.0.1"), id: "ns/web-a", notify: []render.ServiceKey{web}},
+				{upsert: slice("ns", "web-a", "web", "8", "10.0.0.1"), id: "ns/web-a"},
+				{upsert: slice("ns", "web-a", "web", "9", "10.0.0.2"), id: "ns/web-a", notify: []render.ServiceKey{web}},
+			},
+			wantSlices:   map[render.ServiceKey][]string{web: {"web-a"}},
+			wantServices: []render.ServiceKey{web},
+		},
+		{
+			name: "no resourceVersion: identical re-read is not a change",
+			steps: []step{
+				{upsert: slice("ns", "web-a", "web", "", "10.0.0.1"), id: "ns/web-a", notify: []render.ServiceKey{web}},
+				{upsert: slice("ns", "web-a", "web", "", "10.0.0.1"), id: "ns/web-a"},
+				{upsert: slice("ns", "web-a", "web", "", "10.0.0.3"), id: "ns/web-a", notify: []render.ServiceKey{web}},
+			},
+			wantSlices:   map[render.ServiceKey][]string{web: {"web-a"}},
+			wantServices: []render.ServiceKey{web},
+		},
+		{
+			name: "label change moves the slice and notifies both",
+			steps: []step{
+				{upsert: slice("ns", "x", "web", "1", "10.0.0.1"), id: "ns/x", notify: []render.ServiceKey{web}},
+				{upsert: slice("ns", "x", "api", "2", "10.0.0.1"), id: "ns/x", notify: []render.ServiceKey{api, web}},
+			},
+			wantSlices:   map[render.ServiceKey][]string{api: {"x"}, web: nil},
+			wantServices: []render.ServiceKey{api},
+		},
+		{
+			name: "losing the label drops the slice and counts it",
+			steps: []step{
+				{upsert: slice("ns", "x", "web", "1", "10.0.0.1"), id: "ns/x", notify: []render.ServiceKey{web}},
+				{upsert: slice("ns", "x", "", "2", "10.0.0.1"), id: "ns/x", notify: []render.ServiceKey{web}},
+				{upsert: slice("ns", "x", "", "2", "10.0.0.1"), id: "ns/x"}, // re-delivery: not counted again
+				{upsert: slice("ns", "y", "", "", "10.0.0.2"), id: "ns/y"},
+			},
+			wantSlices:  map[render.ServiceKey][]string{web: nil},
+			wantSkipped: map[string]uint64{ReasonNoServiceLabel: 2},
+		},
+		{
+			name: "gaining the label adds the slice",
+			steps: []step{
+				{upsert: slice("ns", "x", "", "1", "10.0.0.1"), id: "ns/x"},
+				{upsert: slice("ns", "x", "web", "2", "10.0.0.1"), id: "ns/x", notify: []render.ServiceKey{web}},
+			},
+			wantSlices:   map[render.ServiceKey][]string{web: {"x"}},
+			wantServices: []render.ServiceKey{web},
+			wantSkipped:  map[string]uint64{ReasonNoServiceLabel: 1},
+		},
+		{
+			name: "delete notifies; deleting an unknown id does not",
+			steps: []step{
+				{upsert: slice("ns", "web-a", "web", "1", "10.0.0.1"), id: "ns/web-a", notify: []render.ServiceKey{web}},
+				{upsert: slice("ns", "web-b", "web", "2", "10.0.0.2"), id: "ns/web-b", notify: []render.ServiceKey{web}},
+				{id: "ns/web-a", notify: []render.ServiceKey{web}},
+				{id: "ns/nope"},
+			},
+			wantSlices:   map[render.ServiceKey][]string{web: {"web-b"}},
+			wantServices: []render.ServiceKey{web},
+		},
+		{
+			name: "deleting the last slice forgets the service",
+			steps: []step{
+				{upsert: slice("ns", "web-a", "web", "1", "10.0.0.1"), id: "ns/web-a", notify: []render.ServiceKey{web}},
+				{id: "ns/web-a", notify: []render.ServiceKey{web}},
+			},
+			wantSlices: map[render.ServiceKey][]string{web: nil},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var rec recorder
+			s := NewStore(rec.notify)
+			for i, st := range tt.steps {
+				if st.upsert != nil {
+					s.Upsert(st.id, st.upsert)
+				} else {
+					s.Delete(st.id)
+				}
+				if got := rec.take(); !slices.Equal(got, st.notify) {
+					t.Errorf("step %d: notified %v, want %v", i, got, st.notify)
+				}
+			}
+			for key, want := range tt.wantSlices {
+				var got []string
+				for _, sl := range s.Slices(key) {
+					got = append(got, sl.Name)
+				}
+				if !slices.Equal(got, want) {
+					t.Errorf("Slices(%s) = %v, want %v", key, got, want)
+				}
+			}
+			if got := s.Services(); !slices.Equal(got, tt.wantServices) {
+				t.Errorf("Services() = %v, want %v", got, tt.wantServices)
+			}
+			got := s.Skipped()
+			if len(got) != len(tt.wantSkipped) {
+				t.Errorf("Skipped() = %v, want %v", got, tt.wantSkipped)
+			}
+			for r, n := range tt.wantSkipped {
+				if got[r] != n {
+					t.Errorf("Skipped()[%s] = %d, want %d", r, got[r], n)
+				}
+			}
+		})
+	}
+}
+
+func TestStoreSlicesIsFresh(t *testing.T) {
+	s := NewStore(nil)
+	s.Upsert("ns/a", slice("ns", "a", "web", "1", "10.0.0.1"))
+	s.Upsert("ns/b", slice("ns", "b", "web", "1", "10.0.0.2"))
+	got := s.Slices(svc("ns", "web"))
+	got[0] = nil
+	if again := s.Slices(svc("ns", "web")); again[0] == nil {
+		t.Error("Slices shares its result between calls")
+	}
+}
+
+// TestStoreConcurrent runs writers and a reader at once under -race.
+func TestStoreConcurrent(t *testing.T) {
+	var rec recorder
+	s := NewStore(rec.notify)
+	var wg sync.WaitGroup
+	for w := range 4 {
+		wg.Go(func() {
+			for i := range 200 {
+				id := "ns/s" + string(rune('a'+w))
+				s.Upsert(id, slice("ns", id[3:], "web", string(rune('0'+i%10)), "10.0.0.1"))
+				if i%7 == 0 {
+					s.Delete(id)
+				}
+			}
+		})
+	}
+	wg.Go(func() {
+		for range 200 {
+			_ = s.Slices(svc("ns", "web"))
+			_ = s.Services()
+		}
+	})
+	wg.Wait()
+}
