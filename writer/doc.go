@@ -1,0 +1,26 @@
+// Package writer publishes Envoy ClusterLoadAssignments as files that Envoy's
+// file-based EDS (path_config_source) reads: one file per cluster, holding one
+// DiscoveryResponse with exactly one resource (DESIGN.md, Envoy rules 1-10).
+//
+// It knows files and Envoy's file rules, nothing about Kubernetes:
+//
+//   - names: a cluster name maps injectively and reversibly to a file name that
+//     stays inside the output folder (FileName, ClusterName);
+//   - content: JSON, YAML or binary protobuf chosen by extension, byte for byte
+//     deterministic, with version_info a hash of the content, so that
+//     restarts and other processes produce the same bytes;
+//   - writes: temp file in the hidden folder .tmp/, fsync, rename over the
+//     target (Envoy reloads only on a rename into the watched folder), one
+//     folder fsync per batch, files of a batch written in parallel;
+//   - skips: a file is rewritten only when its bytes change, also across
+//     restarts (the first write of a cluster compares with the file on disk);
+//   - failures: a failed write leaves the old file whole and stays pending
+//     for Retry.
+//
+// Encoding is incremental. The caller (render) reuses the same immutable
+// *LbEndpoint pointers for endpoints that did not change, so the Writer caches
+// each endpoint's encoded fragment by pointer and assembles documents from
+// fragments: an event that changes 100 of 10,000 endpoints encodes 100.
+// CLAs and their endpoints must therefore not be mutated after they are handed
+// to the Writer.
+package writer

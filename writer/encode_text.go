@@ -1,0 +1,277 @@
+package writer
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"sigs.k8s.io/yaml"
+)
+
+// The JSON and YAML documents are assembled from pieces indented for their
+// fixed place in the document, so cached endpoint fragments are copied as they
+// are. The shapes (JSON left, YAML right; indentation in spaces):
+//
+//	{                                          version_info: '…'
+//	  "version_info": "…",                     resources:
+//	  "resources": [                           - '@type': type.googleapis.com/…
+//	    {                                        cluster_name: …      (CLA at 2)
+//	      "@type": "type.googleapis.com/…",      endpoints:
+//	      "cluster_name": "…",   (CLA at 6)      - locality: …        (locality at 4)
+//	      "endpoints": [                           lb_endpoints:
+//	        {                    (locality at 10)  - endpoint: …      (endpoint at 6)
+//	          "locality": {…},
+//	          "lb_endpoints": [
+//	            {                (endpoint at 14)
+//	              "endpoint": {…}
+//	            }
+//	          ]
+//	        }
+//	      ]
+//	    }
+//	  ]
+//	}
+//
+// The lists (endpoints, lb_endpoints) come last in their object: key order
+// means nothing to protojson, nor to Envoy's YAML-to-JSON loader.
+
+// protojson inserts random whitespace (detrand) that depends on the binary;
+// json.Indent drops all insignificant whitespace of its input and lays out its
+// own, so everything from protojson passes through it before use.
+var jsonOpts = protojson.MarshalOptions{UseProtoNames: true}
+
+const (
+	jsonCLA      = "    "         // the CLA object (inside the Any) opens here
+	jsonLocality = "        "     // each LocalityLbEndpoints object
+	jsonEndpoint = "            " // each LbEndpoint object
+)
+
+// jsonMembers returns the members of m's JSON object, laid out for an object
+// opening at indent open: one "key": value per line, without the braces, the
+// last newline or a trailing comma. Empty for an empty object.
+func jsonMembers(m proto.Message, open string) ([]byte, error) {
+	obj, err := indentJSON(m, open)
+	if err != nil {
+		return nil, err
+	}
+	if string(obj) == "{}" {
+		return nil, nil
+	}
+	// obj is "{\n" + members + "\n" + open + "}".
+	return obj[2 : len(obj)-len(open)-2], nil
+}
+
+// indentJSON renders m as an indented JSON object whose first line carries no
+// indent and whose later lines are indented under prefix.
+func indentJSON(m proto.Message, prefix string) ([]byte, error) {
+	raw, err := jsonOpts.Marshal(m)
+	if err != nil {
+		return nil, err
+	}
+	var buf bytes.Buffer
+	if err := json.Indent(&buf, raw, prefix, "  "); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
+func jsonFragment(lb *endpointv3.LbEndpoint) ([]byte, error) {
+	obj, err := indentJSON(lb, jsonEndpoint)
+	if err != nil {
+		return nil, err
+	}
+	return append([]byte(jsonEndpoint), obj...), nil
+}
+
+// appendJSON appends the CLA's members (the Any's members after "@type").
+func (e *encoder) appendJSON(dst []byte, cla *endpointv3.ClusterLoadAssignment) ([]byte, error) {
+	skel, err := skeleton(cla, claEndpoints)
+	if err != nil {
+		return nil, err
+	}
+	members, err := jsonMembers(skel, jsonCLA)
+	if err != nil {
+		return nil, err
+	}
+	dst = append(dst, members...)
+	if len(cla.GetEndpoints()) == 0 {
+		return dst, nil
+	}
+	if len(members) > 0 {
+		dst = append(dst, ",\n"...)
+	}
+	dst = append(dst, jsonCLA+`  "endpoints": [`+"\n"...)
+	for i, lle := range cla.GetEndpoints() {
+		if i > 0 {
+			dst = append(dst, ",\n"...)
+		}
+		if dst, err = e.appendJSONLocality(dst, lle); err != nil {
+			return nil, fmt.Errorf("endpoints[%d]%w", i, err)
+		}
+	}
+	return append(dst, "\n"+jsonCLA+"  ]"...), nil
+}
+
+// appendJSONLocality appends one LocalityLbEndpoints object. Errors start
+// with "." or ":" to follow the caller's "endpoints[i]".
+func (e *encoder) appendJSONLocality(dst []byte, lle *endpointv3.LocalityLbEndpoints) ([]byte, error) {
+	if lle == nil {
+		return nil, fmt.Errorf(": nil LocalityLbEndpoints")
+	}
+	skel, err := skeleton(lle, lleLbEndpoints)
+	if err != nil {
+		return nil, fmt.Errorf(": %w", err)
+	}
+	members, err := jsonMembers(skel, jsonLocality)
+	if err != nil {
+		return nil, fmt.Errorf(": %w", err)
+	}
+	parts, err := e.fragments(lle.GetLbEndpoints())
+	if err != nil {
+		return nil, fmt.Errorf(".%w", err)
+	}
+	if len(members) == 0 && len(parts) == 0 {
+		return append(dst, jsonLocality+"{}"...), nil
+	}
+	dst = append(dst, jsonLocality+"{\n"...)
+	dst = append(dst, members...)
+	if len(parts) > 0 {
+		if len(members) > 0 {
+			dst = append(dst, ",\n"...)
+		}
+		dst = append(dst, jsonLocality+`  "lb_endpoints": [`+"\n"...)
+		for i, p := range parts {
+			if i > 0 {
+				dst = append(dst, ",\n"...)
+			}
+			dst = append(dst, p...)
+		}
+		dst = append(dst, "\n"+jsonLocality+"  ]"...)
+	}
+	return append(dst, "\n"+jsonLocality+"}"...), nil
+}
+
+func wrapJSON(version string, body []byte) []byte {
+	const head = "{\n  \"version_info\": \"%s\",\n  \"resources\": [\n    {\n      \"@type\": \"" + claTypeURL + "\""
+	const tail = "\n    }\n  ]\n}\n"
+	out := make([]byte, 0, len(head)+len(version)+2+len(body)+len(tail))
+	out = fmt.Appendf(out, head, version) // version is hex: nothing to escape
+	if len(body) > 0 {
+		out = append(out, ",\n"...)
+		out = append(out, body...)
+	}
+	return append(out, tail...)
+}
+
+// --- YAML ---
+
+// yamlBlock renders m as block YAML starting at column 0 (sigs.k8s.io/yaml:
+// keys sorted, strings quoted wherever YAML would read them as something
+// else). Empty for an empty message.
+func yamlBlock(m proto.Message) ([]byte, error) {
+	raw, err := jsonOpts.Marshal(m)
+	if err != nil {
+		return nil, err
+	}
+	y, err := yaml.JSONToYAML(raw)
+	if err != nil {
+		return nil, err
+	}
+	if string(y) == "{}\n" {
+		return nil, nil
+	}
+	return y, nil
+}
+
+func yamlFragment(lb *endpointv3.LbEndpoint) ([]byte, error) {
+	block, err := yamlBlock(lb)
+	if err != nil {
+		return nil, err
+	}
+	if len(block) == 0 {
+		return []byte("    - {}\n"), nil
+	}
+	return appendIndented(nil, block, "    - ", "      "), nil
+}
+
+// appendIndented appends block (lines ending in "\n") with first before its
+// first line and rest before the others. Shifting every line by the same
+// amount keeps YAML's relative indentation, multi-line scalars included.
+// Empty lines stay empty: inside a block scalar, spaces there would be content.
+func appendIndented(dst, block []byte, first, rest string) []byte {
+	prefix := first
+	for len(block) > 0 {
+		line := block
+		if i := bytes.IndexByte(block, '\n'); i >= 0 {
+			line = block[:i+1]
+		}
+		block = block[len(line):]
+		if len(line) > 1 {
+			dst = append(dst, prefix...)
+		}
+		dst = append(dst, line...)
+		prefix = rest
+	}
+	return dst
+}
+
+// appendYAML appends the CLA's keys (the resource's keys after "@type").
+func (e *encoder) appendYAML(dst []byte, cla *endpointv3.ClusterLoadAssignment) ([]byte, error) {
+	skel, err := skeleton(cla, claEndpoints)
+	if err != nil {
+		return nil, err
+	}
+	block, err := yamlBlock(skel)
+	if err != nil {
+		return nil, err
+	}
+	dst = appendIndented(dst, block, "  ", "  ")
+	if len(cla.GetEndpoints()) == 0 {
+		return dst, nil
+	}
+	dst = append(dst, "  endpoints:\n"...)
+	for i, lle := range cla.GetEndpoints() {
+		if lle == nil {
+			return nil, fmt.Errorf("endpoints[%d]: nil LocalityLbEndpoints", i)
+		}
+		skel, err := skeleton(lle, lleLbEndpoints)
+		if err != nil {
+			return nil, fmt.Errorf("endpoints[%d]: %w", i, err)
+		}
+		block, err := yamlBlock(skel)
+		if err != nil {
+			return nil, fmt.Errorf("endpoints[%d]: %w", i, err)
+		}
+		parts, err := e.fragments(lle.GetLbEndpoints())
+		if err != nil {
+			return nil, fmt.Errorf("endpoints[%d].%w", i, err)
+		}
+		if len(block) == 0 && len(parts) == 0 {
+			dst = append(dst, "  - {}\n"...)
+			continue
+		}
+		dst = appendIndented(dst, block, "  - ", "    ")
+		if len(parts) > 0 {
+			if len(block) == 0 {
+				dst = append(dst, "  - lb_endpoints:\n"...)
+			} else {
+				dst = append(dst, "    lb_endpoints:\n"...)
+			}
+			for _, p := range parts {
+				dst = append(dst, p...)
+			}
+		}
+	}
+	return dst, nil
+}
+
+func wrapYAML(version string, body []byte) []byte {
+	// Quoted: a hex version such as "12e4…" would otherwise read as a number.
+	const head = "version_info: '%s'\nresources:\n- '@type': " + claTypeURL + "\n"
+	out := make([]byte, 0, len(head)+len(version)+len(body))
+	out = fmt.Appendf(out, head, version)
+	return append(out, body...)
+}

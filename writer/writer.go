@@ -1,0 +1,386 @@
+package writer
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"sync/atomic"
+
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+)
+
+// Cluster is one file to write: the CLA for the cluster Name.
+// CLA.ClusterName must equal Name (Envoy rule 3).
+type Cluster struct {
+	Name string
+	CLA  *endpointv3.ClusterLoadAssignment
+}
+
+// Options configure a Writer.
+type Options struct {
+	// Dir is the output folder. It must exist: a mistyped path should fail
+	// loudly, not create a folder that Envoy never reads.
+	Dir string
+	// Format of the files; empty means JSON.
+	Format Format
+	// DryRun prints each file that would be written to Out instead; nothing
+	// on disk is read or touched, and Dir need not exist.
+	DryRun bool
+	// Out receives the dry-run output; nil means os.Stdout.
+	Out io.Writer
+	// Logger gets per-file lines at Debug and failures at Error; nil discards.
+	Logger *slog.Logger
+	// Concurrency is the number of files of one batch written in parallel;
+	// 0 means 8. Each file costs an fsync (~0.3 ms), which is waiting, not CPU.
+	Concurrency int
+}
+
+// Result counts the outcome of a Write or Retry, one per distinct cluster.
+type Result struct {
+	Written   int // files replaced (or printed, in dry-run)
+	Unchanged int // files whose bytes were already right
+	Failed    int // clusters not written; Err says why
+	// Err joins one error per failure, each naming the file and the reason.
+	// It may also carry a failed fsync of the folder after files were
+	// renamed; those files count as Written.
+	Err error
+}
+
+// Writer writes CLAs to files in one folder. Its methods may be called from
+// several goroutines: they run one at a time.
+type Writer struct {
+	dir         string
+	tmpDir      string
+	format      Format
+	dryRun      bool
+	out         io.Writer
+	log         *slog.Logger
+	concurrency int
+	existing    []string
+
+	// rename is os.Rename; tests swap it to make the last step fail.
+	rename func(from, to string) error
+
+	mu  sync.Mutex
+	enc *encoder
+	// written holds, per cluster, the digest of the content on disk (or
+	// printed, in dry-run). A cluster missing here has not been written by
+	// this process: its first write compares with the file on disk.
+	written map[string][sha256.Size]byte
+	// pending holds the latest content of clusters whose last write failed.
+	pending map[string]job
+}
+
+// New checks the output folder, prepares its temp folder (removing what a
+// crash left there) and lists the files of ours already in it.
+func New(opts Options) (*Writer, error) {
+	format := opts.Format
+	if format == "" {
+		format = FormatJSON
+	}
+	if !format.valid() {
+		return nil, fmt.Errorf("writer: unknown format %q (want json, yaml or pb)", opts.Format)
+	}
+	if opts.Dir == "" && !opts.DryRun {
+		return nil, errors.New("writer: no output folder given")
+	}
+	w := &Writer{
+		dir:         opts.Dir,
+		tmpDir:      filepath.Join(opts.Dir, tmpDirName),
+		format:      format,
+		dryRun:      opts.DryRun,
+		out:         opts.Out,
+		log:         opts.Logger,
+		concurrency: opts.Concurrency,
+		rename:      os.Rename,
+		enc:         newEncoder(format),
+		written:     make(map[string][sha256.Size]byte),
+		pending:     make(map[string]job),
+	}
+	if w.out == nil {
+		w.out = os.Stdout
+	}
+	if w.log == nil {
+		w.log = slog.New(slog.DiscardHandler)
+	}
+	w.log = w.log.With("component", "writer")
+	if w.concurrency <= 0 {
+		w.concurrency = 8
+	}
+	if w.dryRun {
+		return w, nil
+	}
+
+	fi, err := os.Stat(opts.Dir)
+	if err != nil {
+		return nil, fmt.Errorf("writer: output folder %s: %w", opts.Dir, err)
+	}
+	if !fi.IsDir() {
+		return nil, fmt.Errorf("writer: output folder %s is not a folder", opts.Dir)
+	}
+	removed, err := cleanTmp(opts.Dir)
+	if err != nil {
+		return nil, fmt.Errorf("writer: output folder %s: %w", opts.Dir, err)
+	}
+	if removed > 0 {
+		w.log.Info("removed leftover temp files", "dir", w.tmpDir, "count", removed)
+	}
+	entries, err := os.ReadDir(opts.Dir)
+	if err != nil {
+		return nil, fmt.Errorf("writer: output folder %s: %w", opts.Dir, err)
+	}
+	for _, e := range entries { // ReadDir sorts by file name, not cluster name
+		if name, ok := ClusterName(e.Name(), format); ok && !e.IsDir() {
+			w.existing = append(w.existing, name)
+		}
+	}
+	slices.Sort(w.existing)
+	return w, nil
+}
+
+// Existing returns the clusters whose files were in the folder at New,
+// sorted. The caller decides what to do with those it no longer knows.
+// Empty in dry-run.
+func (w *Writer) Existing() []string { return slices.Clone(w.existing) }
+
+// Path returns the file of cluster.
+func (w *Writer) Path(cluster string) (string, error) {
+	name, err := FileName(cluster, w.format)
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(w.dir, name), nil
+}
+
+// Encode renders the file content for one CLA: a DiscoveryResponse holding
+// the CLA as its only resource, version_info a hash of the CLA's encoding.
+// It fails on a CLA that does not pass ValidateAll() (Envoy rule 9).
+func (w *Writer) Encode(cla *endpointv3.ClusterLoadAssignment) ([]byte, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	e, err := w.enc.encode(cla)
+	return e.data, err
+}
+
+// Pending returns the number of clusters whose last write failed.
+func (w *Writer) Pending() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.pending)
+}
+
+// job is one file to write.
+type job struct {
+	cluster string
+	path    string
+	enc     encoded
+	// checkDisk: first write of this cluster in this process, so the file
+	// on disk may already hold these bytes (a restart).
+	checkDisk bool
+}
+
+type outcome int
+
+const (
+	failed outcome = iota
+	written
+	unchanged
+)
+
+// Write writes the files of clusters whose bytes changed, in parallel, then
+// fsyncs the folder once. If a cluster appears twice, the last one counts. A
+// failed cluster stays pending for Retry, with the newest content given.
+func (w *Writer) Write(ctx context.Context, clusters []Cluster) Result {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var res Result
+	var errs []error
+	var jobs []job
+	for _, c := range lastOfEach(clusters) {
+		j, err := w.prepare(c)
+		if err != nil {
+			// Bad content cannot get better by retrying it; the old file
+			// stays, and the next Write for the cluster replaces the
+			// pending content, if any.
+			res.Failed++
+			errs = append(errs, err)
+			w.log.Error("not written", "cluster", c.Name, "path", j.path, "error", err)
+			continue
+		}
+		if d, ok := w.written[c.Name]; ok && d == j.enc.digest {
+			res.Unchanged++
+			delete(w.pending, c.Name) // the file already holds the latest
+			w.log.Debug("unchanged", "cluster", c.Name, "path", j.path, "version", j.enc.version)
+			continue
+		}
+		jobs = append(jobs, j)
+	}
+	w.run(ctx, jobs, &res, errs)
+	return res
+}
+
+// Retry rewrites the pending clusters with the latest content given for them.
+func (w *Writer) Retry(ctx context.Context) Result {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	jobs := make([]job, 0, len(w.pending))
+	for _, j := range w.pending {
+		jobs = append(jobs, j)
+	}
+	slices.SortFunc(jobs, func(a, b job) int { return cmpString(a.cluster, b.cluster) })
+	var res Result
+	w.run(ctx, jobs, &res, nil)
+	return res
+}
+
+func cmpString(a, b string) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// lastOfEach drops all but the last occurrence of each cluster name, keeping
+// the order otherwise: two workers must never write the same file at once.
+func lastOfEach(clusters []Cluster) []Cluster {
+	last := make(map[string]int, len(clusters))
+	for i, c := range clusters {
+		last[c.Name] = i
+	}
+	if len(last) == len(clusters) {
+		return clusters
+	}
+	out := make([]Cluster, 0, len(last))
+	for i, c := range clusters {
+		if last[c.Name] == i {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+func (w *Writer) prepare(c Cluster) (job, error) {
+	j := job{cluster: c.Name}
+	var err error
+	if j.path, err = w.Path(c.Name); err != nil {
+		return j, err
+	}
+	if c.CLA == nil {
+		return j, fmt.Errorf("%s: no ClusterLoadAssignment", j.path)
+	}
+	if c.CLA.GetClusterName() != c.Name {
+		// Envoy would reject it: "Unexpected EDS cluster (expecting X)".
+		return j, fmt.Errorf("%s: cluster_name %q differs from cluster %q", j.path, c.CLA.GetClusterName(), c.Name)
+	}
+	if j.enc, err = w.enc.encode(c.CLA); err != nil {
+		return j, fmt.Errorf("%s: %w", j.path, err)
+	}
+	_, known := w.written[c.Name]
+	j.checkDisk = !known && !w.dryRun
+	return j, nil
+}
+
+// run writes jobs, Concurrency at a time, and records the outcomes: the
+// workers only do file I/O and fill their slot of outcomes; all bookkeeping
+// happens here, after they are done.
+func (w *Writer) run(ctx context.Context, jobs []job, res *Result, errs []error) {
+	defer func() { res.Err = errors.Join(errs...) }()
+	if len(jobs) == 0 {
+		return
+	}
+	outcomes := make([]outcome, len(jobs))
+	failures := make([]error, len(jobs))
+	if w.dryRun {
+		// Sequential, in input order: the output is read by people and tests.
+		for i, j := range jobs {
+			outcomes[i], failures[i] = w.print(j)
+		}
+	} else {
+		var next atomic.Int64
+		var wg sync.WaitGroup
+		for range min(w.concurrency, len(jobs)) {
+			wg.Go(func() {
+				for {
+					i := int(next.Add(1) - 1)
+					if i >= len(jobs) {
+						return
+					}
+					if err := ctx.Err(); err != nil {
+						failures[i] = fmt.Errorf("%s: not written: %w", jobs[i].path, err)
+						continue
+					}
+					outcomes[i], failures[i] = w.store(jobs[i])
+				}
+			})
+		}
+		wg.Wait()
+	}
+
+	canceled := 0
+	for i, j := range jobs {
+		switch outcomes[i] {
+		case written:
+			res.Written++
+		case unchanged:
+			res.Unchanged++
+		case failed:
+			res.Failed++
+			errs = append(errs, failures[i])
+			// Retry writes this content, unless a newer Write replaces it.
+			w.pending[j.cluster] = j
+			if ctx.Err() != nil && errors.Is(failures[i], ctx.Err()) {
+				canceled++ // logged once below, not 10,000 times at shutdown
+			} else {
+				w.log.Error("write failed", "cluster", j.cluster, "path", j.path, "error", failures[i])
+			}
+			continue
+		}
+		w.written[j.cluster] = j.enc.digest
+		delete(w.pending, j.cluster)
+	}
+	if canceled > 0 {
+		w.log.Error("files not written: canceled", "count", canceled, "error", ctx.Err())
+	}
+	if res.Written > 0 && !w.dryRun {
+		// One fsync of the folder makes all of the batch's renames durable.
+		if err := syncDir(w.dir); err != nil {
+			err = fmt.Errorf("fsync %s: %w", w.dir, err)
+			errs = append(errs, err)
+			w.log.Error("fsync folder failed", "path", w.dir, "error", err)
+		}
+	}
+	w.log.Debug("batch done", "written", res.Written, "unchanged", res.Unchanged, "failed", res.Failed)
+}
+
+// store writes one file unless, on the cluster's first write in this process,
+// the file on disk already holds the same bytes (a restart).
+func (w *Writer) store(j job) (outcome, error) {
+	if j.checkDisk {
+		old, err := os.ReadFile(j.path)
+		if err == nil && bytes.Equal(old, j.enc.data) {
+			w.log.Debug("unchanged on disk", "cluster", j.cluster, "path", j.path, "version", j.enc.version)
+			return unchanged, nil
+		}
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			// Unreadable or not a file: writeAtomic reports what is wrong.
+			w.log.Debug("cannot compare with file on disk", "path", j.path, "error", err)
+		}
+	}
+	if err := writeAtomic(w.tmpDir, j.path, j.enc.data, w.rename); err != nil {
+		return failed, fmt.Errorf("%s: %w", j.path, err)
+	}
+	w.log.Debug("wrote", "cluster", j.cluster, "path", j.path, "version", j.enc.version, "bytes", len(j.enc.data))
+	return written, nil
+}
