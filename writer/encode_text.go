@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"unicode/utf8"
 
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -71,6 +72,11 @@ func indentJSON(m proto.Message, prefix string) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	return indentRaw(raw, prefix)
+}
+
+// indentRaw lays out JSON, whatever whitespace it came with.
+func indentRaw(raw []byte, prefix string) ([]byte, error) {
 	var buf bytes.Buffer
 	if err := json.Indent(&buf, raw, prefix, "  "); err != nil {
 		return nil, err
@@ -176,7 +182,7 @@ func yamlBlock(m proto.Message) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	y, err := yaml.JSONToYAML(raw)
+	y, err := yaml.JSONToYAML(escapeForYAML(raw))
 	if err != nil {
 		return nil, err
 	}
@@ -184,6 +190,39 @@ func yamlBlock(m proto.Message) ([]byte, error) {
 		return nil, nil
 	}
 	return y, nil
+}
+
+// escapeForYAML rewrites every non-ASCII character and DEL of protojson's
+// output as an escape. JSONToYAML reads JSON with a YAML 1.1 parser, which
+// rejects raw DEL and C1 controls and takes U+2028, U+2029 and U+0085 for
+// line breaks inside strings. Such bytes only occur inside JSON strings, and
+// the parser decodes the escapes to the same characters. Astral characters
+// use YAML's \U escape: that parser does not join JSON surrogate pairs.
+func escapeForYAML(raw []byte) []byte {
+	i := 0
+	for i < len(raw) && raw[i] < utf8.RuneSelf && raw[i] != 0x7f {
+		i++
+	}
+	if i == len(raw) {
+		return raw
+	}
+	out := append(make([]byte, 0, len(raw)+16), raw[:i]...)
+	for i < len(raw) {
+		c := raw[i]
+		if c < utf8.RuneSelf && c != 0x7f {
+			out = append(out, c)
+			i++
+			continue
+		}
+		r, n := utf8.DecodeRune(raw[i:])
+		i += n
+		if r > 0xffff {
+			out = fmt.Appendf(out, `\U%08X`, r)
+		} else {
+			out = fmt.Appendf(out, `\u%04X`, r)
+		}
+	}
+	return out
 }
 
 func yamlFragment(lb *endpointv3.LbEndpoint) ([]byte, error) {

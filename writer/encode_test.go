@@ -1,0 +1,272 @@
+package writer
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"flag"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"testing"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	"github.com/google/go-cmp/cmp"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/testing/protocmp"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
+
+var formats = []Format{FormatJSON, FormatYAML, FormatPB}
+
+// newEncoding returns a dry-run Writer: Encode without a folder.
+func newEncoding(t testing.TB, f Format) *Writer {
+	t.Helper()
+	w, err := New(Options{Format: f, DryRun: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return w
+}
+
+// checkRoundTrip parses data as Envoy would and compares with want.
+func checkRoundTrip(t *testing.T, f Format, data []byte, want *endpointv3.ClusterLoadAssignment) {
+	t.Helper()
+	resp, got, err := parseLikeEnvoy("x"+f.Ext(), data)
+	if err != nil {
+		t.Fatalf("parse %s: %v\n%s", f, err, data)
+	}
+	if v := resp.GetVersionInfo(); len(v) != 16 {
+		t.Fatalf("version_info %q: want 16 hex digits", v)
+	}
+	if !proto.Equal(want, got) { // cmp.Diff is slow: only to explain a failure
+		t.Fatalf("%s round trip (-want +got):\n%s\n%s", f, cmp.Diff(want, got, protocmp.Transform()), data)
+	}
+}
+
+// TestEncodeRoundTrip is the encoder's main proof: for random CLAs the bytes
+// parse back, as Envoy parses them, to the same CLA; the output is the same
+// with a cold cache, a warm one and one that has seen other CLAs sharing
+// endpoint pointers; and encoding twice gives the same bytes.
+func TestEncodeRoundTrip(t *testing.T) {
+	for _, f := range formats {
+		t.Run(string(f), func(t *testing.T) {
+			g := gen{rand.New(rand.NewPCG(7, uint64(len(f))))}
+			warm := newEncoding(t, f)
+			for i := range 300 {
+				cla := g.cla()
+				if i%10 == 0 {
+					cla.Endpoints = nil // a CLA that clears the hosts (Envoy rule 7)
+				}
+				next := g.mutate(cla)
+				for _, c := range []*endpointv3.ClusterLoadAssignment{cla, next} {
+					cold, err := newEncoding(t, f).Encode(c)
+					if err != nil {
+						t.Fatalf("cla %d: %v", i, err)
+					}
+					checkRoundTrip(t, f, cold, c)
+					for range 2 {
+						hot, err := warm.Encode(c)
+						if err != nil {
+							t.Fatal(err)
+						}
+						if !bytes.Equal(hot, cold) {
+							t.Fatalf("cla %d: warm cache differs from cold:\n%s\n---\n%s", i, hot, cold)
+						}
+					}
+				}
+			}
+		})
+	}
+}
+
+func TestEncodeVersionIsContentHash(t *testing.T) {
+	for _, f := range formats {
+		t.Run(string(f), func(t *testing.T) {
+			w := newEncoding(t, f)
+			a, _ := w.Encode(smallCLA())
+			b, _ := w.Encode(smallCLA()) // other pointers, same content
+			if !bytes.Equal(a, b) {
+				t.Fatal("same content, different bytes")
+			}
+			other := smallCLA()
+			other.Endpoints[0].LbEndpoints[0].HealthStatus = corev3.HealthStatus_UNHEALTHY
+			c, _ := w.Encode(other)
+			va, vc := version(t, f, a), version(t, f, c)
+			if va == vc {
+				t.Fatalf("different content, same version %s", va)
+			}
+			// The version is the hash of the CLA encoding, which we can
+			// recompute from the encoder.
+			enc, err := newEncoder(f).encode(smallCLA())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := hex.EncodeToString(enc.digest[:8]); va != want {
+				t.Fatalf("version %s, want %s", va, want)
+			}
+			if enc.digest == ([32]byte{}) || enc.digest == sha256.Sum256(nil) {
+				t.Fatal("empty digest")
+			}
+		})
+	}
+}
+
+func version(t *testing.T, f Format, data []byte) string {
+	t.Helper()
+	resp, _, err := parseLikeEnvoy("x"+f.Ext(), data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.GetVersionInfo()
+}
+
+// TestGolden pins the bytes of each format. They must not change between
+// builds or processes (a change rewrites every file at the next start), so
+// a diff here is a deliberate format change: rerun with -update.
+func TestGolden(t *testing.T) {
+	for _, f := range formats {
+		t.Run(string(f), func(t *testing.T) {
+			w := newEncoding(t, f)
+			got, err := w.Encode(smallCLA())
+			if err != nil {
+				t.Fatal(err)
+			}
+			checkRoundTrip(t, f, got, smallCLA())
+			golden(t, filepath.Join("testdata", "small"+f.Ext()), got)
+
+			var out bytes.Buffer
+			w, err = New(Options{Format: f, DryRun: true, Dir: "/etc/envoy/eds", Out: &out})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res := w.Write(t.Context(), []Cluster{{Name: "default/web/http", CLA: smallCLA()}}); res.Written != 1 {
+				t.Fatalf("dry-run: %+v", res)
+			}
+			golden(t, filepath.Join("testdata", "small"+f.Ext()+".dryrun"), out.Bytes())
+		})
+	}
+}
+
+func golden(t *testing.T, path string, got []byte) {
+	t.Helper()
+	if *update {
+		if err := os.WriteFile(path, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run go test -update to create it)", err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatalf("%s differs (go test -update to accept):\ngot:\n%s\nwant:\n%s", path, got, want)
+	}
+}
+
+// TestEncodeIndependentOfDetrand feeds the JSON helpers protojson output
+// with the extra spaces another build's protojson might add.
+func TestEncodeIndependentOfDetrand(t *testing.T) {
+	raw, err := protojson.Marshal(smallCLA().Endpoints[0].LbEndpoints[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	spaced := bytes.ReplaceAll(bytes.ReplaceAll(raw, []byte(":"), []byte(": ")), []byte(","), []byte(",  "))
+	a, err := indentRaw(raw, jsonEndpoint)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := indentRaw(spaced, jsonEndpoint)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(a, b) {
+		t.Fatalf("whitespace leaks through:\n%s\n%s", a, b)
+	}
+
+	// prototext puts one or two spaces after "name:", per binary.
+	one := "version_info: \"x\"\nresources: {\n  [type.googleapis.com/a.B]: {\n    name: \"a:  b\"\n    e: {}\n  }\n}\n"
+	two := "version_info:  \"x\"\nresources:  {\n  [type.googleapis.com/a.B]:  {\n    name:  \"a:  b\"\n    e:  {}\n  }\n}\n"
+	for _, in := range []string{one, two} {
+		if got := string(normalizeText([]byte(in))); got != one {
+			t.Errorf("normalizeText(%q) =\n%s\nwant:\n%s", in, got, one)
+		}
+	}
+}
+
+// TestEncodeRejectsInvalid: content that fails ValidateAll() is never
+// produced (Envoy rule 9), whether the bad field is in a cached fragment or
+// in a skeleton.
+func TestEncodeRejectsInvalid(t *testing.T) {
+	tests := map[string]func(*endpointv3.ClusterLoadAssignment){
+		"port": func(c *endpointv3.ClusterLoadAssignment) {
+			c.Endpoints[0].LbEndpoints = append(c.Endpoints[0].LbEndpoints, lbEndpoint("10.0.0.9", 70000, "", 0))
+		},
+		"empty ip":    func(c *endpointv3.ClusterLoadAssignment) { c.Endpoints[1].LbEndpoints[0] = lbEndpoint("", 80, "", 0) },
+		"priority":    func(c *endpointv3.ClusterLoadAssignment) { c.Endpoints[1].Priority = 129 },
+		"no name":     func(c *endpointv3.ClusterLoadAssignment) { c.ClusterName = "" },
+		"nil lb":      func(c *endpointv3.ClusterLoadAssignment) { c.Endpoints[0].LbEndpoints[1] = nil },
+		"nil lle":     func(c *endpointv3.ClusterLoadAssignment) { c.Endpoints[2] = nil },
+		"zero factor": func(c *endpointv3.ClusterLoadAssignment) { c.Policy.OverprovisioningFactor.Value = 0 },
+	}
+	for name, mutate := range tests {
+		for _, f := range formats {
+			t.Run(name+"/"+string(f), func(t *testing.T) {
+				cla := smallCLA()
+				mutate(cla)
+				if data, err := newEncoding(t, f).Encode(cla); err == nil {
+					t.Fatalf("no error; encoded:\n%s", data)
+				}
+			})
+		}
+	}
+}
+
+// TestEncodeCacheBounded: a cluster whose endpoints all change on every event
+// must not grow the cache without bound, and the endpoints of clusters that
+// are not re-encoded must stay cached (they are live).
+func TestEncodeCacheBounded(t *testing.T) {
+	g := gen{rand.New(rand.NewPCG(3, 4))}
+	w := newEncoding(t, FormatPB)
+	quiet := g.cla()
+	quiet.ClusterName = "quiet"
+	for len(quiet.Endpoints) == 0 {
+		quiet.Endpoints = append(quiet.Endpoints, g.locality(0))
+	}
+	if _, err := w.Encode(quiet); err != nil {
+		t.Fatal(err)
+	}
+	busy := func() *endpointv3.ClusterLoadAssignment {
+		cla := &endpointv3.ClusterLoadAssignment{ClusterName: "busy"}
+		lle := &endpointv3.LocalityLbEndpoints{}
+		for range 500 {
+			lle.LbEndpoints = append(lle.LbEndpoints, g.lbEndpoint())
+		}
+		cla.Endpoints = append(cla.Endpoints, lle)
+		return cla
+	}
+	maxSize := 0
+	for range 50 {
+		if _, err := w.Encode(busy()); err != nil {
+			t.Fatal(err)
+		}
+		maxSize = max(maxSize, len(w.enc.frags))
+	}
+	live := 500 + countEndpoints(quiet)
+	if w.enc.live != live {
+		t.Fatalf("live = %d, want %d", w.enc.live, live)
+	}
+	if limit := 2*live + minCache + 500; maxSize > limit {
+		t.Fatalf("cache grew to %d entries, limit %d", maxSize, limit)
+	}
+	for _, lle := range quiet.Endpoints {
+		for _, lb := range lle.LbEndpoints {
+			if _, ok := w.enc.frags[lb]; !ok {
+				t.Fatal("a live endpoint of a quiet cluster was evicted")
+			}
+		}
+	}
+}
