@@ -1,0 +1,134 @@
+package watch
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+)
+
+// sliceDoc is one EndpointSlice document of Service ns/web.
+func sliceDoc(name, addr string) string { return fmt.Sprintf(sliceYAML, name, addr) }
+
+const sliceYAML = `apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: %s
+  namespace: ns
+  labels: {kubernetes.io/service-name: web}
+addressType: IPv4
+ports: [{name: http, port: 8080}]
+endpoints:
+  - addresses: [%s]
+`
+
+func TestDecodeManifest(t *testing.T) {
+	fixture := func(name string) string {
+		b, err := os.ReadFile(filepath.Join("testdata", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	tests := []struct {
+		name      string
+		data      string
+		want      []string // ns/name
+		wantEmpty bool
+		wantWarn  string
+		wantErr   string
+	}{
+		{name: "multi-document YAML", data: fixture("multi.yaml"), want: []string{"shop/web-abc12", "shop/web-def34"}},
+		{name: "kubectl List", data: fixture("list.yaml"), want: []string{"shop/api-q8h2k"}},
+		{name: "EndpointSliceList JSON, namespace defaulted", data: fixture("slicelist.json"), want: []string{"default/db-1"}},
+		{
+			name: "single JSON object",
+			data: `{"apiVersion":"discovery.k8s.io/v1","kind":"EndpointSlice","metadata":{"name":"j","namespace":"ns"},"addressType":"IPv4","endpoints":[]}`,
+			want: []string{"ns/j"},
+		},
+		{name: "empty file", data: "", wantEmpty: true},
+		{name: "only comments", data: "# nothing yet\n---\n# still nothing\n", wantEmpty: true},
+		{name: "empty List is not empty", data: "apiVersion: v1\nkind: List\nitems: []\n"},
+		{
+			name:     "unknown field is a warning",
+			data:     strings.Replace(sliceDoc("x", "10.0.0.1"), "addressType:", "colour: blue\naddressType:", 1),
+			want:     []string{"ns/x"},
+			wantWarn: `unknown field "colour"`,
+		},
+		{name: "ConfigMap", data: fixture("configmap.yaml"), wantErr: "v1 ConfigMap is not an EndpointSlice"},
+		{name: "unknown kind", data: "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlise\nmetadata: {name: x}\n", wantErr: "EndpointSlise"},
+		{name: "old apiVersion", data: strings.Replace(sliceDoc("x", "10.0.0.1"), "discovery.k8s.io/v1", "discovery.k8s.io/v1beta1", 1), wantErr: "v1beta1"},
+		{name: "no kind", data: "metadata: {name: x}\n", wantErr: "Kind"},
+		{name: "missing name", data: strings.Replace(sliceDoc("x", "10.0.0.1"), "  name: x\n", "", 1), wantErr: "without metadata.name"},
+		{name: "bad YAML", data: "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: [\n", wantErr: "document 1"},
+		{
+			name:    "half-written second document fails the whole file",
+			data:    sliceDoc("a", "10.0.0.1") + "---\n" + sliceDoc("b", "10.0.0.2")[:60],
+			wantErr: "document 2",
+		},
+		{
+			name:    "List with a bad item fails the whole file",
+			data:    "apiVersion: v1\nkind: List\nitems:\n- {apiVersion: discovery.k8s.io/v1, kind: EndpointSlice, metadata: {name: a}, addressType: IPv4}\n- {apiVersion: v1, kind: Pod, metadata: {name: p}}\n",
+			wantErr: "List item 1: v1 Pod is not an EndpointSlice",
+		},
+		{
+			name:    "duplicate slice",
+			data:    sliceDoc("a", "10.0.0.1") + "---\n" + sliceDoc("a", "10.0.0.2"),
+			wantErr: "ns/a appears twice",
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m, err := decodeManifest([]byte(tt.data))
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("error = %v, want one containing %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, sl := range m.slices {
+				got = append(got, sl.Namespace+"/"+sl.Name)
+			}
+			if !slices.Equal(got, tt.want) {
+				t.Errorf("slices = %v, want %v", got, tt.want)
+			}
+			if m.empty != tt.wantEmpty {
+				t.Errorf("empty = %v, want %v", m.empty, tt.wantEmpty)
+			}
+			if w := strings.Join(m.warnings, "; "); (tt.wantWarn == "") != (w == "") || !strings.Contains(w, tt.wantWarn) {
+				t.Errorf("warnings = %q, want %q", w, tt.wantWarn)
+			}
+		})
+	}
+}
+
+// TestDecodeManifestSlims checks that manifests go through Slim like
+// informer objects, so that both sources give render the same shape.
+func TestDecodeManifestSlims(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join("testdata", "list.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := decodeManifest(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sl := m.slices[0]
+	if sl.ManagedFields != nil || sl.OwnerReferences != nil || sl.UID != "" || sl.Kind != "" {
+		t.Errorf("not slimmed: %+v", sl.ObjectMeta)
+	}
+	if sl.Annotations[corev1.EndpointsLastChangeTriggerTime] != "2026-03-01T10:00:00Z" || sl.ResourceVersion != "48211" {
+		t.Errorf("lost metadata: %+v", sl.ObjectMeta)
+	}
+	if ep := sl.Endpoints[0]; ep.TargetRef.UID != "" || ep.TargetRef.Name != "api-5c6b-xyz12" || *ep.Zone != "zone-b" {
+		t.Errorf("endpoint = %+v", ep)
+	}
+}
