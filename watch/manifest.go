@@ -37,8 +37,8 @@ var endpointSliceGVK = discoveryv1.SchemeGroupVersion.WithKind("EndpointSlice")
 // manifest is what one file holds.
 type manifest struct {
 	slices   []*discoveryv1.EndpointSlice // slimmed, namespace defaulted
-	warnings []string                    // unknown or duplicate fields
-	empty    bool                        // no document at all
+	warnings []string                     // unknown or duplicate fields
+	empty    bool                         // no document at all
 }
 
 // decodeManifest reads a file of EndpointSlices: one or more YAML documents
