@@ -1,0 +1,564 @@
+package writer
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	"google.golang.org/protobuf/proto"
+)
+
+// syncBuffer collects log output from the writer's worker goroutines.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// newWriter makes a Writer over dir that logs, at Debug, into the returned buffer.
+func newWriter(t *testing.T, dir string, f Format) (*Writer, *syncBuffer) {
+	t.Helper()
+	logs := &syncBuffer{}
+	w, err := New(Options{
+		Dir:    dir,
+		Format: f,
+		Logger: slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return w, logs
+}
+
+// claWith is smallCLA for another cluster, with the first endpoint's port
+// set to port, so tests can make versions that differ.
+func claWith(name string, port uint32) *endpointv3.ClusterLoadAssignment {
+	cla := smallCLA()
+	cla.ClusterName = name
+	cla.Endpoints[0].LbEndpoints[0] = lbEndpoint("10.0.0.1", port, "web-0", corev3.HealthStatus_HEALTHY)
+	return cla
+}
+
+func one(name string, port uint32) []Cluster {
+	return []Cluster{{Name: name, CLA: claWith(name, port)}}
+}
+
+func checkResult(t *testing.T, got Result, written, unchanged, failed int) {
+	t.Helper()
+	if got.Written != written || got.Unchanged != unchanged || got.Failed != failed {
+		t.Fatalf("result = %d written, %d unchanged, %d failed (err %v); want %d, %d, %d",
+			got.Written, got.Unchanged, got.Failed, got.Err, written, unchanged, failed)
+	}
+	if (got.Err != nil) != (failed > 0) {
+		t.Fatalf("result error = %v with %d failed", got.Err, failed)
+	}
+}
+
+// fileID is what a rewrite changes: the rename brings a new inode.
+type fileID struct {
+	ino   uint64
+	mtime time.Time
+}
+
+func idOf(t *testing.T, path string) fileID {
+	t.Helper()
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fileID{fi.Sys().(*syscall.Stat_t).Ino, fi.ModTime()}
+}
+
+// checkFile asserts that path holds a file Envoy accepts, for want.
+func checkFile(t *testing.T, path string, want *endpointv3.ClusterLoadAssignment) []byte {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, got, err := parseLikeEnvoy(path, data)
+	if err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	if !proto.Equal(got, want) {
+		t.Fatalf("%s holds another CLA:\n%s", path, data)
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode() != 0o644 {
+		t.Fatalf("%s: mode %s, want 0644", path, fi.Mode())
+	}
+	return data
+}
+
+func checkTmpEmpty(t *testing.T, dir string) {
+	t.Helper()
+	entries, err := os.ReadDir(filepath.Join(dir, tmpDirName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(entries) > 0 {
+		t.Fatalf("temp files left: %v", entries)
+	}
+}
+
+func TestNew(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "file")
+	if err := os.WriteFile(file, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name    string
+		opts    Options
+		wantErr string // substring; empty for success
+	}{
+		{name: "missing folder", opts: Options{Dir: filepath.Join(dir, "nope")}, wantErr: filepath.Join(dir, "nope") + ": stat"},
+		{name: "not a folder", opts: Options{Dir: file}, wantErr: file + " is not a folder"},
+		{name: "no folder", opts: Options{}, wantErr: "no output folder"},
+		{name: "bad format", opts: Options{Dir: dir, Format: "xml"}, wantErr: `unknown format "xml"`},
+		{name: "ok", opts: Options{Dir: dir}},
+		{name: "dry-run needs no folder", opts: Options{Dir: filepath.Join(dir, "nope"), DryRun: true}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := New(tt.opts)
+			if tt.wantErr == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Fatalf("New() error = %v, want it to contain %q", err, tt.wantErr)
+			}
+		})
+	}
+	if _, err := os.Stat(filepath.Join(dir, "nope")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("New created the missing folder: %v", err)
+	}
+}
+
+func TestNewCleansTmpAndListsExisting(t *testing.T) {
+	dir := t.TempDir()
+	for _, p := range []string{
+		".tmp/default_web_http.json.123456", // a crash between create and rename
+		".tmp/sub/x",
+		"default_web_http.json",
+		"a%5Fb.json",
+		"notes.txt",
+		".hidden.json",
+		"other.yaml",
+		"dir.json/x", // a folder is not one of our files
+	} {
+		p = filepath.Join(dir, p)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte("x"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w, _ := newWriter(t, dir, FormatJSON)
+	checkTmpEmpty(t, dir)
+	if got, want := w.Existing(), []string{"a_b", "default/web/http"}; !slicesEqual(got, want) {
+		t.Fatalf("Existing() = %q, want %q", got, want)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "notes.txt")); err != nil {
+		t.Fatal("New removed a file that is not a temp file")
+	}
+}
+
+func slicesEqual(a, b []string) bool { return strings.Join(a, "\x00") == strings.Join(b, "\x00") }
+
+func TestWriteSkipsUnchanged(t *testing.T) {
+	for _, f := range formats {
+		t.Run(string(f), func(t *testing.T) {
+			dir := t.TempDir()
+			w, _ := newWriter(t, dir, f)
+			path, _ := w.Path("default/web/http")
+
+			checkResult(t, w.Write(t.Context(), one("default/web/http", 80)), 1, 0, 0)
+			checkFile(t, path, claWith("default/web/http", 80))
+			checkTmpEmpty(t, dir)
+			before := idOf(t, path)
+
+			// Same content in new messages: no write, same inode and mtime.
+			checkResult(t, w.Write(t.Context(), one("default/web/http", 80)), 0, 1, 0)
+			if after := idOf(t, path); after != before {
+				t.Fatalf("unchanged file rewritten: %v -> %v", before, after)
+			}
+
+			checkResult(t, w.Write(t.Context(), one("default/web/http", 81)), 1, 0, 0)
+			checkFile(t, path, claWith("default/web/http", 81))
+			if after := idOf(t, path); after.ino == before.ino {
+				t.Fatal("changed file kept its inode: not replaced by a rename")
+			}
+		})
+	}
+}
+
+func TestRestartRewritesNothing(t *testing.T) {
+	for _, f := range formats {
+		t.Run(string(f), func(t *testing.T) {
+			dir := t.TempDir()
+			names := []string{"ns/a/http", "ns/b", "ns/c/grpc"}
+			batch := func(changedPort uint32) []Cluster {
+				var cs []Cluster
+				for i, n := range names {
+					port := uint32(80)
+					if i == 0 {
+						port = changedPort
+					}
+					cs = append(cs, one(n, port)...)
+				}
+				return cs
+			}
+			w1, _ := newWriter(t, dir, f)
+			checkResult(t, w1.Write(t.Context(), batch(80)), 3, 0, 0)
+			ids := map[string]fileID{}
+			for _, n := range names {
+				p, _ := w1.Path(n)
+				ids[n] = idOf(t, p)
+			}
+
+			w2, _ := newWriter(t, dir, f)
+			if got := w2.Existing(); !slicesEqual(got, names) {
+				t.Fatalf("Existing() = %q, want %q", got, names)
+			}
+			checkResult(t, w2.Write(t.Context(), batch(80)), 0, 3, 0)
+			for _, n := range names {
+				p, _ := w2.Path(n)
+				if got := idOf(t, p); got != ids[n] {
+					t.Fatalf("%s rewritten after restart: %v -> %v", n, ids[n], got)
+				}
+			}
+
+			w3, _ := newWriter(t, dir, f)
+			checkResult(t, w3.Write(t.Context(), batch(81)), 1, 2, 0)
+
+			// A file with other bytes (an older edsync, a hand edit) is replaced.
+			p, _ := w3.Path("ns/b")
+			if err := os.WriteFile(p, []byte("garbage"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			w4, _ := newWriter(t, dir, f)
+			checkResult(t, w4.Write(t.Context(), batch(81)), 1, 2, 0)
+			checkFile(t, p, claWith("ns/b", 80))
+		})
+	}
+}
+
+// TestWriteFaults: a write that fails leaves the old file whole, is logged at
+// Error with the path, counted and kept; Retry writes the latest content once
+// the fault is gone.
+func TestWriteFaults(t *testing.T) {
+	tmpIsFile := func(t *testing.T, w *Writer, dir string) func() {
+		// Works as root too: no permission is involved.
+		tmp := filepath.Join(dir, tmpDirName)
+		if err := os.RemoveAll(tmp); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(tmp, nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return func() { os.Remove(tmp) } // the writer makes .tmp/ again
+	}
+	readOnly := func(t *testing.T, w *Writer, dir string) func() {
+		if os.Geteuid() == 0 {
+			t.Skip("root ignores permissions; the other faults cover this")
+		}
+		if err := os.Chmod(dir, 0o555); err != nil {
+			t.Fatal(err)
+		}
+		return func() { os.Chmod(dir, 0o755) }
+	}
+	renameFails := func(t *testing.T, w *Writer, dir string) func() {
+		// The last step fails, after the temp file was written and synced.
+		w.rename = func(string, string) error { return syscall.ENOSPC }
+		return func() { w.rename = os.Rename }
+	}
+	tests := []struct {
+		name  string
+		fault func(t *testing.T, w *Writer, dir string) (undo func())
+	}{
+		{"tmp folder is a file", tmpIsFile},
+		{"read-only folder", readOnly},
+		{"rename fails", renameFails},
+	}
+	for _, tt := range tests {
+		for _, f := range formats {
+			t.Run(tt.name+"/"+string(f), func(t *testing.T) {
+				dir := t.TempDir()
+				w, logs := newWriter(t, dir, f)
+				const name = "default/web/http"
+				path, _ := w.Path(name)
+				checkResult(t, w.Write(t.Context(), one(name, 80)), 1, 0, 0)
+				old := checkFile(t, path, claWith(name, 80))
+
+				undo := tt.fault(t, w, dir)
+				defer undo()
+				res := w.Write(t.Context(), one(name, 81))
+				checkResult(t, res, 0, 0, 1)
+				if !strings.Contains(res.Err.Error(), path) {
+					t.Errorf("error %q does not name %s", res.Err, path)
+				}
+				if !strings.Contains(logs.String(), `"level":"ERROR"`) || !strings.Contains(logs.String(), `"path":"`+path+`"`) {
+					t.Errorf("failure not logged at Error with the path:\n%s", logs)
+				}
+				if got, _ := os.ReadFile(path); !bytes.Equal(got, old) {
+					t.Fatal("old file not intact after a failed write")
+				}
+				if fi, err := os.Stat(filepath.Join(dir, tmpDirName)); err == nil && fi.IsDir() {
+					checkTmpEmpty(t, dir)
+				}
+				if w.Pending() != 1 {
+					t.Fatalf("Pending() = %d, want 1", w.Pending())
+				}
+
+				// A newer version while still failing replaces the pending one.
+				checkResult(t, w.Write(t.Context(), one(name, 82)), 0, 0, 1)
+				checkResult(t, w.Retry(t.Context()), 0, 0, 1)
+				if w.Pending() != 1 {
+					t.Fatalf("Pending() = %d, want 1", w.Pending())
+				}
+
+				undo()
+				checkResult(t, w.Retry(t.Context()), 1, 0, 0)
+				checkFile(t, path, claWith(name, 82))
+				checkTmpEmpty(t, dir)
+				if w.Pending() != 0 {
+					t.Fatalf("Pending() = %d after a good Retry", w.Pending())
+				}
+				checkResult(t, w.Retry(t.Context()), 0, 0, 0)
+			})
+		}
+	}
+}
+
+// TestWriteBackToDiskContent: when a write fails and the next Write brings
+// back what the file already holds, nothing is left to retry.
+func TestWriteBackToDiskContent(t *testing.T) {
+	w, _ := newWriter(t, t.TempDir(), FormatJSON)
+	checkResult(t, w.Write(t.Context(), one("a", 80)), 1, 0, 0)
+	w.rename = func(string, string) error { return syscall.EIO }
+	checkResult(t, w.Write(t.Context(), one("a", 81)), 0, 0, 1)
+	checkResult(t, w.Write(t.Context(), one("a", 80)), 0, 1, 0)
+	if w.Pending() != 0 {
+		t.Fatalf("Pending() = %d, want 0", w.Pending())
+	}
+}
+
+func TestWriteRefusesNonRegularTarget(t *testing.T) {
+	dir := t.TempDir()
+	w, _ := newWriter(t, dir, FormatYAML)
+	path, _ := w.Path("ns/svc")
+	if err := os.MkdirAll(filepath.Join(path, "keep"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	res := w.Write(t.Context(), one("ns/svc", 80))
+	checkResult(t, res, 0, 0, 1)
+	if !strings.Contains(res.Err.Error(), "not a regular file") {
+		t.Fatalf("error = %v", res.Err)
+	}
+	if _, err := os.Stat(filepath.Join(path, "keep")); err != nil {
+		t.Fatal("the folder at the target was touched")
+	}
+	checkTmpEmpty(t, dir)
+
+	if err := os.RemoveAll(path); err != nil {
+		t.Fatal(err)
+	}
+	checkResult(t, w.Retry(t.Context()), 1, 0, 0)
+	checkFile(t, path, claWith("ns/svc", 80))
+}
+
+// TestWriteRejectsBadInput: content Envoy would reject is not written, the old
+// file stays, and nothing is kept for Retry (it would fail the same way).
+func TestWriteRejectsBadInput(t *testing.T) {
+	bad := claWith("a", 80)
+	bad.Endpoints[0].LbEndpoints[1] = lbEndpoint("10.0.0.2", 70000, "", 0)
+	tests := []struct {
+		name    string
+		cluster Cluster
+		wantErr string
+	}{
+		{"name mismatch", Cluster{Name: "a", CLA: claWith("b", 80)}, `cluster_name "b" differs`},
+		{"nil CLA", Cluster{Name: "a"}, "no ClusterLoadAssignment"},
+		{"invalid", Cluster{Name: "a", CLA: bad}, "PortValue"},
+		{"empty name", Cluster{Name: "", CLA: claWith("", 80)}, "empty cluster name"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			w, _ := newWriter(t, dir, FormatPB)
+			path, _ := w.Path("a")
+			checkResult(t, w.Write(t.Context(), one("a", 81)), 1, 0, 0)
+			old := checkFile(t, path, claWith("a", 81))
+
+			res := w.Write(t.Context(), []Cluster{tt.cluster})
+			checkResult(t, res, 0, 0, 1)
+			if !strings.Contains(res.Err.Error(), tt.wantErr) {
+				t.Fatalf("error = %v, want %q", res.Err, tt.wantErr)
+			}
+			if got, _ := os.ReadFile(path); !bytes.Equal(got, old) {
+				t.Fatal("old file changed")
+			}
+			if w.Pending() != 0 {
+				t.Fatalf("Pending() = %d", w.Pending())
+			}
+		})
+	}
+}
+
+func TestWriteDuplicatesLastWins(t *testing.T) {
+	dir := t.TempDir()
+	w, _ := newWriter(t, dir, FormatJSON)
+	batch := append(append(one("a", 80), one("b", 80)...), one("a", 81)...)
+	checkResult(t, w.Write(t.Context(), batch), 2, 0, 0)
+	p, _ := w.Path("a")
+	checkFile(t, p, claWith("a", 81))
+}
+
+func TestWriteManyInParallel(t *testing.T) {
+	for _, conc := range []int{1, 8} {
+		t.Run(fmt.Sprint(conc), func(t *testing.T) {
+			dir := t.TempDir()
+			w, err := New(Options{Dir: dir, Format: FormatPB, Concurrency: conc})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var batch []Cluster
+			for i := range 200 {
+				batch = append(batch, one(fmt.Sprintf("ns/svc-%d/http", i), uint32(1000+i))...)
+			}
+			checkResult(t, w.Write(t.Context(), batch), 200, 0, 0)
+			for _, c := range batch {
+				p, _ := w.Path(c.Name)
+				checkFile(t, p, c.CLA)
+			}
+			checkTmpEmpty(t, dir)
+			checkResult(t, w.Write(t.Context(), batch), 0, 200, 0)
+		})
+	}
+}
+
+func TestWriteCanceled(t *testing.T) {
+	dir := t.TempDir()
+	w, _ := newWriter(t, dir, FormatJSON)
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	batch := append(one("a", 80), one("b", 80)...)
+	res := w.Write(ctx, batch)
+	checkResult(t, res, 0, 0, 2)
+	if !errors.Is(res.Err, context.Canceled) {
+		t.Fatalf("error = %v", res.Err)
+	}
+	if w.Pending() != 2 {
+		t.Fatalf("Pending() = %d", w.Pending())
+	}
+	checkResult(t, w.Retry(t.Context()), 2, 0, 0)
+}
+
+func TestDryRun(t *testing.T) {
+	for _, f := range formats {
+		t.Run(string(f), func(t *testing.T) {
+			dir := filepath.Join(t.TempDir(), "missing")
+			var out bytes.Buffer
+			w, err := New(Options{Dir: dir, Format: f, DryRun: true, Out: &out})
+			if err != nil {
+				t.Fatal(err)
+			}
+			batch := append(one("ns/a", 80), one("ns/b", 80)...)
+			checkResult(t, w.Write(t.Context(), batch), 2, 0, 0)
+			var want bytes.Buffer
+			for _, c := range batch {
+				p, _ := w.Path(c.Name)
+				fmt.Fprintf(&want, "# %s\n", p)
+				data, err := w.Encode(c.CLA)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if f == FormatPB {
+					data, _ = pbText(data)
+				}
+				want.Write(data)
+			}
+			if out.String() != want.String() {
+				t.Fatalf("dry-run output:\n%s\nwant:\n%s", out.String(), want.String())
+			}
+
+			out.Reset()
+			checkResult(t, w.Write(t.Context(), batch), 0, 2, 0)
+			if out.Len() != 0 {
+				t.Fatalf("unchanged clusters printed again:\n%s", out.String())
+			}
+			if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+				t.Fatal("dry-run touched the folder")
+			}
+		})
+	}
+}
+
+// TestDryRunIgnoresDisk: dry-run shows what would be written even when the
+// file on disk is already right, and changes nothing there.
+func TestDryRunIgnoresDisk(t *testing.T) {
+	dir := t.TempDir()
+	w, _ := newWriter(t, dir, FormatJSON)
+	checkResult(t, w.Write(t.Context(), one("a", 80)), 1, 0, 0)
+	p, _ := w.Path("a")
+	before := idOf(t, p)
+
+	var out bytes.Buffer
+	dry, err := New(Options{Dir: dir, DryRun: true, Out: &out})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkResult(t, dry.Write(t.Context(), one("a", 81)), 1, 0, 0)
+	checkResult(t, dry.Write(t.Context(), one("a", 80)), 1, 0, 0)
+	if !strings.HasPrefix(out.String(), "# "+p+"\n{") {
+		t.Fatalf("output:\n%s", out.String())
+	}
+	if idOf(t, p) != before {
+		t.Fatal("dry-run touched the file")
+	}
+	if dry.Existing() != nil {
+		t.Fatal("dry-run listed the folder")
+	}
+}
+
+func TestLogs(t *testing.T) {
+	dir := t.TempDir()
+	w, logs := newWriter(t, dir, FormatJSON)
+	w.Write(t.Context(), one("a", 80))
+	p, _ := w.Path("a")
+	for _, want := range []string{`"level":"DEBUG"`, `"msg":"wrote"`, `"component":"writer"`, `"path":"` + p + `"`} {
+		if !strings.Contains(logs.String(), want) {
+			t.Errorf("logs lack %s:\n%s", want, logs)
+		}
+	}
+}
