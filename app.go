@@ -1,0 +1,123 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/edsync/edsync/render"
+	"github.com/edsync/edsync/watch"
+	"github.com/edsync/edsync/writer"
+)
+
+// start wires the stages for one run of edsync.
+func start(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
+	log := newLogger(cfg, stderr)
+	p, err := build(cfg, log, stdout)
+	if err != nil {
+		return err
+	}
+	log.Info("edsync starting", "version", buildVersion(), "source", sourceName(cfg),
+		"output_dir", cfg.outputDir, "format", cfg.format, "dry_run", cfg.dryRun, "once", cfg.once)
+	return p.Run(ctx)
+}
+
+func sourceName(cfg *config) string {
+	if cfg.fromDir != "" {
+		return "dir:" + cfg.fromDir
+	}
+	return "kubernetes"
+}
+
+// build makes the pipeline and its stages from the config.
+func build(cfg *config, log *slog.Logger, stdout io.Writer) (*pipeline, error) {
+	ren, err := render.New(cfg.render)
+	if err != nil {
+		return nil, usageError{err}
+	}
+	w, err := writer.New(writer.Options{
+		Dir:    cfg.outputDir,
+		Format: cfg.format,
+		DryRun: cfg.dryRun,
+		Out:    stdout,
+		Logger: log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("output: %w", err)
+	}
+	p := newPipeline(&pipeline{
+		log:         log.With("component", "pipeline"),
+		coalescer:   watch.NewCoalescer(cfg.debounce, cfg.maxDelay),
+		renderer:    ren,
+		writer:      w,
+		declared:    cfg.clusters,
+		once:        cfg.once,
+		syncTimeout: cfg.syncTimeout,
+	})
+	store := watch.NewStore(p.notify)
+	p.store = store
+
+	if cfg.fromDir != "" {
+		src, err := watch.NewDir(watch.DirOptions{
+			Dir: cfg.fromDir, Namespaces: cfg.namespaces, Selector: cfg.selector, Services: cfg.services,
+			Store: store, Logger: log,
+		})
+		if err != nil {
+			return nil, err
+		}
+		p.source = src
+		return p, nil
+	}
+
+	rc, err := restConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
+	client, err := kubernetes.NewForConfig(rest.AddUserAgent(rc, "edsync/"+buildVersion()))
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes client: %w", err)
+	}
+	src, err := watch.NewKube(watch.KubeOptions{
+		Client: client, Namespaces: cfg.namespaces, Selector: cfg.selector, Services: cfg.services,
+		Store: store, Logger: log,
+	})
+	if err != nil {
+		return nil, usageError{err}
+	}
+	p.source = src
+	return p, nil
+}
+
+// restConfig uses in-cluster credentials when edsync runs in a Pod and no
+// kubeconfig is named, else the kubeconfig (--kubeconfig, $KUBECONFIG or
+// ~/.kube/config) and --context.
+func restConfig(cfg *config) (*rest.Config, error) {
+	if cfg.kubeconfig == "" && cfg.kubeContext == "" {
+		rc, err := rest.InClusterConfig()
+		if err == nil {
+			return rc, nil
+		}
+		if !errors.Is(err, rest.ErrNotInCluster) {
+			return nil, fmt.Errorf("in-cluster credentials: %w", err)
+		}
+	}
+	rules := clientcmd.NewDefaultClientConfigLoadingRules()
+	if cfg.kubeconfig != "" {
+		rules.ExplicitPath = cfg.kubeconfig
+	}
+	cc := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{CurrentContext: cfg.kubeContext})
+	rc, err := cc.ClientConfig()
+	if clientcmd.IsEmptyConfig(err) {
+		return nil, errors.New("no Kubernetes credentials: not running in a Pod and no kubeconfig found (use --kubeconfig, or --from-dir to read manifests)")
+	}
+	if err != nil {
+		return nil, fmt.Errorf("kubeconfig: %w", err)
+	}
+	return rc, nil
+}

@@ -1,0 +1,196 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"runtime"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+
+	"github.com/edsync/edsync/render"
+	"github.com/edsync/edsync/watch"
+	"github.com/edsync/edsync/writer"
+)
+
+// The workloads of shared/BENCH.md, run through the pipeline's own path:
+// Store.Upsert (what the informer handler does) -> dirty set -> coalescer
+// (debounce 0) -> render -> writer, to the file renamed into place. Only the
+// pipeline goroutine's timer is bypassed, so what is measured is the work.
+
+// benchSlice is a slice of namespace bench as BENCH.md defines it: IPv4, one
+// port http/8080/TCP, n ready endpoints with addresses from base.
+func benchSlice(svc, name string, base, n int) *discoveryv1.EndpointSlice {
+	s := &discoveryv1.EndpointSlice{
+		ObjectMeta: metav1.ObjectMeta{
+			Namespace: "bench", Name: name, ResourceVersion: "1",
+			Labels: map[string]string{discoveryv1.LabelServiceName: svc},
+		},
+		AddressType: discoveryv1.AddressTypeIPv4,
+		Ports:       []discoveryv1.EndpointPort{{Name: ptr.To("http"), Port: ptr.To[int32](8080), Protocol: ptr.To(corev1.ProtocolTCP)}},
+	}
+	s.Endpoints = make([]discoveryv1.Endpoint, n)
+	for i := range n {
+		s.Endpoints[i] = discoveryv1.Endpoint{
+			Addresses:  []string{benchAddr(base + i)},
+			Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true)},
+		}
+	}
+	// What the informer's transform keeps is what the store holds.
+	return watch.Slim(s)
+}
+
+func benchAddr(a int) string { return fmt.Sprintf("10.%d.%d.%d", a>>16&255, a>>8&255, a&255) }
+
+// churn returns the next version of s, as the informer would hand it over:
+// one endpoint changed, half the time its address, otherwise its ready flag.
+func churn(rng *rand.Rand, s *discoveryv1.EndpointSlice, rv int, nextAddr *int) *discoveryv1.EndpointSlice {
+	c := watch.Slim(s) // a copy; endpoints' fields are replaced, never mutated
+	c.ResourceVersion = fmt.Sprint(rv)
+	e := &c.Endpoints[rng.IntN(len(c.Endpoints))]
+	if rng.IntN(2) == 0 {
+		*nextAddr++
+		e.Addresses = []string{benchAddr(*nextAddr)}
+	} else {
+		e.Conditions.Ready = ptr.To(!*e.Conditions.Ready)
+	}
+	return c
+}
+
+type benchPipeline struct {
+	*pipeline
+	store *watch.Store
+}
+
+func newBenchPipeline(b *testing.B, format writer.Format) benchPipeline {
+	b.Helper()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	ren, err := render.New(render.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	w, err := writer.New(writer.Options{Dir: b.TempDir(), Format: format, Logger: log})
+	if err != nil {
+		b.Fatal(err)
+	}
+	p := newPipeline(&pipeline{
+		log:       log,
+		coalescer: watch.NewCoalescer(0, 0),
+		renderer:  ren,
+		writer:    w,
+	})
+	store := watch.NewStore(p.notify)
+	p.store = store
+	return benchPipeline{p, store}
+}
+
+// step flushes what is dirty, as the pipeline goroutine does when its timer fires.
+func (p benchPipeline) step(b *testing.B) writer.Result {
+	p.takeDirty()
+	res := p.flush(b.Context(), p.coalescer.Due(time.Now()), false)
+	if res.Failed > 0 {
+		b.Fatal(res.Err)
+	}
+	return res.Result
+}
+
+// BenchmarkW1Initial: 10,000 Services of one 10-endpoint slice each, from
+// an empty state to every file written. Reports the heap in use afterwards
+// per endpoint, the store (the informer's objects) included.
+func BenchmarkW1Initial(b *testing.B) {
+	for _, format := range []writer.Format{writer.FormatJSON, writer.FormatPB} {
+		b.Run(string(format), func(b *testing.B) {
+			const services, perSlice = 10000, 10
+			var heapPerEndpoint float64
+			for b.Loop() {
+				b.StopTimer()
+				p := newBenchPipeline(b, format)
+				runtime.GC()
+				var before runtime.MemStats
+				runtime.ReadMemStats(&before)
+				b.StartTimer()
+
+				for i := range services {
+					svc := fmt.Sprintf("svc-%d", i)
+					p.store.Upsert("bench/"+svc+"-abcde", benchSlice(svc, svc+"-abcde", i*perSlice, perSlice))
+				}
+				res := p.step(b)
+
+				b.StopTimer()
+				if res.Written != services {
+					b.Fatalf("wrote %d files, want %d", res.Written, services)
+				}
+				runtime.GC()
+				var after runtime.MemStats
+				runtime.ReadMemStats(&after)
+				heapPerEndpoint = float64(after.HeapAlloc-before.HeapAlloc) / (services * perSlice)
+				runtime.KeepAlive(p)
+				b.StartTimer()
+			}
+			b.ReportMetric(heapPerEndpoint, "heap-B/endpoint")
+		})
+	}
+}
+
+// BenchmarkW2Churn: from the W1 state, one slice update per event to a
+// pseudo-random Service, changing one endpoint's address or ready flag.
+func BenchmarkW2Churn(b *testing.B) {
+	for _, format := range []writer.Format{writer.FormatJSON, writer.FormatPB} {
+		b.Run(string(format), func(b *testing.B) {
+			const services, perSlice = 10000, 10
+			p := newBenchPipeline(b, format)
+			cur := make([]*discoveryv1.EndpointSlice, services)
+			for i := range services {
+				svc := fmt.Sprintf("svc-%d", i)
+				cur[i] = benchSlice(svc, svc+"-abcde", i*perSlice, perSlice)
+				p.store.Upsert("bench/"+cur[i].Name, cur[i])
+			}
+			p.step(b)
+			rng := rand.New(rand.NewPCG(1, 1))
+			rv, nextAddr := 1, 1<<20
+			for b.Loop() {
+				i := rng.IntN(services)
+				rv++
+				cur[i] = churn(rng, cur[i], rv, &nextAddr)
+				p.store.Upsert("bench/"+cur[i].Name, cur[i])
+				if res := p.step(b); res.Written != 1 {
+					b.Fatalf("wrote %d files, want 1", res.Written)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkW3BigService: one Service of 10,000 endpoints in 100 slices of
+// 100; each event updates one random slice.
+func BenchmarkW3BigService(b *testing.B) {
+	for _, format := range []writer.Format{writer.FormatPB, writer.FormatJSON} {
+		b.Run(string(format), func(b *testing.B) {
+			const slices, perSlice = 100, 100
+			p := newBenchPipeline(b, format)
+			cur := make([]*discoveryv1.EndpointSlice, slices)
+			for i := range slices {
+				cur[i] = benchSlice("big", fmt.Sprintf("big-%03d", i), i*perSlice, perSlice)
+				p.store.Upsert("bench/"+cur[i].Name, cur[i])
+			}
+			p.step(b)
+			rng := rand.New(rand.NewPCG(3, 3))
+			rv, nextAddr := 1, 1<<20
+			for b.Loop() {
+				i := rng.IntN(slices)
+				rv++
+				cur[i] = churn(rng, cur[i], rv, &nextAddr)
+				p.store.Upsert("bench/"+cur[i].Name, cur[i])
+				if res := p.step(b); res.Written != 1 {
+					b.Fatalf("wrote %d files, want 1", res.Written)
+				}
+			}
+		})
+	}
+}

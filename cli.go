@@ -1,0 +1,302 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/urfave/cli/v2"
+	"k8s.io/apimachinery/pkg/labels"
+
+	"github.com/edsync/edsync/render"
+	"github.com/edsync/edsync/writer"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = ""
+
+func buildVersion() string {
+	if version != "" {
+		return version
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		return bi.Main.Version
+	}
+	return "dev"
+}
+
+// Exit codes.
+const (
+	exitOK      = 0
+	exitFailure = 1 // a run that started and failed
+	exitUsage   = 2 // bad flags or flag combinations
+)
+
+// usageError marks an error in what the user asked for: one line, exit 2.
+type usageError struct{ err error }
+
+func (e usageError) Error() string { return e.err.Error() }
+func (e usageError) Unwrap() error { return e.err }
+
+func usagef(format string, args ...any) error { return usageError{fmt.Errorf(format, args...)} }
+
+const (
+	catSource    = "Source"
+	catOutput    = "Output"
+	catTiming    = "Timing"
+	catSemantics = "Endpoints"
+	catLogging   = "Logging"
+)
+
+func env(name string) []string { return []string{"EDSYNC_" + name} }
+
+func flags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "kubeconfig", Category: catSource, EnvVars: env("KUBECONFIG"),
+			Usage: "kubeconfig `FILE` for running outside the cluster (default: in-cluster credentials, then $KUBECONFIG / ~/.kube/config)"},
+		&cli.StringFlag{Name: "context", Category: catSource, EnvVars: env("CONTEXT"),
+			Usage: "kubeconfig context to use"},
+		&cli.StringSliceFlag{Name: "namespace", Category: catSource, EnvVars: env("NAMESPACE"),
+			Usage: "watch only this `NAMESPACE` (repeatable; default: all)"},
+		&cli.StringFlag{Name: "selector", Category: catSource, EnvVars: env("SELECTOR"),
+			Usage: "label `SELECTOR` on EndpointSlices, e.g. 'team=payments'"},
+		&cli.StringSliceFlag{Name: "service", Category: catSource, EnvVars: env("SERVICE"),
+			Usage: "publish only this Service, `NS/NAME` (repeatable); the API server then sends only its slices"},
+		&cli.StringFlag{Name: "from-dir", Category: catSource, EnvVars: env("FROM_DIR"),
+			Usage: "read EndpointSlice manifests (YAML or JSON) from `DIR` instead of a cluster, and follow changes"},
+		&cli.DurationFlag{Name: "sync-timeout", Category: catSource, EnvVars: env("SYNC_TIMEOUT"), Value: time.Minute,
+			Usage: "with --once: give up if the first full sync takes longer than this"},
+
+		&cli.StringFlag{Name: "output-dir", Category: catOutput, EnvVars: env("OUTPUT_DIR"),
+			Usage: "`DIR` to write one file per cluster into (must exist; required unless --dry-run)"},
+		&cli.StringFlag{Name: "format", Category: catOutput, EnvVars: env("FORMAT"), Value: "json",
+			Usage: "file format: json, yaml or pb (binary protobuf, fastest for large Services); sets the extension"},
+		&cli.StringFlag{Name: "cluster-name-template", Category: catOutput, EnvVars: env("CLUSTER_NAME_TEMPLATE"),
+			Value: render.DefaultClusterNameTemplate, Usage: "Go template of the cluster name over .Namespace, .Service and .Port (the port name)"},
+		&cli.StringSliceFlag{Name: "cluster", Category: catOutput, EnvVars: env("CLUSTER"),
+			Usage: "cluster `NAME` whose file must exist even with no endpoints, so Envoy can start (repeatable)"},
+		&cli.BoolFlag{Name: "dry-run", Category: catOutput, EnvVars: env("DRY_RUN"),
+			Usage: "print each file ('# <path>' then its content) instead of writing it"},
+		&cli.BoolFlag{Name: "once", Category: catOutput, EnvVars: env("ONCE"),
+			Usage: "sync, write every file, exit (non-zero if a write failed or the sync timed out)"},
+
+		&cli.DurationFlag{Name: "debounce", Category: catTiming, EnvVars: env("DEBOUNCE"), Value: 50 * time.Millisecond,
+			Usage: "write a Service once its changes have been quiet this long"},
+		&cli.DurationFlag{Name: "max-delay", Category: catTiming, EnvVars: env("MAX_DELAY"), Value: 500 * time.Millisecond,
+			Usage: "write a Service at most this long after its first unwritten change, even under constant churn"},
+
+		&cli.StringFlag{Name: "terminating", Category: catSemantics, EnvVars: env("TERMINATING"), Value: "draining",
+			Usage: "terminating but serving endpoints: draining (Envoy finishes open requests) or drop"},
+		&cli.StringFlag{Name: "not-ready", Category: catSemantics, EnvVars: env("NOT_READY"), Value: "drop",
+			Usage: "not-ready endpoints: drop or unhealthy"},
+		&cli.StringFlag{Name: "address-family", Category: catSemantics, EnvVars: env("ADDRESS_FAMILY"), Value: "all",
+			Usage: "publish all, ipv4 or ipv6 addresses"},
+		&cli.StringFlag{Name: "protocol", Category: catSemantics, EnvVars: env("PROTOCOL"), Value: "TCP",
+			Usage: "publish the Service ports of this protocol: TCP, UDP or SCTP"},
+
+		&cli.StringFlag{Name: "log-level", Category: catLogging, EnvVars: env("LOG_LEVEL"), Value: "info",
+			Usage: "debug, info, warn or error"},
+		&cli.StringFlag{Name: "log-format", Category: catLogging, EnvVars: env("LOG_FORMAT"), Value: "text",
+			Usage: "text or json"},
+	}
+}
+
+// run is the whole program: it owns its output streams and returns the exit
+// code, so tests drive it like a user would.
+func run(args []string, stdout, stderr io.Writer) int {
+	ctx, stop := signalContext()
+	defer stop()
+	return runContext(ctx, args, stdout, stderr)
+}
+
+func runContext(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	app := &cli.App{
+		Name:  "edsync",
+		Usage: "write Kubernetes EndpointSlices as Envoy file-based EDS",
+		Description: "edsync watches EndpointSlices, renders one Envoy ClusterLoadAssignment per Service port and\n" +
+			"writes it atomically to a file that an Envoy cluster's eds_config path_config_source names.\n" +
+			"Every flag can also be set by the environment variable shown beside it.",
+		Version:         buildVersion(),
+		Flags:           flags(),
+		Writer:          stdout,
+		ErrWriter:       stderr,
+		HideHelpCommand: true,
+		OnUsageError: func(_ *cli.Context, err error, _ bool) error {
+			return usageError{err}
+		},
+		// Errors come back from RunContext; main decides the exit code.
+		ExitErrHandler: func(*cli.Context, error) {},
+		Action: func(c *cli.Context) error {
+			if c.NArg() > 0 {
+				return usagef("unexpected argument %q", c.Args().First())
+			}
+			cfg, err := configFrom(c)
+			if err != nil {
+				return err
+			}
+			return start(c.Context, cfg, stdout, stderr)
+		},
+	}
+	err := app.RunContext(ctx, args)
+	var ue usageError
+	switch {
+	case err == nil:
+		return exitOK
+	case errors.As(err, &ue):
+		fmt.Fprintf(stderr, "edsync: %v (see --help)\n", oneLine(ue.err))
+		return exitUsage
+	case isFlagError(err):
+		// urfave/cli reports bad environment values this way.
+		fmt.Fprintf(stderr, "edsync: %v (see --help)\n", oneLine(err))
+		return exitUsage
+	default:
+		fmt.Fprintf(stderr, "edsync: %v\n", oneLine(err))
+		return exitFailure
+	}
+}
+
+// isFlagError recognises urfave/cli's errors about flag values it could not
+// parse, which do not go through OnUsageError.
+func isFlagError(err error) bool {
+	s := err.Error()
+	return strings.Contains(s, "could not parse") || strings.Contains(s, "flag provided but not defined") ||
+		strings.Contains(s, "invalid value")
+}
+
+func oneLine(err error) string { return strings.ReplaceAll(err.Error(), "\n", "; ") }
+
+// signalContext cancels on the first SIGINT or SIGTERM, so edsync flushes
+// what is pending and exits 0; a second signal exits at once.
+func signalContext() (context.Context, func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	go func() {
+		select {
+		case <-sigs:
+			cancel()
+		case <-ctx.Done():
+			return
+		}
+		<-sigs
+		fmt.Fprintln(os.Stderr, "edsync: second signal, exiting now")
+		os.Exit(exitFailure)
+	}()
+	return ctx, func() { signal.Stop(sigs); cancel() }
+}
+
+// config is everything the flags say, checked.
+type config struct {
+	kubeconfig, kubeContext string
+	namespaces              []string
+	selector                string
+	services                []render.ServiceKey
+	fromDir                 string
+	syncTimeout             time.Duration
+
+	outputDir string
+	format    writer.Format
+	clusters  []string
+	dryRun    bool
+	once      bool
+
+	debounce, maxDelay time.Duration
+	render             render.Options
+
+	logLevel  slog.Level
+	logFormat string
+}
+
+func configFrom(c *cli.Context) (*config, error) {
+	cfg := &config{
+		kubeconfig:  c.String("kubeconfig"),
+		kubeContext: c.String("context"),
+		namespaces:  nonEmpty(c.StringSlice("namespace")),
+		selector:    c.String("selector"),
+		fromDir:     c.String("from-dir"),
+		syncTimeout: c.Duration("sync-timeout"),
+		outputDir:   c.String("output-dir"),
+		clusters:    nonEmpty(c.StringSlice("cluster")),
+		dryRun:      c.Bool("dry-run"),
+		once:        c.Bool("once"),
+		debounce:    c.Duration("debounce"),
+		maxDelay:    c.Duration("max-delay"),
+		logFormat:   c.String("log-format"),
+	}
+	var err error
+	if cfg.fromDir != "" && (cfg.kubeconfig != "" || cfg.kubeContext != "") {
+		return nil, usagef("--from-dir reads manifests, not a cluster: drop --kubeconfig/--context")
+	}
+	if _, err := labels.Parse(cfg.selector); err != nil {
+		return nil, usagef("invalid --selector %q: %v", cfg.selector, err)
+	}
+	for _, s := range nonEmpty(c.StringSlice("service")) {
+		ns, name, ok := strings.Cut(s, "/")
+		if !ok || ns == "" || name == "" || strings.Contains(name, "/") {
+			return nil, usagef("invalid --service %q: want NAMESPACE/NAME", s)
+		}
+		cfg.services = append(cfg.services, render.ServiceKey{Namespace: ns, Name: name})
+	}
+	if cfg.outputDir == "" && !cfg.dryRun {
+		return nil, usagef("--output-dir is required (or use --dry-run)")
+	}
+	if cfg.format, err = writer.ParseFormat(c.String("format")); err != nil {
+		return nil, usageError{err}
+	}
+	if _, err = render.ParseClusterNameTemplate(c.String("cluster-name-template")); err != nil {
+		return nil, usageError{err}
+	}
+	cfg.render.ClusterNameTemplate = c.String("cluster-name-template")
+	if cfg.render.Terminating, err = render.ParseTerminating(c.String("terminating")); err != nil {
+		return nil, usageError{err}
+	}
+	if cfg.render.NotReady, err = render.ParseNotReady(c.String("not-ready")); err != nil {
+		return nil, usageError{err}
+	}
+	if cfg.render.Family, err = render.ParseFamily(c.String("address-family")); err != nil {
+		return nil, usageError{err}
+	}
+	if cfg.render.Protocol, err = render.ParseProtocol(c.String("protocol")); err != nil {
+		return nil, usageError{err}
+	}
+	if cfg.debounce < 0 || cfg.maxDelay < 0 || cfg.syncTimeout <= 0 {
+		return nil, usagef("durations must not be negative (and --sync-timeout must be positive)")
+	}
+	if cfg.maxDelay < cfg.debounce {
+		return nil, usagef("--max-delay (%s) must not be shorter than --debounce (%s)", cfg.maxDelay, cfg.debounce)
+	}
+	if err := cfg.logLevel.UnmarshalText([]byte(c.String("log-level"))); err != nil {
+		return nil, usagef("invalid --log-level %q: want debug, info, warn or error", c.String("log-level"))
+	}
+	if cfg.logFormat != "text" && cfg.logFormat != "json" {
+		return nil, usagef("invalid --log-format %q: want text or json", cfg.logFormat)
+	}
+	return cfg, nil
+}
+
+// nonEmpty drops empty items, which an empty environment variable gives.
+func nonEmpty(in []string) []string {
+	var out []string
+	for _, s := range in {
+		if s = strings.TrimSpace(s); s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func newLogger(cfg *config, stderr io.Writer) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: cfg.logLevel}
+	if cfg.logFormat == "json" {
+		return slog.New(slog.NewJSONHandler(stderr, opts))
+	}
+	return slog.New(slog.NewTextHandler(stderr, opts))
+}

@@ -1,0 +1,285 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	discoveryv1 "k8s.io/api/discovery/v1"
+
+	"github.com/edsync/edsync/render"
+	"github.com/edsync/edsync/watch"
+	"github.com/edsync/edsync/writer"
+)
+
+// The stages, as the pipeline needs them. Interfaces belong here, where they
+// are used; tests substitute none of them but the source.
+type (
+	source interface {
+		Run(ctx context.Context) error
+		Synced() <-chan struct{}
+	}
+	sliceStore interface {
+		Slices(render.ServiceKey) []*discoveryv1.EndpointSlice
+		Services() []render.ServiceKey
+	}
+)
+
+// flushReport describes one flush, for logs and for tests that wait on the
+// flush sequence instead of sleeping.
+type flushReport struct {
+	Seq      int
+	Initial  bool
+	Services int
+	Clusters []string // names handed to the writer, sorted
+	writer.Result
+}
+
+// pipeline is the one goroutine that owns the state between the source and
+// the files: the dirty set, the coalescer, the renderer and the writer.
+// Source handlers only mark a Service dirty.
+type pipeline struct {
+	log         *slog.Logger
+	store       sliceStore
+	source      source
+	coalescer   *watch.Coalescer
+	renderer    *render.Renderer
+	writer      *writer.Writer
+	declared    []string // --cluster: files that must exist
+	once        bool
+	syncTimeout time.Duration
+	now         func() time.Time
+	onFlush     func(flushReport) // test hook, called on the pipeline goroutine
+
+	mu    sync.Mutex
+	dirty map[render.ServiceKey]struct{}
+	wake  chan struct{}
+
+	seq     int
+	skipped map[string]uint64
+}
+
+func newPipeline(p *pipeline) *pipeline {
+	p.dirty = make(map[render.ServiceKey]struct{})
+	p.wake = make(chan struct{}, 1)
+	p.skipped = make(map[string]uint64)
+	if p.now == nil {
+		p.now = time.Now
+	}
+	return p
+}
+
+// notify marks a Service dirty. Sources call it from their goroutines.
+func (p *pipeline) notify(key render.ServiceKey) {
+	p.mu.Lock()
+	p.dirty[key] = struct{}{}
+	p.mu.Unlock()
+	select {
+	case p.wake <- struct{}{}:
+	default:
+	}
+}
+
+// takeDirty moves the dirty keys into the coalescer.
+func (p *pipeline) takeDirty() {
+	p.mu.Lock()
+	dirty := p.dirty
+	p.dirty = make(map[render.ServiceKey]struct{}, len(dirty))
+	p.mu.Unlock()
+	now := p.now()
+	for key := range dirty {
+		p.coalescer.Mark(key, now)
+	}
+}
+
+const (
+	retryMin = time.Second
+	retryMax = 30 * time.Second
+	// finalFlushTimeout bounds the flush on shutdown; Kubernetes gives a
+	// Pod 30 s between SIGTERM and SIGKILL by default.
+	finalFlushTimeout = 10 * time.Second
+)
+
+// Run feeds the source's changes through to the files until ctx ends, then
+// flushes what is pending and returns nil. With once, it returns after the
+// first full flush: an error if the sync timed out or a write failed.
+func (p *pipeline) Run(ctx context.Context) error {
+	srcCtx, stopSource := context.WithCancel(ctx)
+	defer stopSource()
+	srcErr := make(chan error, 1)
+	go func() { srcErr <- p.source.Run(srcCtx) }()
+
+	var syncTimeout <-chan time.Time
+	if p.once {
+		t := time.NewTimer(p.syncTimeout)
+		defer t.Stop()
+		syncTimeout = t.C
+	}
+	// Nothing is written before the first full sync: a partial cache would
+	// publish partial endpoint sets and drop traffic.
+	select {
+	case <-p.source.Synced():
+	case err := <-srcErr:
+		if err == nil {
+			return nil
+		}
+		return fmt.Errorf("source: %w", err)
+	case <-ctx.Done():
+		p.log.Info("stopped before the first sync; nothing written")
+		return nil
+	case <-syncTimeout:
+		return fmt.Errorf("first sync did not finish within %s (see the log for why; --sync-timeout sets the limit)", p.syncTimeout)
+	}
+
+	res := p.initialFlush(ctx)
+	if p.once {
+		if res.Failed > 0 {
+			return fmt.Errorf("%d of %d files failed to write: %w", res.Failed, len(res.Clusters), res.Err)
+		}
+		return nil
+	}
+
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	var retryAt time.Time
+	retryDelay := retryMin
+	for {
+		p.takeDirty()
+		wakeAt, ok := p.coalescer.Next()
+		if !retryAt.IsZero() && (!ok || retryAt.Before(wakeAt)) {
+			wakeAt, ok = retryAt, true
+		}
+		if ok {
+			timer.Reset(max(wakeAt.Sub(p.now()), 0))
+		} else {
+			timer.Stop()
+		}
+
+		select {
+		case <-ctx.Done():
+			p.takeDirty()
+			flushCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), finalFlushTimeout)
+			res := p.flush(flushCtx, p.coalescer.All(), false)
+			cancel()
+			p.log.Info("shutting down", "flushed_services", res.Services, "written", res.Written, "failed", res.Failed)
+			return nil
+		case err := <-srcErr:
+			if err != nil {
+				return fmt.Errorf("source: %w", err)
+			}
+		case <-p.wake:
+		case <-timer.C:
+			now := p.now()
+			if due := p.coalescer.Due(now); len(due) > 0 {
+				p.flush(ctx, due, false)
+			}
+			if !retryAt.IsZero() && !now.Before(retryAt) {
+				res := p.writer.Retry(ctx)
+				p.log.Info("retried failed writes", "written", res.Written, "unchanged", res.Unchanged, "failed", res.Failed)
+				retryAt = time.Time{}
+				if res.Failed > 0 {
+					retryDelay = min(2*retryDelay, retryMax)
+				} else {
+					retryDelay = retryMin
+				}
+			}
+			if retryAt.IsZero() && p.writer.Pending() > 0 {
+				retryAt = now.Add(retryDelay)
+			}
+		}
+	}
+}
+
+// initialFlush renders every Service the source knows, then makes sure the
+// declared clusters exist and that files left from an earlier run for
+// clusters no longer published are emptied rather than left stale.
+func (p *pipeline) initialFlush(ctx context.Context) flushReport {
+	p.takeDirty()
+	keys := p.store.Services()
+	for _, k := range p.coalescer.All() {
+		if _, found := slices.BinarySearchFunc(keys, k, compareKeys); !found {
+			keys = append(keys, k)
+		}
+	}
+	return p.flush(ctx, keys, true)
+}
+
+func compareKeys(a, b render.ServiceKey) int {
+	if a.Namespace != b.Namespace {
+		if a.Namespace < b.Namespace {
+			return -1
+		}
+		return 1
+	}
+	switch {
+	case a.Name < b.Name:
+		return -1
+	case a.Name > b.Name:
+		return 1
+	}
+	return 0
+}
+
+// flush renders the given Services and writes their clusters in one batch.
+func (p *pipeline) flush(ctx context.Context, keys []render.ServiceKey, initial bool) flushReport {
+	start := p.now()
+	var batch []writer.Cluster
+	names := make(map[string]bool)
+	for _, key := range keys {
+		clusters, skips := p.renderer.Service(key, p.store.Slices(key))
+		for _, s := range skips {
+			p.skipped[s.Reason]++
+			p.log.Warn("skipped", "reason", s.Reason, "object", s.Object, "detail", s.Detail)
+		}
+		for _, c := range clusters {
+			batch = append(batch, writer.Cluster{Name: c.Name, CLA: c.CLA})
+			names[c.Name] = true
+		}
+	}
+	if initial {
+		for _, name := range p.declared {
+			if !names[name] {
+				p.log.Info("declared cluster has no endpoints yet; writing it empty", "cluster", name)
+				batch = append(batch, emptyCluster(name))
+				names[name] = true
+			}
+		}
+		for _, name := range p.writer.Existing() {
+			if !names[name] {
+				p.log.Info("file from an earlier run has no Service now; emptying it", "cluster", name)
+				batch = append(batch, emptyCluster(name))
+				names[name] = true
+			}
+		}
+	}
+	res := p.writer.Write(ctx, batch)
+	p.seq++
+	report := flushReport{Seq: p.seq, Initial: initial, Services: len(keys), Result: res}
+	for _, c := range batch {
+		report.Clusters = append(report.Clusters, c.Name)
+	}
+	slices.Sort(report.Clusters)
+
+	level := slog.LevelDebug
+	if initial || res.Written > 0 || res.Failed > 0 {
+		level = slog.LevelInfo
+	}
+	p.log.Log(ctx, level, "flushed", "services", len(keys), "clusters", len(batch),
+		"written", res.Written, "unchanged", res.Unchanged, "failed", res.Failed,
+		"took", p.now().Sub(start).Round(time.Microsecond))
+	if res.Err != nil {
+		p.log.Error("write failed; the old files stay and will be retried", "error", res.Err)
+	}
+	if p.onFlush != nil {
+		p.onFlush(report)
+	}
+	return report
+}
+
+func emptyCluster(name string) writer.Cluster {
+	return writer.Cluster{Name: name, CLA: &endpointv3.ClusterLoadAssignment{ClusterName: name}}
+}
