@@ -26,10 +26,19 @@ import (
 // guard bounds every wait: it is a failure guard only, tests never sleep.
 const guard = 10 * time.Second
 
-// notifications is a Store notify func that feeds a channel.
+// notifications is a Store notify func that feeds a channel, to wake up
+// tests waiting for a condition. It never blocks the source: when the
+// buffer is full, the waiter has wake-ups pending anyway.
 type notifications chan render.ServiceKey
 
-func (n notifications) notify(k render.ServiceKey) { n <- k }
+func newNotifications() notifications { return make(notifications, 1000) }
+
+func (n notifications) notify(k render.ServiceKey) {
+	select {
+	case n <- k:
+	default:
+	}
+}
 
 // until waits for notifications until cond holds. Notifications come
 // after the store changed, so cond is checked again after each.
@@ -98,7 +107,7 @@ func TestKubeSyncAndEvents(t *testing.T) {
 		slice("other", "db-a", "db", "", "10.0.1.1"),
 		slice("ns", "orphan", "", "", "10.0.2.1"),
 	)
-	n := make(notifications, 100)
+	n := newNotifications()
 	store := NewStore(n.notify)
 	k, err := NewKube(KubeOptions{Client: client, Store: store})
 	if err != nil {
@@ -292,7 +301,7 @@ func TestKubeServicesFilter(t *testing.T) {
 		slice("ns", "web-a", "web", "", "10.0.0.1"),
 		slice("ns", "db-a", "db", "", "10.0.0.2"),
 	)
-	n := make(notifications, 100)
+	n := newNotifications()
 	store := NewStore(n.notify)
 	k, err := NewKube(KubeOptions{Client: client, Store: store, Services: []render.ServiceKey{svc("ns", "web")}})
 	if err != nil {

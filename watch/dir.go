@@ -1,0 +1,355 @@
+package watch
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"maps"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync/atomic"
+
+	"github.com/edsync/edsync/render"
+	"github.com/fsnotify/fsnotify"
+	discoveryv1 "k8s.io/api/discovery/v1"
+)
+
+// DirOptions configures NewDir. Namespaces, Selector and Services filter
+// as in KubeOptions, here on the client side.
+type DirOptions struct {
+	Dir        string
+	Namespaces []string
+	Selector   string
+	Services   []render.ServiceKey
+	Store      *Store
+	Logger     *slog.Logger
+}
+
+// Dir is the Source that reads EndpointSlice manifests from a folder and
+// follows its changes with fsnotify.
+//
+// It reads every regular file (symlinks followed) named *.yaml, *.yml or
+// *.json at the top of the folder, skipping hidden names. On any event in
+// the folder it re-scans the set of files and re-reads those whose stat
+// changed or that the event names, so writes in place, creates, renames in
+// and out, deletes and a ConfigMap volume's `..data` symlink swap all work
+// alike. Events that are queued together make one scan; there is no timer:
+// the pipeline debounces.
+//
+// Each file keeps its last good slices. A file that cannot be read as
+// EndpointSlices (see decodeManifest: all or nothing per file) is logged at
+// Warn, counted as ReasonInvalidManifest, and its last good slices stay in
+// the Store. A file with no document at all (empty, or only comments) also
+// keeps its last slices: a writer that truncates then writes shows it for
+// a moment. A removed file removes its slices. A slice defined in several
+// files is taken from the first file by name (logged at Warn).
+type Dir struct {
+	dir     string
+	store   *Store
+	filter  *filter
+	log     *slog.Logger
+	synced  chan struct{}
+	started atomic.Bool
+
+	// onScan, if set, is called after each scan: a test hook.
+	onScan func()
+
+	// Owned by Run's goroutine.
+	files  map[string]*dirFile // by base name
+	owners map[string][]string // slice id -> names of the files defining it, sorted
+}
+
+type dirFile struct {
+	info   os.FileInfo // at the last read, symlinks followed
+	sum    [sha256.Size]byte
+	slices map[string]*discoveryv1.EndpointSlice // last good, filtered, by id
+}
+
+var _ Source = (*Dir)(nil)
+
+// NewDir checks the folder and the filters; Run reads and watches.
+func NewDir(o DirOptions) (*Dir, error) {
+	if o.Store == nil {
+		return nil, errors.New("watch: dir source: no store")
+	}
+	if o.Dir == "" {
+		return nil, errors.New("watch: dir source: no folder")
+	}
+	info, err := os.Stat(o.Dir)
+	if err != nil {
+		return nil, fmt.Errorf("watch: manifest folder: %w", err)
+	}
+	if !info.IsDir() {
+		return nil, fmt.Errorf("watch: manifest folder %s: not a directory", o.Dir)
+	}
+	f, err := newFilter(o.Namespaces, o.Selector, o.Services)
+	if err != nil {
+		return nil, fmt.Errorf("watch: dir source: %w", err)
+	}
+	log := o.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	dir := filepath.Clean(o.Dir)
+	return &Dir{
+		dir:    dir,
+		store:  o.Store,
+		filter: f,
+		log:    log.With("component", "watch.dir", "dir", dir),
+		synced: make(chan struct{}),
+		files:  map[string]*dirFile{},
+		owners: map[string][]string{},
+	}, nil
+}
+
+// Synced is closed once every file present at start has been read.
+func (d *Dir) Synced() <-chan struct{} { return d.synced }
+
+// Run reads the folder, closes Synced, then follows changes until ctx ends
+// (returning nil). It returns an error if the folder cannot be watched or
+// read at start, or disappears later (its slices stay in the Store).
+func (d *Dir) Run(ctx context.Context) error {
+	if !d.started.CompareAndSwap(false, true) {
+		return errors.New("watch: dir source: Run called twice")
+	}
+	w, err := fsnotify.NewWatcher()
+	if err != nil {
+		return fmt.Errorf("watch: manifest folder %s: %w", d.dir, err)
+	}
+	defer w.Close()
+	// Watch before the first scan so that no change falls in between.
+	if err := w.Add(d.dir); err != nil {
+		return fmt.Errorf("watch: manifest folder %s: %w", d.dir, err)
+	}
+	if err := d.scan(nil, true); err != nil {
+		return fmt.Errorf("watch: manifest folder %s: %w", d.dir, err)
+	}
+	d.log.Info("manifests read", "files", len(d.files), "slices", len(d.owners))
+	close(d.synced)
+
+	for {
+		touched := map[string]bool{}
+		force := false
+		select {
+		case <-ctx.Done():
+			return nil
+		case ev, ok := <-w.Events:
+			if !ok {
+				return nil
+			}
+			d.noteEvent(ev, touched)
+		case err, ok := <-w.Errors:
+			if !ok {
+				return nil
+			}
+			force = d.noteError(err)
+		}
+		// Take what else is queued: one scan for a burst.
+	drain:
+		for {
+			select {
+			case ev := <-w.Events:
+				d.noteEvent(ev, touched)
+			case err := <-w.Errors:
+				force = d.noteError(err) || force
+			default:
+				break drain
+			}
+		}
+		if err := d.scan(touched, force); err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				return fmt.Errorf("watch: manifest folder %s is gone (its slices are kept): %w", d.dir, err)
+			}
+			d.log.Warn("cannot read manifest folder; keeping its slices", "err", err)
+		}
+	}
+}
+
+func (d *Dir) noteEvent(ev fsnotify.Event, touched map[string]bool) {
+	d.log.Debug("folder event", "name", ev.Name, "op", ev.Op.String())
+	if filepath.Dir(ev.Name) == d.dir {
+		touched[filepath.Base(ev.Name)] = true
+	}
+}
+
+// noteError logs a watcher error and reports whether every file must be
+// re-read (events were lost).
+func (d *Dir) noteError(err error) bool {
+	if errors.Is(err, fsnotify.ErrEventOverflow) {
+		d.log.Warn("folder events lost; re-reading every file", "err", err)
+		return true
+	}
+	d.log.Warn("folder watch error", "err", err)
+	return false
+}
+
+// scan brings the Store in line with the folder: files gone lose their
+// slices, files new or changed (by stat, or named in touched, or all with
+// force) are re-read.
+func (d *Dir) scan(touched map[string]bool, force bool) error {
+	present, err := d.list()
+	if err != nil {
+		return err
+	}
+	changed := map[string]bool{} // slice ids
+	for name, f := range d.files {
+		if _, ok := present[name]; !ok {
+			d.log.Info("manifest file gone; removing its slices", "file", name, "slices", len(f.slices))
+			d.setSlices(name, f, nil, changed)
+			delete(d.files, name)
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(present)) {
+		info := present[name]
+		f := d.files[name]
+		if f != nil && !force && !touched[name] && sameStat(f.info, info) {
+			continue
+		}
+		d.read(name, info, changed)
+	}
+	for _, id := range slices.Sorted(maps.Keys(changed)) {
+		owners := d.owners[id]
+		if len(owners) == 0 {
+			d.store.Delete(id)
+			continue
+		}
+		d.store.Upsert(id, d.files[owners[0]].slices[id])
+	}
+	if d.onScan != nil {
+		d.onScan()
+	}
+	return nil
+}
+
+// list returns the manifest files of the folder with their stat (symlinks
+// followed).
+func (d *Dir) list() (map[string]os.FileInfo, error) {
+	entries, err := os.ReadDir(d.dir)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]os.FileInfo{}
+	for _, e := range entries {
+		name := e.Name()
+		if !isManifestName(name) {
+			continue
+		}
+		info, err := os.Stat(filepath.Join(d.dir, name))
+		if err != nil {
+			// A dangling symlink, or a file gone since ReadDir: the
+			// next event brings it back if it returns.
+			d.log.Debug("cannot stat manifest file; treating it as gone", "file", name, "err", err)
+			continue
+		}
+		if !info.Mode().IsRegular() {
+			continue
+		}
+		out[name] = info
+	}
+	return out, nil
+}
+
+func isManifestName(name string) bool {
+	if strings.HasPrefix(name, ".") {
+		return false
+	}
+	switch strings.ToLower(filepath.Ext(name)) {
+	case ".yaml", ".yml", ".json":
+		return true
+	}
+	return false
+}
+
+// sameStat reports whether a file looks unchanged: same file (device and
+// inode, so a symlink swap or a rename over it counts as a change), size
+// and modification time.
+func sameStat(a, b os.FileInfo) bool {
+	return os.SameFile(a, b) && a.Size() == b.Size() && a.ModTime().Equal(b.ModTime())
+}
+
+// read re-reads one file and records the ids whose definition changed.
+func (d *Dir) read(name string, info os.FileInfo, changed map[string]bool) {
+	log := d.log.With("file", name)
+	data, err := os.ReadFile(filepath.Join(d.dir, name))
+	if err != nil {
+		if f := d.files[name]; f != nil && errors.Is(err, fs.ErrNotExist) {
+			log.Info("manifest file gone; removing its slices", "slices", len(f.slices))
+			d.setSlices(name, f, nil, changed)
+			delete(d.files, name)
+			return
+		}
+		log.Warn("cannot read manifest file; keeping its last good slices", "err", err)
+		d.store.Skip(ReasonInvalidManifest)
+		return
+	}
+	sum := sha256.Sum256(data)
+	f := d.files[name]
+	if f == nil {
+		f = &dirFile{}
+		d.files[name] = f
+	} else if f.sum == sum {
+		f.info = info
+		return
+	}
+	f.info, f.sum = info, sum
+
+	m, err := decodeManifest(data)
+	if err != nil {
+		log.Warn("invalid manifest; keeping its last good slices", "reason", err, "kept", len(f.slices))
+		d.store.Skip(ReasonInvalidManifest)
+		return
+	}
+	if len(m.warnings) > 0 {
+		log.Warn("manifest has unknown or duplicate fields", "warnings", m.warnings)
+	}
+	if m.empty {
+		if len(f.slices) > 0 {
+			log.Info("manifest file is empty; keeping its last slices until it is written or removed", "kept", len(f.slices))
+		}
+		return
+	}
+	next := map[string]*discoveryv1.EndpointSlice{}
+	filtered := 0
+	for _, sl := range m.slices {
+		if !d.filter.match(sl) {
+			filtered++
+			continue
+		}
+		next[sl.Namespace+"/"+sl.Name] = sl
+	}
+	log.Debug("manifest read", "slices", len(next), "filtered", filtered)
+	d.setSlices(name, f, next, changed)
+}
+
+// setSlices replaces a file's slices, keeps owners in step and records
+// the ids touched.
+func (d *Dir) setSlices(name string, f *dirFile, next map[string]*discoveryv1.EndpointSlice, changed map[string]bool) {
+	for id := range f.slices {
+		changed[id] = true
+		if _, ok := next[id]; !ok {
+			d.owners[id] = slices.DeleteFunc(d.owners[id], func(n string) bool { return n == name })
+			if len(d.owners[id]) == 0 {
+				delete(d.owners, id)
+			}
+		}
+	}
+	for id := range next {
+		changed[id] = true
+		if _, ok := f.slices[id]; ok {
+			continue
+		}
+		owners := d.owners[id]
+		i, _ := slices.BinarySearch(owners, name)
+		owners = slices.Insert(owners, i, name)
+		d.owners[id] = owners
+		if len(owners) > 1 {
+			d.log.Warn("EndpointSlice defined in several files; the first by name wins", "slice", id, "files", owners)
+		}
+	}
+	f.slices = next
+}
