@@ -320,7 +320,11 @@ func (d *Dir) read(name string, info os.FileInfo, changed map[string]bool) {
 			filtered++
 			continue
 		}
-		next[sl.Namespace+"/"+sl.Name] = sl
+		id := sl.Namespace + "/" + sl.Name
+		if _, ok := render.ServiceOf(sl); !ok {
+			log.Warn("EndpointSlice has no "+discoveryv1.LabelServiceName+" label; skipped", "slice", id)
+		}
+		next[id] = sl
 	}
 	log.Debug("manifest read", "slices", len(next), "filtered", filtered)
 	d.setSlices(name, f, next, changed)

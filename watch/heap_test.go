@@ -83,8 +83,8 @@ func heapInUse() uint64 {
 // by the Store (the informer's cache holds the same objects). It keeps a
 // wide margin for the rest of the process.
 func TestHeapPerEndpoint(t *testing.T) {
-	if testing.Short() {
-		t.Skip("allocates ~100 MB transiently")
+	if testing.Short() || raceEnabled {
+		t.Skip("allocates ~100 MB transiently; slow under -race")
 	}
 	const n, per = 500, 100
 	raw := realisticSlices(t, n, per)

@@ -222,6 +222,9 @@ func (k *Kube) put(sl *discoveryv1.EndpointSlice) {
 		k.store.Delete(id)
 		return
 	}
+	if _, ok := render.ServiceOf(sl); !ok {
+		k.log.Debug("EndpointSlice has no "+discoveryv1.LabelServiceName+" label; skipped", "slice", id)
+	}
 	k.store.Upsert(id, sl)
 }
 

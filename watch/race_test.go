@@ -1,0 +1,6 @@
+//go:build race
+
+package watch
+
+// raceEnabled: the race detector slows allocation-heavy tests tenfold.
+const raceEnabled = true
