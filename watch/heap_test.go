@@ -107,3 +107,47 @@ func TestHeapPerEndpoint(t *testing.T) {
 	runtime.KeepAlive(store)
 	runtime.KeepAlive(raw)
 }
+
+// BenchmarkSlim decodes and slims one slice of 100 endpoints, the
+// informer's per-object cost.
+func BenchmarkSlim(b *testing.B) {
+	raw := realisticSlices(b, 1, 100)[0]
+	b.ReportAllocs()
+	for b.Loop() {
+		var sl discoveryv1.EndpointSlice
+		if err := json.Unmarshal(raw, &sl); err != nil {
+			b.Fatal(err)
+		}
+		_ = Slim(&sl)
+	}
+}
+
+// BenchmarkStore upserts 10,000 slices (one changed endpoint each) into a
+// Store already holding them, and reads each Service back.
+func BenchmarkStore(b *testing.B) {
+	const n = 10000
+	var slicesA, slicesB []*discoveryv1.EndpointSlice
+	for i := range n {
+		ns, name, svcName := fmt.Sprintf("team-%02d", i%20), fmt.Sprintf("s%05d", i), fmt.Sprintf("svc%04d", i/2)
+		slicesA = append(slicesA, Slim(slice(ns, name, svcName, fmt.Sprint(2*i), "10.0.0.1", "10.0.0.2")))
+		slicesB = append(slicesB, Slim(slice(ns, name, svcName, fmt.Sprint(2*i+1), "10.0.0.1", "10.0.0.3")))
+	}
+	store := NewStore(nil)
+	for _, sl := range slicesA {
+		store.Upsert(sl.Namespace+"/"+sl.Name, sl)
+	}
+	b.ReportAllocs()
+	flip := false
+	for b.Loop() {
+		src := slicesA
+		if flip = !flip; flip {
+			src = slicesB
+		}
+		for _, sl := range src {
+			store.Upsert(sl.Namespace+"/"+sl.Name, sl)
+		}
+		for _, key := range store.Services() {
+			_ = store.Slices(key)
+		}
+	}
+}
