@@ -48,33 +48,36 @@ func checkRoundTrip(t *testing.T, f Format, data []byte, want *endpointv3.Cluste
 }
 
 // TestEncodeRoundTrip is the encoder's main proof: for random CLAs the bytes
-// parse back, as Envoy parses them, to the same CLA; the output is the same
-// with a cold cache, a warm one and one that has seen other CLAs sharing
-// endpoint pointers; and encoding twice gives the same bytes.
+// parse back, as Envoy parses them, to the same CLA; encoding is the same
+// with a cold cache and with a warm one that encoded the cluster's earlier
+// versions (sharing endpoint pointers, as render does), and encoding twice
+// gives the same bytes.
 func TestEncodeRoundTrip(t *testing.T) {
 	for _, f := range formats {
 		t.Run(string(f), func(t *testing.T) {
 			g := gen{rand.New(rand.NewPCG(7, uint64(len(f))))}
 			warm := newEncoding(t, f)
-			for i := range 300 {
+			for i := range 200 {
 				cla := g.cla()
 				if i%10 == 0 {
 					cla.Endpoints = nil // a CLA that clears the hosts (Envoy rule 7)
 				}
-				next := g.mutate(cla)
-				for _, c := range []*endpointv3.ClusterLoadAssignment{cla, next} {
-					cold, err := newEncoding(t, f).Encode(c)
-					if err != nil {
-						t.Fatalf("cla %d: %v", i, err)
+				for gen := range 5 { // versions of one cluster
+					if gen > 0 {
+						cla = g.mutate(cla)
 					}
-					checkRoundTrip(t, f, cold, c)
+					cold, err := newEncoding(t, f).Encode(cla)
+					if err != nil {
+						t.Fatalf("cla %d.%d: %v", i, gen, err)
+					}
+					checkRoundTrip(t, f, cold, cla)
 					for range 2 {
-						hot, err := warm.Encode(c)
+						hot, err := warm.Encode(cla)
 						if err != nil {
 							t.Fatal(err)
 						}
 						if !bytes.Equal(hot, cold) {
-							t.Fatalf("cla %d: warm cache differs from cold:\n%s\n---\n%s", i, hot, cold)
+							t.Fatalf("cla %d.%d: warm cache differs from cold:\n%s\n---\n%s", i, gen, hot, cold)
 						}
 					}
 				}
@@ -113,6 +116,13 @@ func TestEncodeVersionIsContentHash(t *testing.T) {
 			}
 		})
 	}
+}
+
+func must(b []byte, err error) []byte {
+	if err != nil {
+		panic(err)
+	}
+	return b
 }
 
 func version(t *testing.T, f Format, data []byte) string {
@@ -175,16 +185,32 @@ func TestEncodeIndependentOfDetrand(t *testing.T) {
 		t.Fatal(err)
 	}
 	spaced := bytes.ReplaceAll(bytes.ReplaceAll(raw, []byte(":"), []byte(": ")), []byte(","), []byte(",  "))
-	a, err := indentRaw(raw, jsonEndpoint)
-	if err != nil {
-		t.Fatal(err)
+	for _, in := range [][]byte{raw, spaced} {
+		a, err := indentRaw(in, jsonEndpoint)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := indentRaw(raw, jsonEndpoint)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(a, b) {
+			t.Fatalf("whitespace leaks through json.Indent:\n%s\n%s", a, b)
+		}
+		c, err := oneLineJSON(in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d, err := oneLineJSON(raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(c, d) {
+			t.Fatalf("whitespace leaks through oneLineJSON:\n%s\n%s", c, d)
+		}
 	}
-	b, err := indentRaw(spaced, jsonEndpoint)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(a, b) {
-		t.Fatalf("whitespace leaks through:\n%s\n%s", a, b)
+	if got, want := must(oneLineJSON([]byte(`{ "a" :"x,y: \"z\\\\",  "b":[1 ,2]}`))), `{"a": "x,y: \"z\\\\", "b": [1, 2]}`; string(got) != want {
+		t.Fatalf("oneLineJSON = %s, want %s", got, want)
 	}
 
 	// prototext puts one or two spaces after "name:", per binary.

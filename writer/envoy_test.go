@@ -247,19 +247,37 @@ func (g gen) cla() *endpointv3.ClusterLoadAssignment {
 	return cla
 }
 
-// mutate returns a new CLA like cla in which some endpoints are replaced by
-// new ones and the rest keep their pointers, as render does.
+// mutate returns a new CLA like cla, as render makes them: most endpoints
+// keep their pointers, some are replaced, dropped or inserted, runs of them
+// vanish, and sometimes localities are reordered or endpoints move to
+// another locality.
 func (g gen) mutate(cla *endpointv3.ClusterLoadAssignment) *endpointv3.ClusterLoadAssignment {
 	out := &endpointv3.ClusterLoadAssignment{ClusterName: cla.ClusterName, Policy: cla.Policy}
+	var moved []*endpointv3.LbEndpoint
 	for _, lle := range cla.Endpoints {
-		n := &endpointv3.LocalityLbEndpoints{Locality: lle.Locality, Priority: lle.Priority}
-		for _, lb := range lle.LbEndpoints {
-			if g.r.IntN(3) == 0 {
-				lb = g.lbEndpoint()
+		n := &endpointv3.LocalityLbEndpoints{Locality: lle.Locality, Priority: lle.Priority, Metadata: lle.Metadata}
+		n.LbEndpoints = append(n.LbEndpoints, moved...)
+		moved = nil
+		for i := 0; i < len(lle.LbEndpoints); i++ {
+			lb := lle.LbEndpoints[i]
+			switch g.r.IntN(12) {
+			case 0: // replaced
+				n.LbEndpoints = append(n.LbEndpoints, g.lbEndpoint())
+			case 1: // dropped
+			case 2: // a new one before it
+				n.LbEndpoints = append(n.LbEndpoints, g.lbEndpoint(), lb)
+			case 3: // a run dropped
+				i += g.r.IntN(4)
+			case 4: // moved to the next locality
+				moved = append(moved, lb)
+			default:
+				n.LbEndpoints = append(n.LbEndpoints, lb)
 			}
-			n.LbEndpoints = append(n.LbEndpoints, lb)
 		}
 		out.Endpoints = append(out.Endpoints, n)
+	}
+	if len(out.Endpoints) > 1 && g.r.IntN(5) == 0 {
+		out.Endpoints[0], out.Endpoints[1] = out.Endpoints[1], out.Endpoints[0]
 	}
 	return out
 }

@@ -168,7 +168,10 @@ func (w *Writer) Encode(cla *endpointv3.ClusterLoadAssignment) ([]byte, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	e, err := w.enc.encode(cla)
-	return e.data, err
+	if err != nil {
+		return nil, err
+	}
+	return bytes.Clone(e.data), nil // e.data is the encoder's buffer
 }
 
 // Pending returns the number of clusters whose last write failed.
@@ -339,6 +342,8 @@ func (w *Writer) run(ctx context.Context, jobs []job, res *Result, errs []error)
 			res.Failed++
 			errs = append(errs, failures[i])
 			// Retry writes this content, unless a newer Write replaces it.
+			// A copy: the encoder reuses its buffers.
+			j.enc.data = bytes.Clone(j.enc.data)
 			w.pending[j.cluster] = j
 			if ctx.Err() != nil && errors.Is(failures[i], ctx.Err()) {
 				canceled++ // logged once below, not 10,000 times at shutdown
