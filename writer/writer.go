@@ -66,6 +66,7 @@ type Writer struct {
 	log         *slog.Logger
 	concurrency int
 	existing    []string
+	existed     map[string]bool // existing, as a set
 
 	// rename is os.Rename; tests swap it to make the last step fail.
 	rename func(from, to string) error
@@ -144,6 +145,10 @@ func New(opts Options) (*Writer, error) {
 		}
 	}
 	slices.Sort(w.existing)
+	w.existed = make(map[string]bool, len(w.existing))
+	for _, name := range w.existing {
+		w.existed[name] = true
+	}
 	return w, nil
 }
 
@@ -291,7 +296,10 @@ func (w *Writer) prepare(c Cluster) (job, error) {
 		return j, fmt.Errorf("%s: %w", j.path, err)
 	}
 	_, known := w.written[c.Name]
-	j.checkDisk = !known && !w.dryRun
+	// Only a file that was there at New can already hold these bytes (a
+	// file made since, by someone else, is rewritten): this spares the
+	// initial batch into an empty folder one open per file.
+	j.checkDisk = !known && !w.dryRun && w.existed[c.Name]
 	return j, nil
 }
 
