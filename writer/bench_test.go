@@ -159,7 +159,7 @@ func BenchmarkWrite10kClusters(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
-				w, err := New(Options{Dir: dir, Format: f, })
+				w, err := New(Options{Dir: dir, Format: f})
 				if err != nil {
 					b.Fatal(err)
 				}
