@@ -12,21 +12,22 @@ import (
 	"sigs.k8s.io/yaml"
 )
 
-// The JSON and YAML documents are assembled from pieces indented for their
-// fixed place in the document, so cached endpoint fragments are copied as they
-// are. The shapes (JSON left, YAML right; indentation in spaces):
+// The JSON and YAML documents are assembled from pieces laid out for their
+// fixed place in the document, so cached endpoint fragments are copied as
+// they are. The shapes (JSON left, YAML right):
 //
-//	{                                          version_info: '…'
-//	  "version_info": "…",                     resources:
-//	  "resources": [                           - '@type': type.googleapis.com/…
-//	    {                                        cluster_name: …      (CLA at 2)
-//	      "@type": "type.googleapis.com/…",      endpoints:
-//	      "cluster_name": "…",   (CLA at 6)      - locality: …        (locality at 4)
-//	      "endpoints": [                           lb_endpoints:
-//	        {                    (locality at 10)  - endpoint: …      (endpoint at 6)
-//	          "locality": {…},
-//	          "lb_endpoints": [
-//	            {"endpoint": {…}, …},   (one line each)
+//	{                                      version_info: '…'
+//	  "version_info": "…",                 resources:
+//	  "resources": [                       - '@type': type.googleapis.com/…
+//	    {                                    cluster_name: …
+//	      "@type": "type.googleapis.com/…",  policy: …
+//	      "cluster_name": "…",               endpoints:
+//	      "policy": {…},                     - locality: …
+//	      "endpoints": [                       lb_endpoints:
+//	        {                                  - endpoint: …
+//	          "locality": {…},                   health_status: HEALTHY
+//	          "lb_endpoints": [                - endpoint: …
+//	            {"endpoint": {…}, …},
 //	            {"endpoint": {…}, …}
 //	          ]
 //	        }
@@ -38,9 +39,9 @@ import (
 // The lists (endpoints, lb_endpoints) come last in their object: key order
 // means nothing to protojson, nor to Envoy's YAML-to-JSON loader.
 
-// protojson inserts random whitespace (detrand) that depends on the binary;
-// json.Indent drops all insignificant whitespace of its input and lays out its
-// own, so everything from protojson passes through it before use.
+// protojson inserts random whitespace (detrand) that depends on the binary,
+// so its output always passes through json.Indent or json.Compact, which drop
+// all insignificant whitespace and lay out their own.
 var jsonOpts = protojson.MarshalOptions{UseProtoNames: true}
 
 const (

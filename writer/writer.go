@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -244,20 +245,10 @@ func (w *Writer) Retry(ctx context.Context) Result {
 	for _, j := range w.pending {
 		jobs = append(jobs, j)
 	}
-	slices.SortFunc(jobs, func(a, b job) int { return cmpString(a.cluster, b.cluster) })
+	slices.SortFunc(jobs, func(a, b job) int { return strings.Compare(a.cluster, b.cluster) })
 	var res Result
 	w.run(ctx, jobs, &res, nil)
 	return res
-}
-
-func cmpString(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // lastOfEach drops all but the last occurrence of each cluster name, keeping
