@@ -163,6 +163,11 @@ func (e *encoder) encode(cla *endpointv3.ClusterLoadAssignment) (encoded, error)
 	clear(h.lbs) // let dead endpoints go
 	h.spareBuf, h.spareLbs, h.spareSpans = h.buf, h.lbs, h.spans
 	h.buf, h.lbs, h.spans = buf, w.lbs, w.spans
+	if cap(h.spareBuf) > 4*cap(buf) {
+		// The cluster shrank (a Service scaled down or gone): do not keep
+		// its old size around until its next change.
+		h.spareBuf, h.spareLbs, h.spareSpans = nil, nil, nil
+	}
 	h.body, h.digest = buf[headRoom:headRoom+len(body)], out.digest // buf may have grown since
 	e.clusters[cla.GetClusterName()] = h
 	e.sweep()
