@@ -58,6 +58,7 @@ func (h health) status() corev3.HealthStatus {
 // until the slice changes, which lets the writer cache its encoding.
 type entry struct {
 	addr     netip.Addr
+	text     string // addr in canonical form
 	port     uint32
 	health   health
 	zone     string
@@ -158,6 +159,10 @@ func prepare(s *discoveryv1.EndpointSlice, opts *Options) *preparedSlice {
 	if len(p.ports) == 0 {
 		return p
 	}
+	msgs := make([]lbMessages, len(s.Endpoints)*len(p.ports))
+	for j := range p.ports {
+		p.ports[j].entries = make([]entry, 0, len(s.Endpoints))
+	}
 	for i := range s.Endpoints {
 		ep := &s.Endpoints[i]
 		h, ok := healthOf(ep.Conditions, opts)
@@ -174,6 +179,13 @@ func prepare(s *discoveryv1.EndpointSlice, opts *Options) *preparedSlice {
 			skip(ReasonInvalidAddress, "address %q is not an %s literal", ep.Addresses[0], s.AddressType)
 			continue
 		}
+		// Reuse the slice's string when it is already canonical (it nearly
+		// always is): the endpoint then costs no string of its own.
+		var buf [64]byte
+		text := ep.Addresses[0]
+		if string(addr.AppendTo(buf[:0])) != text {
+			text = addr.String()
+		}
 		var zone, hostname string
 		if ep.Zone != nil {
 			zone = *ep.Zone
@@ -185,8 +197,8 @@ func prepare(s *discoveryv1.EndpointSlice, opts *Options) *preparedSlice {
 		}
 		for j := range p.ports {
 			pp := &p.ports[j]
-			e := entry{addr: addr, port: pp.number, health: h, zone: zone, hostname: hostname, src: p}
-			e.lb = lbEndpoint(&e)
+			e := entry{addr: addr, text: text, port: pp.number, health: h, zone: zone, hostname: hostname, src: p}
+			e.lb = msgs[i*len(p.ports)+j].build(&e)
 			if err := e.lb.ValidateAll(); err != nil {
 				skip(ReasonInvalidEndpoint, "endpoint %s: %v", ep.Addresses[0], err)
 				continue
@@ -213,15 +225,31 @@ func healthOf(c discoveryv1.EndpointConditions, opts *Options) (h health, ok boo
 	return unhealthy, opts.NotReady == NotReadyUnhealthy
 }
 
-func lbEndpoint(e *entry) *endpointv3.LbEndpoint {
-	return &endpointv3.LbEndpoint{
-		HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{
-			Address: &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
-				Address:       e.addr.String(),
-				PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: e.port},
-			}}},
-			Hostname: e.hostname,
-		}},
-		HealthStatus: e.health.status(),
-	}
+// lbMessages is every message of one published endpoint, allocated as one
+// block: one allocation instead of seven per endpoint, which halves the
+// heap they take and the garbage collector's work. The block lives as long
+// as its slice version, like the entry that points into it.
+type lbMessages struct {
+	lb     endpointv3.LbEndpoint
+	hostID endpointv3.LbEndpoint_Endpoint
+	ep     endpointv3.Endpoint
+	addr   corev3.Address
+	sock   corev3.Address_SocketAddress
+	sa     corev3.SocketAddress
+	port   corev3.SocketAddress_PortValue
+}
+
+// build fills m with the Envoy message for e and returns it.
+func (m *lbMessages) build(e *entry) *endpointv3.LbEndpoint {
+	m.port.PortValue = e.port
+	m.sa.Address = e.text
+	m.sa.PortSpecifier = &m.port
+	m.sock.SocketAddress = &m.sa
+	m.addr.Address = &m.sock
+	m.ep.Address = &m.addr
+	m.ep.Hostname = e.hostname
+	m.hostID.Endpoint = &m.ep
+	m.lb.HostIdentifier = &m.hostID
+	m.lb.HealthStatus = e.health.status()
+	return &m.lb
 }
