@@ -34,6 +34,7 @@ type (
 type flushReport struct {
 	Seq      int
 	Initial  bool
+	Retry    bool
 	Services int
 	Clusters []string // names handed to the writer, sorted
 	writer.Result
@@ -53,7 +54,8 @@ type pipeline struct {
 	once        bool
 	syncTimeout time.Duration
 	now         func() time.Time
-	onFlush     func(flushReport) // test hook, called on the pipeline goroutine
+	onFlush     func(flushReport)       // test hook, called on the pipeline goroutine
+	onNotify    func(render.ServiceKey) // test hook, called after a Service is marked dirty
 
 	mu    sync.Mutex
 	dirty map[render.ServiceKey]struct{}
@@ -81,6 +83,9 @@ func (p *pipeline) notify(key render.ServiceKey) {
 	select {
 	case p.wake <- struct{}{}:
 	default:
+	}
+	if p.onNotify != nil {
+		p.onNotify(key)
 	}
 }
 
@@ -149,6 +154,9 @@ func (p *pipeline) Run(ctx context.Context) error {
 	retryDelay := retryMin
 	for {
 		p.takeDirty()
+		if retryAt.IsZero() && p.writer.Pending() > 0 {
+			retryAt = p.now().Add(retryDelay)
+		}
 		wakeAt, ok := p.coalescer.Next()
 		if !retryAt.IsZero() && (!ok || retryAt.Before(wakeAt)) {
 			wakeAt, ok = retryAt, true
@@ -180,15 +188,16 @@ func (p *pipeline) Run(ctx context.Context) error {
 			if !retryAt.IsZero() && !now.Before(retryAt) {
 				res := p.writer.Retry(ctx)
 				p.log.Info("retried failed writes", "written", res.Written, "unchanged", res.Unchanged, "failed", res.Failed)
+				p.seq++
+				if p.onFlush != nil {
+					p.onFlush(flushReport{Seq: p.seq, Retry: true, Result: res})
+				}
 				retryAt = time.Time{}
 				if res.Failed > 0 {
 					retryDelay = min(2*retryDelay, retryMax)
 				} else {
 					retryDelay = retryMin
 				}
-			}
-			if retryAt.IsZero() && p.writer.Pending() > 0 {
-				retryAt = now.Add(retryDelay)
 			}
 		}
 	}
