@@ -10,6 +10,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/klog/v2"
 
 	"github.com/edsync/edsync/render"
 	"github.com/edsync/edsync/watch"
@@ -19,6 +20,9 @@ import (
 // start wires the stages for one run of edsync.
 func start(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
 	log := newLogger(cfg, stderr)
+	// client-go logs through klog; send it to the same handler so every
+	// line has one format.
+	klog.SetSlogLogger(log.With("component", "client-go"))
 	p, err := build(cfg, log, stdout)
 	if err != nil {
 		return err
