@@ -114,9 +114,17 @@ const (
 // first full flush: an error if the sync timed out or a write failed.
 func (p *pipeline) Run(ctx context.Context) error {
 	srcCtx, stopSource := context.WithCancel(ctx)
-	defer stopSource()
 	srcErr := make(chan error, 1)
 	go func() { srcErr <- p.source.Run(srcCtx) }()
+	srcStopped := false
+	// Whatever the way out, the source is stopped and waited for: nothing
+	// of this run may log or write after Run returns.
+	defer func() {
+		stopSource()
+		if !srcStopped {
+			<-srcErr
+		}
+	}()
 
 	var syncTimeout <-chan time.Time
 	if p.once {
@@ -129,6 +137,7 @@ func (p *pipeline) Run(ctx context.Context) error {
 	select {
 	case <-p.source.Synced():
 	case err := <-srcErr:
+		srcStopped = true
 		if err == nil {
 			return nil
 		}
@@ -176,9 +185,13 @@ func (p *pipeline) Run(ctx context.Context) error {
 			p.log.Info("shutting down", "flushed_services", res.Services, "written", res.Written, "failed", res.Failed)
 			return nil
 		case err := <-srcErr:
+			srcStopped = true
 			if err != nil {
 				return fmt.Errorf("source: %w", err)
 			}
+			// The source ended without error: only on cancel, which the
+			// ctx.Done case handles next.
+			srcErr = nil
 		case <-p.wake:
 		case <-timer.C:
 			now := p.now()
