@@ -235,3 +235,34 @@ func BenchmarkW3BigService(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkRenderEncode renders one Service of n endpoints (slices of 100)
+// from scratch and encodes its file, per format: the cold cost of a CLA,
+// with nothing cached.
+func BenchmarkRenderEncode(b *testing.B) {
+	for _, format := range []writer.Format{writer.FormatPB, writer.FormatJSON, writer.FormatYAML} {
+		for _, n := range []int{10, 1000, 10000} {
+			b.Run(fmt.Sprintf("%s/%d", format, n), func(b *testing.B) {
+				var in []*discoveryv1.EndpointSlice
+				for i := 0; i < n; i += 100 {
+					in = append(in, benchSlice("big", fmt.Sprintf("big-%03d", i/100), i, min(100, n-i)))
+				}
+				key := render.ServiceKey{Namespace: "bench", Name: "big"}
+				for b.Loop() {
+					r, err := render.New(render.Options{})
+					if err != nil {
+						b.Fatal(err)
+					}
+					w, err := writer.New(writer.Options{Format: format, DryRun: true, Out: io.Discard})
+					if err != nil {
+						b.Fatal(err)
+					}
+					clusters, _ := r.Service(key, in)
+					if _, err := w.Encode(clusters[0].CLA); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+		}
+	}
+}
