@@ -53,37 +53,57 @@ func (h health) status() corev3.HealthStatus {
 	return corev3.HealthStatus_HEALTHY
 }
 
-// entry is one endpoint of one port of one slice, with its Envoy message built
-// once. Entries are immutable: the same *LbEndpoint is handed out in every CLA
-// until the slice changes, which lets the writer cache its encoding.
+// entry is one endpoint of one port of one slice. Its Envoy message is
+// built once and is immutable: the same *LbEndpoint is handed out in every
+// CLA until the endpoint changes (even across new versions of its slice, see
+// prepare), which lets the writer reuse its encoding. The port, health and
+// hostname live in the message block only, not here as well: an entry is
+// kept per endpoint, so each field costs 100,000 copies in a big cluster.
 type entry struct {
+	addr netip.Addr
+	zone string
+	m    *lbMessages
+	src  *preparedSlice // the slice version it came from
+}
+
+func (e *entry) port() uint32 { return e.m.port.PortValue }
+
+// endpointKey is everything an endpoint's message is built from, so equal
+// keys give equal messages.
+type endpointKey struct {
 	addr     netip.Addr
-	text     string // addr in canonical form
 	port     uint32
 	health   health
 	zone     string
 	hostname string
-	lb       *endpointv3.LbEndpoint
-	src      *preparedSlice // the slice version it came from
 }
 
-// compareEntries orders by ip, port, health (healthiest first), then by every
-// remaining field, so that duplicates resolve the same way whatever order the
-// slices came in.
-func compareEntries(a, b *entry) int {
+// compareKey orders by ip, port, health (healthiest first), then by every
+// remaining field, so that duplicates resolve the same way whatever order
+// the slices came in.
+func compareKey(a *entry, b *endpointKey) int {
 	if c := a.addr.Compare(b.addr); c != 0 {
 		return c
 	}
-	if c := cmp.Compare(a.port, b.port); c != 0 {
+	if c := cmp.Compare(a.m.port.PortValue, b.port); c != 0 {
 		return c
 	}
-	if c := cmp.Compare(a.health, b.health); c != 0 {
+	if c := cmp.Compare(a.m.health, b.health); c != 0 {
 		return c
 	}
 	if c := cmp.Compare(a.zone, b.zone); c != 0 {
 		return c
 	}
-	return cmp.Compare(a.hostname, b.hostname)
+	return cmp.Compare(a.m.ep.Hostname, b.hostname)
+}
+
+// compareEntries is compareKey between two entries. Most comparisons end at
+// the address, which sits in the entry: the message block is read on ties only.
+func compareEntries(a, b *entry) int {
+	if c := a.addr.Compare(b.addr); c != 0 {
+		return c
+	}
+	return compareKey(a, &endpointKey{addr: b.addr, port: b.m.port.PortValue, health: b.m.health, zone: b.zone, hostname: b.m.ep.Hostname})
 }
 
 // preparedPort is one port name of one slice: its entries sorted by compareEntries.
@@ -104,7 +124,14 @@ type preparedSlice struct {
 
 // prepare converts one slice. It is the only place that reads slice
 // contents, and runs once per slice version.
-func prepare(s *discoveryv1.EndpointSlice, opts *Options) *preparedSlice {
+//
+// prev, if not nil, is an earlier version of the slice: an endpoint equal to
+// one of prev's keeps prev's message block instead of getting a new one. A
+// slice update typically changes one endpoint of many, so this spares
+// building and validating the others here, and, because their *LbEndpoint
+// stays the same, re-encoding them in the writer. Blocks are allocated one
+// per endpoint, so a reused block pins nothing else of the old version.
+func prepare(s *discoveryv1.EndpointSlice, opts *Options, prev *preparedSlice) *preparedSlice {
 	p := &preparedSlice{}
 	id := s.Namespace + "/" + s.Name
 	skip := func(reason, format string, args ...any) {
@@ -159,9 +186,20 @@ func prepare(s *discoveryv1.EndpointSlice, opts *Options) *preparedSlice {
 	if len(p.ports) == 0 {
 		return p
 	}
-	msgs := make([]lbMessages, len(s.Endpoints)*len(p.ports))
 	for j := range p.ports {
 		p.ports[j].entries = make([]entry, 0, len(s.Endpoints))
+	}
+	// The earlier version's entries of each port, to reuse from.
+	var prevEntries [][]entry
+	if prev != nil {
+		prevEntries = make([][]entry, len(p.ports))
+		for j := range p.ports {
+			if k, ok := slices.BinarySearchFunc(prev.ports, p.ports[j].name, func(pp preparedPort, name string) int {
+				return cmp.Compare(pp.name, name)
+			}); ok {
+				prevEntries[j] = prev.ports[k].entries
+			}
+		}
 	}
 	for i := range s.Endpoints {
 		ep := &s.Endpoints[i]
@@ -179,27 +217,31 @@ func prepare(s *discoveryv1.EndpointSlice, opts *Options) *preparedSlice {
 			skip(ReasonInvalidAddress, "address %q is not an %s literal", ep.Addresses[0], s.AddressType)
 			continue
 		}
-		// Reuse the slice's string when it is already canonical (it nearly
-		// always is): the endpoint then costs no string of its own.
-		var buf [64]byte
-		text := ep.Addresses[0]
-		if string(addr.AppendTo(buf[:0])) != text {
-			text = addr.String()
-		}
-		var zone, hostname string
+		key := endpointKey{addr: addr, health: h}
 		if ep.Zone != nil {
-			zone = *ep.Zone
+			key.zone = *ep.Zone
 		}
 		if ep.Hostname != nil && *ep.Hostname != "" {
-			hostname = *ep.Hostname
+			key.hostname = *ep.Hostname
 		} else if ep.TargetRef != nil && ep.TargetRef.Kind == "Pod" {
-			hostname = ep.TargetRef.Name
+			key.hostname = ep.TargetRef.Name
 		}
 		for j := range p.ports {
 			pp := &p.ports[j]
-			e := entry{addr: addr, text: text, port: pp.number, health: h, zone: zone, hostname: hostname, src: p}
-			e.lb = msgs[i*len(p.ports)+j].build(&e)
-			if err := e.lb.ValidateAll(); err != nil {
+			key.port = pp.number
+			e := entry{addr: addr, zone: key.zone, src: p}
+			if prevEntries != nil {
+				if k, found := slices.BinarySearchFunc(prevEntries[j], &key, func(e entry, key *endpointKey) int {
+					return compareKey(&e, key)
+				}); found {
+					e.m = prevEntries[j][k].m // validated when it was built
+					pp.entries = append(pp.entries, e)
+					continue
+				}
+			}
+			e.m = new(lbMessages)
+			lb := e.m.build(&key, canonical(addr, ep.Addresses[0]))
+			if err := lb.ValidateAll(); err != nil {
 				skip(ReasonInvalidEndpoint, "endpoint %s: %v", ep.Addresses[0], err)
 				continue
 			}
@@ -225,10 +267,23 @@ func healthOf(c discoveryv1.EndpointConditions, opts *Options) (h health, ok boo
 	return unhealthy, opts.NotReady == NotReadyUnhealthy
 }
 
+// canonical returns addr in canonical form, reusing the slice's string when
+// it already is (it nearly always is): the endpoint then costs no string of
+// its own.
+func canonical(addr netip.Addr, text string) string {
+	var buf [64]byte
+	if string(addr.AppendTo(buf[:0])) != text {
+		return addr.String()
+	}
+	return text
+}
+
 // lbMessages is every message of one published endpoint, allocated as one
 // block: one allocation instead of seven per endpoint, which halves the
-// heap they take and the garbage collector's work. The block lives as long
-// as its slice version, like the entry that points into it.
+// heap they take and the garbage collector's work. One block per endpoint
+// rather than per slice: a block that a later slice version reuses (see
+// prepare) then keeps only its own endpoint alive. (The size class of a
+// single block wastes about what a slice-wide array's does.)
 type lbMessages struct {
 	lb     endpointv3.LbEndpoint
 	hostID endpointv3.LbEndpoint_Endpoint
@@ -237,19 +292,22 @@ type lbMessages struct {
 	sock   corev3.Address_SocketAddress
 	sa     corev3.SocketAddress
 	port   corev3.SocketAddress_PortValue
+	health health // the rank behind lb.HealthStatus, for compareKey
 }
 
-// build fills m with the Envoy message for e and returns it.
-func (m *lbMessages) build(e *entry) *endpointv3.LbEndpoint {
-	m.port.PortValue = e.port
-	m.sa.Address = e.text
+// build fills m with the Envoy message for k, text being k.addr in
+// canonical form, and returns it.
+func (m *lbMessages) build(k *endpointKey, text string) *endpointv3.LbEndpoint {
+	m.port.PortValue = k.port
+	m.health = k.health
+	m.sa.Address = text
 	m.sa.PortSpecifier = &m.port
 	m.sock.SocketAddress = &m.sa
 	m.addr.Address = &m.sock
 	m.ep.Address = &m.addr
-	m.ep.Hostname = e.hostname
+	m.ep.Hostname = k.hostname
 	m.hostID.Endpoint = &m.ep
 	m.lb.HostIdentifier = &m.hostID
-	m.lb.HealthStatus = e.health.status()
+	m.lb.HealthStatus = k.health.status()
 	return &m.lb
 }

@@ -135,10 +135,17 @@ func (st *serviceState) update(current []*discoveryv1.EndpointSlice, opts *Optio
 	var skips []Skip
 	prepared := make(map[*discoveryv1.EndpointSlice]*preparedSlice, len(current))
 	var added []*preparedSlice
+	var byName map[string]*preparedSlice // the versions before, for prepare to reuse from
 	for _, s := range current {
 		p, ok := st.prepared[s]
 		if !ok {
-			p = prepare(s, opts)
+			if byName == nil {
+				byName = make(map[string]*preparedSlice, len(st.prepared))
+				for old, op := range st.prepared {
+					byName[old.Name] = op
+				}
+			}
+			p = prepare(s, opts, byName[s.Name])
 			skips = append(skips, p.skips...)
 			added = append(added, p)
 		}
@@ -255,7 +262,7 @@ func assemble(name string, merged []*entry) *endpointv3.ClusterLoadAssignment {
 	}
 	// unique reports whether merged[i] is the first (healthiest) copy of its ip:port.
 	unique := func(i int) bool {
-		return i == 0 || merged[i-1].addr != merged[i].addr || merged[i-1].port != merged[i].port
+		return i == 0 || merged[i-1].addr != merged[i].addr || merged[i-1].port() != merged[i].port()
 	}
 	var cur *bucket
 	total := 0
@@ -276,7 +283,7 @@ func assemble(name string, merged []*entry) *endpointv3.ClusterLoadAssignment {
 	for i, e := range merged {
 		if unique(i) {
 			cur = find(cur, e.zone)
-			cur.lbs = append(cur.lbs, e.lb)
+			cur.lbs = append(cur.lbs, &e.m.lb)
 		}
 	}
 
