@@ -4,8 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strconv"
 )
 
 // tmpDirName is the hidden folder for temp files. Temp files live inside the
@@ -14,58 +16,69 @@ import (
 // every temp file created and written (Envoy rule 5).
 const tmpDirName = ".tmp"
 
-// maxTempPrefix keeps temp names within the 255-byte limit once CreateTemp
+// maxTempPrefix keeps temp names within the 255-byte limit once createTemp
 // has added its random suffix.
 const maxTempPrefix = 200
 
 // writeAtomic replaces path with data so that a reader sees the old file or
-// the new one, never a part: temp file, write, fsync, chmod, close, rename
+// the new one, never a part: temp file, write, chmod, fsync, close, rename
 // (Envoy reloads only on that rename: IN_MOVED_TO). The folder itself is
 // fsynced by the caller, once per batch. On any error the temp file is
 // removed and path is untouched.
-func writeAtomic(tmpDir, path string, data []byte, rename func(from, to string) error) (err error) {
+//
+// checkTarget asks to refuse a target that is not a regular file. The caller
+// asks on a cluster's first write in this process only: after that the
+// target is a file we renamed into place, and a stat per write is a
+// syscall that found nothing in the steady state. (A folder put there later
+// still makes the rename fail: renaming a file over a folder is EISDIR.)
+//
+// Each step is one system call (see atomic_unix.go): on a busy folder the
+// write is mostly kernel time, and os.File would add five more per file.
+func writeAtomic(tmpDir, path string, data []byte, checkTarget bool, rename func(from, to string) error) (err error) {
 	// Refuse to replace a folder, socket, device...: renaming over them
 	// either fails late or destroys something that is not ours.
-	if fi, err := os.Stat(path); err == nil && !fi.Mode().IsRegular() {
-		return fmt.Errorf("target is not a regular file (mode %s)", fi.Mode())
+	if checkTarget {
+		if fi, err := os.Stat(path); err == nil && !fi.Mode().IsRegular() {
+			return fmt.Errorf("target is not a regular file (mode %s)", fi.Mode())
+		}
 	}
 	prefix := filepath.Base(path)
 	if len(prefix) > maxTempPrefix {
 		prefix = prefix[:maxTempPrefix]
 	}
-	f, err := os.CreateTemp(tmpDir, prefix+".*")
+	f, err := createTemp(tmpDir, prefix)
 	if errors.Is(err, fs.ErrNotExist) {
 		// Someone removed .tmp/ since New: make it again rather than fail
 		// every write until a restart.
 		if err = os.Mkdir(tmpDir, 0o755); err == nil || errors.Is(err, fs.ErrExist) {
-			f, err = os.CreateTemp(tmpDir, prefix+".*")
+			f, err = createTemp(tmpDir, prefix)
 		}
 	}
 	if err != nil {
 		return fmt.Errorf("create temp file: %w", err)
 	}
-	tmp := f.Name()
+	tmp := f.name
 	closed := false
 	defer func() {
 		if err != nil {
 			if !closed {
-				f.Close()
+				f.close()
 			}
 			os.Remove(tmp)
 		}
 	}()
-	if _, err = f.Write(data); err != nil {
+	if err = f.write(data); err != nil {
 		return fmt.Errorf("write %s: %w", tmp, err)
 	}
-	// CreateTemp makes 0600; Envoy may run as another user.
-	if err = f.Chmod(0o644); err != nil {
+	// The file is created 0644, less the umask; Envoy may run as another user.
+	if err = f.chmod(0o644); err != nil {
 		return fmt.Errorf("chmod %s: %w", tmp, err)
 	}
-	if err = f.Sync(); err != nil {
+	if err = f.sync(); err != nil {
 		return fmt.Errorf("fsync %s: %w", tmp, err)
 	}
 	closed = true
-	if err = f.Close(); err != nil {
+	if err = f.close(); err != nil {
 		return fmt.Errorf("close %s: %w", tmp, err)
 	}
 	if err = rename(tmp, path); err != nil {
@@ -74,18 +87,15 @@ func writeAtomic(tmpDir, path string, data []byte, rename func(from, to string) 
 	return nil
 }
 
-// syncDir makes the renames in dir durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	return err
+// tempName is a fresh name in dir for createTemp: random, as os.CreateTemp
+// makes them, so that two processes (or a leftover of a crash that cleanTmp
+// has not seen) collide only by chance, and then the next try succeeds.
+func tempName(dir, prefix string) string {
+	return dir + string(filepath.Separator) + prefix + "." + strconv.FormatUint(rand.Uint64(), 36)
 }
+
+// maxTempTries bounds createTemp's retries on a name that exists.
+const maxTempTries = 100
 
 // cleanTmp makes dir/.tmp exist and removes what a crash left in it: nothing
 // else writes there, so everything in it is a temp file of ours.

@@ -69,7 +69,7 @@ type Writer struct {
 	existing    []string
 	existed     map[string]bool // existing, as a set
 
-	// rename is os.Rename; tests swap it to make the last step fail.
+	// rename is renameFile; tests swap it to make the last step fail.
 	rename func(from, to string) error
 
 	mu  sync.Mutex
@@ -103,7 +103,7 @@ func New(opts Options) (*Writer, error) {
 		out:         opts.Out,
 		log:         opts.Logger,
 		concurrency: opts.Concurrency,
-		rename:      os.Rename,
+		rename:      renameFile,
 		enc:         newEncoder(format),
 		written:     make(map[string][sha256.Size]byte),
 		pending:     make(map[string]job),
@@ -195,6 +195,9 @@ type job struct {
 	// checkDisk: first write of this cluster in this process, so the file
 	// on disk may already hold these bytes (a restart).
 	checkDisk bool
+	// first: no write of this cluster has succeeded in this process, so the
+	// target may be something other than a file of ours.
+	first bool
 }
 
 type outcome int
@@ -291,6 +294,7 @@ func (w *Writer) prepare(c Cluster) (job, error) {
 	// file made since, by someone else, is rewritten): this spares the
 	// initial batch into an empty folder one open per file.
 	j.checkDisk = !known && !w.dryRun && w.existed[c.Name]
+	j.first = !known
 	return j, nil
 }
 
@@ -311,23 +315,30 @@ func (w *Writer) run(ctx context.Context, jobs []job, res *Result, errs []error)
 		}
 	} else {
 		var next atomic.Int64
-		var wg sync.WaitGroup
-		for range min(w.concurrency, len(jobs)) {
-			wg.Go(func() {
-				for {
-					i := int(next.Add(1) - 1)
-					if i >= len(jobs) {
-						return
-					}
-					if err := ctx.Err(); err != nil {
-						failures[i] = fmt.Errorf("%s: not written: %w", jobs[i].path, err)
-						continue
-					}
-					outcomes[i], failures[i] = w.store(jobs[i])
+		work := func() {
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= len(jobs) {
+					return
 				}
-			})
+				if err := ctx.Err(); err != nil {
+					failures[i] = fmt.Errorf("%s: not written: %w", jobs[i].path, err)
+					continue
+				}
+				outcomes[i], failures[i] = w.store(jobs[i])
+			}
 		}
-		wg.Wait()
+		if n := min(w.concurrency, len(jobs)); n == 1 {
+			// One file (the usual batch of a single change): a goroutine
+			// would only add its start and the wake-up of this one.
+			work()
+		} else {
+			var wg sync.WaitGroup
+			for range n {
+				wg.Go(work)
+			}
+			wg.Wait()
+		}
 	}
 
 	canceled := 0
@@ -382,7 +393,7 @@ func (w *Writer) store(j job) (outcome, error) {
 			w.log.Debug("cannot compare with file on disk", "path", j.path, "error", err)
 		}
 	}
-	if err := writeAtomic(w.tmpDir, j.path, j.enc.data, w.rename); err != nil {
+	if err := writeAtomic(w.tmpDir, j.path, j.enc.data, j.first, w.rename); err != nil {
 		return failed, fmt.Errorf("%s: %w", j.path, err)
 	}
 	w.log.Debug("wrote", "cluster", j.cluster, "path", j.path, "version", j.enc.version, "bytes", len(j.enc.data))
