@@ -19,8 +19,9 @@ import (
 // Render hands us the same immutable *LbEndpoint for an endpoint that did not
 // change. So:
 //
-//   - each endpoint is encoded once, as a fragment that is cached by pointer
-//     (validated at the same time: no CLA rule spans several endpoints);
+//   - each endpoint is encoded once, as a fragment (validated at the same
+//     time: no CLA rule spans several endpoints), and found again by pointer
+//     in its cluster's previous document, the only copy kept;
 //   - the document is assembled around the fragments: every message other
 //     than the endpoints (the CLA without its endpoints, each locality without
 //     its lb_endpoints, the "skeletons") is encoded whole each time, and the
@@ -31,22 +32,24 @@ import (
 //     pointer comparison each, no hash lookup) and copies each run of
 //     unchanged endpoints from the previous document in one piece: 10,000
 //     small copies from all over the heap cost more than the rest together.
+//     An endpoint out of step (many removed before it, or moved) is looked
+//     up in an index of the previous document, built at most once per encode.
+//
+// There is no cache of fragments besides the documents: one would hold a
+// second copy of every endpoint's bytes plus a map entry (100 to 200 bytes
+// per endpoint, a fifth of the process's heap) to save re-encoding only the
+// endpoints that move from one cluster to another, which render never does.
 //
 // The encoder is not safe for concurrent use; the Writer serialises calls.
 type encoder struct {
 	format Format
-	// frags holds the fragment of every live endpoint (and, until the next
-	// sweep, some dead ones), for endpoints the walk does not find in step.
-	frags map[*endpointv3.LbEndpoint][]byte
-	// clusters holds each cluster's last document; their endpoints are the
-	// live ones, live counts them.
+	// clusters holds each cluster's last document.
 	clusters map[string]*history
-	live     int
 	pieces   []piece // scratch for one locality
+	// fragments counts the endpoints encoded (not found in a previous
+	// document), for tests.
+	fragments int
 }
-
-// minCache keeps small caches from being swept over and over.
-const minCache = 1024
 
 // resyncWindow is how far ahead in a cluster's previous endpoints the walk
 // looks for one that is out of step (several removed before it).
@@ -86,12 +89,24 @@ type walk struct {
 	j     int // next endpoint expected in prev.lbs
 	lbs   []*endpointv3.LbEndpoint
 	spans []span
+	// misses counts the endpoints in a row not found near j: new ones, or
+	// the walk is out of step for good (many endpoints removed at j).
+	misses int
+	// index maps prev's endpoints to their place in prev.lbs, built once
+	// misses reaches indexAfter.
+	index map[*endpointv3.LbEndpoint]int
 }
+
+// indexAfter is how many endpoints in a row the walk fails to find near j
+// before it indexes the previous document. A new endpoint is missed too, and
+// one every event is the common case: indexing 10,000 endpoints for it would
+// cost more than all the rest; re-encoding a few endpoints that were in fact
+// further ahead costs little.
+const indexAfter = 8
 
 func newEncoder(f Format) *encoder {
 	return &encoder{
 		format:   f,
-		frags:    make(map[*endpointv3.LbEndpoint][]byte),
 		clusters: make(map[string]*history),
 	}
 }
@@ -117,6 +132,11 @@ func (e *encoder) encode(cla *endpointv3.ClusterLoadAssignment) (encoded, error)
 		h = &history{}
 	}
 	w := &walk{prev: h, lbs: h.spareLbs[:0], spans: h.spareSpans[:0]}
+	if w.lbs == nil {
+		// Sized once rather than grown by doubling: they are kept.
+		n := countEndpoints(cla)
+		w.lbs, w.spans = make([]*endpointv3.LbEndpoint, 0, n), make([]span, 0, n)
+	}
 	buf := h.spareBuf[:0]
 	if cap(buf) < headRoom {
 		buf = make([]byte, 0, headRoom+len(h.buf))
@@ -156,10 +176,14 @@ func (e *encoder) encode(cla *endpointv3.ClusterLoadAssignment) (encoded, error)
 	}
 	start := headRoom - len(head)
 	copy(buf[start:], head)
+	if cap(buf)-len(buf) > len(buf)/4 {
+		// Grown by doubling, up to half of it unused: it is kept as the
+		// history, and a big output folder holds one per cluster.
+		buf = bytes.Clone(buf)
+	}
 	out.data = buf[start:]
 
 	// This document becomes the history; the previous one the spare.
-	e.live += len(w.lbs) - len(h.lbs)
 	clear(h.lbs) // let dead endpoints go
 	h.spareBuf, h.spareLbs, h.spareSpans = h.buf, h.lbs, h.spans
 	h.buf, h.lbs, h.spans = buf, w.lbs, w.spans
@@ -170,7 +194,6 @@ func (e *encoder) encode(cla *endpointv3.ClusterLoadAssignment) (encoded, error)
 	}
 	h.body, h.digest = buf[headRoom:headRoom+len(body)], out.digest // buf may have grown since
 	e.clusters[cla.GetClusterName()] = h
-	e.sweep()
 	return out, nil
 }
 
@@ -197,27 +220,40 @@ func (e *encoder) find(w *walk, lb *endpointv3.LbEndpoint) (piece, error) {
 	// replaced endpoint, the next one is found at j+1.)
 	if w.j < len(prev) && prev[w.j] == lb {
 		w.j++
+		w.misses = 0
 		return piece{prev: w.j - 1}, nil
 	}
 	if w.j+1 < len(prev) && prev[w.j+1] == lb {
 		w.j += 2
+		w.misses = 0
 		return piece{prev: w.j - 1}, nil
 	}
-	if f, ok := e.frags[lb]; ok {
-		// Known but out of step: look ahead to fall back in step.
-		for k := w.j + 2; k < min(len(prev), w.j+resyncWindow); k++ {
-			if prev[k] == lb {
-				w.j = k + 1
-				return piece{prev: k}, nil
-			}
+	// Out of step: look a little ahead, then in the index, to fall back in
+	// step after the endpoint found.
+	for k := w.j + 2; k < min(len(prev), w.j+resyncWindow); k++ {
+		if prev[k] == lb {
+			w.j = k + 1
+			w.misses = 0
+			return piece{prev: k}, nil
 		}
-		return piece{prev: -1, frag: f}, nil
 	}
+	if w.index == nil && w.misses >= indexAfter && len(prev) > resyncWindow {
+		w.index = make(map[*endpointv3.LbEndpoint]int, len(prev))
+		for k, p := range prev {
+			w.index[p] = k
+		}
+	}
+	if k, ok := w.index[lb]; ok {
+		w.j = k + 1
+		w.misses = 0
+		return piece{prev: k}, nil
+	}
+	w.misses++
 	f, err := e.fragment(lb)
 	if err != nil {
 		return piece{}, err
 	}
-	e.frags[lb] = f
+	e.fragments++
 	return piece{prev: -1, frag: f}, nil
 }
 
@@ -321,26 +357,6 @@ func skeleton(m proto.Message, skip protoreflect.FieldDescriptor) (proto.Message
 		}
 	}
 	return dst.Interface(), nil
-}
-
-// sweep evicts the fragments that no cluster's last document uses, once the
-// cache has grown to twice the live endpoints. Each sweep costs O(live) and
-// follows at least live+minCache insertions, so eviction is amortised O(1)
-// per new endpoint and the cache stays within about twice the live endpoints.
-func (e *encoder) sweep() {
-	if len(e.frags) <= 2*e.live+minCache {
-		return
-	}
-	// A new map rather than deletes: Go maps never give back their memory.
-	next := make(map[*endpointv3.LbEndpoint][]byte, e.live)
-	for _, h := range e.clusters {
-		for _, lb := range h.lbs {
-			if f, ok := e.frags[lb]; ok {
-				next[lb] = f
-			}
-		}
-	}
-	e.frags = next
 }
 
 func countEndpoints(cla *endpointv3.ClusterLoadAssignment) int {

@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -251,48 +252,63 @@ func TestEncodeRejectsInvalid(t *testing.T) {
 	}
 }
 
-// TestEncodeCacheBounded: a cluster whose endpoints all change on every event
-// must not grow the cache without bound, and the endpoints of clusters that
-// are not re-encoded must stay cached (they are live).
-func TestEncodeCacheBounded(t *testing.T) {
+// TestEncodeFindsEndpointsAgain: an endpoint already encoded in its
+// cluster's previous document is copied from it, not encoded again, whether
+// it is in step, far ahead (many removed before it) or moved (past the few
+// encoded again before the walk indexes the document); a new one is
+// encoded; a busy cluster does not make a quiet one's endpoints be encoded
+// again. Every document equals a fresh encoder's.
+func TestEncodeFindsEndpointsAgain(t *testing.T) {
 	g := gen{rand.New(rand.NewPCG(3, 4))}
-	w := newEncoding(t, FormatPB)
-	quiet := g.cla()
-	quiet.ClusterName = "quiet"
-	for len(quiet.Endpoints) == 0 {
-		quiet.Endpoints = append(quiet.Endpoints, g.locality(0))
-	}
-	if _, err := w.Encode(quiet); err != nil {
-		t.Fatal(err)
-	}
-	busy := func() *endpointv3.ClusterLoadAssignment {
-		cla := &endpointv3.ClusterLoadAssignment{ClusterName: "busy"}
-		lle := &endpointv3.LocalityLbEndpoints{}
-		for range 500 {
-			lle.LbEndpoints = append(lle.LbEndpoints, g.lbEndpoint())
-		}
-		cla.Endpoints = append(cla.Endpoints, lle)
-		return cla
-	}
-	maxSize := 0
-	for range 50 {
-		if _, err := w.Encode(busy()); err != nil {
-			t.Fatal(err)
-		}
-		maxSize = max(maxSize, len(w.enc.frags))
-	}
-	live := 500 + countEndpoints(quiet)
-	if w.enc.live != live {
-		t.Fatalf("live = %d, want %d", w.enc.live, live)
-	}
-	if limit := 2*live + minCache + 500; maxSize > limit {
-		t.Fatalf("cache grew to %d entries, limit %d", maxSize, limit)
-	}
-	for _, lle := range quiet.Endpoints {
-		for _, lb := range lle.LbEndpoints {
-			if _, ok := w.enc.frags[lb]; !ok {
-				t.Fatal("a live endpoint of a quiet cluster was evicted")
+	for _, f := range formats {
+		t.Run(string(f), func(t *testing.T) {
+			w := newEncoding(t, f)
+			encode := func(cla *endpointv3.ClusterLoadAssignment, wantEncoded int) {
+				t.Helper()
+				before := w.enc.fragments
+				got, err := w.Encode(cla)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if n := w.enc.fragments - before; n != wantEncoded {
+					t.Errorf("%d endpoints encoded, want %d", n, wantEncoded)
+				}
+				want, err := newEncoding(t, f).Encode(cla)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !bytes.Equal(got, want) {
+					t.Fatalf("differs from a fresh encoding:\n%s\nwant:\n%s", got, want)
+				}
 			}
-		}
+			withLbs := func(name string, lbs []*endpointv3.LbEndpoint) *endpointv3.ClusterLoadAssignment {
+				return &endpointv3.ClusterLoadAssignment{ClusterName: name,
+					Endpoints: []*endpointv3.LocalityLbEndpoints{{LbEndpoints: lbs}}}
+			}
+			lbs := make([]*endpointv3.LbEndpoint, 500)
+			for i := range lbs {
+				lbs[i] = g.lbEndpoint()
+			}
+			quiet := withLbs("quiet", lbs[:50])
+			encode(quiet, 50)
+			encode(withLbs("big", lbs), 500)
+			// Far ahead of the walk: the first few are encoded again, until
+			// the walk indexes the previous document.
+			encode(withLbs("big", lbs[100:]), indexAfter)
+			encode(withLbs("big", lbs[:300]), 100) // not in the previous document
+			reversed := slices.Clone(lbs[:300])
+			slices.Reverse(reversed)
+			encode(withLbs("big", reversed), indexAfter)
+			fresh := slices.Insert(slices.Clone(reversed), 150, g.lbEndpoint())
+			encode(withLbs("big", fresh), 1)
+			for range 20 {
+				busy := make([]*endpointv3.LbEndpoint, 100)
+				for i := range busy {
+					busy[i] = g.lbEndpoint()
+				}
+				encode(withLbs("busy", busy), 100)
+			}
+			encode(withLbs("quiet", slices.Clone(quiet.Endpoints[0].LbEndpoints)), 0)
+		})
 	}
 }
