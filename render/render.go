@@ -39,11 +39,30 @@ type serviceState struct {
 	// prepared is keyed by object identity: informers and the folder source
 	// hand over a new object for every change and never mutate one.
 	prepared map[*discoveryv1.EndpointSlice]*preparedSlice
-	// merged holds, per port name, the entries of every current slice in
+	// ports holds what is kept per port name. A Service has a few ports:
+	// a slice searched linearly costs less than a map, whose smallest size
+	// (about 300 bytes) is a sizeable part of a small Service's heap.
+	ports    []portState
+	clusters []string // names published by the last render, sorted
+}
+
+type portState struct {
+	port    string // the Service port's name
+	cluster string // its cluster name; "" until the template has given one
+	// merged holds the entries of the port in every current slice, in
 	// compareEntries order, duplicates included.
-	merged   map[string][]*entry
-	names    map[string]string // port name -> cluster name
-	clusters []string          // names published by the last render, sorted
+	merged []*entry
+}
+
+// port returns the state of the port name, added if new.
+func (st *serviceState) port(name string) *portState {
+	for i := range st.ports {
+		if st.ports[i].port == name {
+			return &st.ports[i]
+		}
+	}
+	st.ports = append(st.ports, portState{port: name})
+	return &st.ports[len(st.ports)-1]
 }
 
 // New checks the options and returns a Renderer.
@@ -67,7 +86,7 @@ func New(opts Options) (*Renderer, error) {
 func (r *Renderer) Service(key ServiceKey, current []*discoveryv1.EndpointSlice) ([]Cluster, []Skip) {
 	st := r.services[key]
 	if st == nil {
-		st = &serviceState{names: make(map[string]string), merged: make(map[string][]*entry)}
+		st = &serviceState{}
 		r.services[key] = st
 	}
 	skips := st.update(current, &r.opts)
@@ -104,7 +123,7 @@ func (r *Renderer) Service(key ServiceKey, current []*discoveryv1.EndpointSlice)
 		}
 		r.owners[name] = key
 		published = append(published, name)
-		cla := assemble(name, st.merged[port])
+		cla := assemble(name, st.port(port).merged)
 		if err := validate(cla); err != nil {
 			skips = append(skips, Skip{Reason: ReasonInvalidCLA, Object: name, Detail: err.Error()})
 			continue
@@ -172,18 +191,20 @@ func (st *serviceState) update(current []*discoveryv1.EndpointSlice, opts *Optio
 			}
 		}
 	}
-	for port, list := range st.merged {
-		if _, ok := fresh[port]; !ok && removed {
-			st.merged[port] = mergeLive(list, nil)
+	for i := range st.ports {
+		ps := &st.ports[i]
+		if _, ok := fresh[ps.port]; !ok && removed && ps.merged != nil {
+			ps.merged = mergeLive(ps.merged, nil)
 		}
 	}
 	for port, list := range fresh {
 		slices.SortFunc(list, compareEntries)
-		st.merged[port] = mergeLive(st.merged[port], list)
+		ps := st.port(port)
+		ps.merged = mergeLive(ps.merged, list)
 	}
-	for port, list := range st.merged {
-		if len(list) == 0 {
-			delete(st.merged, port)
+	for i := range st.ports {
+		if len(st.ports[i].merged) == 0 {
+			st.ports[i].merged = nil
 		}
 	}
 	return skips
@@ -219,8 +240,9 @@ func (r *Renderer) Forget(key ServiceKey) {
 }
 
 func (r *Renderer) clusterName(key ServiceKey, st *serviceState, port string) (string, error) {
-	if name, ok := st.names[port]; ok {
-		return name, nil
+	ps := st.port(port)
+	if ps.cluster != "" {
+		return ps.cluster, nil
 	}
 	var b strings.Builder
 	if err := r.tmpl.Execute(&b, NameData{Namespace: key.Namespace, Service: key.Name, Port: port}); err != nil {
@@ -230,7 +252,7 @@ func (r *Renderer) clusterName(key ServiceKey, st *serviceState, port string) (s
 	if name == "" {
 		return "", fmt.Errorf("cluster name template gives an empty name for port %q", port)
 	}
-	st.names[port] = name
+	ps.cluster = name
 	return name, nil
 }
 
