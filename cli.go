@@ -118,6 +118,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 }
 
 func runContext(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	started := false // the Action ran: later errors are runtime failures
 	app := &cli.App{
 		Name:  "edsync",
 		Usage: "write Kubernetes EndpointSlices as Envoy file-based EDS",
@@ -142,6 +143,7 @@ func runContext(ctx context.Context, args []string, stdout, stderr io.Writer) in
 			if err != nil {
 				return err
 			}
+			started = true
 			return start(c.Context, cfg, stdout, stderr)
 		},
 	}
@@ -153,7 +155,7 @@ func runContext(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	case errors.As(err, &ue):
 		fmt.Fprintf(stderr, "edsync: %v (see --help)\n", oneLine(ue.err))
 		return exitUsage
-	case isFlagError(err):
+	case !started && isFlagError(err):
 		// urfave/cli reports bad environment values this way.
 		fmt.Fprintf(stderr, "edsync: %v (see --help)\n", oneLine(err))
 		return exitUsage

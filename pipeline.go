@@ -61,14 +61,12 @@ type pipeline struct {
 	dirty map[render.ServiceKey]struct{}
 	wake  chan struct{}
 
-	seq     int
-	skipped map[string]uint64
+	seq int
 }
 
 func newPipeline(p *pipeline) *pipeline {
 	p.dirty = make(map[render.ServiceKey]struct{})
 	p.wake = make(chan struct{}, 1)
-	p.skipped = make(map[string]uint64)
 	if p.now == nil {
 		p.now = time.Now
 	}
@@ -143,6 +141,10 @@ func (p *pipeline) Run(ctx context.Context) error {
 		}
 		return fmt.Errorf("source: %w", err)
 	case <-ctx.Done():
+		if p.once {
+			// An init container must not report success without the files.
+			return fmt.Errorf("stopped before the first sync; nothing written")
+		}
 		p.log.Info("stopped before the first sync; nothing written")
 		return nil
 	case <-syncTimeout:
@@ -163,7 +165,10 @@ func (p *pipeline) Run(ctx context.Context) error {
 	retryDelay := retryMin
 	for {
 		p.takeDirty()
-		if retryAt.IsZero() && p.writer.Pending() > 0 {
+		switch pending := p.writer.Pending(); {
+		case pending == 0:
+			retryAt, retryDelay = time.Time{}, retryMin
+		case retryAt.IsZero():
 			retryAt = p.now().Add(retryDelay)
 		}
 		wakeAt, ok := p.coalescer.Next()
@@ -181,6 +186,11 @@ func (p *pipeline) Run(ctx context.Context) error {
 			p.takeDirty()
 			flushCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), finalFlushTimeout)
 			res := p.flush(flushCtx, p.coalescer.All(), false)
+			if p.writer.Pending() > 0 {
+				retried := p.writer.Retry(flushCtx)
+				res.Written += retried.Written
+				res.Failed = retried.Failed
+			}
 			cancel()
 			p.log.Info("shutting down", "flushed_services", res.Services, "written", res.Written, "failed", res.Failed)
 			return nil
@@ -222,28 +232,17 @@ func (p *pipeline) Run(ctx context.Context) error {
 func (p *pipeline) initialFlush(ctx context.Context) flushReport {
 	p.takeDirty()
 	keys := p.store.Services()
+	known := make(map[render.ServiceKey]bool, len(keys))
+	for _, k := range keys {
+		known[k] = true
+	}
+	// Services notified during the sync whose slices are all gone again.
 	for _, k := range p.coalescer.All() {
-		if _, found := slices.BinarySearchFunc(keys, k, compareKeys); !found {
+		if !known[k] {
 			keys = append(keys, k)
 		}
 	}
 	return p.flush(ctx, keys, true)
-}
-
-func compareKeys(a, b render.ServiceKey) int {
-	if a.Namespace != b.Namespace {
-		if a.Namespace < b.Namespace {
-			return -1
-		}
-		return 1
-	}
-	switch {
-	case a.Name < b.Name:
-		return -1
-	case a.Name > b.Name:
-		return 1
-	}
-	return 0
 }
 
 // flush renders the given Services and writes their clusters in one batch.
@@ -254,7 +253,6 @@ func (p *pipeline) flush(ctx context.Context, keys []render.ServiceKey, initial 
 	for _, key := range keys {
 		clusters, skips := p.renderer.Service(key, p.store.Slices(key))
 		for _, s := range skips {
-			p.skipped[s.Reason]++
 			p.log.Warn("skipped", "reason", s.Reason, "object", s.Object, "detail", s.Detail)
 		}
 		for _, c := range clusters {
@@ -271,7 +269,7 @@ func (p *pipeline) flush(ctx context.Context, keys []render.ServiceKey, initial 
 			}
 		}
 		for _, name := range p.writer.Existing() {
-			if !names[name] {
+			if !names[name] && p.writer.Owns(name) {
 				p.log.Info("file from an earlier run has no Service now; emptying it", "cluster", name)
 				batch = append(batch, emptyCluster(name))
 				names[name] = true
@@ -279,6 +277,11 @@ func (p *pipeline) flush(ctx context.Context, keys []render.ServiceKey, initial 
 		}
 	}
 	res := p.writer.Write(ctx, batch)
+	// A Service refused a cluster name because another held it gets its
+	// turn once that name is free.
+	for _, key := range p.renderer.TakeUnblocked() {
+		p.notify(key)
+	}
 	p.seq++
 	report := flushReport{Seq: p.seq, Initial: initial, Services: len(keys), Result: res}
 	for _, c := range batch {
@@ -294,7 +297,7 @@ func (p *pipeline) flush(ctx context.Context, keys []render.ServiceKey, initial 
 		"written", res.Written, "unchanged", res.Unchanged, "failed", res.Failed,
 		"took", p.now().Sub(start).Round(time.Microsecond))
 	if res.Err != nil {
-		p.log.Error("write failed; the old files stay and will be retried", "error", res.Err)
+		p.log.Error("write failed; the old files stay", "error", res.Err, "retrying", p.writer.Pending())
 	}
 	if p.onFlush != nil {
 		p.onFlush(report)

@@ -306,9 +306,18 @@ func TestRestartRewritesNothingAndEmptiesStaleFiles(t *testing.T) {
 		t.Errorf("restart rewrote files:\nbefore %v\nafter  %v", before, after)
 	}
 
-	// Now publish only shop/web: the other clusters' files are emptied.
+	// Now publish only shop/web: the other clusters' files are emptied, but
+	// a file that is not edsync's (Envoy's own config in the same folder)
+	// is left alone although its name decodes like a cluster's.
+	foreign := filepath.Join(out, "envoy.pb")
+	if err := os.WriteFile(foreign, []byte("not a CLA"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	if code, _, stderr := edsync(t, append(args, "--service", "shop/web")...); code != 0 {
 		t.Fatalf("third run: exit %d\n%s", code, stderr)
+	}
+	if data, err := os.ReadFile(foreign); err != nil || string(data) != "not a CLA" {
+		t.Errorf("a file that is not edsync's was replaced: %q, %v", data, err)
 	}
 	if cla := readAsEnvoy(t, filepath.Join(out, "cache_redis.pb")); cla.ClusterName != "cache/redis" || len(cla.Endpoints) != 0 {
 		t.Errorf("stale cluster: %v, want the name and no endpoints", cla)

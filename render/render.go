@@ -33,6 +33,11 @@ type Renderer struct {
 	// template giving two Services the same name cannot make them overwrite
 	// each other's file: the first one keeps it.
 	owners map[string]ServiceKey
+	// blocked holds, per cluster name, the Services refused it; when the
+	// name is freed they are handed back by TakeUnblocked to be rendered
+	// again, else they would wait for their own next change.
+	blocked   map[string]map[ServiceKey]bool
+	unblocked []ServiceKey
 }
 
 type serviceState struct {
@@ -76,6 +81,7 @@ func New(opts Options) (*Renderer, error) {
 		tmpl:     t,
 		services: make(map[ServiceKey]*serviceState),
 		owners:   make(map[string]ServiceKey),
+		blocked:  make(map[string]map[ServiceKey]bool),
 	}, nil
 }
 
@@ -117,6 +123,10 @@ func (r *Renderer) Service(key ServiceKey, current []*discoveryv1.EndpointSlice)
 			continue
 		}
 		if owner, taken := r.owners[name]; taken && owner != key {
+			if r.blocked[name] == nil {
+				r.blocked[name] = make(map[ServiceKey]bool)
+			}
+			r.blocked[name][key] = true
 			skips = append(skips, Skip{Reason: ReasonNameConflict, Object: name,
 				Detail: fmt.Sprintf("port %q of Service %s: cluster name already published by Service %s", port, key, owner)})
 			continue
@@ -135,7 +145,7 @@ func (r *Renderer) Service(key ServiceKey, current []*discoveryv1.EndpointSlice)
 	for _, name := range st.clusters {
 		if _, still := slices.BinarySearch(published, name); !still {
 			out = append(out, Cluster{Name: name, Service: key, CLA: &endpointv3.ClusterLoadAssignment{ClusterName: name}})
-			delete(r.owners, name)
+			r.release(name)
 		}
 	}
 	st.clusters = published
@@ -228,15 +238,24 @@ func mergeLive(a, b []*entry) []*entry {
 	return out
 }
 
-// Forget drops what the Renderer remembers of a Service without publishing
-// anything: for a Service that is no longer selected.
-func (r *Renderer) Forget(key ServiceKey) {
-	if st := r.services[key]; st != nil {
-		for _, name := range st.clusters {
-			delete(r.owners, name)
-		}
-		delete(r.services, key)
+// release frees a cluster name and unblocks the Services refused it.
+func (r *Renderer) release(name string) {
+	delete(r.owners, name)
+	for key := range r.blocked[name] {
+		r.unblocked = append(r.unblocked, key)
 	}
+	delete(r.blocked, name)
+}
+
+// TakeUnblocked returns, once, the Services that were refused a cluster
+// name that has since been freed: the caller renders them again.
+func (r *Renderer) TakeUnblocked() []ServiceKey {
+	out := r.unblocked
+	r.unblocked = nil
+	slices.SortFunc(out, func(a, b ServiceKey) int {
+		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
+	})
+	return slices.Compact(out)
 }
 
 func (r *Renderer) clusterName(key ServiceKey, st *serviceState, port string) (string, error) {

@@ -423,8 +423,15 @@ func TestNameConflictAcrossServices(t *testing.T) {
 	if len(got) != 0 || len(skips) != 1 || skips[0].Reason != ReasonNameConflict {
 		t.Fatalf("api: got %v clusters, skips %+v; want none and one conflict", got, skips)
 	}
-	// When web goes, its name is free again.
+	if u := r.TakeUnblocked(); len(u) != 0 {
+		t.Errorf("unblocked %v while web still holds the name", u)
+	}
+	// When web goes, its name is free again, and api is handed back to be
+	// rendered without waiting for a change of its own.
 	r.Service(web, nil)
+	if u := r.TakeUnblocked(); !slices.Equal(u, []ServiceKey{api}) {
+		t.Fatalf("unblocked %v, want [%v]", u, api)
+	}
 	got, _ = r.Service(api, []*discoveryv1.EndpointSlice{b})
 	assertCLAs(t, got, []*endpointv3.ClusterLoadAssignment{cla("default", locality("", healthy8080("10.0.0.2")...))})
 }

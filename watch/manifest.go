@@ -63,6 +63,11 @@ func decodeManifest(data []byte) (manifest, error) {
 			return fmt.Errorf("EndpointSlice %s appears twice", id)
 		}
 		seen[id] = true
+		// A saved `kubectl get -o yaml` carries the resourceVersion it had
+		// then; an edit of the file keeps it. The Store would take the
+		// edited object for the one it has, so a manifest's version means
+		// nothing here: content decides.
+		sl.ResourceVersion = ""
 		m.slices = append(m.slices, Slim(sl))
 		return nil
 	}

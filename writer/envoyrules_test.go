@@ -4,7 +4,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -66,6 +68,7 @@ func TestEnvoyRules(t *testing.T) {
 				errs            []string
 			}
 			readDone := make(chan readResult)
+			var readCount atomic.Int64 // lets the writer make sure reads interleave
 			go func() {
 				var r readResult
 				seen := map[uint32]bool{}
@@ -93,6 +96,7 @@ func TestEnvoyRules(t *testing.T) {
 						r.errs = append(r.errs, fmt.Sprintf("read %d: %v", r.reads, err))
 					}
 					r.reads++
+					readCount.Add(1)
 				}
 			}()
 
@@ -101,6 +105,13 @@ func TestEnvoyRules(t *testing.T) {
 				res := w.Write(t.Context(), one(name, uint32(1001+i)))
 				if res.Written != 1 {
 					t.Errorf("update %d: %+v", i, res)
+				}
+				if i%20 == 0 {
+					// Let the reader read between writes now and then, so
+					// it sees many versions even on a loaded machine.
+					for n := readCount.Load(); readCount.Load() < n+2; {
+						runtime.Gosched()
+					}
 				}
 			}
 			close(stop)
@@ -122,6 +133,9 @@ func TestEnvoyRules(t *testing.T) {
 				t.Error(e)
 			}
 			t.Logf("%d reads saw %d versions", r.reads, r.versions)
+			if r.versions < 2 {
+				t.Errorf("the reader saw %d versions in %d reads: the test proved nothing about partial reads", r.versions, r.reads)
+			}
 			renames := 0
 			for _, ev := range evs {
 				switch {
