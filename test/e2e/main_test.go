@@ -43,10 +43,15 @@ func run(m *testing.M) int {
 	code := m.Run()
 
 	c.Stop()
-	if code == 0 {
-		os.RemoveAll(c.Dir)
-	} else {
+	// The folder holds etcd's data (about 200 MB with its preallocated
+	// log); keep it only when someone will read the logs.
+	switch {
+	case code != 0:
 		fmt.Fprintf(os.Stderr, "e2e: failed; logs kept in %s\n", c.Dir)
+	case os.Getenv("EDSYNC_E2E_KEEP") != "":
+		fmt.Fprintf(os.Stderr, "e2e: EDSYNC_E2E_KEEP: logs kept in %s\n", c.Dir)
+	default:
+		os.RemoveAll(c.Dir)
 	}
 	return code
 }

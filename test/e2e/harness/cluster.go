@@ -29,6 +29,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -66,10 +67,12 @@ type Cluster struct {
 	Config          *rest.Config
 	Client          kubernetes.Interface
 
-	binDir   string
-	kcmPort  int
-	edsyncSA string // kubeconfig for edsync's ServiceAccount, made once
-	nEdsync  int
+	binDir  string
+	kcmPort int
+
+	mu       sync.Mutex // scenarios may run in parallel (t.Parallel)
+	edsyncSA string     // kubeconfig for edsync's ServiceAccount, made once
+	nEdsync  int        // edsync processes started, to name their logs
 }
 
 // Start starts a control plane. If it fails, whatever it started is stopped.
@@ -155,6 +158,10 @@ func Start(ctx context.Context, opts Options) (c *Cluster, err error) {
 		"--endpoint-reconciler-type=none",
 		"--service-cluster-ip-range=10.0.0.0/24",
 		"--cert-dir=" + filepath.Join(d, "apiserver-certs"),
+		// On SIGTERM, wait at most 2 s for open connections (edsync's and the
+		// controller manager's watches) instead of --request-timeout (60 s),
+		// so stopping it in a fault scenario takes seconds, not a minute.
+		"--shutdown-send-retry-after=true",
 	}}
 	if err := c.APIServer.Start(); err != nil {
 		return nil, err

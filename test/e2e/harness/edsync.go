@@ -38,6 +38,8 @@ var edsyncClusterRole = &rbacv1.ClusterRole{
 // ServiceAccount with a token from the TokenRequest API. The first call
 // creates the ServiceAccount, the ClusterRole and its binding.
 func (c *Cluster) EdsyncKubeconfig(ctx context.Context) (string, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	if c.edsyncSA != "" {
 		return c.edsyncSA, nil
 	}
@@ -87,13 +89,16 @@ func (c *Cluster) StartEdsync(t testing.TB, args ...string) *Edsync {
 	if err != nil {
 		t.Fatal(err)
 	}
+	c.mu.Lock()
 	c.nEdsync++
+	n := c.nEdsync
+	c.mu.Unlock()
 	e := &Edsync{}
 	e.Proc = &Proc{
 		Name:   "edsync",
 		Path:   c.Edsync,
 		Args:   append([]string{"--kubeconfig", kubeconfig}, args...),
-		Log:    filepath.Join(c.Dir, fmt.Sprintf("edsync-%d.log", c.nEdsync)),
+		Log:    filepath.Join(c.Dir, fmt.Sprintf("edsync-%d.log", n)),
 		Stdout: &e.stdout,
 		Stderr: &e.stderr,
 	}

@@ -115,8 +115,9 @@ func (p *Proc) Running() bool {
 
 // Stop sends SIGTERM to the process group and waits up to grace for the
 // process to exit, then sends SIGKILL. It returns the exit status: nil for
-// exit code 0, an *exec.ExitError otherwise. Stopping a process that is not
-// running returns its last status.
+// exit code 0, an *exec.ExitError otherwise (etcd, for one, dies of the
+// SIGTERM itself: "signal: terminated"). Stopping a process that is not
+// running returns its last status. Use Kill for a crash.
 func (p *Proc) Stop(grace time.Duration) error {
 	p.mu.Lock()
 	cmd, done := p.cmd, p.done
