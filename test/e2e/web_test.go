@@ -52,6 +52,9 @@ func TestReadyPodsReachTheFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	files.WaitEndpoints(t, file, clusterName, settle, want...)
+	if files.Renames(file) == 0 {
+		t.Errorf("%s never arrived by a rename into %s: Envoy would not have reloaded it", file, out)
+	}
 
 	// SIGTERM: flush what is pending, exit 0.
 	if err := e.Stop(10 * time.Second); err != nil {
