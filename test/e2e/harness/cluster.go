@@ -82,21 +82,26 @@ func Start(ctx context.Context, opts Options) (c *Cluster, err error) {
 		return nil, err
 	}
 	c = &Cluster{Dir: opts.Dir, binDir: opts.BinDir, Edsync: opts.Edsync}
-	if c.Dir == "" {
-		if c.Dir, err = os.MkdirTemp("", "edsync-e2e-"); err != nil {
-			return nil, err
-		}
-	}
 	if c.binDir == "" {
 		if c.binDir, err = FindBinaries(repo); err != nil {
 			return nil, err
 		}
 	}
-	if c.Edsync == "" {
-		if c.Edsync, err = BuildEdsync(repo, c.Dir); err != nil {
+	if c.Dir == "" {
+		if c.Dir, err = os.MkdirTemp("", "edsync-e2e-"); err != nil {
 			return nil, err
 		}
 	}
+	if c.Edsync == "" {
+		if c.Edsync, err = BuildEdsync(repo, c.Dir); err != nil {
+			if opts.Dir == "" {
+				os.RemoveAll(c.Dir) // nothing in it worth reading
+			}
+			return nil, err
+		}
+	}
+	// From here on the folder holds the processes' logs, which the error
+	// names: it stays.
 	defer func() {
 		if err != nil {
 			c.Stop()
