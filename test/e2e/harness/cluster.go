@@ -101,11 +101,12 @@ func Start(ctx context.Context, opts Options) (c *Cluster, err error) {
 		}
 	}
 	// From here on the folder holds the processes' logs, which the error
-	// names: it stays.
+	// names: it stays. ("return nil, err" has set c to nil before this runs,
+	// hence the copy.)
+	started := c
 	defer func() {
 		if err != nil {
-			c.Stop()
-			c = nil
+			started.Stop()
 		}
 	}()
 
@@ -341,8 +342,8 @@ func waitReady(ctx context.Context, p *Proc, timeout time.Duration, check func()
 			return fmt.Errorf("%s (pid %d): %w (exit code %d); end of %s:\n%s",
 				p.Name, p.PID(), errExited, p.ExitCode(), p.Log, p.LogTail(30))
 		case <-ctx.Done():
-			return fmt.Errorf("%s (pid %d) not ready after %v: %v; end of %s:\n%s",
-				p.Name, p.PID(), timeout, last, p.Log, p.LogTail(30))
+			return fmt.Errorf("%s (pid %d) not ready (%v; limit %v): %v; end of %s:\n%s",
+				p.Name, p.PID(), ctx.Err(), timeout, last, p.Log, p.LogTail(30))
 		case <-tick.C:
 		}
 	}
