@@ -1,10 +1,15 @@
 package harness
 
 import (
+	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"io"
+	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -14,6 +19,8 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	yamlutil "k8s.io/apimachinery/pkg/util/yaml"
+	"k8s.io/client-go/kubernetes/scheme"
 )
 
 // The ServiceAccount edsync runs as.
@@ -22,38 +29,108 @@ const (
 	EdsyncServiceAccount = "edsync"
 )
 
-// edsyncClusterRole is all the access edsync gets in these tests, so they
-// prove that it is enough. Keep it equal to the RBAC that examples/ ships
-// (when it ships one, load it from there instead).
-var edsyncClusterRole = &rbacv1.ClusterRole{
-	ObjectMeta: metav1.ObjectMeta{Name: "edsync"},
-	Rules: []rbacv1.PolicyRule{{
-		APIGroups: []string{"discovery.k8s.io"},
-		Resources: []string{"endpointslices"},
-		Verbs:     []string{"list", "watch"},
-	}},
+// RBACFile is the RBAC that examples/ ships for edsync, relative to the
+// repository root. EdsyncKubeconfig creates exactly its objects and nothing
+// else, so the tests prove that it is enough.
+const RBACFile = "examples/kubernetes/rbac.yaml"
+
+// LoadRBAC reads and decodes RBACFile: a ServiceAccount, a ClusterRole and a
+// ClusterRoleBinding (one of each, and nothing else). It checks that the
+// ServiceAccount is EdsyncNamespace/EdsyncServiceAccount and that the
+// binding grants the role to it, so a changed file fails loudly here rather
+// than as a puzzling "forbidden" in edsync's log.
+func LoadRBAC() (*corev1.ServiceAccount, *rbacv1.ClusterRole, *rbacv1.ClusterRoleBinding, error) {
+	repo, err := RepoRoot()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	path := filepath.Join(repo, filepath.FromSlash(RBACFile))
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	var (
+		sa      *corev1.ServiceAccount
+		role    *rbacv1.ClusterRole
+		binding *rbacv1.ClusterRoleBinding
+	)
+	decode := scheme.Codecs.UniversalDeserializer().Decode
+	docs := yamlutil.NewYAMLReader(bufio.NewReader(bytes.NewReader(data)))
+	for {
+		doc, err := docs.Read()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return nil, nil, nil, fmt.Errorf("%s: %w", path, err)
+		}
+		if len(bytes.TrimSpace(stripComments(doc))) == 0 {
+			continue
+		}
+		obj, gvk, err := decode(doc, nil, nil)
+		if err != nil {
+			return nil, nil, nil, fmt.Errorf("%s: %w", path, err)
+		}
+		dup := false
+		switch o := obj.(type) {
+		case *corev1.ServiceAccount:
+			dup, sa = sa != nil, o
+		case *rbacv1.ClusterRole:
+			dup, role = role != nil, o
+		case *rbacv1.ClusterRoleBinding:
+			dup, binding = binding != nil, o
+		default:
+			return nil, nil, nil, fmt.Errorf("%s: unexpected %v; the harness creates only a ServiceAccount, a ClusterRole and a ClusterRoleBinding", path, gvk)
+		}
+		if dup {
+			return nil, nil, nil, fmt.Errorf("%s: more than one %v", path, gvk)
+		}
+	}
+	switch {
+	case sa == nil || role == nil || binding == nil:
+		return nil, nil, nil, fmt.Errorf("%s: want a ServiceAccount, a ClusterRole and a ClusterRoleBinding", path)
+	case sa.Namespace != EdsyncNamespace || sa.Name != EdsyncServiceAccount:
+		return nil, nil, nil, fmt.Errorf("%s: ServiceAccount %s/%s, the harness runs edsync as %s/%s", path, sa.Namespace, sa.Name, EdsyncNamespace, EdsyncServiceAccount)
+	case binding.RoleRef.Kind != "ClusterRole" || binding.RoleRef.Name != role.Name:
+		return nil, nil, nil, fmt.Errorf("%s: ClusterRoleBinding %s refers to %s %s, not ClusterRole %s", path, binding.Name, binding.RoleRef.Kind, binding.RoleRef.Name, role.Name)
+	case !slices.ContainsFunc(binding.Subjects, func(s rbacv1.Subject) bool {
+		return s.Kind == rbacv1.ServiceAccountKind && s.Namespace == sa.Namespace && s.Name == sa.Name
+	}):
+		return nil, nil, nil, fmt.Errorf("%s: ClusterRoleBinding %s does not bind ServiceAccount %s/%s", path, binding.Name, sa.Namespace, sa.Name)
+	}
+	return sa, role, binding, nil
+}
+
+// stripComments drops YAML comment lines, to tell a document of comments
+// only (nothing to decode) from one with an object.
+func stripComments(doc []byte) []byte {
+	var out []byte
+	for line := range bytes.Lines(doc) {
+		if !bytes.HasPrefix(bytes.TrimSpace(line), []byte("#")) {
+			out = append(out, line...)
+		}
+	}
+	return out
 }
 
 // EdsyncKubeconfig returns a kubeconfig that authenticates as the edsync
 // ServiceAccount with a token from the TokenRequest API. The first call
-// creates the ServiceAccount, the ClusterRole and its binding.
+// creates the ServiceAccount, the ClusterRole and its binding from RBACFile.
 func (c *Cluster) EdsyncKubeconfig(ctx context.Context) (string, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.edsyncSA != "" {
 		return c.edsyncSA, nil
 	}
-	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: EdsyncNamespace, Name: EdsyncServiceAccount}}
-	if _, err := c.Client.CoreV1().ServiceAccounts(EdsyncNamespace).Create(ctx, sa, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+	sa, role, binding, err := LoadRBAC()
+	if err != nil {
+		return "", err
+	}
+	if _, err := c.Client.CoreV1().ServiceAccounts(sa.Namespace).Create(ctx, sa, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 		return "", fmt.Errorf("create serviceaccount: %w", err)
 	}
-	if _, err := c.Client.RbacV1().ClusterRoles().Create(ctx, edsyncClusterRole, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+	if _, err := c.Client.RbacV1().ClusterRoles().Create(ctx, role, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 		return "", fmt.Errorf("create clusterrole: %w", err)
-	}
-	binding := &rbacv1.ClusterRoleBinding{
-		ObjectMeta: metav1.ObjectMeta{Name: "edsync"},
-		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: edsyncClusterRole.Name},
-		Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Namespace: EdsyncNamespace, Name: EdsyncServiceAccount}},
 	}
 	if _, err := c.Client.RbacV1().ClusterRoleBindings().Create(ctx, binding, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 		return "", fmt.Errorf("create clusterrolebinding: %w", err)
