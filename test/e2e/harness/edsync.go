@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -101,6 +102,20 @@ func LoadRBAC() (*corev1.ServiceAccount, *rbacv1.ClusterRole, *rbacv1.ClusterRol
 	return sa, role, binding, nil
 }
 
+// checkForbidden fails the test if the API server refused edsync anything.
+// A missing verb does not always show in the files: without `watch`, the
+// informer falls back to relisting with backoff and the files still arrive,
+// late. Only the log tells.
+func checkForbidden(t testing.TB, e *Edsync) {
+	t.Helper()
+	for line := range strings.Lines(e.Stderr()) {
+		if strings.Contains(line, "is forbidden") {
+			t.Errorf("the API server refused edsync something: %s does not grant enough:\n%s", RBACFile, line)
+			return
+		}
+	}
+}
+
 // stripComments drops YAML comment lines, to tell a document of comments
 // only (nothing to decode) from one with an object.
 func stripComments(doc []byte) []byte {
@@ -186,6 +201,7 @@ func (c *Cluster) StartEdsync(t testing.TB, args ...string) *Edsync {
 		if e.Running() {
 			_ = e.Stop(10 * time.Second)
 		}
+		checkForbidden(t, e)
 		if t.Failed() {
 			t.Logf("edsync %v stderr:\n%s", e.Args, e.Stderr())
 		}
