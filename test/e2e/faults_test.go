@@ -16,9 +16,11 @@ import (
 // The outage the issue asks for. It is the scenario, not a wait.
 const outageLength = 10 * time.Second
 
-// After a restart client-go's reflector retries with a backoff that doubles
-// up to 30 s, so a change may take that long to be listed.
-const recoverTimeout = 60 * time.Second
+// After a restart client-go's reflectors (edsync's and
+// kube-controller-manager's) retry with a backoff that doubles up to 30 s,
+// with up to as much again of jitter, so a change may take a minute to
+// arrive.
+const recoverTimeout = 90 * time.Second
 
 // faultService creates a Service name in default with a port "http"
 // 80 -> 8080 and n ready Pods at 10.<octet>.0.1..n on their own Node. It
@@ -63,21 +65,25 @@ func addPod(t *testing.T, svc string, labels map[string]string, node string, oct
 }
 
 // restartOnExit makes sure a control-plane process stopped by a scenario
-// runs again when the scenario ends, also when it failed half-way: the other
-// scenarios share it.
+// runs again when the scenario ends, also when it failed half-way, and
+// restarts kube-controller-manager (same arguments) so that its informers are
+// not left in a long backoff: the other scenarios share the control plane.
 func restartOnExit(t *testing.T, p *harness.Proc) {
 	t.Cleanup(func() {
-		if p.Running() {
-			return
-		}
-		if err := p.Start(); err != nil {
-			t.Errorf("starting %s again: %v", p.Name, err)
-			return
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()
+		if !p.Running() {
+			if err := p.Start(); err != nil {
+				t.Errorf("starting %s again: %v", p.Name, err)
+				return
+			}
+		}
 		if err := cluster.WaitAPIServer(ctx); err != nil {
 			t.Errorf("API server not ready after starting %s again: %v", p.Name, err)
+			return
+		}
+		if err := cluster.RestartControllerManagerSameArgs(ctx); err != nil {
+			t.Errorf("restarting kube-controller-manager after the %s outage: %v", p.Name, err)
 		}
 	})
 }
@@ -185,7 +191,15 @@ func outageScenario(t *testing.T, p *harness.Proc, svc string, octet int) {
 	t.Logf("%s down %v, API server ready %v after its start", p.Name,
 		restartedAt.Sub(stoppedAt).Round(time.Millisecond), time.Since(restartedAt).Round(time.Millisecond))
 
-	// A change made after the restart reaches the file.
+	if p == c.APIServer {
+		// edsync's watch failed during the outage: it says when it is back.
+		waitLog(t, e, "API server reachable again", recoverTimeout)
+		t.Logf("edsync logged \"API server reachable again\" %v after the API server was started",
+			time.Since(restartedAt).Round(time.Millisecond))
+	}
+
+	// A change made after the restart reaches the file (through
+	// kube-controller-manager, whose own informers also recover).
 	renamesBeforeChange := rec.Len()
 	want = append(want, addPod(t, svc, labels, node, octet, 3))
 	changeAt := time.Now()
@@ -244,6 +258,8 @@ func TestStartWhileAPIServerDown(t *testing.T) {
 	once := c.StartEdsync(t, "--output-dir", outOnce, "--once", "--sync-timeout", syncTimeout.String())
 
 	// --once: exits non-zero, saying why, after its timeout.
+	waitLog(t, once, "first sync did not finish", syncTimeout+30*time.Second)
+	saidAt := time.Since(onceStart)
 	select {
 	case <-once.Exited():
 	case <-time.After(syncTimeout + 30*time.Second):
@@ -251,7 +267,8 @@ func TestStartWhileAPIServerDown(t *testing.T) {
 			syncTimeout, time.Since(onceStart).Round(time.Millisecond), once.Stderr())
 	}
 	onceTook := time.Since(onceStart)
-	t.Logf("edsync --once --sync-timeout %v exited with code %d after %v", syncTimeout, once.ExitCode(), onceTook.Round(time.Millisecond))
+	t.Logf("edsync --once --sync-timeout %v printed its error after %v and exited with code %d after %v",
+		syncTimeout, saidAt.Round(time.Millisecond), once.ExitCode(), onceTook.Round(time.Millisecond))
 	if code := once.ExitCode(); code == 0 || code == -1 {
 		t.Errorf("edsync --once with the API server down: exit code %d, want a non-zero exit code; stderr:\n%s", code, once.Stderr())
 	}

@@ -1,6 +1,7 @@
 package harness
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -191,4 +192,17 @@ func DiffSnapshots(before, after map[string]FileState) string {
 		}
 	}
 	return b.String()
+}
+
+// RestartControllerManagerSameArgs stops kube-controller-manager and starts
+// it again with the arguments it has, then waits until it is healthy. After
+// an API server or etcd outage its informers may sit in client-go's backoff
+// (up to a minute with jitter); the fault scenarios restart it when they end
+// so that the scenarios after them meet a prompt EndpointSlice controller.
+func (c *Cluster) RestartControllerManagerSameArgs(ctx context.Context) error {
+	_ = c.ControllerManager.Stop(10 * time.Second)
+	if err := c.ControllerManager.Start(); err != nil {
+		return err
+	}
+	return c.waitControllerManager(ctx)
 }
