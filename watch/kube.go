@@ -265,6 +265,14 @@ func (h *apiHealth) observe(ctx context.Context, verb string, err error) {
 	}
 	h.failures++
 	h.lastErr = err
+	if apierrors.IsForbidden(err) || apierrors.IsUnauthorized(err) {
+		// Not an outage: retrying will not fix it, and without watch the
+		// reflector keeps relisting, so files arrive late, not never. Say
+		// what to grant.
+		h.log.Error("not allowed to "+verb+" EndpointSlices: grant list and watch on endpointslices.discovery.k8s.io (see examples/kubernetes/rbac.yaml)",
+			"err", err, "failures", h.failures)
+		return
+	}
 	h.log.Warn("cannot "+verb+" EndpointSlices; retrying with backoff", "err", err, "failures", h.failures)
 }
 
