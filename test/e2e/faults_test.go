@@ -146,8 +146,13 @@ func outageScenario(t *testing.T, p *harness.Proc, svc string, octet int) {
 	out := t.TempDir()
 	files := harness.WatchDir(t, out) // fails the test on any write in place or removal
 	rec := harness.RecordRenames(t, out)
-	e := c.StartEdsync(t, "--output-dir", out, "--debounce", "50ms")
+	// Only this scenario's Service: the other scenarios' Services are not
+	// its business.
+	e := c.StartEdsync(t, "--output-dir", out, "--debounce", "50ms", "--service", "default/"+svc)
 	files.WaitEndpoints(t, file, clusterName, settle, want...)
+	if err := rec.WaitCaughtUp(settle); err != nil {
+		t.Fatal(err)
+	}
 
 	before, err := harness.SnapshotDir(out)
 	if err != nil {
@@ -175,7 +180,7 @@ func outageScenario(t *testing.T, p *harness.Proc, svc string, octet int) {
 		t.Errorf("the output folder changed while %s was down (want every file as it was):\n%s", p.Name, d)
 	}
 	if n := rec.Len() - renamesBefore; n != 0 {
-		t.Errorf("%d rename(s) into the output folder while %s was down, want none: %+v", n, p.Name, rec.Arrivals()[renamesBefore:])
+		t.Errorf("%d rename(s) into the output folder while %s was down, want none:\n%s", n, p.Name, describe(rec.Arrivals()[renamesBefore:]))
 	}
 
 	if err := p.Start(); err != nil {
@@ -205,9 +210,12 @@ func outageScenario(t *testing.T, p *harness.Proc, svc string, octet int) {
 	changeAt := time.Now()
 	files.WaitEndpoints(t, file, clusterName, recoverTimeout, want...)
 	t.Logf("pod added after the restart reached the file in %v", time.Since(changeAt).Round(time.Millisecond))
+	if err := rec.WaitCaughtUp(settle); err != nil {
+		t.Fatal(err)
+	}
 	if n := rec.Len() - renamesBeforeChange; n != 1 {
-		t.Logf("note: %d renames of the output folder's files between the restart's pod change and its arrival, want 1: %+v",
-			n, rec.Arrivals()[renamesBeforeChange:])
+		t.Logf("note: %d renames of the output folder's files between the restart's pod change and its arrival, want 1:\n%s",
+			n, describe(rec.Arrivals()[renamesBeforeChange:]))
 	}
 
 	if !e.Running() {
@@ -305,6 +313,9 @@ func TestStartWhileAPIServerDown(t *testing.T) {
 		t.Fatalf("API server not ready after its start: %v\n%s", err, c.APIServer.LogTail(30))
 	}
 	files.WaitEndpoints(t, file, clusterName, recoverTimeout, want...)
+	if err := rec.WaitCaughtUp(settle); err != nil {
+		t.Fatal(err)
+	}
 	t.Logf("file caught up %v after the API server was started", time.Since(restartedAt).Round(time.Millisecond))
 	waitLog(t, e, "API server reachable again", settle)
 	if !e.Running() {
@@ -322,4 +333,13 @@ func keys(m map[string]harness.FileState) []string {
 		out = append(out, k)
 	}
 	return out
+}
+
+// describe lists renames for a failure message: when, which file, what it held.
+func describe(as []harness.Arrival) string {
+	var b strings.Builder
+	for _, a := range as {
+		fmt.Fprintf(&b, "%s %s (read error: %v):\n%s\n", a.At.Format(time.RFC3339Nano), a.Name, a.Err, a.Data)
+	}
+	return b.String()
 }

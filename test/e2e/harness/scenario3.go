@@ -206,3 +206,39 @@ func (c *Cluster) RestartControllerManagerSameArgs(ctx context.Context) error {
 	}
 	return c.waitControllerManager(ctx)
 }
+
+// WaitCaughtUp waits until, for every file now in the folder, the last rename
+// the recorder has seen brought the content the file holds: the recorder's
+// own fsnotify events may lag those another watcher (DirWatcher) has acted
+// on. Counting renames from Len is only meaningful after it.
+func (r *RenameRecorder) WaitCaughtUp(timeout time.Duration) error {
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	for {
+		r.mu.Lock()
+		wake := r.wake
+		last := map[string][]byte{}
+		for _, a := range r.all {
+			last[a.Name] = a.Data
+		}
+		r.mu.Unlock()
+		now, err := SnapshotDir(r.Dir)
+		if err != nil {
+			return err
+		}
+		var behind []string
+		for name, st := range now {
+			if d, ok := last[name]; !ok || string(d) != string(st.Data) {
+				behind = append(behind, name)
+			}
+		}
+		if len(behind) == 0 {
+			return nil
+		}
+		select {
+		case <-wake:
+		case <-deadline.C:
+			return fmt.Errorf("rename recorder of %s: no rename event seen for the current content of %v after %v", r.Dir, behind, timeout)
+		}
+	}
+}
