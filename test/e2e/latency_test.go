@@ -58,8 +58,14 @@ func TestLatency(t *testing.T) {
 	out := t.TempDir()
 	files := harness.WatchDir(t, out)
 	rec := harness.RecordRenames(t, out)
-	e := c.StartEdsync(t, "--output-dir", out) // the default --debounce, 50ms
+	// The default --debounce, 50ms; only this Service.
+	e := c.StartEdsync(t, "--output-dir", out, "--service", ns+"/"+svc)
 	files.WaitEndpoints(t, file, clusterName, settle, bothReady...)
+	// The recorder's events may lag DirWatcher's: the first change must not
+	// pick up the initial write.
+	if err := rec.WaitCaughtUp(settle); err != nil {
+		t.Fatal(err)
+	}
 
 	loadBefore := loadAvg()
 	latencies := make([]time.Duration, 0, latencyChanges)
