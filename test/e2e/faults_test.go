@@ -148,7 +148,7 @@ func outageScenario(t *testing.T, p *harness.Proc, svc string, octet int) {
 	rec := harness.RecordRenames(t, out)
 	// Only this scenario's Service: the other scenarios' Services are not
 	// its business.
-	e := c.StartEdsync(t, "--output-dir", out, "--debounce", "50ms", "--service", "default/"+svc)
+	e := c.StartEdsyncDuringFaults(t, "--output-dir", out, "--debounce", "50ms", "--service", "default/"+svc)
 	files.WaitEndpoints(t, file, clusterName, settle, want...)
 	if err := rec.WaitCaughtUp(settle); err != nil {
 		t.Fatal(err)
@@ -218,6 +218,7 @@ func outageScenario(t *testing.T, p *harness.Proc, svc string, octet int) {
 			n, describe(rec.Arrivals()[renamesBeforeChange:]))
 	}
 
+	startupRefusals := len(harness.ForbiddenLines(e.Stderr()))
 	if !e.Running() {
 		t.Fatalf("edsync is not running after the %s outage (code %d); stderr:\n%s", p.Name, e.ExitCode(), e.Stderr())
 	}
@@ -225,6 +226,7 @@ func outageScenario(t *testing.T, p *harness.Proc, svc string, octet int) {
 	if err := e.Stop(10 * time.Second); err != nil {
 		t.Errorf("edsync exited with %v after SIGTERM, want 0\n%s", err, e.Stderr())
 	}
+	refusedAfter(t, e, startupRefusals)
 }
 
 // TestAPIServerOutage: kube-apiserver stopped for 10 s mid-run and started
@@ -260,10 +262,10 @@ func TestStartWhileAPIServerDown(t *testing.T) {
 	restartOnExit(t, c.APIServer)
 	_ = c.APIServer.Stop(10 * time.Second)
 
-	e := c.StartEdsync(t, "--output-dir", out, "--debounce", "50ms")
+	e := c.StartEdsyncDuringFaults(t, "--output-dir", out, "--debounce", "50ms")
 	const syncTimeout = 3 * time.Second
 	onceStart := time.Now()
-	once := c.StartEdsync(t, "--output-dir", outOnce, "--once", "--sync-timeout", syncTimeout.String())
+	once := c.StartEdsyncDuringFaults(t, "--output-dir", outOnce, "--once", "--sync-timeout", syncTimeout.String())
 
 	// --once: exits non-zero, saying why, after its timeout.
 	waitLog(t, once, "first sync did not finish", syncTimeout+30*time.Second)
@@ -317,6 +319,7 @@ func TestStartWhileAPIServerDown(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("file caught up %v after the API server was started", time.Since(restartedAt).Round(time.Millisecond))
+	startupRefusals := len(harness.ForbiddenLines(e.Stderr()))
 	waitLog(t, e, "API server reachable again", settle)
 	if !e.Running() {
 		t.Fatalf("edsync is not running (code %d); stderr:\n%s", e.ExitCode(), e.Stderr())
@@ -325,6 +328,7 @@ func TestStartWhileAPIServerDown(t *testing.T) {
 	if err := e.Stop(10 * time.Second); err != nil {
 		t.Errorf("edsync exited with %v after SIGTERM, want 0\n%s", err, e.Stderr())
 	}
+	refusedAfter(t, e, startupRefusals)
 }
 
 func keys(m map[string]harness.FileState) []string {
@@ -342,4 +346,19 @@ func describe(as []harness.Arrival) string {
 		fmt.Fprintf(&b, "%s %s (read error: %v):\n%s\n", a.At.Format(time.RFC3339Nano), a.Name, a.Err, a.Data)
 	}
 	return b.String()
+}
+
+// refusedAfter fails the test if edsync logged a refusal (403) beyond the
+// first n lines of that kind: refusals while a restarted API server fills its
+// RBAC caches are expected (and noted), later ones mean missing RBAC.
+func refusedAfter(t *testing.T, e *harness.Edsync, n int) {
+	t.Helper()
+	lines := harness.ForbiddenLines(e.Stderr())
+	if n > 0 {
+		t.Logf("note: edsync was refused (403) %d time(s) while the API server was starting again, e.g.:\n%s", n, lines[0])
+	}
+	if len(lines) > n {
+		t.Errorf("the API server refused edsync something after the file had caught up (missing RBAC?):\n%s",
+			strings.Join(lines[n:], "\n"))
+	}
 }

@@ -242,3 +242,53 @@ func (r *RenameRecorder) WaitCaughtUp(timeout time.Duration) error {
 		}
 	}
 }
+
+// StartEdsyncDuringFaults is StartEdsync without its end-of-test check that
+// the API server refused edsync nothing: a kube-apiserver that is starting
+// again answers 403 until its RBAC authorizer's caches are filled, and the
+// fault scenarios have edsync retrying right then. They check refusals
+// themselves, only once the file has caught up (ForbiddenLines).
+func (c *Cluster) StartEdsyncDuringFaults(t testing.TB, args ...string) *Edsync {
+	t.Helper()
+	kubeconfig, err := c.EdsyncKubeconfig(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.mu.Lock()
+	c.nEdsync++
+	n := c.nEdsync
+	c.mu.Unlock()
+	e := &Edsync{}
+	e.Proc = &Proc{
+		Name:   "edsync",
+		Path:   c.Edsync,
+		Args:   append([]string{"--kubeconfig", kubeconfig}, args...),
+		Log:    filepath.Join(c.Dir, fmt.Sprintf("edsync-%d.log", n)),
+		Stdout: &e.stdout,
+		Stderr: &e.stderr,
+	}
+	if err := e.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if e.Running() {
+			_ = e.Stop(10 * time.Second)
+		}
+		if t.Failed() {
+			t.Logf("edsync %v stderr:\n%s", e.Args, e.Stderr())
+		}
+	})
+	return e
+}
+
+// ForbiddenLines are the lines of an edsync log that show the API server
+// refusing it something.
+func ForbiddenLines(log string) []string {
+	var out []string
+	for line := range strings.Lines(log) {
+		if strings.Contains(line, "is forbidden") {
+			out = append(out, strings.TrimSpace(line))
+		}
+	}
+	return out
+}
