@@ -266,10 +266,15 @@ func (h *apiHealth) observe(ctx context.Context, verb string, err error) {
 	h.failures++
 	h.lastErr = err
 	if apierrors.IsForbidden(err) || apierrors.IsUnauthorized(err) {
-		// Not an outage: retrying will not fix it, and without watch the
-		// reflector keeps relisting, so files arrive late, not never. Say
-		// what to grant.
-		h.log.Error("not allowed to "+verb+" EndpointSlices: grant list and watch on endpointslices.discovery.k8s.io (see examples/kubernetes/rbac.yaml)",
+		// A restarted API server refuses everyone for a moment, until its
+		// RBAC caches fill; past that, retrying will not fix it, and
+		// without watch the reflector keeps relisting, so files arrive
+		// late, not never. Say what to grant once it persists.
+		level := slog.LevelWarn
+		if h.failures >= 3 {
+			level = slog.LevelError
+		}
+		h.log.Log(ctx, level, "API server refused to "+verb+" EndpointSlices; if this persists, grant list and watch on endpointslices.discovery.k8s.io (see examples/kubernetes/rbac.yaml)",
 			"err", err, "failures", h.failures)
 		return
 	}
