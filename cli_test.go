@@ -7,9 +7,28 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
+
+// lockedBuffer is a bytes.Buffer safe for concurrent writes.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
 
 var update = flag.Bool("update", false, "rewrite the golden files under testdata/")
 
@@ -17,7 +36,11 @@ var update = flag.Bool("update", false, "rewrite the golden files under testdata
 // streams, and returns the exit code and what it printed.
 func edsync(t *testing.T, args ...string) (code int, stdout, stderr string) {
 	t.Helper()
-	var out, errb bytes.Buffer
+	// stderr is locked: an informer stuck in client-go's retry backoff may
+	// still log after edsync returned (see watch.Kube.Run), as it may to
+	// os.Stderr in production.
+	var out bytes.Buffer
+	var errb lockedBuffer
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
 	code = runContext(ctx, append([]string{"edsync"}, args...), &out, &errb)

@@ -115,8 +115,9 @@ func (p *pipeline) Run(ctx context.Context) error {
 	srcErr := make(chan error, 1)
 	go func() { srcErr <- p.source.Run(srcCtx) }()
 	srcStopped := false
-	// Whatever the way out, the source is stopped and waited for: nothing
-	// of this run may log or write after Run returns.
+	// Whatever the way out, the source is stopped and waited for, so its
+	// handlers no longer touch the store (the Kube source bounds that wait:
+	// see watch.Kube.Run).
 	defer func() {
 		stopSource()
 		if !srcStopped {

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/edsync/edsync/render"
 	"github.com/go-logr/logr"
@@ -152,8 +153,8 @@ func (k *Kube) newScope(client kubernetes.Interface, sc scope) (*kubeScope, erro
 // put the initial objects into the Store.
 func (k *Kube) Synced() <-chan struct{} { return k.synced }
 
-// Run starts the informers and blocks until ctx ends, then waits for them
-// to stop and returns nil. client-go's own logs for these informers go to
+// Run starts the informers and blocks until ctx ends, then waits (briefly)
+// for them to stop and returns nil. client-go's own logs for these informers go to
 // the Logger (klog verbosity V(n) becomes slog level -n).
 func (k *Kube) Run(ctx context.Context) error {
 	if !k.started.CompareAndSwap(false, true) {
@@ -177,9 +178,22 @@ func (k *Kube) Run(ctx context.Context) error {
 	})
 	k.log.Info("watching EndpointSlices", "informers", len(k.scopes))
 	<-ctx.Done()
-	wg.Wait()
+	// client-go's streaming list sleeps out its retry backoff (up to ~30 s)
+	// without watching for cancellation, so an informer that cannot reach
+	// the API server may take that long to stop: longer than a Pod's grace
+	// period. Wait briefly, then let such an informer finish on its own.
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(informerStopGrace):
+		k.log.Debug("an informer is still in client-go's retry backoff; not waiting for it")
+	}
 	return nil
 }
+
+// informerStopGrace bounds how long Run waits for informers after cancel.
+const informerStopGrace = 500 * time.Millisecond
 
 // The handlers only write the Store: the pipeline does the rest.
 
