@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"sync"
 
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -17,12 +18,15 @@ import (
 	"github.com/edsync/edsync/writer"
 )
 
+var klogOnce sync.Once
+
 // start wires the stages for one run of edsync.
 func start(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
 	log := newLogger(cfg, stderr)
 	// client-go logs through klog; send it to the same handler so every
-	// line has one format.
-	klog.SetSlogLogger(log.With("component", "client-go"))
+	// line has one format. klog's logger is process-global: set it once,
+	// before any informer reads it.
+	klogOnce.Do(func() { klog.SetSlogLogger(log.With("component", "client-go")) })
 	p, err := build(cfg, log, stdout)
 	if err != nil {
 		return err
