@@ -250,35 +250,7 @@ func (r *RenameRecorder) WaitCaughtUp(timeout time.Duration) error {
 // themselves, only once the file has caught up (ForbiddenLines).
 func (c *Cluster) StartEdsyncDuringFaults(t testing.TB, args ...string) *Edsync {
 	t.Helper()
-	kubeconfig, err := c.EdsyncKubeconfig(t.Context())
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.mu.Lock()
-	c.nEdsync++
-	n := c.nEdsync
-	c.mu.Unlock()
-	e := &Edsync{}
-	e.Proc = &Proc{
-		Name:   "edsync",
-		Path:   c.Edsync,
-		Args:   append([]string{"--kubeconfig", kubeconfig}, args...),
-		Log:    filepath.Join(c.Dir, fmt.Sprintf("edsync-%d.log", n)),
-		Stdout: &e.stdout,
-		Stderr: &e.stderr,
-	}
-	if err := e.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if e.Running() {
-			_ = e.Stop(10 * time.Second)
-		}
-		if t.Failed() {
-			t.Logf("edsync %v stderr:\n%s", e.Args, e.Stderr())
-		}
-	})
-	return e
+	return c.startEdsync(t, false, args...)
 }
 
 // ForbiddenLines are the lines of an edsync log that show the API server
