@@ -97,6 +97,35 @@ type Options struct {
 	Family              Family
 	// Protocol of the Service ports to publish; empty means TCP.
 	Protocol corev1.Protocol
+	// Clusters, when not empty, is the explicit list of clusters to
+	// publish: every other Service port is left out. Terminating, NotReady
+	// and Family above are then the defaults a spec's Selection starts from
+	// (the caller fills them in).
+	Clusters []ClusterSpec
+}
+
+// Selection says which endpoints of a port are published. It is applied
+// when a cluster is assembled, not when a slice is prepared, so that two
+// clusters of one Service can select differently from the same entries.
+type Selection struct {
+	Terminating Terminating
+	NotReady    NotReady
+	Family      Family
+}
+
+// ClusterSpec is one cluster of an explicit list.
+type ClusterSpec struct {
+	Service ServiceKey
+	// Port is the Service port's name; empty for an unnamed port.
+	Port string
+	// Name is the cluster name; empty means the cluster name template's.
+	Name string
+	Selection
+}
+
+// selection is the Selection of the flags.
+func (o *Options) selection() Selection {
+	return Selection{Terminating: o.Terminating, NotReady: o.NotReady, Family: o.Family}
 }
 
 // NameData is what the cluster name template sees.
@@ -105,6 +134,18 @@ type NameData struct {
 	Service   string
 	// Port is the Service port's name; empty for an unnamed port.
 	Port string
+}
+
+// ClusterName runs a parsed cluster name template.
+func ClusterName(t *template.Template, d NameData) (string, error) {
+	var b strings.Builder
+	if err := t.Execute(&b, d); err != nil {
+		return "", fmt.Errorf("cluster name template for %s/%s port %q: %w", d.Namespace, d.Service, d.Port, err)
+	}
+	if b.Len() == 0 {
+		return "", fmt.Errorf("cluster name template gives an empty name for %s/%s port %q", d.Namespace, d.Service, d.Port)
+	}
+	return b.String(), nil
 }
 
 // ParseClusterNameTemplate parses the template and tries it once, so that a

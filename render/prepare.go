@@ -131,6 +131,10 @@ type preparedSlice struct {
 // building and validating the others here, and, because their *LbEndpoint
 // stays the same, re-encoding them in the writer. Blocks are allocated one
 // per endpoint, so a reused block pins nothing else of the old version.
+//
+// Every endpoint with an address is kept, whatever its condition or family:
+// which of them a cluster publishes is its Selection's choice, made in
+// assemble.
 func prepare(s *discoveryv1.EndpointSlice, opts *Options, prev *preparedSlice) *preparedSlice {
 	p := &preparedSlice{}
 	id := s.Namespace + "/" + s.Name
@@ -152,10 +156,6 @@ func prepare(s *discoveryv1.EndpointSlice, opts *Options, prev *preparedSlice) *
 		skip(ReasonAddressType, "addressType %q", s.AddressType)
 		return p
 	}
-	if (want4 && opts.Family == FamilyIPv6) || (want6 && opts.Family == FamilyIPv4) {
-		return p // filtered by choice, not an error
-	}
-
 	protocol := opts.Protocol
 	if protocol == "" {
 		protocol = corev1.ProtocolTCP
@@ -203,10 +203,7 @@ func prepare(s *discoveryv1.EndpointSlice, opts *Options, prev *preparedSlice) *
 	}
 	for i := range s.Endpoints {
 		ep := &s.Endpoints[i]
-		h, ok := healthOf(ep.Conditions, opts)
-		if !ok {
-			continue
-		}
+		h := healthOf(ep.Conditions)
 		if len(ep.Addresses) == 0 {
 			skip(ReasonNoAddress, "endpoint %d has no address", i)
 			continue
@@ -254,17 +251,38 @@ func prepare(s *discoveryv1.EndpointSlice, opts *Options, prev *preparedSlice) *
 	return p
 }
 
-// healthOf applies the contract's condition rows. ok is false for an
-// endpoint that is not published.
-func healthOf(c discoveryv1.EndpointConditions, opts *Options) (h health, ok bool) {
+// healthOf applies the contract's condition rows; Selection.keeps decides
+// whether a draining or unhealthy endpoint is published.
+func healthOf(c discoveryv1.EndpointConditions) health {
 	// A nil ready condition means ready (the API's own rule).
 	if c.Ready == nil || *c.Ready {
-		return healthy, true
+		return healthy
 	}
 	if c.Serving != nil && *c.Serving && c.Terminating != nil && *c.Terminating {
-		return draining, opts.Terminating == TerminatingDraining
+		return draining
 	}
-	return unhealthy, opts.NotReady == NotReadyUnhealthy
+	return unhealthy
+}
+
+// keeps reports whether the selection publishes the entry.
+func (s *Selection) keeps(e *entry) bool {
+	switch e.m.health {
+	case draining:
+		if s.Terminating != TerminatingDraining {
+			return false
+		}
+	case unhealthy:
+		if s.NotReady != NotReadyUnhealthy {
+			return false
+		}
+	}
+	switch s.Family {
+	case FamilyIPv4:
+		return e.addr.Is4()
+	case FamilyIPv6:
+		return e.addr.Is6()
+	}
+	return true
 }
 
 // canonical returns addr in canonical form, reusing the slice's string when

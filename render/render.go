@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"fmt"
 	"slices"
-	"strings"
 	"text/template"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -38,6 +37,10 @@ type Renderer struct {
 	// again, else they would wait for their own next change.
 	blocked   map[string]map[ServiceKey]bool
 	unblocked []ServiceKey
+	// specs holds Options.Clusters by Service, names filled in; nil when
+	// every Service port is published.
+	specs    map[ServiceKey][]ClusterSpec
+	declared []string
 }
 
 type serviceState struct {
@@ -76,13 +79,60 @@ func New(opts Options) (*Renderer, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Renderer{
+	r := &Renderer{
 		opts:     opts,
 		tmpl:     t,
 		services: make(map[ServiceKey]*serviceState),
 		owners:   make(map[string]ServiceKey),
 		blocked:  make(map[string]map[ServiceKey]bool),
-	}, nil
+	}
+	if len(opts.Clusters) == 0 {
+		return r, nil
+	}
+	r.specs = make(map[ServiceKey][]ClusterSpec)
+	byName := make(map[string]ClusterSpec)
+	for _, spec := range opts.Clusters {
+		if spec.Service.Namespace == "" || spec.Service.Name == "" {
+			return nil, fmt.Errorf("cluster %q: no Service", spec.Name)
+		}
+		if spec.Name == "" {
+			if spec.Name, err = ClusterName(t, NameData{Namespace: spec.Service.Namespace, Service: spec.Service.Name, Port: spec.Port}); err != nil {
+				return nil, err
+			}
+		}
+		if prev, dup := byName[spec.Name]; dup {
+			return nil, fmt.Errorf("cluster name %q given to both %s port %q and %s port %q", spec.Name, prev.Service, prev.Port, spec.Service, spec.Port)
+		}
+		for _, prev := range r.specs[spec.Service] {
+			if prev.Port == spec.Port {
+				return nil, fmt.Errorf("%s port %q listed twice (clusters %q and %q)", spec.Service, spec.Port, prev.Name, spec.Name)
+			}
+		}
+		byName[spec.Name] = spec
+		r.specs[spec.Service] = append(r.specs[spec.Service], spec)
+		r.declared = append(r.declared, spec.Name)
+	}
+	slices.Sort(r.declared)
+	return r, nil
+}
+
+// Declared returns the names of the explicit clusters, sorted: each must
+// have a file even before its Service has endpoints.
+func (r *Renderer) Declared() []string { return r.declared }
+
+// cluster returns the name and selection of a Service port's cluster, and
+// false if the port is not published.
+func (r *Renderer) cluster(key ServiceKey, st *serviceState, port string) (string, Selection, bool, error) {
+	if r.specs == nil {
+		name, err := r.clusterName(key, st, port)
+		return name, r.opts.selection(), true, err
+	}
+	for _, spec := range r.specs[key] {
+		if spec.Port == port {
+			return spec.Name, spec.Selection, true, nil
+		}
+	}
+	return "", Selection{}, false, nil
 }
 
 // Service renders every cluster of one Service from its current slices, in
@@ -112,7 +162,10 @@ func (r *Renderer) Service(key ServiceKey, current []*discoveryv1.EndpointSlice)
 	var out []Cluster
 	published := make([]string, 0, len(portNames))
 	for _, port := range portNames {
-		name, err := r.clusterName(key, st, port)
+		name, sel, ok, err := r.cluster(key, st, port)
+		if !ok {
+			continue
+		}
 		if err != nil {
 			skips = append(skips, Skip{Reason: ReasonNameConflict, Object: key.String(), Detail: err.Error()})
 			continue
@@ -133,7 +186,7 @@ func (r *Renderer) Service(key ServiceKey, current []*discoveryv1.EndpointSlice)
 		}
 		r.owners[name] = key
 		published = append(published, name)
-		cla := assemble(name, st.port(port).merged)
+		cla := assemble(name, st.port(port).merged, &sel)
 		if err := validate(cla); err != nil {
 			skips = append(skips, Skip{Reason: ReasonInvalidCLA, Object: name, Detail: err.Error()})
 			continue
@@ -263,22 +316,19 @@ func (r *Renderer) clusterName(key ServiceKey, st *serviceState, port string) (s
 	if ps.cluster != "" {
 		return ps.cluster, nil
 	}
-	var b strings.Builder
-	if err := r.tmpl.Execute(&b, NameData{Namespace: key.Namespace, Service: key.Name, Port: port}); err != nil {
-		return "", fmt.Errorf("cluster name template for port %q: %w", port, err)
-	}
-	name := b.String()
-	if name == "" {
-		return "", fmt.Errorf("cluster name template gives an empty name for port %q", port)
+	name, err := ClusterName(r.tmpl, NameData{Namespace: key.Namespace, Service: key.Name, Port: port})
+	if err != nil {
+		return "", err
 	}
 	ps.cluster = name
 	return name, nil
 }
 
-// assemble turns one port's merged entries into a CLA: one endpoint per
-// ip:port (the healthiest copy, which the order puts first), grouped into
-// localities by zone, localities sorted by zone and endpoints by ip then port.
-func assemble(name string, merged []*entry) *endpointv3.ClusterLoadAssignment {
+// assemble turns one port's merged entries into a CLA: the entries the
+// selection keeps, one endpoint per ip:port (the healthiest kept copy, which
+// the order puts first), grouped into localities by zone, localities sorted
+// by zone and endpoints by ip then port.
+func assemble(name string, merged []*entry, sel *Selection) *endpointv3.ClusterLoadAssignment {
 	// Two passes: count each zone's endpoints, then fill one backing array
 	// cut per zone, so a big Service costs one allocation, not a growing
 	// slice per zone.
@@ -301,14 +351,20 @@ func assemble(name string, merged []*entry) *endpointv3.ClusterLoadAssignment {
 		buckets = append(buckets, b)
 		return b
 	}
-	// unique reports whether merged[i] is the first (healthiest) copy of its ip:port.
-	unique := func(i int) bool {
-		return i == 0 || merged[i-1].addr != merged[i].addr || merged[i-1].port() != merged[i].port()
+	// publish says whether an entry is published: kept by the selection
+	// and the first (healthiest) kept copy of its ip:port.
+	var last *entry
+	publish := func(e *entry) bool {
+		if !sel.keeps(e) || (last != nil && last.addr == e.addr && last.port() == e.port()) {
+			return false
+		}
+		last = e
+		return true
 	}
 	var cur *bucket
 	total := 0
-	for i, e := range merged {
-		if unique(i) {
+	for _, e := range merged {
+		if publish(e) {
 			cur = find(cur, e.zone)
 			cur.n++
 			total++
@@ -320,9 +376,9 @@ func assemble(name string, merged []*entry) *endpointv3.ClusterLoadAssignment {
 		b.lbs = backing[len(backing) : len(backing) : len(backing)+b.n]
 		backing = backing[:len(backing)+b.n]
 	}
-	cur = nil
-	for i, e := range merged {
-		if unique(i) {
+	cur, last = nil, nil
+	for _, e := range merged {
+		if publish(e) {
 			cur = find(cur, e.zone)
 			cur.lbs = append(cur.lbs, &e.m.lb)
 		}
