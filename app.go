@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"sync"
 
 	"k8s.io/client-go/kubernetes"
@@ -22,7 +23,8 @@ var klogOnce sync.Once
 
 // start wires the stages for one run of edsync.
 func start(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
-	log := newLogger(cfg, stderr)
+	level := new(slog.LevelVar)
+	log := newLogger(cfg, level, stderr)
 	// client-go logs through klog; send it to the same handler so every
 	// line has one format. klog's logger is process-global: set it once,
 	// before any informer reads it.
@@ -32,8 +34,40 @@ func start(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
 		return err
 	}
 	log.Info("edsync starting", "version", buildVersion(), "source", sourceName(cfg),
-		"output_dir", cfg.outputDir, "format", cfg.format, "dry_run", cfg.dryRun, "once", cfg.once)
+		"output_dir", cfg.outputDir, "format", cfg.format, "dry_run", cfg.dryRun, "once", cfg.once,
+		"config", cfg.configFile)
+	if cfg.configFile != "" && !cfg.once {
+		r := &reloader{current: cfg, log: log.With("component", "config"), apply: func(next *config) error {
+			return p.apply(next, level)
+		}}
+		rctx, stop := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			if err := r.Run(rctx); err != nil {
+				log.Error("config file not followed; changes need a restart", "error", err)
+			}
+		}()
+		defer func() { stop(); <-done }()
+	}
 	return p.Run(ctx)
+}
+
+// apply hands the settings of a reloaded config file that a running
+// pipeline can change to it; see restartOnly for the others.
+func (p *pipeline) apply(next *config, level *slog.LevelVar) error {
+	ren, err := render.New(next.render)
+	if err != nil {
+		return err
+	}
+	level.Set(next.logLevel)
+	p.reconfigure(&liveConfig{
+		renderer: ren,
+		declared: declared(next.clusters, ren),
+		debounce: next.debounce,
+		maxDelay: next.maxDelay,
+	})
+	return nil
 }
 
 func sourceName(cfg *config) string {
@@ -64,7 +98,7 @@ func build(cfg *config, log *slog.Logger, stdout io.Writer) (*pipeline, error) {
 		coalescer:   watch.NewCoalescer(cfg.debounce, cfg.maxDelay),
 		renderer:    ren,
 		writer:      w,
-		declared:    cfg.clusters,
+		declared:    declared(cfg.clusters, ren),
 		once:        cfg.once,
 		syncTimeout: cfg.syncTimeout,
 	})
@@ -100,6 +134,14 @@ func build(cfg *config, log *slog.Logger, stdout io.Writer) (*pipeline, error) {
 	}
 	p.source = src
 	return p, nil
+}
+
+// declared is every cluster whose file must exist: those of --cluster and
+// those of the config file's list.
+func declared(flagged []string, ren *render.Renderer) []string {
+	out := slices.Concat(flagged, ren.Declared())
+	slices.Sort(out)
+	return slices.Compact(out)
 }
 
 // restConfig uses in-cluster credentials when edsync runs in a Pod and no

@@ -60,6 +60,8 @@ func env(name string) []string { return []string{"EDSYNC_" + name} }
 
 func flags() []cli.Flag {
 	return []cli.Flag{
+		&cli.StringFlag{Name: "config", EnvVars: env("CONFIG"),
+			Usage: "YAML `FILE` of defaults for these flags (keys: flag names) and a clusters list; reloaded on change. Flags and EDSYNC_* variables override it"},
 		&cli.StringFlag{Name: "kubeconfig", Category: catSource, EnvVars: env("KUBECONFIG"),
 			Usage: "kubeconfig `FILE` for running outside the cluster (default: in-cluster credentials, then $KUBECONFIG / ~/.kube/config)"},
 		&cli.StringFlag{Name: "context", Category: catSource, EnvVars: env("CONTEXT"),
@@ -215,9 +217,49 @@ type config struct {
 
 	logLevel  slog.Level
 	logFormat string
+
+	configFile string
+	file       *fileConfig // as read at start or at the last reload
+	// reread reads the flags again over a new version of the config file.
+	reread func(*fileConfig) (*config, error)
 }
 
 func configFrom(c *cli.Context) (*config, error) {
+	var fc *fileConfig
+	if path := c.String("config"); path != "" {
+		var err error
+		if fc, err = readConfigFile(path, flags()); err != nil {
+			return nil, usageError{err}
+		}
+	}
+	return configWith(c, fc)
+}
+
+// configWith reads the flags over the config file (nil if none) and checks
+// them. Errors are usage errors: one line, naming the flag or file key.
+func configWith(c *cli.Context, fc *fileConfig) (*config, error) {
+	l := &layered{c: c, file: fc}
+	cfg, err := readSettings(l)
+	if err == nil && l.err != nil {
+		err = usageError{l.err}
+	}
+	if err != nil {
+		return nil, err
+	}
+	cfg.configFile, cfg.file = c.String("config"), fc
+	cfg.reread = func(fc *fileConfig) (*config, error) { return configWith(c, fc) }
+	if cfg.render.Clusters, err = fc.clusterSpecs(cfg.render); err != nil {
+		return nil, usageError{err}
+	}
+	// render.New checks the cluster names (the template's included) for
+	// duplicates, so a bad list is refused before anything runs.
+	if _, err := render.New(cfg.render); err != nil {
+		return nil, usageError{fmt.Errorf("clusters: %w", err)}
+	}
+	return cfg, nil
+}
+
+func readSettings(c settings) (*config, error) {
 	cfg := &config{
 		kubeconfig:  c.String("kubeconfig"),
 		kubeContext: c.String("context"),
@@ -295,8 +337,10 @@ func nonEmpty(in []string) []string {
 	return out
 }
 
-func newLogger(cfg *config, stderr io.Writer) *slog.Logger {
-	opts := &slog.HandlerOptions{Level: cfg.logLevel}
+// newLogger logs at level, which a config reload may change.
+func newLogger(cfg *config, level *slog.LevelVar, stderr io.Writer) *slog.Logger {
+	level.Set(cfg.logLevel)
+	opts := &slog.HandlerOptions{Level: level}
 	if cfg.logFormat == "json" {
 		return slog.New(slog.NewJSONHandler(stderr, opts))
 	}

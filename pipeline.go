@@ -32,9 +32,10 @@ type (
 // flushReport describes one flush, for logs and for tests that wait on the
 // flush sequence instead of sleeping.
 type flushReport struct {
-	Seq      int
-	Initial  bool
-	Retry    bool
+	Seq     int
+	Initial bool // the first full flush, or (with Reload) one after a config reload
+	Reload  bool
+	Retry   bool
 	Services int
 	Clusters []string // names handed to the writer, sorted
 	writer.Result
@@ -59,7 +60,10 @@ type pipeline struct {
 
 	mu    sync.Mutex
 	dirty map[render.ServiceKey]struct{}
+	next  *liveConfig // from a config reload, not yet installed
 	wake  chan struct{}
+	// reloading is set while the full flush after a reload runs.
+	reloading bool
 
 	seq int
 }
@@ -85,6 +89,42 @@ func (p *pipeline) notify(key render.ServiceKey) {
 	if p.onNotify != nil {
 		p.onNotify(key)
 	}
+}
+
+// liveConfig is what a config reload changes in a running pipeline.
+type liveConfig struct {
+	renderer           *render.Renderer
+	declared           []string
+	debounce, maxDelay time.Duration
+}
+
+// reconfigure hands the pipeline a new configuration, which its goroutine
+// installs before its next step. The reloader calls it from its goroutine.
+func (p *pipeline) reconfigure(lc *liveConfig) {
+	p.mu.Lock()
+	p.next = lc
+	p.mu.Unlock()
+	select {
+	case p.wake <- struct{}{}:
+	default:
+	}
+}
+
+// install takes the configuration given to reconfigure, if any. The new
+// renderer starts empty, so every Service is rendered again by the full
+// flush that follows; the writer skips the files whose bytes stay the same.
+func (p *pipeline) install() bool {
+	p.mu.Lock()
+	lc := p.next
+	p.next = nil
+	p.mu.Unlock()
+	if lc == nil {
+		return false
+	}
+	p.renderer = lc.renderer
+	p.declared = lc.declared
+	p.coalescer.SetDelays(lc.debounce, lc.maxDelay)
+	return true
 }
 
 // takeDirty moves the dirty keys into the coalescer.
@@ -152,6 +192,7 @@ func (p *pipeline) Run(ctx context.Context) error {
 		return fmt.Errorf("first sync did not finish within %s (see the log for why; --sync-timeout sets the limit)", p.syncTimeout)
 	}
 
+	p.install() // a reload during the sync
 	res := p.initialFlush(ctx)
 	if p.once {
 		if res.Failed > 0 {
@@ -165,6 +206,11 @@ func (p *pipeline) Run(ctx context.Context) error {
 	var retryAt time.Time
 	retryDelay := retryMin
 	for {
+		if p.install() {
+			p.reloading = true
+			p.initialFlush(ctx)
+			p.reloading = false
+		}
 		p.takeDirty()
 		switch pending := p.writer.Pending(); {
 		case pending == 0:
@@ -228,8 +274,9 @@ func (p *pipeline) Run(ctx context.Context) error {
 }
 
 // initialFlush renders every Service the source knows, then makes sure the
-// declared clusters exist and that files left from an earlier run for
-// clusters no longer published are emptied rather than left stale.
+// declared clusters exist and that files left from an earlier run (or, after
+// a reload, from the previous configuration) for clusters no longer
+// published are emptied rather than left stale.
 func (p *pipeline) initialFlush(ctx context.Context) flushReport {
 	p.takeDirty()
 	keys := p.store.Services()
@@ -269,9 +316,9 @@ func (p *pipeline) flush(ctx context.Context, keys []render.ServiceKey, initial 
 				names[name] = true
 			}
 		}
-		for _, name := range p.writer.Existing() {
+		for _, name := range p.writer.Known() {
 			if !names[name] && p.writer.Owns(name) {
-				p.log.Info("file from an earlier run has no Service now; emptying it", "cluster", name)
+				p.log.Info("cluster no longer published; emptying its file", "cluster", name)
 				batch = append(batch, emptyCluster(name))
 				names[name] = true
 			}
@@ -284,7 +331,7 @@ func (p *pipeline) flush(ctx context.Context, keys []render.ServiceKey, initial 
 		p.notify(key)
 	}
 	p.seq++
-	report := flushReport{Seq: p.seq, Initial: initial, Services: len(keys), Result: res}
+	report := flushReport{Seq: p.seq, Initial: initial, Reload: p.reloading, Services: len(keys), Result: res}
 	for _, c := range batch {
 		report.Clusters = append(report.Clusters, c.Name)
 	}

@@ -114,6 +114,7 @@ type testPipeline struct {
 	notices chan render.ServiceKey
 	done    chan error
 	cancel  context.CancelFunc
+	p       *pipeline
 }
 
 func startPipeline(t *testing.T, cfg *config) *testPipeline {
@@ -128,6 +129,7 @@ func startPipeline(t *testing.T, cfg *config) *testPipeline {
 	if err != nil {
 		t.Fatal(err)
 	}
+	tp.p = p
 	p.onFlush = func(r flushReport) { tp.flushes <- r }
 	p.onNotify = func(k render.ServiceKey) {
 		select {

@@ -41,6 +41,12 @@ func NewCoalescer(debounce, maxDelay time.Duration) *Coalescer {
 	}
 }
 
+// SetDelays changes the debounce and max-delay for the changes marked from
+// now on; keys already pending keep their due time.
+func (c *Coalescer) SetDelays(debounce, maxDelay time.Duration) {
+	c.debounce, c.maxDelay = max(debounce, 0), maxDelay
+}
+
 // Mark records a change of key at now: the first unwritten change starts
 // the max-delay window, each change restarts the quiet window.
 func (c *Coalescer) Mark(key render.ServiceKey, now time.Time) {

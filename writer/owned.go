@@ -14,8 +14,15 @@ import (
 // a DiscoveryResponse with one ClusterLoadAssignment named cluster. A name
 // alone proves nothing: the folder Envoy reads may also hold its bootstrap
 // or other xDS files (envoy.json decodes to a cluster name like any other),
-// and those must never be replaced.
+// and those must never be replaced. A cluster written (or, in dry-run,
+// printed) by this process is ours without a look.
 func (w *Writer) Owns(cluster string) bool {
+	w.mu.Lock()
+	_, ours := w.written[cluster]
+	w.mu.Unlock()
+	if ours {
+		return true
+	}
 	path, err := w.Path(cluster)
 	if err != nil {
 		return false

@@ -158,6 +158,22 @@ func New(opts Options) (*Writer, error) {
 // Empty in dry-run.
 func (w *Writer) Existing() []string { return slices.Clone(w.existing) }
 
+// Known returns, sorted, the clusters with a file of ours: those found at New
+// and those written since (in dry-run, those printed). After a change of
+// configuration the caller empties those it no longer publishes.
+func (w *Writer) Known() []string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	out := slices.Clone(w.existing)
+	for name := range w.written {
+		if !w.existed[name] {
+			out = append(out, name)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
 // Path returns the file of cluster.
 func (w *Writer) Path(cluster string) (string, error) {
 	name, err := FileName(cluster, w.format)

@@ -191,6 +191,11 @@ func TestNewCleansTmpAndListsExisting(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, "notes.txt")); err != nil {
 		t.Fatal("New removed a file that is not a temp file")
 	}
+	// Known adds the clusters written since, once each.
+	checkResult(t, w.Write(t.Context(), append(one("z", 80), one("a_b", 81)...)), 2, 0, 0)
+	if got, want := w.Known(), []string{"a_b", "default/web/http", "z"}; !slicesEqual(got, want) {
+		t.Fatalf("Known() = %q, want %q", got, want)
+	}
 }
 
 func slicesEqual(a, b []string) bool { return strings.Join(a, "\x00") == strings.Join(b, "\x00") }

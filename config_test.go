@@ -1,0 +1,206 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/urfave/cli/v2"
+)
+
+// configForTest parses args as edsync's command line does and returns the
+// checked config.
+func configForTest(t *testing.T, args ...string) *config {
+	t.Helper()
+	var cfg *config
+	app := &cli.App{Name: "edsync", Flags: flags(), Action: func(c *cli.Context) (err error) {
+		cfg, err = configFrom(c)
+		return err
+	}}
+	if err := app.Run(append([]string{"edsync"}, args...)); err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+func writeFile(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// The file gives the flags' defaults; the command line and EDSYNC_*
+// variables override it.
+func TestConfigFileLayers(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "edsync.yaml")
+	writeFile(t, path, `
+format: yaml
+debounce: 20ms
+namespace: shop            # one item as a plain string
+service: [shop/web, shop/api]
+dry-run: true
+terminating: drop
+clusters:
+- service: shop/web
+  port: http
+  name: web
+  terminating: draining
+- service: shop/api
+  not-ready: unhealthy
+`)
+	cfg := configForTest(t, "--config", path, "--debounce", "30ms")
+	if cfg.format != "yaml" || cfg.debounce != 30*time.Millisecond || !cfg.dryRun ||
+		!slices.Equal(cfg.namespaces, []string{"shop"}) || len(cfg.services) != 2 {
+		t.Errorf("config: %+v", cfg)
+	}
+	specs := cfg.render.Clusters
+	if len(specs) != 2 || specs[0].Name != "web" || specs[0].Terminating != 0 || specs[1].Terminating == 0 || specs[1].NotReady == 0 {
+		t.Errorf("clusters: %+v", specs)
+	}
+	t.Setenv("EDSYNC_FORMAT", "pb")
+	if cfg := configForTest(t, "--config", path); cfg.format != "pb" || cfg.debounce != 20*time.Millisecond {
+		t.Errorf("env over file: format %s debounce %s", cfg.format, cfg.debounce)
+	}
+}
+
+// A bad file stops edsync at start with one line naming what is wrong, and
+// exit code 2, like a bad flag.
+func TestConfigFileErrors(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct{ name, content, want string }{
+		{"unknown key", "formt: yaml\n", `unknown key "formt"`},
+		{"not a mapping", "- a\n- b\n", "want a mapping"},
+		{"bad yaml", "format: [yaml\n", "yaml"},
+		{"wrong type", "debounce: [1]\n", "debounce: want a duration"},
+		{"bad duration", "debounce: soon\n", `debounce: want a duration such as "50ms", got "soon"`},
+		{"bad bool", "once: maybe\n", "once: want true or false"},
+		{"bad value", "format: xml\n", "xml"},
+		{"config in config", "config: other.yaml\n", `unknown key "config"`},
+		{"bad service", "clusters: [{service: web}]\n", "clusters[0]: service \"web\": want NAMESPACE/NAME"},
+		{"unknown cluster field", "clusters: [{service: a/b, prot: http}]\n", `unknown field "prot"`},
+		{"bad cluster option", "clusters: [{service: a/b, terminating: keep}]\n", "clusters[0]: invalid terminating mode"},
+		{"duplicate cluster", "clusters: [{service: a/b, name: x}, {service: a/c, name: x}]\n", `cluster name "x" given to both`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(dir, strings.ReplaceAll(tc.name, " ", "-")+".yaml")
+			writeFile(t, path, tc.content)
+			var stdout, stderr bytes.Buffer
+			// A guard against a case that would run: every one must stop at the config.
+			ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+			defer cancel()
+			code := runContext(ctx, []string{"edsync", "--config", path, "--dry-run", "--from-dir", dir}, &stdout, &stderr)
+			if code != exitUsage {
+				t.Errorf("exit code %d, want %d; stderr: %s", code, exitUsage, stderr.String())
+			}
+			if lines := strings.Count(stderr.String(), "\n"); lines != 1 || !strings.Contains(stderr.String(), tc.want) {
+				t.Errorf("stderr %q: want one line containing %q", stderr.String(), tc.want)
+			}
+		})
+	}
+	var stderr bytes.Buffer
+	if code := runContext(t.Context(), []string{"edsync", "--config", filepath.Join(dir, "missing.yaml"), "--dry-run"}, io.Discard, &stderr); code != exitUsage || !strings.Contains(stderr.String(), "no such file") {
+		t.Errorf("missing file: exit %d, %q", code, stderr.String())
+	}
+}
+
+// configMapDir lays out a folder as the kubelet does for a ConfigMap
+// volume: the file is a symlink through ..data to a timestamped folder, and
+// an update swaps ..data by rename.
+type configMapDir struct {
+	dir string
+	gen int
+}
+
+func (c *configMapDir) update(t *testing.T, content string) {
+	t.Helper()
+	c.gen++
+	old, _ := os.Readlink(filepath.Join(c.dir, "..data"))
+	ts := filepath.Join(c.dir, "..gen"+strings.Repeat("x", c.gen))
+	if err := os.Mkdir(ts, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(ts, "edsync.yaml"), content)
+	if err := os.Symlink(filepath.Base(ts), filepath.Join(c.dir, "..data_tmp")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(filepath.Join(c.dir, "..data_tmp"), filepath.Join(c.dir, "..data")); err != nil {
+		t.Fatal(err)
+	}
+	if old == "" {
+		if err := os.Symlink("..data/edsync.yaml", filepath.Join(c.dir, "edsync.yaml")); err != nil {
+			t.Fatal(err)
+		}
+	} else if err := os.RemoveAll(filepath.Join(c.dir, old)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A config file in a ConfigMap volume is followed: a valid new version
+// changes the clusters published without a restart (the file of a cluster
+// no longer published is emptied), an invalid one is refused and the
+// running config stays.
+func TestConfigReload(t *testing.T) {
+	in, out := t.TempDir(), t.TempDir()
+	cm := &configMapDir{dir: t.TempDir()}
+	cm.update(t, "clusters: [{service: default/web, port: http, name: web}]\n")
+	replaceFile(t, filepath.Join(in, "web.yaml"), manifest("web", "10.0.0.1"))
+	cfg := configForTest(t, "--config", filepath.Join(cm.dir, "edsync.yaml"), "--from-dir", in, "--output-dir", out,
+		"--debounce", "1ms", "--max-delay", "10ms")
+
+	tp := startPipeline(t, cfg)
+	tp.waitFlush(t, "web")
+	if _, err := os.Stat(filepath.Join(out, "default_web_http.json")); !os.IsNotExist(err) {
+		t.Fatalf("a Service port not in the list has a file: %v", err)
+	}
+	results := make(chan error, 10)
+	r := &reloader{current: cfg, log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		apply:    func(next *config) error { return tp.p.apply(next, new(slog.LevelVar)) },
+		onResult: func(err error) { results <- err }}
+	done := make(chan error, 1)
+	go func() { done <- r.Run(t.Context()) }()
+	t.Cleanup(func() { <-done })
+	waitResult := func(wantErr string) {
+		t.Helper()
+		select {
+		case err := <-results:
+			if (err == nil) != (wantErr == "") || (err != nil && !strings.Contains(err.Error(), wantErr)) {
+				t.Fatalf("reload result %v, want error containing %q", err, wantErr)
+			}
+		case <-time.After(30 * time.Second): // a failure guard, not a timing assertion
+			t.Fatal("no reload")
+		}
+	}
+
+	cm.update(t, "clusters: [{service: default/web, port: http, name: web-v2}]\n")
+	waitResult("")
+	f := tp.waitFlush(t, "web-v2")
+	if !f.Reload || !slices.Contains(f.Clusters, "web") {
+		t.Errorf("reload flush %+v: want the new cluster written and the old one emptied", f)
+	}
+	if got := addresses(readAsEnvoy(t, filepath.Join(out, "web-v2.json"))); !slices.Equal(got, []string{"10.0.0.1:8080 HEALTHY"}) {
+		t.Errorf("web-v2: %v", got)
+	}
+	if cla := readAsEnvoy(t, filepath.Join(out, "web.json")); len(cla.Endpoints) != 0 {
+		t.Errorf("the cluster dropped from the list still has endpoints: %v", cla)
+	}
+
+	cm.update(t, "clusters: [{service: default/web, port: http, name: web-v3, terminating: sometimes}]\n")
+	waitResult("invalid terminating mode")
+	// The running config stays: a change is still written to web-v2.
+	replaceFile(t, filepath.Join(in, "web.yaml"), manifest("web", "10.0.0.2"))
+	tp.waitFlush(t, "web-v2")
+	if got := addresses(readAsEnvoy(t, filepath.Join(out, "web-v2.json"))); !slices.Equal(got, []string{"10.0.0.2:8080 HEALTHY"}) {
+		t.Errorf("web-v2 after a refused reload: %v", got)
+	}
+	if _, err := os.Stat(filepath.Join(out, "web-v3.json")); !os.IsNotExist(err) {
+		t.Errorf("the refused config was applied: %v", err)
+	}
+}

@@ -1,0 +1,207 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/urfave/cli/v2"
+	"sigs.k8s.io/yaml"
+
+	"github.com/edsync/edsync/render"
+)
+
+// fileConfig is a parsed --config file: the defaults of the flags, keyed by
+// their long names, and the explicit cluster list.
+type fileConfig struct {
+	path     string
+	data     []byte // as read, to tell a real change from a touch
+	values   map[string]json.RawMessage
+	clusters []clusterEntry
+}
+
+// clusterEntry is one item of the file's clusters list. The option fields
+// are named like the flags they override for this one cluster.
+type clusterEntry struct {
+	Service       string `json:"service"`
+	Port          string `json:"port"`
+	Name          string `json:"name"`
+	Terminating   string `json:"terminating"`
+	NotReady      string `json:"not-ready"`
+	AddressFamily string `json:"address-family"`
+}
+
+// notInFile are the flags that make no sense as a default in the file.
+var notInFile = map[string]bool{"config": true, "help": true, "version": true}
+
+// readConfigFile reads and parses the file; known are the flag names it may set.
+func readConfigFile(path string, known []cli.Flag) (*fileConfig, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config file: %w", err)
+	}
+	fc, err := parseConfigFile(data, known)
+	if err != nil {
+		return nil, fmt.Errorf("config file %s: %w", path, err)
+	}
+	fc.path = path
+	return fc, nil
+}
+
+func parseConfigFile(data []byte, known []cli.Flag) (*fileConfig, error) {
+	js, err := yaml.YAMLToJSON(data)
+	if err != nil {
+		return nil, err
+	}
+	fc := &fileConfig{data: data, values: map[string]json.RawMessage{}}
+	if t := bytes.TrimSpace(js); len(t) == 0 || string(t) == "null" {
+		return fc, nil // an empty file sets nothing
+	}
+	if err := json.Unmarshal(js, &fc.values); err != nil {
+		return nil, fmt.Errorf("want a mapping of flag names to values: %w", err)
+	}
+	names := map[string]bool{}
+	for _, f := range known {
+		names[f.Names()[0]] = !notInFile[f.Names()[0]]
+	}
+	for key := range fc.values {
+		if key == "clusters" {
+			continue
+		}
+		if !names[key] {
+			return nil, fmt.Errorf("unknown key %q (keys are flag names without the dashes, and clusters)", key)
+		}
+	}
+	if raw, ok := fc.values["clusters"]; ok {
+		dec := json.NewDecoder(bytes.NewReader(raw))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&fc.clusters); err != nil {
+			return nil, fmt.Errorf("clusters: %w", err)
+		}
+		delete(fc.values, "clusters")
+	}
+	return fc, nil
+}
+
+// settings are the flag values as configFrom reads them.
+type settings interface {
+	String(name string) string
+	StringSlice(name string) []string
+	Bool(name string) bool
+	Duration(name string) time.Duration
+}
+
+// layered reads a flag from the command line or its EDSYNC_* variable if
+// set there, else from the config file, else the flag's default. The first
+// value of the wrong type in the file is kept in err.
+type layered struct {
+	c    *cli.Context
+	file *fileConfig
+	err  error
+}
+
+// fromFile decodes the file's value for name into v; false if the command
+// line or the environment set the flag, or the file does not.
+func (l *layered) fromFile(name string, v any, want string) bool {
+	if l.file == nil || l.c.IsSet(name) {
+		return false
+	}
+	raw, ok := l.file.values[name]
+	if !ok {
+		return false
+	}
+	if err := json.Unmarshal(raw, v); err != nil && l.err == nil {
+		l.err = fmt.Errorf("config file %s: %s: want %s, got %s", l.file.path, name, want, raw)
+	}
+	return true
+}
+
+func (l *layered) String(name string) string {
+	var s string
+	if l.fromFile(name, &s, "a string") {
+		return s
+	}
+	return l.c.String(name)
+}
+
+func (l *layered) StringSlice(name string) []string {
+	var list []string
+	if l.file != nil && !l.c.IsSet(name) {
+		// One item may be given as a plain string.
+		var s string
+		if raw, ok := l.file.values[name]; ok && json.Unmarshal(raw, &s) == nil {
+			return []string{s}
+		}
+	}
+	if l.fromFile(name, &list, "a list of strings") {
+		return list
+	}
+	return l.c.StringSlice(name)
+}
+
+func (l *layered) Bool(name string) bool {
+	var b bool
+	if l.fromFile(name, &b, "true or false") {
+		return b
+	}
+	return l.c.Bool(name)
+}
+
+func (l *layered) Duration(name string) time.Duration {
+	var s string
+	if !l.fromFile(name, &s, `a duration such as "50ms"`) {
+		return l.c.Duration(name)
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil && l.err == nil {
+		l.err = fmt.Errorf("config file %s: %s: want a duration such as \"50ms\", got %q", l.file.path, name, s)
+	}
+	return d
+}
+
+// clusterSpecs turns the file's clusters into render specs, each option
+// starting from the flag's value.
+func (fc *fileConfig) clusterSpecs(defaults render.Options) ([]render.ClusterSpec, error) {
+	if fc == nil {
+		return nil, nil
+	}
+	var specs []render.ClusterSpec
+	for i, e := range fc.clusters {
+		where := fmt.Sprintf("config file %s: clusters[%d]", fc.path, i)
+		ns, name, ok := strings.Cut(e.Service, "/")
+		if !ok || ns == "" || name == "" || strings.Contains(name, "/") {
+			return nil, fmt.Errorf("%s: service %q: want NAMESPACE/NAME", where, e.Service)
+		}
+		spec := render.ClusterSpec{
+			Service: render.ServiceKey{Namespace: ns, Name: name},
+			Port:    e.Port,
+			Name:    e.Name,
+			Selection: render.Selection{
+				Terminating: defaults.Terminating, NotReady: defaults.NotReady, Family: defaults.Family,
+			},
+		}
+		var err error
+		if e.Terminating != "" {
+			if spec.Terminating, err = render.ParseTerminating(e.Terminating); err != nil {
+				return nil, fmt.Errorf("%s: %w", where, err)
+			}
+		}
+		if e.NotReady != "" {
+			if spec.NotReady, err = render.ParseNotReady(e.NotReady); err != nil {
+				return nil, fmt.Errorf("%s: %w", where, err)
+			}
+		}
+		if e.AddressFamily != "" {
+			if spec.Family, err = render.ParseFamily(e.AddressFamily); err != nil {
+				return nil, fmt.Errorf("%s: %w", where, err)
+			}
+		}
+		specs = append(specs, spec)
+	}
+	// Names and duplicates are checked by render.New, which the caller runs.
+	return slices.Clip(specs), nil
+}

@@ -1,0 +1,144 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+)
+
+// reloadSettle is how long the config file's folder must be quiet before the
+// file is read again: an editor or `kubectl cp` writing in place fires
+// several events, and reading between them would reject a half-written file.
+const reloadSettle = 100 * time.Millisecond
+
+// reloader follows the --config file and applies each valid new version.
+// It watches the file's folder, not the file: a Kubernetes ConfigMap volume
+// replaces its files by swapping the `..data` symlink, and editors replace
+// files by renaming, both of which a watch on the file itself would miss.
+type reloader struct {
+	current *config
+	// last is the content read last, valid or not: the same content is
+	// not tried, logged and counted twice.
+	last    []byte
+	started bool
+	log     *slog.Logger
+	// apply installs a new config in the running process.
+	apply func(*config) error
+	// onResult is called after each attempt with its outcome: metrics and
+	// tests use it.
+	onResult func(err error)
+}
+
+// Run follows the file until ctx ends.
+func (r *reloader) Run(ctx context.Context) error {
+	path := r.current.configFile
+	w, err := fsnotify.NewWatcher()
+	if err != nil {
+		return fmt.Errorf("config file %s: watch: %w", path, err)
+	}
+	defer w.Close()
+	if err := w.Add(filepath.Dir(path)); err != nil {
+		return fmt.Errorf("config file %s: watch its folder: %w", path, err)
+	}
+	// The file may have changed between the first read and the watch.
+	settle := time.NewTimer(0)
+	defer settle.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case ev, ok := <-w.Events:
+			if !ok {
+				return nil
+			}
+			r.log.Debug("config folder event", "event", ev.String())
+			settle.Reset(reloadSettle)
+		case err, ok := <-w.Errors:
+			if !ok {
+				return nil
+			}
+			// An overflow loses events: read the file anyway.
+			r.log.Warn("config file watch error; checking the file", "error", err)
+			settle.Reset(reloadSettle)
+		case <-settle.C:
+			r.check()
+		}
+	}
+}
+
+// check reads the file and applies it if its bytes changed. An invalid
+// file is refused as a whole and the running config stays.
+func (r *reloader) check() {
+	path := r.current.configFile
+	if !r.started {
+		r.started = true
+		if r.current.file != nil {
+			r.last = r.current.file.data
+		}
+	}
+	data, err := os.ReadFile(path)
+	if err == nil && bytes.Equal(data, r.last) {
+		return
+	}
+	r.last = data
+	next, err := r.load(data, err)
+	if err == nil {
+		err = r.apply(next)
+	}
+	if err != nil {
+		r.log.Error("config file rejected; the running configuration stays", "path", path, "error", oneLine(err))
+	} else {
+		if changed := restartOnly(r.current, next); len(changed) > 0 {
+			r.log.Warn("config file changes settings that take effect at the next restart", "path", path, "settings", changed)
+		}
+		r.current = next
+		r.log.Info("config file reloaded", "path", path, "clusters", len(next.render.Clusters))
+	}
+	if r.onResult != nil {
+		r.onResult(err)
+	}
+}
+
+func (r *reloader) load(data []byte, readErr error) (*config, error) {
+	path := r.current.configFile
+	if readErr != nil {
+		return nil, fmt.Errorf("config file: %w", readErr)
+	}
+	fc, err := parseConfigFile(data, flags())
+	if err != nil {
+		return nil, fmt.Errorf("config file %s: %w", path, err)
+	}
+	fc.path = path
+	return r.current.reread(fc)
+}
+
+// restartOnly names the settings that differ between a and b and that a
+// running edsync does not change: its source, output and listeners.
+func restartOnly(a, b *config) []string {
+	var changed []string
+	check := func(name string, same bool) {
+		if !same {
+			changed = append(changed, name)
+		}
+	}
+	check("kubeconfig", a.kubeconfig == b.kubeconfig)
+	check("context", a.kubeContext == b.kubeContext)
+	check("namespace", slices.Equal(a.namespaces, b.namespaces))
+	check("selector", a.selector == b.selector)
+	check("service", slices.Equal(a.services, b.services))
+	check("from-dir", a.fromDir == b.fromDir)
+	check("sync-timeout", a.syncTimeout == b.syncTimeout)
+	check("output-dir", a.outputDir == b.outputDir)
+	check("format", a.format == b.format)
+	check("dry-run", a.dryRun == b.dryRun)
+	check("once", a.once == b.once)
+	check("log-format", a.logFormat == b.logFormat)
+	return changed
+}
