@@ -32,10 +32,10 @@ type (
 // flushReport describes one flush, for logs and for tests that wait on the
 // flush sequence instead of sleeping.
 type flushReport struct {
-	Seq     int
-	Initial bool // the first full flush, or (with Reload) one after a config reload
-	Reload  bool
-	Retry   bool
+	Seq      int
+	Initial  bool // the first full flush, or (with Reload) one after a config reload
+	Reload   bool
+	Retry    bool
 	Services int
 	Clusters []string // names handed to the writer, sorted
 	writer.Result
