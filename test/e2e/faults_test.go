@@ -90,9 +90,9 @@ func restartOnExit(t *testing.T, p *harness.Proc) {
 
 // neverBlank fails the test if any rename of file brought a file Envoy would
 // refuse or one without endpoints: the Service always had ready Pods.
-func neverBlank(t *testing.T, rec *harness.RenameRecorder, file, clusterName string) {
+func neverBlank(t *testing.T, files *harness.DirWatcher, file, clusterName string) {
 	t.Helper()
-	for i, a := range rec.Arrivals() {
+	for i, a := range files.Arrivals() {
 		if a.Name != file {
 			continue
 		}
@@ -145,12 +145,11 @@ func outageScenario(t *testing.T, p *harness.Proc, svc string, octet int) {
 
 	out := t.TempDir()
 	files := harness.WatchDir(t, out) // fails the test on any write in place or removal
-	rec := harness.RecordRenames(t, out)
 	// Only this scenario's Service: the other scenarios' Services are not
 	// its business.
 	e := c.StartEdsyncDuringFaults(t, "--output-dir", out, "--debounce", "50ms", "--service", "default/"+svc)
 	files.WaitEndpoints(t, file, clusterName, settle, want...)
-	if err := rec.WaitCaughtUp(settle); err != nil {
+	if err := files.WaitCaughtUp(settle); err != nil {
 		t.Fatal(err)
 	}
 
@@ -158,7 +157,7 @@ func outageScenario(t *testing.T, p *harness.Proc, svc string, octet int) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	renamesBefore := rec.Len()
+	renamesBefore := files.Len()
 
 	restartOnExit(t, p)
 	stoppedAt := time.Now()
@@ -179,8 +178,8 @@ func outageScenario(t *testing.T, p *harness.Proc, svc string, octet int) {
 	if d := harness.DiffSnapshots(before, during); d != "" {
 		t.Errorf("the output folder changed while %s was down (want every file as it was):\n%s", p.Name, d)
 	}
-	if n := rec.Len() - renamesBefore; n != 0 {
-		t.Errorf("%d rename(s) into the output folder while %s was down, want none:\n%s", n, p.Name, describe(rec.Arrivals()[renamesBefore:]))
+	if n := files.Len() - renamesBefore; n != 0 {
+		t.Errorf("%d rename(s) into the output folder while %s was down, want none:\n%s", n, p.Name, describe(files.Arrivals()[renamesBefore:]))
 	}
 
 	if err := p.Start(); err != nil {
@@ -205,24 +204,24 @@ func outageScenario(t *testing.T, p *harness.Proc, svc string, octet int) {
 
 	// A change made after the restart reaches the file (through
 	// kube-controller-manager, whose own informers also recover).
-	renamesBeforeChange := rec.Len()
+	renamesBeforeChange := files.Len()
 	want = append(want, addPod(t, svc, labels, node, octet, 3))
 	changeAt := time.Now()
 	files.WaitEndpoints(t, file, clusterName, recoverTimeout, want...)
 	t.Logf("pod added after the restart reached the file in %v", time.Since(changeAt).Round(time.Millisecond))
-	if err := rec.WaitCaughtUp(settle); err != nil {
+	if err := files.WaitCaughtUp(settle); err != nil {
 		t.Fatal(err)
 	}
-	if n := rec.Len() - renamesBeforeChange; n != 1 {
+	if n := files.Len() - renamesBeforeChange; n != 1 {
 		t.Logf("note: %d renames of the output folder's files between the restart's pod change and its arrival, want 1:\n%s",
-			n, describe(rec.Arrivals()[renamesBeforeChange:]))
+			n, describe(files.Arrivals()[renamesBeforeChange:]))
 	}
 
 	startupRefusals := len(harness.ForbiddenLines(e.Stderr()))
 	if !e.Running() {
 		t.Fatalf("edsync is not running after the %s outage (code %d); stderr:\n%s", p.Name, e.ExitCode(), e.Stderr())
 	}
-	neverBlank(t, rec, file, clusterName)
+	neverBlank(t, files, file, clusterName)
 	if err := e.Stop(10 * time.Second); err != nil {
 		t.Errorf("edsync exited with %v after SIGTERM, want 0\n%s", err, e.Stderr())
 	}
@@ -252,8 +251,7 @@ func TestStartWhileAPIServerDown(t *testing.T) {
 
 	out, outOnce := t.TempDir(), t.TempDir()
 	files := harness.WatchDir(t, out)
-	rec := harness.RecordRenames(t, out)
-	recOnce := harness.RecordRenames(t, outOnce)
+	recOnce := harness.WatchDir(t, outOnce)
 
 	// edsync's ServiceAccount and token are made through the API server.
 	if _, err := c.EdsyncKubeconfig(ctx); err != nil {
@@ -299,7 +297,7 @@ func TestStartWhileAPIServerDown(t *testing.T) {
 	if !e.Running() {
 		t.Fatalf("edsync exited (code %d) while the API server was down; stderr:\n%s", e.ExitCode(), e.Stderr())
 	}
-	for dir, r := range map[string]*harness.RenameRecorder{out: rec, outOnce: recOnce} {
+	for dir, r := range map[string]*harness.DirWatcher{out: files, outOnce: recOnce} {
 		if got, err := harness.SnapshotDir(dir); err != nil {
 			t.Fatal(err)
 		} else if len(got) != 0 || r.Len() != 0 {
@@ -315,7 +313,7 @@ func TestStartWhileAPIServerDown(t *testing.T) {
 		t.Fatalf("API server not ready after its start: %v\n%s", err, c.APIServer.LogTail(30))
 	}
 	files.WaitEndpoints(t, file, clusterName, recoverTimeout, want...)
-	if err := rec.WaitCaughtUp(settle); err != nil {
+	if err := files.WaitCaughtUp(settle); err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("file caught up %v after the API server was started", time.Since(restartedAt).Round(time.Millisecond))
@@ -324,7 +322,7 @@ func TestStartWhileAPIServerDown(t *testing.T) {
 	if !e.Running() {
 		t.Fatalf("edsync is not running (code %d); stderr:\n%s", e.ExitCode(), e.Stderr())
 	}
-	neverBlank(t, rec, file, clusterName)
+	neverBlank(t, files, file, clusterName)
 	if err := e.Stop(10 * time.Second); err != nil {
 		t.Errorf("edsync exited with %v after SIGTERM, want 0\n%s", err, e.Stderr())
 	}

@@ -57,13 +57,12 @@ func TestLatency(t *testing.T) {
 	}
 	out := t.TempDir()
 	files := harness.WatchDir(t, out)
-	rec := harness.RecordRenames(t, out)
 	// The default --debounce, 50ms; only this Service.
 	e := c.StartEdsync(t, "--output-dir", out, "--service", ns+"/"+svc)
 	files.WaitEndpoints(t, file, clusterName, settle, bothReady...)
-	// The recorder's events may lag DirWatcher's: the first change must not
-	// pick up the initial write.
-	if err := rec.WaitCaughtUp(settle); err != nil {
+	// WaitEndpoints may return before the watcher has recorded the rename
+	// that it read: the first change must not pick up the initial write.
+	if err := files.WaitCaughtUp(settle); err != nil {
 		t.Fatal(err)
 	}
 
@@ -77,13 +76,13 @@ func TestLatency(t *testing.T) {
 		if ready {
 			want = bothReady
 		}
-		from := rec.Len()
+		from := files.Len()
 		if err := c.SetPodStatus(ctx, ns, pods[1].name, pods[1].ip, ready); err != nil {
 			t.Fatal(err)
 		}
 		written := time.Now()
 		for {
-			a, next, ok := rec.Next(file, from, settle)
+			a, next, ok := files.Next(file, from, settle)
 			if !ok {
 				data, _ := os.ReadFile(files.Dir + "/" + file)
 				t.Fatalf("change %d (%s ready=%v): no rename of %s brought endpoints\n  %s\nwithin %v; the file held:\n%s",

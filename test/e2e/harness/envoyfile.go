@@ -65,21 +65,36 @@ func Endpoints(cla *endpointv3.ClusterLoadAssignment) []string {
 }
 
 // DirWatcher watches an edsync output folder with fsnotify, the way Envoy
-// does (inotify on the parent folder). It wakes waiters when a file is
-// renamed into the folder, and records every event that shows a file being
-// changed other than by a rename (Envoy rule 5) as a violation, which fails
-// the test at its end.
+// does (inotify on the parent folder). It records every rename of a file
+// into the folder (what Envoy reloads on) with its time and the content read
+// right after it, wakes waiters on each, and records every event that shows
+// a file being changed other than by a rename (Envoy rule 5) as a violation,
+// which fails the test at its end. The fault scenarios read the record (was
+// a file ever blanked, was anything renamed during an outage) and so does the
+// latency scenario (when did a change arrive).
 type DirWatcher struct {
 	Dir string
 
 	w          *fsnotify.Watcher
 	mu         sync.Mutex
 	changed    chan struct{} // closed and replaced on every arrival
+	all        []Arrival
 	renames    map[string]int
 	violations []string
 }
 
-// WatchDir starts watching dir; the test's cleanup stops it.
+// Arrival is one rename of a file into the folder, as Envoy sees it: the
+// time fsnotify delivered the event and the file's content read right after
+// it (a later rename may already have replaced it).
+type Arrival struct {
+	Name string
+	At   time.Time
+	Data []byte
+	Err  error // reading the file failed
+}
+
+// WatchDir starts watching dir; the test's cleanup stops it and fails the
+// test on any violation.
 func WatchDir(t testing.TB, dir string) *DirWatcher {
 	t.Helper()
 	w, err := fsnotify.NewWatcher()
@@ -111,7 +126,7 @@ func (d *DirWatcher) loop(done chan struct{}) {
 			if !ok {
 				return
 			}
-			d.event(ev)
+			d.event(ev, time.Now())
 		case err, ok := <-d.w.Errors:
 			if !ok {
 				return
@@ -122,7 +137,7 @@ func (d *DirWatcher) loop(done chan struct{}) {
 	}
 }
 
-func (d *DirWatcher) event(ev fsnotify.Event) {
+func (d *DirWatcher) event(ev fsnotify.Event, at time.Time) {
 	name := filepath.Base(ev.Name)
 	if strings.HasPrefix(name, ".") {
 		return // edsync's temp folder, where Envoy does not look
@@ -130,7 +145,9 @@ func (d *DirWatcher) event(ev fsnotify.Event) {
 	switch {
 	// A rename into the folder (IN_MOVED_TO) arrives as Create: what Envoy reloads on.
 	case ev.Has(fsnotify.Create):
+		data, err := os.ReadFile(ev.Name)
 		d.mu.Lock()
+		d.all = append(d.all, Arrival{Name: name, At: at, Data: data, Err: err})
 		d.renames[name]++
 		close(d.changed)
 		d.changed = make(chan struct{})
@@ -163,6 +180,80 @@ func (d *DirWatcher) Renames(name string) int {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return d.renames[name]
+}
+
+// Arrivals returns every rename recorded so far, in order.
+func (d *DirWatcher) Arrivals() []Arrival {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return slices.Clone(d.all)
+}
+
+// Len is the number of renames recorded so far; pass it to Next as from.
+func (d *DirWatcher) Len() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return len(d.all)
+}
+
+// Next waits for the first rename of name at index from or later and returns
+// it with the index after it. ok is false after timeout.
+func (d *DirWatcher) Next(name string, from int, timeout time.Duration) (a Arrival, next int, ok bool) {
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	for {
+		d.mu.Lock()
+		wake := d.changed
+		for ; from < len(d.all); from++ {
+			if d.all[from].Name == name {
+				a := d.all[from]
+				d.mu.Unlock()
+				return a, from + 1, true
+			}
+		}
+		d.mu.Unlock()
+		select {
+		case <-wake:
+		case <-deadline.C:
+			return Arrival{}, from, false
+		}
+	}
+}
+
+// WaitCaughtUp waits until, for every file now in the folder, the last rename
+// recorded brought the content the file holds. WaitFor reads the file itself
+// and may return before the watcher has recorded the rename that brought
+// it; counting renames from Len is only meaningful after this.
+func (d *DirWatcher) WaitCaughtUp(timeout time.Duration) error {
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	for {
+		d.mu.Lock()
+		wake := d.changed
+		last := map[string][]byte{}
+		for _, a := range d.all {
+			last[a.Name] = a.Data
+		}
+		d.mu.Unlock()
+		now, err := SnapshotDir(d.Dir)
+		if err != nil {
+			return err
+		}
+		var behind []string
+		for name, st := range now {
+			if data, ok := last[name]; !ok || string(data) != string(st.Data) {
+				behind = append(behind, name)
+			}
+		}
+		if len(behind) == 0 {
+			return nil
+		}
+		select {
+		case <-wake:
+		case <-deadline.C:
+			return fmt.Errorf("watcher of %s: no rename seen for the current content of %v after %v", d.Dir, behind, timeout)
+		}
+	}
 }
 
 // WaitFor waits until the file name holds a valid EDS file for cluster on

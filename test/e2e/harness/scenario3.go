@@ -5,134 +5,11 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/fsnotify/fsnotify"
 )
-
-// Arrival is one rename of a file into a watched folder, as Envoy sees it:
-// the time fsnotify delivered the event and the file's content read right
-// after it (a later rename may already have replaced it).
-type Arrival struct {
-	Name string
-	At   time.Time
-	Data []byte
-	Err  error // reading the file failed
-}
-
-// RenameRecorder records every rename into a folder, with its time and the
-// content read at that moment, for the fault scenarios (was a file ever
-// blanked, was anything renamed during an outage) and the latency scenario
-// (when did the change arrive).
-type RenameRecorder struct {
-	Dir string
-
-	w    *fsnotify.Watcher
-	mu   sync.Mutex
-	all  []Arrival
-	wake chan struct{} // closed and replaced on every arrival
-	errs []string
-}
-
-// RecordRenames starts recording renames into dir; the test's cleanup stops
-// it and fails the test if fsnotify reported an error (lost events).
-func RecordRenames(t testing.TB, dir string) *RenameRecorder {
-	t.Helper()
-	w, err := fsnotify.NewWatcher()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := w.Add(dir); err != nil {
-		w.Close()
-		t.Fatal(err)
-	}
-	r := &RenameRecorder{Dir: dir, w: w, wake: make(chan struct{})}
-	done := make(chan struct{})
-	go r.loop(done)
-	t.Cleanup(func() {
-		w.Close()
-		<-done
-		r.mu.Lock()
-		defer r.mu.Unlock()
-		for _, e := range r.errs {
-			t.Errorf("%s: %s", dir, e)
-		}
-	})
-	return r
-}
-
-func (r *RenameRecorder) loop(done chan struct{}) {
-	defer close(done)
-	for {
-		select {
-		case ev, ok := <-r.w.Events:
-			if !ok {
-				return
-			}
-			at := time.Now()
-			name := filepath.Base(ev.Name)
-			if strings.HasPrefix(name, ".") || !ev.Has(fsnotify.Create) {
-				continue
-			}
-			data, err := os.ReadFile(ev.Name)
-			r.mu.Lock()
-			r.all = append(r.all, Arrival{Name: name, At: at, Data: data, Err: err})
-			close(r.wake)
-			r.wake = make(chan struct{})
-			r.mu.Unlock()
-		case err, ok := <-r.w.Errors:
-			if !ok {
-				return
-			}
-			r.mu.Lock()
-			r.errs = append(r.errs, fmt.Sprintf("fsnotify: %v", err))
-			r.mu.Unlock()
-		}
-	}
-}
-
-// Arrivals returns every rename recorded so far, in order.
-func (r *RenameRecorder) Arrivals() []Arrival {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return slices.Clone(r.all)
-}
-
-// Len is the number of renames recorded so far; pass it to Next as from.
-func (r *RenameRecorder) Len() int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return len(r.all)
-}
-
-// Next waits for the first rename of name at index from or later and returns
-// it with the index after it. ok is false after timeout.
-func (r *RenameRecorder) Next(name string, from int, timeout time.Duration) (a Arrival, next int, ok bool) {
-	deadline := time.NewTimer(timeout)
-	defer deadline.Stop()
-	for {
-		r.mu.Lock()
-		wake := r.wake
-		for ; from < len(r.all); from++ {
-			if r.all[from].Name == name {
-				a := r.all[from]
-				r.mu.Unlock()
-				return a, from + 1, true
-			}
-		}
-		r.mu.Unlock()
-		select {
-		case <-wake:
-		case <-deadline.C:
-			return Arrival{}, from, false
-		}
-	}
-}
 
 // FileState is what a file in an output folder looks like at one moment:
 // enough to tell whether it was touched in any way.
@@ -205,42 +82,6 @@ func (c *Cluster) RestartControllerManagerSameArgs(ctx context.Context) error {
 		return err
 	}
 	return c.waitControllerManager(ctx)
-}
-
-// WaitCaughtUp waits until, for every file now in the folder, the last rename
-// the recorder has seen brought the content the file holds: the recorder's
-// own fsnotify events may lag those another watcher (DirWatcher) has acted
-// on. Counting renames from Len is only meaningful after it.
-func (r *RenameRecorder) WaitCaughtUp(timeout time.Duration) error {
-	deadline := time.NewTimer(timeout)
-	defer deadline.Stop()
-	for {
-		r.mu.Lock()
-		wake := r.wake
-		last := map[string][]byte{}
-		for _, a := range r.all {
-			last[a.Name] = a.Data
-		}
-		r.mu.Unlock()
-		now, err := SnapshotDir(r.Dir)
-		if err != nil {
-			return err
-		}
-		var behind []string
-		for name, st := range now {
-			if d, ok := last[name]; !ok || string(d) != string(st.Data) {
-				behind = append(behind, name)
-			}
-		}
-		if len(behind) == 0 {
-			return nil
-		}
-		select {
-		case <-wake:
-		case <-deadline.C:
-			return fmt.Errorf("rename recorder of %s: no rename event seen for the current content of %v after %v", r.Dir, behind, timeout)
-		}
-	}
 }
 
 // StartEdsyncDuringFaults is StartEdsync without its end-of-test check that
