@@ -179,7 +179,10 @@ func oneLine(err error) string { return strings.ReplaceAll(err.Error(), "\n", ";
 
 // signalContext cancels on the first SIGINT or SIGTERM, so edsync flushes
 // what is pending and exits 0; a second signal exits at once.
-func signalContext() (context.Context, func()) {
+func signalContext() (context.Context, func()) { return signalContextExit(os.Exit) }
+
+// signalContextExit is signalContext with the exit injected, for its test.
+func signalContextExit(exit func(int)) (context.Context, func()) {
 	ctx, cancel := context.WithCancel(context.Background())
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
@@ -192,7 +195,7 @@ func signalContext() (context.Context, func()) {
 		}
 		<-sigs
 		fmt.Fprintln(os.Stderr, "edsync: second signal, exiting now")
-		os.Exit(exitFailure)
+		exit(exitFailure)
 	}()
 	return ctx, func() { signal.Stop(sigs); cancel() }
 }
