@@ -134,4 +134,3 @@ func TestVMExampleScriptIsPOSIX(t *testing.T) {
 	}
 	t.Skip("no POSIX sh")
 }
-
