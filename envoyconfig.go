@@ -70,7 +70,10 @@ func envoyConfigCommand(stdout, stderr io.Writer, started *bool) *cli.Command {
 
 // syncClusterNames runs the pipeline once as a dry run with its output
 // discarded and returns the clusters of its first flush, declared ones
-// included: exactly the files a real run would write first.
+// included: the clusters a real run publishes. (A dry run reads no output
+// folder, so stale files of an earlier run, which a real run would empty,
+// are not among them.) onFlush, otherwise a test hook, is the one place
+// that sees the flush's cluster names.
 func syncClusterNames(ctx context.Context, cfg *config, stderr io.Writer) ([]string, error) {
 	run := *cfg
 	run.dryRun, run.once = true, true
