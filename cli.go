@@ -132,6 +132,7 @@ func runContext(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		Writer:          stdout,
 		ErrWriter:       stderr,
 		HideHelpCommand: true,
+		Commands:        []*cli.Command{envoyConfigCommand(stdout, stderr, &started)},
 		OnUsageError: func(_ *cli.Context, err error, _ bool) error {
 			return usageError{err}
 		},

@@ -7,14 +7,11 @@ import (
 	"strings"
 	"testing"
 
-	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
 	// The typed configs the example bootstrap names, so its Anys resolve.
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
-	"google.golang.org/protobuf/encoding/protojson"
-	"sigs.k8s.io/yaml"
 
 	"github.com/edsync/edsync/writer"
 )
@@ -27,17 +24,7 @@ func TestExampleEnvoyConfigMatchesWhatEdsyncWrites(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	js, err := yaml.YAMLToJSON(data)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var boot bootstrapv3.Bootstrap
-	if err := protojson.Unmarshal(js, &boot); err != nil {
-		t.Fatalf("examples/envoy/envoy.yaml is not a valid Envoy bootstrap: %v", err)
-	}
-	if err := boot.ValidateAll(); err != nil {
-		t.Fatalf("examples/envoy/envoy.yaml fails validation: %v", err)
-	}
+	boot := parseBootstrap(t, "examples/envoy/envoy.yaml", data)
 
 	out := t.TempDir()
 	if code, _, stderr := edsync(t, "--from-dir", "examples/endpointslices", "--once", "--output-dir", out); code != 0 {
@@ -71,8 +58,8 @@ func TestExampleEnvoyConfigMatchesWhatEdsyncWrites(t *testing.T) {
 			t.Errorf("cluster %s: no endpoints in %s", c.Name, file)
 		}
 	}
-	if eds != 3 {
-		t.Errorf("found %d EDS clusters in the example, want 3", eds)
+	if eds != 4 {
+		t.Errorf("found %d EDS clusters in the example, want 4", eds)
 	}
 }
 

@@ -1,0 +1,182 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"path/filepath"
+	"time"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	"github.com/urfave/cli/v2"
+	"go.yaml.in/yaml/v3"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"k8s.io/klog/v2"
+
+	"github.com/edsync/edsync/writer"
+)
+
+// envoyConfigCommand is `edsync envoy-config`: with the flags of a normal
+// run, it syncs once (a dry run, nothing written) and prints the Envoy
+// clusters that read the files that run would write. Deriving the clusters
+// from a real sync, not from the flags alone, means the names and paths are
+// the ones the writer uses, whatever the template, --cluster list or config.
+func envoyConfigCommand(stdout, stderr io.Writer, started *bool) *cli.Command {
+	return &cli.Command{
+		Name:  "envoy-config",
+		Usage: "print the Envoy EDS clusters (YAML) that read the files edsync writes",
+		Description: "Takes the same flags as edsync itself, syncs once without writing anything, and prints a\n" +
+			"`clusters:` list to paste under an Envoy bootstrap's static_resources: one EDS cluster per file,\n" +
+			"named like the CLA inside it, with a path_config_source on that file in --output-dir.\n" +
+			"--dry-run and --once are implied.",
+		Flags: append(flags(),
+			&cli.DurationFlag{Name: "connect-timeout", Category: "Envoy clusters", EnvVars: env("CONNECT_TIMEOUT"),
+				Value: time.Second, Usage: "the clusters' connect_timeout `DURATION`"},
+		),
+		Action: func(c *cli.Context) error {
+			if c.NArg() > 0 {
+				return usagef("unexpected argument %q", c.Args().First())
+			}
+			cfg, err := configFrom(c)
+			if err != nil {
+				return err
+			}
+			if cfg.outputDir == "" || !filepath.IsAbs(cfg.outputDir) {
+				// Envoy resolves a relative path from its own working
+				// folder, which is not edsync's.
+				return usagef("envoy-config: --output-dir must be an absolute path: the clusters' paths point into it")
+			}
+			timeout := c.Duration("connect-timeout")
+			if timeout <= 0 {
+				return usagef("--connect-timeout must be positive")
+			}
+			*started = true
+			names, err := syncClusterNames(c.Context, cfg, stderr)
+			if err != nil {
+				return err
+			}
+			out, err := envoyClusters(names, cfg.outputDir, cfg.format, timeout)
+			if err != nil {
+				return err
+			}
+			_, err = stdout.Write(out)
+			return err
+		},
+	}
+}
+
+// syncClusterNames runs the pipeline once as a dry run with its output
+// discarded and returns the clusters of its first flush, declared ones
+// included: the clusters a real run publishes. (A dry run reads no output
+// folder, so stale files of an earlier run, which a real run would empty,
+// are not among them.) onFlush, otherwise a test hook, is the one place
+// that sees the flush's cluster names.
+func syncClusterNames(ctx context.Context, cfg *config, stderr io.Writer) ([]string, error) {
+	run := *cfg
+	run.dryRun, run.once = true, true
+	log := newLogger(&run, stderr)
+	klogOnce.Do(func() { klog.SetSlogLogger(log.With("component", "client-go")) })
+	p, err := build(&run, log, io.Discard)
+	if err != nil {
+		return nil, err
+	}
+	var names []string
+	p.onFlush = func(r flushReport) {
+		if r.Initial {
+			names = r.Clusters // sorted
+		}
+	}
+	if err := p.Run(ctx); err != nil {
+		return nil, err
+	}
+	return names, nil
+}
+
+// envoyClusters renders one EDS cluster per name as YAML: `clusters:` and a
+// list, in the order of the names, each cluster's fields in the order of
+// Envoy's proto (name first), so the same names give the same bytes.
+func envoyClusters(names []string, dir string, format writer.Format, connectTimeout time.Duration) ([]byte, error) {
+	list := &yaml.Node{Kind: yaml.SequenceNode}
+	for _, name := range names {
+		file, err := writer.FileName(name, format)
+		if err != nil {
+			return nil, err
+		}
+		c := edsCluster(name, filepath.Join(dir, file), connectTimeout)
+		if err := c.ValidateAll(); err != nil {
+			return nil, fmt.Errorf("cluster %s: %w", name, err)
+		}
+		js, err := protojson.MarshalOptions{UseProtoNames: true}.Marshal(c)
+		if err != nil {
+			return nil, fmt.Errorf("cluster %s: %w", name, err)
+		}
+		// JSON is YAML: decoding it into a node keeps protojson's field
+		// order, and dropping the JSON styles (flow, quotes) gives block
+		// YAML. protojson's spacing, deliberately unstable, is gone too.
+		var doc yaml.Node
+		if err := yaml.Unmarshal(js, &doc); err != nil {
+			return nil, fmt.Errorf("cluster %s: %w", name, err)
+		}
+		plain(&doc)
+		list.Content = append(list.Content, doc.Content[0])
+	}
+	if len(list.Content) == 0 {
+		list.Style = yaml.FlowStyle // "clusters: []", not "clusters: null"
+	}
+	top := &yaml.Node{Kind: yaml.MappingNode, Content: []*yaml.Node{
+		{Kind: yaml.ScalarNode, Value: "clusters"}, list,
+	}}
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "# Envoy clusters for the files edsync writes into %s (edsync envoy-config).\n", dir)
+	b.WriteString("# Paste under static_resources of the Envoy bootstrap.\n")
+	enc := yaml.NewEncoder(&b)
+	enc.SetIndent(2)
+	if err := enc.Encode(top); err != nil {
+		return nil, err
+	}
+	if err := enc.Close(); err != nil {
+		return nil, err
+	}
+	return b.Bytes(), nil
+}
+
+// plain clears the styles that decoding JSON set. The encoder still quotes a
+// string that would read as another type without quotes.
+func plain(n *yaml.Node) {
+	n.Style = 0
+	for _, c := range n.Content {
+		plain(c)
+	}
+}
+
+// edsCluster is an Envoy cluster whose endpoints come from one file of ours.
+// Its name is the CLA's cluster_name (Envoy rule 3 needs service_name to
+// match it; using it as the cluster's name too keeps routes readable).
+//
+// The config source is a path_config_source on the file, without
+// watched_directory. Envoy then watches the file's folder for a move onto
+// that very name (inotify IN_MOVED_TO), which is how edsync writes: a temp
+// file in .tmp/ renamed over the target. watched_directory is for a path
+// Envoy cannot see moved onto, such as a file in a ConfigMap volume, whose
+// ..data symlink is swapped instead. With it, every rename into the folder
+// would reload every cluster reading from it: N clusters re-read N files for
+// each changed one.
+func edsCluster(name, path string, connectTimeout time.Duration) *clusterv3.Cluster {
+	return &clusterv3.Cluster{
+		Name:                 name,
+		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS},
+		ConnectTimeout:       durationpb.New(connectTimeout),
+		EdsClusterConfig: &clusterv3.Cluster_EdsClusterConfig{
+			ServiceName: name,
+			EdsConfig: &corev3.ConfigSource{
+				ResourceApiVersion: corev3.ApiVersion_V3,
+				ConfigSourceSpecifier: &corev3.ConfigSource_PathConfigSource{
+					PathConfigSource: &corev3.PathConfigSource{Path: path},
+				},
+			},
+		},
+	}
+}

@@ -1,0 +1,173 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/testing/protocmp"
+	"sigs.k8s.io/yaml"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+// parseBootstrap reads an Envoy bootstrap in YAML the way Envoy does
+// (YAML -> JSON -> proto with the registered types) and validates it.
+func parseBootstrap(t *testing.T, what string, data []byte) *bootstrapv3.Bootstrap {
+	t.Helper()
+	js, err := yaml.YAMLToJSON(data)
+	if err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+	var boot bootstrapv3.Bootstrap
+	if err := protojson.Unmarshal(js, &boot); err != nil {
+		t.Fatalf("%s is not a valid Envoy bootstrap: %v", what, err)
+	}
+	if err := boot.ValidateAll(); err != nil {
+		t.Fatalf("%s fails validation: %v", what, err)
+	}
+	return &boot
+}
+
+// envoyConfig runs `edsync envoy-config` with args and returns the clusters
+// it printed, read back as Envoy would: under static_resources of a
+// bootstrap, which must validate.
+func envoyConfig(t *testing.T, args ...string) (out string, clusters []*clusterv3.Cluster) {
+	t.Helper()
+	code, out, stderr := edsync(t, append([]string{"envoy-config"}, args...)...)
+	if code != 0 {
+		t.Fatalf("envoy-config %q: exit %d\n%s", args, code, stderr)
+	}
+	js, err := yaml.YAMLToJSON([]byte(out))
+	if err != nil {
+		t.Fatalf("envoy-config printed no YAML: %v\n%s", err, out)
+	}
+	boot := parseBootstrap(t, "envoy-config's clusters under static_resources",
+		[]byte(`{"static_resources": `+string(js)+`}`))
+	return out, boot.GetStaticResources().GetClusters()
+}
+
+func TestEnvoyConfigExamples(t *testing.T) {
+	out, _ := envoyConfig(t, "--from-dir", "examples/endpointslices", "--output-dir", "/var/run/edsync")
+	golden(t, filepath.Join("testdata", "envoy-config.examples.yaml"), out)
+}
+
+// Each cluster envoy-config prints reads exactly a file that the main
+// command writes with the same flags, that file holds the CLA the cluster
+// expects, and there is a cluster for every file.
+func TestEnvoyConfigPointsAtTheFilesEdsyncWrites(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		args []string
+	}{
+		{"defaults", nil},
+		{"yaml", []string{"--format", "yaml"}},
+		{"pb, template, declared cluster", []string{"--format", "pb",
+			"--cluster-name-template", "{{.Service}}.{{.Namespace}}{{with .Port}}:{{.}}{{end}}", "--cluster", "later_one"}},
+		{"one service", []string{"--service", "shop/web", "--connect-timeout", "250ms"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			args := append([]string{"--from-dir", "examples/endpointslices", "--output-dir", dir}, tc.args...)
+			_, clusters := envoyConfig(t, args...)
+
+			// The main command has no --connect-timeout.
+			mainArgs := slices.Clone(args)
+			if i := slices.Index(mainArgs, "--connect-timeout"); i >= 0 {
+				mainArgs = slices.Delete(mainArgs, i, i+2)
+			}
+			if code, _, stderr := edsync(t, append(mainArgs, "--once")...); code != 0 {
+				t.Fatalf("edsync --once: exit %d\n%s", code, stderr)
+			}
+			var written []string
+			entries, err := os.ReadDir(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, e := range entries {
+				if e.Type().IsRegular() {
+					written = append(written, filepath.Join(dir, e.Name()))
+				}
+			}
+
+			var paths []string
+			for _, c := range clusters {
+				if c.GetType() != clusterv3.Cluster_EDS || c.GetConnectTimeout() == nil {
+					t.Errorf("cluster %s: type %v, connect_timeout %v: want EDS with a timeout", c.Name, c.GetType(), c.GetConnectTimeout())
+				}
+				eds := c.GetEdsClusterConfig()
+				src := eds.GetEdsConfig().GetPathConfigSource()
+				if src == nil || eds.GetEdsConfig().GetResourceApiVersion().String() != "V3" {
+					t.Errorf("cluster %s: eds_config %v: want a V3 path_config_source", c.Name, eds.GetEdsConfig())
+					continue
+				}
+				paths = append(paths, src.Path)
+				if _, err := os.Stat(src.Path); err != nil {
+					t.Errorf("cluster %s reads %s, which edsync did not write: %v", c.Name, src.Path, err)
+					continue
+				}
+				if cla := readAsEnvoy(t, src.Path); cla.ClusterName != eds.ServiceName || c.Name != eds.ServiceName {
+					t.Errorf("cluster %s (service_name %s) reads %s holding %q: Envoy would reject it",
+						c.Name, eds.ServiceName, src.Path, cla.ClusterName)
+				}
+			}
+			slices.Sort(paths)
+			if !slices.Equal(paths, written) {
+				t.Errorf("clusters read %q, edsync wrote %q", paths, written)
+			}
+			if len(written) == 0 {
+				t.Error("nothing written: the test compares nothing")
+			}
+		})
+	}
+}
+
+func TestEnvoyConfigUsageErrors(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"relative output dir", []string{"--from-dir", "examples/endpointslices", "--output-dir", "out"}, "absolute"},
+		{"no output dir", []string{"--from-dir", "examples/endpointslices", "--dry-run"}, "--output-dir"},
+		{"bad timeout", []string{"--from-dir", "examples/endpointslices", "--output-dir", "/x", "--connect-timeout", "0s"}, "--connect-timeout"},
+		{"bad format", []string{"--from-dir", "examples/endpointslices", "--output-dir", "/x", "--format", "xml"}, "xml"},
+		{"stray argument", []string{"--output-dir", "/x", "extra"}, "unexpected argument"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, stdout, stderr := edsync(t, append([]string{"envoy-config"}, tc.args...)...)
+			if code != exitUsage || strings.Count(stderr, "\n") != 1 || !strings.Contains(stderr, tc.want) || stdout != "" {
+				t.Errorf("exit %d, stdout %q, stderr %q: want exit 2 and one line mentioning %q", code, stdout, stderr, tc.want)
+			}
+		})
+	}
+}
+
+// examples/envoy/envoy.yaml's clusters are what envoy-config prints for the
+// examples, so the example cannot drift from edsync's names and paths. The
+// one addition allowed is typed_extension_protocol_options (HTTP/2 for the
+// gRPC cluster), which envoy-config cannot know.
+func TestExampleEnvoyClustersAreEnvoyConfigOutput(t *testing.T) {
+	data, err := os.ReadFile("examples/envoy/envoy.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	boot := parseBootstrap(t, "examples/envoy/envoy.yaml", data)
+	var got []*clusterv3.Cluster
+	for _, c := range boot.GetStaticResources().GetClusters() {
+		c = proto.Clone(c).(*clusterv3.Cluster)
+		c.TypedExtensionProtocolOptions = nil
+		got = append(got, c)
+	}
+	_, want := envoyConfig(t, "--from-dir", "examples/endpointslices", "--output-dir", "/var/run/edsync")
+	if diff := cmp.Diff(want, got, protocmp.Transform()); diff != "" {
+		t.Errorf("examples/envoy/envoy.yaml's clusters differ from `edsync envoy-config --from-dir examples/endpointslices "+
+			"--output-dir /var/run/edsync` (-printed +example):\n%s", diff)
+	}
+}

@@ -1,0 +1,173 @@
+package main
+
+import (
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	"github.com/google/go-cmp/cmp"
+	"github.com/urfave/cli/v2"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/testing/protocmp"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/yaml"
+)
+
+// parseFlags runs edsync's own flag parsing and checks (configFrom) over
+// args, as the main command would, without starting anything.
+func parseFlags(args []string) (*config, error) {
+	var cfg *config
+	app := &cli.App{
+		Name: "edsync", Flags: flags(), Writer: io.Discard, ErrWriter: io.Discard,
+		OnUsageError:   func(_ *cli.Context, err error, _ bool) error { return usageError{err} },
+		ExitErrHandler: func(*cli.Context, error) {},
+		Action: func(c *cli.Context) error {
+			if c.NArg() > 0 {
+				return usagef("unexpected argument %q", c.Args().First())
+			}
+			var err error
+			cfg, err = configFrom(c)
+			return err
+		},
+	}
+	if err := app.Run(append([]string{"edsync"}, args...)); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+// readObject reads a one-object manifest strictly: a misspelt field fails.
+func readObject(t *testing.T, path string, into any) {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := yaml.UnmarshalStrict(data, into); err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+}
+
+// The sidecar example's pieces fit together: the Envoy bootstrap in its
+// ConfigMap is valid and its clusters are what envoy-config prints for the
+// clusters of edsync's ConfigMap, and both containers agree on the folder.
+func TestKubernetesExampleEnvoyBootstrap(t *testing.T) {
+	var envoyCM, edsyncCM corev1.ConfigMap
+	readObject(t, "examples/kubernetes/envoy-bootstrap.yaml", &envoyCM)
+	readObject(t, "examples/kubernetes/edsync-config.yaml", &edsyncCM)
+	boot := parseBootstrap(t, "envoy.yaml in examples/kubernetes/envoy-bootstrap.yaml", []byte(envoyCM.Data["envoy.yaml"]))
+
+	var edsyncConfig struct {
+		OutputDir string `json:"output-dir"`
+		Clusters  []struct {
+			Name string `json:"name"`
+		} `json:"clusters"`
+	}
+	if err := yaml.Unmarshal([]byte(edsyncCM.Data["config.yaml"]), &edsyncConfig); err != nil {
+		t.Fatalf("config.yaml in examples/kubernetes/edsync-config.yaml: %v", err)
+	}
+	if edsyncConfig.OutputDir == "" || len(edsyncConfig.Clusters) == 0 {
+		t.Fatalf("edsync's config names no output-dir or no clusters: %+v", edsyncConfig)
+	}
+	// With a clusters: list, edsync writes exactly those files: declaring
+	// them over an empty source gives the same clusters.
+	args := []string{"--from-dir", t.TempDir(), "--output-dir", edsyncConfig.OutputDir}
+	for _, c := range edsyncConfig.Clusters {
+		if c.Name == "" {
+			t.Fatalf("a cluster in edsync's config has no name; the example names each one")
+		}
+		args = append(args, "--cluster", c.Name)
+	}
+	_, want := envoyConfig(t, args...)
+	var got []*clusterv3.Cluster
+	for _, c := range boot.GetStaticResources().GetClusters() {
+		c = proto.Clone(c).(*clusterv3.Cluster)
+		c.TypedExtensionProtocolOptions = nil // HTTP/2 for gRPC, added by hand
+		got = append(got, c)
+	}
+	if diff := cmp.Diff(want, got, protocmp.Transform()); diff != "" {
+		t.Errorf("envoy-bootstrap.yaml's clusters differ from what `edsync envoy-config` prints for edsync-config.yaml (-printed +example):\n%s", diff)
+	}
+
+	var dep appsv1.Deployment
+	readObject(t, "examples/kubernetes/deployment.yaml", &dep)
+	spec := dep.Spec.Template.Spec
+	for _, c := range slices.Concat(spec.InitContainers, spec.Containers) {
+		if !slices.ContainsFunc(c.VolumeMounts, func(m corev1.VolumeMount) bool {
+			return m.Name == "edsync-files" && m.MountPath == edsyncConfig.OutputDir
+		}) {
+			t.Errorf("container %s does not mount edsync-files at %s, edsync's output-dir", c.Name, edsyncConfig.OutputDir)
+		}
+	}
+}
+
+// The edsync sidecar is a native sidecar gated by a startup probe on
+// /readyz, and its args parse with edsync's own flags, with the config file
+// from the ConfigMap where --config points.
+func TestKubernetesExampleEdsyncContainer(t *testing.T) {
+	var dep appsv1.Deployment
+	readObject(t, "examples/kubernetes/deployment.yaml", &dep)
+	spec := dep.Spec.Template.Spec
+	if spec.ServiceAccountName != "edsync" {
+		t.Errorf("serviceAccountName %q, want edsync (rbac.yaml)", spec.ServiceAccountName)
+	}
+	i := slices.IndexFunc(spec.InitContainers, func(c corev1.Container) bool { return c.Name == "edsync" })
+	if i < 0 {
+		t.Fatal("no init container named edsync")
+	}
+	c := spec.InitContainers[i]
+	if c.RestartPolicy == nil || *c.RestartPolicy != corev1.ContainerRestartPolicyAlways {
+		t.Error("edsync is not a native sidecar (restartPolicy: Always)")
+	}
+	for name, p := range map[string]*corev1.Probe{"startup": c.StartupProbe, "readiness": c.ReadinessProbe, "liveness": c.LivenessProbe} {
+		want := "/readyz"
+		if name == "liveness" {
+			want = "/healthz"
+		}
+		if p == nil || p.HTTPGet == nil || p.HTTPGet.Path != want || p.HTTPGet.Port.String() != "edsync-http" {
+			t.Errorf("%s probe %+v: want GET %s on port edsync-http", name, p, want)
+		}
+	}
+	if len(c.Ports) != 1 || c.Ports[0].Name != "edsync-http" || c.Ports[0].ContainerPort != 9911 {
+		t.Errorf("ports %+v: want edsync-http 9911", c.Ports)
+	}
+	sc := c.SecurityContext
+	if sc == nil || sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem || sc.RunAsNonRoot == nil || !*sc.RunAsNonRoot ||
+		sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation || sc.Capabilities == nil ||
+		!slices.Equal(sc.Capabilities.Drop, []corev1.Capability{"ALL"}) {
+		t.Errorf("edsync's securityContext %+v: want non-root, read-only root, no privilege escalation, drop ALL", sc)
+	}
+
+	// --config names a file in the mounted ConfigMap folder: give the
+	// parser that file's content.
+	args := slices.Clone(c.Args)
+	j := slices.Index(args, "--config")
+	if j < 0 || j+1 >= len(args) {
+		t.Fatalf("args %q: want --config FILE", args)
+	}
+	var cm corev1.ConfigMap
+	readObject(t, "examples/kubernetes/edsync-config.yaml", &cm)
+	mount := slices.IndexFunc(c.VolumeMounts, func(m corev1.VolumeMount) bool {
+		return m.Name == "edsync-config" && filepath.Dir(args[j+1]) == m.MountPath
+	})
+	content, ok := cm.Data[filepath.Base(args[j+1])]
+	if mount < 0 || !ok {
+		t.Errorf("--config %s is not a key of ConfigMap %s mounted at its folder", args[j+1], cm.Name)
+	}
+	file := filepath.Join(t.TempDir(), "config.yaml")
+	if err := os.WriteFile(file, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	args[j+1] = file
+	if _, err := parseFlags(args); err != nil {
+		t.Errorf("edsync's args %q do not parse: %v", c.Args, err)
+	}
+	if !strings.Contains(strings.Join(c.Args, " "), "--http-addr :9911") {
+		t.Errorf("args %q: want --http-addr :9911, the probes' port", c.Args)
+	}
+}

@@ -1,0 +1,208 @@
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	yamlutil "k8s.io/apimachinery/pkg/util/yaml"
+	"k8s.io/client-go/discovery"
+	"k8s.io/client-go/discovery/cached/memory"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/restmapper"
+
+	"github.com/edsync/edsync/test/e2e/harness"
+)
+
+// TestExamplesKubernetesManifestsApply applies every manifest under
+// examples/kubernetes/ to the real kube-apiserver as `kubectl apply
+// --server-side` would, first as a dry run (DryRun: All) and then for real,
+// with strict field validation: a misspelt or misplaced field, an invalid
+// value or a refused object fails the test. rbac.yaml goes first, as the
+// README says. With no kubelet the gateway's Pods never run; the API
+// server's validation and admission of the Deployment is what is checked.
+func TestExamplesKubernetesManifestsApply(t *testing.T) {
+	ctx := t.Context()
+	repo, err := harness.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	files, err := filepath.Glob(filepath.Join(repo, "examples", "kubernetes", "*.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rbac := filepath.Join(repo, filepath.FromSlash(harness.RBACFile))
+	slices.SortFunc(files, func(a, b string) int { // rbac.yaml first, then by name
+		switch {
+		case a == rbac:
+			return -1
+		case b == rbac:
+			return 1
+		}
+		return strings.Compare(a, b)
+	})
+	if len(files) < 4 || files[0] != rbac {
+		t.Fatalf("manifests %q: want rbac.yaml and the gateway's", files)
+	}
+
+	dyn, err := dynamic.NewForConfig(cluster.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	disc, err := discovery.NewDiscoveryClientForConfig(cluster.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mapper := restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(disc))
+
+	var objs []*unstructured.Unstructured
+	for _, f := range files {
+		objs = append(objs, readManifests(t, f)...)
+	}
+	for _, dryRun := range []bool{true, false} {
+		for _, obj := range objs {
+			gvk := obj.GroupVersionKind()
+			m, err := mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
+			if err != nil {
+				t.Fatalf("%s %s: %v", gvk, obj.GetName(), err)
+			}
+			res := dyn.Resource(m.Resource)
+			var ri dynamic.ResourceInterface = res
+			if m.Scope.Name() == "namespace" {
+				if obj.GetNamespace() == "" {
+					t.Errorf("%s %s has no namespace: it would land in whatever namespace kubectl is set to", gvk.Kind, obj.GetName())
+				}
+				ri = res.Namespace(obj.GetNamespace())
+			}
+			data, err := obj.MarshalJSON()
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Strict: an unknown or duplicate field is an error, not a
+			// warning (apply refuses unknown fields anyway; this says so).
+			opts := metav1.PatchOptions{FieldManager: "edsync-e2e", Force: new(true), FieldValidation: "Strict"}
+			if dryRun {
+				opts.DryRun = []string{metav1.DryRunAll}
+			}
+			if _, err := ri.Patch(ctx, obj.GetName(), types.ApplyPatchType, data, opts); err != nil {
+				t.Errorf("apply %s %s/%s (dry run %v): %v", gvk.Kind, obj.GetNamespace(), obj.GetName(), dryRun, err)
+			}
+		}
+		if t.Failed() {
+			return
+		}
+	}
+
+	// A field the API server does not know for this version is dropped,
+	// not refused, when a feature gate is off: check that the native
+	// sidecar and its probe survived.
+	dep, err := cluster.Client.AppsV1().Deployments("default").Get(ctx, "gateway", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec := dep.Spec.Template.Spec
+	if len(spec.InitContainers) != 1 || spec.InitContainers[0].RestartPolicy == nil ||
+		*spec.InitContainers[0].RestartPolicy != corev1.ContainerRestartPolicyAlways || spec.InitContainers[0].StartupProbe == nil {
+		t.Errorf("the stored Deployment lost the native sidecar or its startup probe: %+v", spec.InitContainers)
+	}
+}
+
+// readManifests decodes every object of a multi-document YAML file.
+func readManifests(t *testing.T, path string) []*unstructured.Unstructured {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []*unstructured.Unstructured
+	docs := yamlutil.NewYAMLReader(bufio.NewReader(bytes.NewReader(data)))
+	for {
+		doc, err := docs.Read()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+		js, err := yamlutil.ToJSON(doc)
+		if err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+		if string(bytes.TrimSpace(js)) == "null" {
+			continue // comments only
+		}
+		obj := &unstructured.Unstructured{}
+		if err := runtime.DecodeInto(unstructured.UnstructuredJSONScheme, js, obj); err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+		out = append(out, obj)
+	}
+	if len(out) == 0 {
+		t.Fatalf("%s: no objects", path)
+	}
+	return out
+}
+
+// TestExamplesVMKubeconfigScript runs examples/vm/make-kubeconfig.sh with
+// kubectl against the real API server (as its admin), then edsync --once
+// with the kubeconfig it printed: the token authenticates as the edsync
+// ServiceAccount and rbac.yaml lets it sync.
+func TestExamplesVMKubeconfigScript(t *testing.T) {
+	kubectl, err := exec.LookPath("kubectl")
+	if err != nil {
+		t.Skip("kubectl not installed")
+	}
+	ctx := t.Context()
+	if _, err := cluster.EdsyncKubeconfig(ctx); err != nil { // creates rbac.yaml's objects
+		t.Fatal(err)
+	}
+	repo, err := harness.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	script := exec.CommandContext(ctx, filepath.Join(repo, "examples", "vm", "make-kubeconfig.sh"))
+	script.Env = append(os.Environ(), "KUBECONFIG="+cluster.AdminKubeconfig, "KUBECTL="+kubectl, "DURATION=1h")
+	var stderr bytes.Buffer
+	script.Stderr = &stderr
+	kubeconfig, err := script.Output()
+	if err != nil {
+		t.Fatalf("make-kubeconfig.sh: %v\n%s", err, stderr.String())
+	}
+	path := filepath.Join(t.TempDir(), "kubeconfig")
+	if err := os.WriteFile(path, kubeconfig, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// The admin kubeconfig's client certificate must not have leaked in:
+	// edsync is to run as the ServiceAccount.
+	if bytes.Contains(kubeconfig, []byte("client-certificate")) || !bytes.Contains(kubeconfig, []byte("token: ")) {
+		t.Fatalf("the kubeconfig is not a token kubeconfig:\n%s", kubeconfig)
+	}
+
+	out := t.TempDir()
+	run := exec.CommandContext(ctx, cluster.Edsync, "--kubeconfig", path, "--once", "--sync-timeout", "30s",
+		"--output-dir", out, "--service", "default/kubernetes", "--cluster", "vm-check")
+	run.WaitDelay = 5 * time.Second
+	logs, err := run.CombinedOutput()
+	if err != nil {
+		t.Fatalf("edsync --once with the script's kubeconfig: %v\n%s", err, logs)
+	}
+	if lines := harness.ForbiddenLines(string(logs)); len(lines) > 0 {
+		t.Errorf("the API server refused edsync:\n%s", strings.Join(lines, "\n"))
+	}
+	if _, err := os.Stat(filepath.Join(out, "vm-check.json")); err != nil {
+		t.Errorf("edsync --once wrote no file for its declared cluster: %v\n%s", err, logs)
+	}
+}
