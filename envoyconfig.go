@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"path/filepath"
 	"time"
 
@@ -77,7 +78,7 @@ func envoyConfigCommand(stdout, stderr io.Writer, started *bool) *cli.Command {
 func syncClusterNames(ctx context.Context, cfg *config, stderr io.Writer) ([]string, error) {
 	run := *cfg
 	run.dryRun, run.once = true, true
-	log := newLogger(&run, stderr)
+	log := newLogger(&run, new(slog.LevelVar), stderr)
 	klogOnce.Do(func() { klog.SetSlogLogger(log.With("component", "client-go")) })
 	p, err := build(&run, log, io.Discard)
 	if err != nil {
