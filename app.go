@@ -33,6 +33,16 @@ func start(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
 	}
 	log.Info("edsync starting", "version", buildVersion(), "source", sourceName(cfg),
 		"output_dir", cfg.outputDir, "format", cfg.format, "dry_run", cfg.dryRun, "once", cfg.once)
+	p.metrics.configLoadedAtStart(p.now())
+	// With --once edsync exits before anyone could scrape or probe it (and
+	// an init container has no probes): it serves nothing.
+	if cfg.httpAddr != "" && !cfg.once {
+		stop, err := serveHTTP(cfg.httpAddr, httpHandler(p.metrics, p.health), log.With("component", "http"))
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
 	return p.Run(ctx)
 }
 
@@ -68,7 +78,12 @@ func build(cfg *config, log *slog.Logger, stdout io.Writer) (*pipeline, error) {
 		once:        cfg.once,
 		syncTimeout: cfg.syncTimeout,
 	})
-	store := watch.NewStore(p.notify)
+	store := watch.NewStoreWith(watch.StoreOptions{
+		Notify:            p.notify,
+		OnEvent:           p.metrics.sliceEvent,
+		OnSkip:            p.metrics.skip,
+		TriggerTimesSince: p.now(),
+	})
 	p.store = store
 
 	if cfg.fromDir != "" {

@@ -54,6 +54,7 @@ const (
 	catTiming    = "Timing"
 	catSemantics = "Endpoints"
 	catLogging   = "Logging"
+	catMonitor   = "Monitoring"
 )
 
 func env(name string) []string { return []string{"EDSYNC_" + name} }
@@ -106,6 +107,9 @@ func flags() []cli.Flag {
 			Usage: "`LEVEL`: debug, info, warn or error"},
 		&cli.StringFlag{Name: "log-format", Category: catLogging, EnvVars: env("LOG_FORMAT"), Value: "text",
 			Usage: "`FORMAT` of log lines: text or json"},
+
+		&cli.StringFlag{Name: "http-addr", Category: catMonitor, EnvVars: env("HTTP_ADDR"), Value: defaultHTTPAddr,
+			Usage: "serve /metrics (Prometheus), /healthz and /readyz on `ADDR` (HOST:PORT); \"off\" or \"\" serves nothing, nor does --once"},
 	}
 }
 
@@ -215,6 +219,7 @@ type config struct {
 
 	logLevel  slog.Level
 	logFormat string
+	httpAddr  string // "" serves nothing
 }
 
 func configFrom(c *cli.Context) (*config, error) {
@@ -280,6 +285,9 @@ func configFrom(c *cli.Context) (*config, error) {
 	}
 	if cfg.logFormat != "text" && cfg.logFormat != "json" {
 		return nil, usagef("invalid --log-format %q: want text or json", cfg.logFormat)
+	}
+	if cfg.httpAddr, err = parseHTTPAddr(c.String("http-addr")); err != nil {
+		return nil, err
 	}
 	return cfg, nil
 }
