@@ -78,13 +78,7 @@ func build(cfg *config, log *slog.Logger, stdout io.Writer) (*pipeline, error) {
 		once:        cfg.once,
 		syncTimeout: cfg.syncTimeout,
 	})
-	store := watch.NewStoreWith(watch.StoreOptions{
-		Notify:            p.notify,
-		OnEvent:           p.metrics.sliceEvent,
-		OnSkip:            p.metrics.skip,
-		TriggerTimesSince: p.now(),
-	})
-	p.store = store
+	store := p.newStore()
 
 	if cfg.fromDir != "" {
 		src, err := watch.NewDir(watch.DirOptions{
@@ -115,6 +109,20 @@ func build(cfg *config, log *slog.Logger, stdout io.Writer) (*pipeline, error) {
 	}
 	p.source = src
 	return p, nil
+}
+
+// newStore makes the Store the sources write and the pipeline reads: its
+// events and skips are counted, and the trigger times of the slices that
+// change from now on are kept for the network programming latency.
+func (p *pipeline) newStore() *watch.Store {
+	s := watch.NewStoreWith(watch.StoreOptions{
+		Notify:            p.notify,
+		OnEvent:           p.metrics.sliceEvent,
+		OnSkip:            p.metrics.skip,
+		TriggerTimesSince: p.now(),
+	})
+	p.store = s
+	return s
 }
 
 // restConfig uses in-cluster credentials when edsync runs in a Pod and no

@@ -109,6 +109,7 @@ func replaceFile(t *testing.T, path, content string) {
 // testPipeline runs edsync's pipeline on a folder of manifests and reports
 // each flush on a channel, so tests wait on flushes, not on time.
 type testPipeline struct {
+	p       *pipeline
 	in, out string
 	flushes chan flushReport
 	notices chan render.ServiceKey
@@ -118,15 +119,21 @@ type testPipeline struct {
 
 func startPipeline(t *testing.T, cfg *config) *testPipeline {
 	t.Helper()
-	tp := &testPipeline{
-		in: cfg.fromDir, out: cfg.outputDir,
-		flushes: make(chan flushReport, 100),
-		notices: make(chan render.ServiceKey, 100),
-		done:    make(chan error, 1),
-	}
 	p, err := build(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), io.Discard)
 	if err != nil {
 		t.Fatal(err)
+	}
+	return runPipeline(t, p, cfg.fromDir, cfg.outputDir)
+}
+
+// runPipeline runs p in the background for the test.
+func runPipeline(t *testing.T, p *pipeline, in, out string) *testPipeline {
+	t.Helper()
+	tp := &testPipeline{
+		p: p, in: in, out: out,
+		flushes: make(chan flushReport, 100),
+		notices: make(chan render.ServiceKey, 100),
+		done:    make(chan error, 1),
 	}
 	p.onFlush = func(r flushReport) { tp.flushes <- r }
 	p.onNotify = func(k render.ServiceKey) {
