@@ -37,7 +37,7 @@ func start(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
 	// With --once edsync exits before anyone could scrape or probe it (and
 	// an init container has no probes): it serves nothing.
 	if cfg.httpAddr != "" && !cfg.once {
-		stop, err := serveHTTP(cfg.httpAddr, httpHandler(p.metrics, p.health), log.With("component", "http"))
+		_, stop, err := serveHTTP(cfg.httpAddr, httpHandler(p.metrics, p.health), log.With("component", "http"))
 		if err != nil {
 			return err
 		}

@@ -59,11 +59,12 @@ func probe(check func() error) http.HandlerFunc {
 
 // serveHTTP listens on addr at once, so that a port in use fails the start
 // with a clear error, then serves handler until the returned stop is
-// called; stop waits (briefly) for requests in flight.
-func serveHTTP(addr string, handler http.Handler, log *slog.Logger) (stop func(), err error) {
+// called; stop waits (briefly) for requests in flight. bound is the address
+// listened on (a port 0 picks one).
+func serveHTTP(addr string, handler http.Handler, log *slog.Logger) (bound string, stop func(), err error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return nil, fmt.Errorf("--http-addr: %w", err)
+		return "", nil, fmt.Errorf("--http-addr: %w", err)
 	}
 	srv := &http.Server{
 		Handler:           handler,
@@ -78,7 +79,7 @@ func serveHTTP(addr string, handler http.Handler, log *slog.Logger) (stop func()
 			log.Error("HTTP server stopped; no metrics or probes from now on", "error", err)
 		}
 	}()
-	return func() {
+	return ln.Addr().String(), func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		_ = srv.Shutdown(ctx)

@@ -420,7 +420,7 @@ func (p *pipeline) checkReady(res writer.Result) {
 	}
 	if n := p.writer.Pending(); n > 0 {
 		if res.Err != nil {
-			p.health.setNotReady(fmt.Sprintf("%d files of the first flush are not written yet; retrying (last error: %s)",
+			p.health.setNotReady(fmt.Sprintf("not every file of the first flush is written (%d failed); retrying (last error: %s)",
 				n, oneLine(res.Err)))
 		}
 		return

@@ -158,6 +158,20 @@ func testConfig(t *testing.T) *config {
 		maxDelay: 10 * time.Millisecond, syncTimeout: time.Minute}
 }
 
+// nextFlush returns the next flush or retry.
+func (tp *testPipeline) nextFlush(t *testing.T) flushReport {
+	t.Helper()
+	select {
+	case r := <-tp.flushes:
+		return r
+	case err := <-tp.done:
+		t.Fatalf("pipeline stopped: %v", err)
+	case <-time.After(time.Minute): // a failure guard, not a timing assertion
+		t.Fatal("no flush")
+	}
+	return flushReport{}
+}
+
 // waitFlush returns the next flush that wrote the cluster.
 func (tp *testPipeline) waitFlush(t *testing.T, cluster string) flushReport {
 	t.Helper()
