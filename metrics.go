@@ -53,7 +53,7 @@ var (
 type metrics struct {
 	reg *prometheus.Registry
 
-	sliceEvents        *prometheus.CounterVec
+	sliceEvents        map[string]prometheus.Counter // by watch.Event*, resolved once: counted per slice event
 	publishedServices  prometheus.Gauge
 	publishedClusters  prometheus.Gauge
 	publishedEndpoints [numHealth]prometheus.Gauge
@@ -96,9 +96,8 @@ func newMetrics(version string) *metrics {
 	f := factory{reg}
 	f.gauge("edsync_build_info", "Always 1; the label says which edsync runs.", "version").WithLabelValues(version).Set(1)
 	m := &metrics{
-		reg: reg,
-		sliceEvents: f.counter("edsync_endpointslice_events_total",
-			"EndpointSlice events the source delivered, by type (add, update, delete).", "type"),
+		reg:         reg,
+		sliceEvents: make(map[string]prometheus.Counter, len(eventTypes)),
 		publishedServices: f.gauge("edsync_published_services",
 			"Services whose cluster files hold at least one endpoint.").WithLabelValues(),
 		publishedClusters: f.gauge("edsync_published_clusters",
@@ -135,8 +134,10 @@ func newMetrics(version string) *metrics {
 	m.filesWritten = writes.WithLabelValues("written")
 	m.filesUnchanged = writes.WithLabelValues("unchanged")
 	m.filesFailed = writes.WithLabelValues("failed")
+	events := f.counter("edsync_endpointslice_events_total",
+		"EndpointSlice events the source delivered, by type (add, update, delete).", "type")
 	for _, t := range eventTypes {
-		m.sliceEvents.WithLabelValues(t)
+		m.sliceEvents[t] = events.WithLabelValues(t)
 	}
 	for _, r := range skipReasons {
 		m.skipped.WithLabelValues(r)
@@ -170,7 +171,7 @@ func (f factory) histogram(name, help string, buckets []float64) prometheus.Hist
 
 // sliceEvent and skip are the Store's observers: called from the sources'
 // goroutines.
-func (m *metrics) sliceEvent(kind string) { m.sliceEvents.WithLabelValues(kind).Inc() }
+func (m *metrics) sliceEvent(kind string) { m.sliceEvents[kind].Inc() }
 func (m *metrics) skip(reason string)     { m.skipped.WithLabelValues(reason).Inc() }
 
 // writes counts the outcome of one Write or Retry and when it last renamed a file.
