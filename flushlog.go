@@ -31,7 +31,7 @@ func (p *pipeline) summaryDue() (time.Time, bool) {
 		return time.Time{}, false
 	}
 	if p.lastSummary.IsZero() {
-		return p.now(), true
+		return time.Time{}, true // long due
 	}
 	return p.lastSummary.Add(p.summaryEvery), true
 }

@@ -13,7 +13,7 @@ import (
 // The Store tells its observers of each slice handed over and each object
 // skipped, and keeps the trigger times of changed versions after its start.
 func TestStoreObservers(t *testing.T) {
-	start := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	start := time.Date(2026, 1, 2, 3, 4, 5, 5e8, time.UTC)
 	events, skips := map[string]int{}, map[string]int{}
 	s := NewStoreWith(StoreOptions{
 		OnEvent:           func(kind string) { events[kind]++ },
@@ -27,10 +27,11 @@ func TestStoreObservers(t *testing.T) {
 		s.Upsert("ns/web-a", sl)
 	}
 
-	triggered("1", start.Add(-time.Hour), "10.0.0.1") // the initial list: too old
-	triggered("2", start.Add(time.Second), "10.0.0.2")
-	triggered("2", start.Add(2*time.Second), "10.0.0.3")               // same resourceVersion: a re-delivery
-	triggered("3", start.Add(3*time.Second), "10.0.0.2")               // new trigger time, same endpoints: a change
+	triggered("1", start.Add(-time.Hour), "10.0.0.1")                  // the initial list: too old
+	triggered("2", start.Truncate(time.Second), "10.0.0.2")            // the second of the start: kept
+	triggered("3", start.Add(time.Second), "10.0.0.3")                 // kept
+	triggered("3", start.Add(2*time.Second), "10.0.0.4")               // same resourceVersion: a re-delivery
+	triggered("4", start.Add(3*time.Second), "10.0.0.3")               // new trigger time, same endpoints: a change
 	s.Upsert("ns/web-b", slice("ns", "web-b", "web", "1", "10.0.0.9")) // no annotation
 	s.Upsert("ns/orphan", slice("ns", "orphan", "", "1", "10.0.1.1"))
 	s.Upsert("ns/orphan", slice("ns", "orphan", "", "1", "10.0.1.1")) // the same again: counted once
@@ -39,13 +40,13 @@ func TestStoreObservers(t *testing.T) {
 	s.Delete("ns/web-b")
 	s.Delete("ns/never-seen")
 
-	if want := map[string]int{EventAdd: 3, EventUpdate: 4, EventDelete: 2}; !maps.Equal(events, want) {
+	if want := map[string]int{EventAdd: 3, EventUpdate: 5, EventDelete: 2}; !maps.Equal(events, want) {
 		t.Errorf("events %v, want %v", events, want)
 	}
 	if want := map[string]int{ReasonNoServiceLabel: 1, ReasonInvalidManifest: 1}; !maps.Equal(skips, want) {
 		t.Errorf("skips %v, want %v", skips, want)
 	}
-	want := []time.Time{start.Add(time.Second), start.Add(3 * time.Second)}
+	want := []time.Time{start.Truncate(time.Second), start.Add(time.Second), start.Add(3 * time.Second)}
 	if got := s.TakeTriggerTimes(web); !slices.EqualFunc(got, want, time.Time.Equal) {
 		t.Errorf("TakeTriggerTimes = %v, want %v", got, want)
 	}

@@ -45,9 +45,13 @@ type StoreOptions struct {
 	OnSkip  func(reason string)
 	// TriggerTimesSince, if not zero, makes the Store remember per Service
 	// the endpoints.kubernetes.io/last-change-trigger-time of every changed
-	// slice version whose trigger time is after it, for TakeTriggerTimes.
-	// Objects changed before it, such as those of the initial list (their
-	// trigger times may be hours old), are left out, as kube-proxy does.
+	// slice version whose trigger time is not before it, for
+	// TakeTriggerTimes. Objects changed before it, such as those of the
+	// initial list (their trigger times may be hours old), are left out, as
+	// kube-proxy does. Trigger times come from a Pod's condition or a
+	// Service's creation, to the second: a time in the same second as
+	// TriggerTimesSince counts, else the changes of the first second after
+	// a start would be lost.
 	TriggerTimesSince time.Time
 }
 
@@ -88,7 +92,7 @@ func NewStoreWith(o StoreOptions) *Store {
 		notify:       o.Notify,
 		onEvent:      o.OnEvent,
 		onSkip:       o.OnSkip,
-		triggerSince: o.TriggerTimesSince,
+		triggerSince: o.TriggerTimesSince.Truncate(time.Second),
 		byID:         map[string]entry{},
 		byService:    map[render.ServiceKey]map[string]*discoveryv1.EndpointSlice{},
 		unlabeled:    map[string]*discoveryv1.EndpointSlice{},
@@ -289,7 +293,7 @@ func (s *Store) triggerLocked(key render.ServiceKey, sl *discoveryv1.EndpointSli
 		return
 	}
 	t, err := time.Parse(time.RFC3339Nano, v)
-	if err != nil || !t.After(s.triggerSince) {
+	if err != nil || t.Before(s.triggerSince) {
 		return
 	}
 	s.triggers[key] = append(s.triggers[key], t)
