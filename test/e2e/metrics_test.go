@@ -72,7 +72,11 @@ func TestMetricsAndProbes(t *testing.T) {
 	before := metric(t, base, "edsync_network_programming_duration_seconds_count")
 
 	// web-1 turns ready: the controller stamps the slice's trigger time,
-	// edsync writes the file and counts the latency.
+	// edsync writes the file and counts the latency. Pod conditions carry
+	// their transition time to the second, and the controller stamps a
+	// trigger time only for a later second than the Pod's last one (and
+	// edsync counts none before its start's): wait for the next second.
+	time.Sleep(time.Until(time.Now().Truncate(time.Second).Add(time.Second)))
 	if err := c.SetPodStatus(ctx, ns, "web-1", "10.7.0.2", true); err != nil {
 		t.Fatal(err)
 	}
