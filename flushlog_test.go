@@ -12,10 +12,6 @@ import (
 	"time"
 
 	discoveryv1 "k8s.io/api/discovery/v1"
-
-	"github.com/edsync/edsync/render"
-	"github.com/edsync/edsync/watch"
-	"github.com/edsync/edsync/writer"
 )
 
 // logRecorder keeps the log lines at Info and above as "msg k=v ...".
@@ -56,20 +52,9 @@ func (r *logRecorder) take() []string {
 func TestFlushLogsDoNotFlood(t *testing.T) {
 	now := time.Unix(1_000_000, 0)
 	logs := &logRecorder{}
-	ren, err := render.New(render.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
 	out := t.TempDir()
-	w, err := writer.New(writer.Options{Dir: out})
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := newPipeline(&pipeline{
-		log:       slog.New(logs),
-		coalescer: watch.NewCoalescer(0, 0),
-		renderer:  ren,
-		writer:    w,
+	p := newTestPipeline(t, out, &pipeline{
+		log: slog.New(logs),
 		// Every read of the clock moves it on, as a real one does.
 		now:          func() time.Time { now = now.Add(time.Microsecond); return now },
 		summaryEvery: 10 * time.Second,

@@ -12,10 +12,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/edsync/edsync/render"
-	"github.com/edsync/edsync/watch"
-	"github.com/edsync/edsync/writer"
 )
 
 // get asks the handler for path and returns the status and body.
@@ -69,24 +65,9 @@ func (s *manualSource) Run(ctx context.Context) error {
 func (s *manualSource) Synced() <-chan struct{} { return s.synced }
 
 func TestReadyzWaitsForTheFirstSync(t *testing.T) {
-	ren, err := render.New(render.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
 	out := t.TempDir()
-	w, err := writer.New(writer.Options{Dir: out})
-	if err != nil {
-		t.Fatal(err)
-	}
 	src := &manualSource{running: make(chan struct{}), synced: make(chan struct{})}
-	p := newPipeline(&pipeline{
-		log:       slog.New(slog.NewTextHandler(io.Discard, nil)),
-		coalescer: watch.NewCoalescer(0, 0),
-		renderer:  ren,
-		writer:    w,
-		declared:  []string{"default/declared"},
-		source:    src,
-	})
+	p := newTestPipeline(t, out, &pipeline{declared: []string{"default/declared"}, source: src})
 	p.newStore()
 	handler := httpHandler(p.metrics, p.health)
 

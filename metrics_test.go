@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -215,26 +214,37 @@ func kubeSlice(name string, trigger time.Time, ips ...string) *discoveryv1.Endpo
 	return s
 }
 
+// newTestPipeline completes p with a default renderer and a JSON writer
+// into out (and a discarding logger and a coalescer with no debounce,
+// unless p has its own), with no source: the test gives one or drives
+// flushes itself.
+func newTestPipeline(t *testing.T, out string, p *pipeline) *pipeline {
+	t.Helper()
+	ren, err := render.New(render.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := writer.New(writer.Options{Dir: out})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.renderer, p.writer = ren, w
+	if p.log == nil {
+		p.log = slog.New(slog.DiscardHandler)
+	}
+	if p.coalescer == nil {
+		p.coalescer = watch.NewCoalescer(0, 0)
+	}
+	return newPipeline(p)
+}
+
 // The network programming latency counts each changed slice version that
 // led to a file's rename, and only those: not the initial list's, not one
 // that changed no byte, not one without a trigger time.
 func TestNetworkProgrammingLatency(t *testing.T) {
 	client := fake.NewClientset(kubeSlice("web-a", time.Now().Add(-time.Hour), "10.0.0.1"))
-	ren, err := render.New(render.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
 	out := t.TempDir()
-	w, err := writer.New(writer.Options{Dir: out})
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := newPipeline(&pipeline{
-		log:       slog.New(slog.NewTextHandler(io.Discard, nil)),
-		coalescer: watch.NewCoalescer(time.Millisecond, 10*time.Millisecond),
-		renderer:  ren,
-		writer:    w,
-	})
+	p := newTestPipeline(t, out, &pipeline{coalescer: watch.NewCoalescer(time.Millisecond, 10*time.Millisecond)})
 	src, err := watch.NewKube(watch.KubeOptions{Client: client, Store: p.newStore()})
 	if err != nil {
 		t.Fatal(err)
