@@ -36,10 +36,18 @@ func start(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
 	log.Info("edsync starting", "version", buildVersion(), "source", sourceName(cfg),
 		"output_dir", cfg.outputDir, "format", cfg.format, "dry_run", cfg.dryRun, "once", cfg.once,
 		"config", cfg.configFile)
+	p.metrics.configLoadedAtStart(p.now())
+	// With --once edsync exits before anyone could scrape or probe it (and
+	// an init container has no probes): it serves nothing.
+	if cfg.httpAddr != "" && !cfg.once {
+		_, stop, err := serveHTTP(cfg.httpAddr, httpHandler(p.metrics, p.health), log.With("component", "http"))
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
 	if cfg.configFile != "" && !cfg.once {
-		r := &reloader{current: cfg, log: log.With("component", "config"), apply: func(next *config) error {
-			return p.apply(next, level)
-		}}
+		r := p.reloader(cfg, level, log)
 		rctx, stop := context.WithCancel(ctx)
 		done := make(chan struct{})
 		go func() {
@@ -51,6 +59,16 @@ func start(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
 		defer func() { stop(); <-done }()
 	}
 	return p.Run(ctx)
+}
+
+// reloader follows the config file for the pipeline, counting each reload.
+func (p *pipeline) reloader(cfg *config, level *slog.LevelVar, log *slog.Logger) *reloader {
+	return &reloader{
+		current:  cfg,
+		log:      log.With("component", "config"),
+		apply:    func(next *config) error { return p.apply(next, level) },
+		onResult: func(err error) { p.metrics.configReloaded(err, p.now()) },
+	}
 }
 
 // apply hands the settings of a reloaded config file that a running
@@ -102,8 +120,7 @@ func build(cfg *config, log *slog.Logger, stdout io.Writer) (*pipeline, error) {
 		once:        cfg.once,
 		syncTimeout: cfg.syncTimeout,
 	})
-	store := watch.NewStore(p.notify)
-	p.store = store
+	store := p.newStore()
 
 	if cfg.fromDir != "" {
 		src, err := watch.NewDir(watch.DirOptions{
@@ -142,6 +159,20 @@ func declared(flagged []string, ren *render.Renderer) []string {
 	out := slices.Concat(flagged, ren.Declared())
 	slices.Sort(out)
 	return slices.Compact(out)
+}
+
+// newStore makes the Store the sources write and the pipeline reads: its
+// events and skips are counted, and the trigger times of the slices that
+// change from now on are kept for the network programming latency.
+func (p *pipeline) newStore() *watch.Store {
+	s := watch.NewStoreWith(watch.StoreOptions{
+		Notify:            p.notify,
+		OnEvent:           p.metrics.sliceEvent,
+		OnSkip:            p.metrics.skip,
+		TriggerTimesSince: p.now(),
+	})
+	p.store = s
+	return s
 }
 
 // restConfig uses in-cluster credentials when edsync runs in a Pod and no

@@ -120,9 +120,7 @@ func newBenchPipeline(b *testing.B, format writer.Format) benchPipeline {
 		renderer:  ren,
 		writer:    w,
 	})
-	store := watch.NewStore(p.notify)
-	p.store = store
-	return benchPipeline{p, store}
+	return benchPipeline{p, p.newStore()}
 }
 
 // step flushes what is dirty, as the pipeline goroutine does when its timer fires.

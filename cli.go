@@ -54,6 +54,7 @@ const (
 	catTiming    = "Timing"
 	catSemantics = "Endpoints"
 	catLogging   = "Logging"
+	catMonitor   = "Monitoring"
 )
 
 func env(name string) []string { return []string{"EDSYNC_" + name} }
@@ -108,6 +109,9 @@ func flags() []cli.Flag {
 			Usage: "`LEVEL`: debug, info, warn or error"},
 		&cli.StringFlag{Name: "log-format", Category: catLogging, EnvVars: env("LOG_FORMAT"), Value: "text",
 			Usage: "`FORMAT` of log lines: text or json"},
+
+		&cli.StringFlag{Name: "http-addr", Category: catMonitor, EnvVars: env("HTTP_ADDR"), Value: defaultHTTPAddr,
+			Usage: "serve /metrics (Prometheus), /healthz and /readyz on `ADDR` (HOST:PORT); \"off\" or \"\" serves nothing, nor does --once"},
 	}
 }
 
@@ -221,6 +225,7 @@ type config struct {
 
 	logLevel  slog.Level
 	logFormat string
+	httpAddr  string // "" serves nothing
 
 	configFile string
 	file       *fileConfig // as read at start or at the last reload
@@ -326,6 +331,9 @@ func readSettings(c settings) (*config, error) {
 	}
 	if cfg.logFormat != "text" && cfg.logFormat != "json" {
 		return nil, usagef("invalid --log-format %q: want text or json", cfg.logFormat)
+	}
+	if cfg.httpAddr, err = parseHTTPAddr(c.String("http-addr")); err != nil {
+		return nil, err
 	}
 	return cfg, nil
 }

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/urfave/cli/v2"
 )
 
@@ -161,9 +162,22 @@ func TestConfigReload(t *testing.T) {
 		t.Fatalf("a Service port not in the list has a file: %v", err)
 	}
 	results := make(chan error, 10)
-	r := &reloader{current: cfg, log: slog.New(slog.NewTextHandler(io.Discard, nil)),
-		apply:    func(next *config) error { return tp.p.apply(next, new(slog.LevelVar)) },
-		onResult: func(err error) { results <- err }}
+	r := tp.p.reloader(cfg, new(slog.LevelVar), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	count := r.onResult
+	r.onResult = func(err error) { count(err); results <- err }
+	m := tp.p.metrics
+	checkReloads := func(success, failure, lastOK float64) {
+		t.Helper()
+		if got := testutil.ToFloat64(m.configReloads.WithLabelValues("success")); got != success {
+			t.Errorf("edsync_config_reloads_total{result=success} = %v, want %v", got, success)
+		}
+		if got := testutil.ToFloat64(m.configReloads.WithLabelValues("failure")); got != failure {
+			t.Errorf("edsync_config_reloads_total{result=failure} = %v, want %v", got, failure)
+		}
+		if got := testutil.ToFloat64(m.configLastReloadOK); got != lastOK {
+			t.Errorf("edsync_config_last_reload_successful = %v, want %v", got, lastOK)
+		}
+	}
 	done := make(chan error, 1)
 	go func() { done <- r.Run(t.Context()) }()
 	t.Cleanup(func() { <-done })
@@ -181,6 +195,7 @@ func TestConfigReload(t *testing.T) {
 
 	cm.update(t, "clusters: [{service: default/web, port: http, name: web-v2}]\n")
 	waitResult("")
+	checkReloads(1, 0, 1)
 	f := tp.waitFlush(t, "web-v2")
 	if !f.Reload || !slices.Contains(f.Clusters, "web") {
 		t.Errorf("reload flush %+v: want the new cluster written and the old one emptied", f)
@@ -194,6 +209,7 @@ func TestConfigReload(t *testing.T) {
 
 	cm.update(t, "clusters: [{service: default/web, port: http, name: web-v3, terminating: sometimes}]\n")
 	waitResult("invalid terminating mode")
+	checkReloads(1, 1, 0)
 	// The running config stays: a change is still written to web-v2.
 	replaceFile(t, filepath.Join(in, "web.yaml"), manifest("web", "10.0.0.2"))
 	tp.waitFlush(t, "web-v2")

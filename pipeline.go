@@ -26,6 +26,7 @@ type (
 	sliceStore interface {
 		Slices(render.ServiceKey) []*discoveryv1.EndpointSlice
 		Services() []render.ServiceKey
+		TakeTriggerTimes(render.ServiceKey) []time.Time
 	}
 )
 
@@ -57,6 +58,11 @@ type pipeline struct {
 	now         func() time.Time
 	onFlush     func(flushReport)       // test hook, called on the pipeline goroutine
 	onNotify    func(render.ServiceKey) // test hook, called after a Service is marked dirty
+	metrics     *metrics
+	health      *health
+	// summaryEvery is the least time between two Info lines summing up
+	// flushes (the others are logged at Debug).
+	summaryEvery time.Duration
 
 	mu    sync.Mutex
 	dirty map[render.ServiceKey]struct{}
@@ -66,15 +72,42 @@ type pipeline struct {
 	reloading bool
 
 	seq int
+	// Owned by Run's goroutine.
+	synced      bool // the initial flush is done
+	ready       bool // every file of the initial flush is written
+	summary     flushCounts
+	lastSummary time.Time
+	// triggers holds the EndpointSlice trigger times of the Services
+	// flushed whose files are not written yet (a failed write).
+	triggers map[render.ServiceKey][]time.Time
 }
 
 func newPipeline(p *pipeline) *pipeline {
 	p.dirty = make(map[render.ServiceKey]struct{})
 	p.wake = make(chan struct{}, 1)
+	p.triggers = make(map[render.ServiceKey][]time.Time)
 	if p.now == nil {
 		p.now = time.Now
 	}
+	if p.metrics == nil {
+		p.metrics = newMetrics(buildVersion())
+	}
+	if p.health == nil {
+		p.health = newHealth(p.now)
+	}
+	if p.summaryEvery == 0 {
+		p.summaryEvery = 10 * time.Second
+	}
+	p.coalescer.OnTake = p.taken
 	return p
+}
+
+// taken records how long a Service's changes waited for their flush; the
+// initial flush takes what the sync marked, which waited for nothing.
+func (p *pipeline) taken(_ render.ServiceKey, first time.Time) {
+	if p.synced {
+		p.metrics.debounceDelay.Observe(p.now().Sub(first).Seconds())
+	}
 }
 
 // notify marks a Service dirty. Sources call it from their goroutines.
@@ -150,7 +183,15 @@ const (
 // Run feeds the source's changes through to the files until ctx ends, then
 // flushes what is pending and returns nil. With once, it returns after the
 // first full flush: an error if the sync timed out or a write failed.
-func (p *pipeline) Run(ctx context.Context) error {
+func (p *pipeline) Run(ctx context.Context) (err error) {
+	p.health.start()
+	defer func() {
+		why := "shut down"
+		if err != nil {
+			why = err.Error()
+		}
+		p.health.stop(why)
+	}()
 	srcCtx, stopSource := context.WithCancel(ctx)
 	srcErr := make(chan error, 1)
 	go func() { srcErr <- p.source.Run(srcCtx) }()
@@ -193,7 +234,11 @@ func (p *pipeline) Run(ctx context.Context) error {
 	}
 
 	p.install() // a reload during the sync
+	p.health.begin("the initial flush")
 	res := p.initialFlush(ctx)
+	p.health.end()
+	p.synced = true
+	p.checkReady(res.Result)
 	if p.once {
 		if res.Failed > 0 {
 			return fmt.Errorf("%d of %d files failed to write: %w", res.Failed, len(res.Clusters), res.Err)
@@ -222,6 +267,9 @@ func (p *pipeline) Run(ctx context.Context) error {
 		if !retryAt.IsZero() && (!ok || retryAt.Before(wakeAt)) {
 			wakeAt, ok = retryAt, true
 		}
+		if at, due := p.summaryDue(); due && (!ok || at.Before(wakeAt)) {
+			wakeAt, ok = at, true
+		}
 		if ok {
 			timer.Reset(max(wakeAt.Sub(p.now()), 0))
 		} else {
@@ -230,15 +278,17 @@ func (p *pipeline) Run(ctx context.Context) error {
 
 		select {
 		case <-ctx.Done():
+			p.health.begin("the final flush")
 			p.takeDirty()
 			flushCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), finalFlushTimeout)
 			res := p.flush(flushCtx, p.coalescer.All(), false)
 			if p.writer.Pending() > 0 {
-				retried := p.writer.Retry(flushCtx)
+				retried := p.retry(flushCtx)
 				res.Written += retried.Written
 				res.Failed = retried.Failed
 			}
 			cancel()
+			p.logSummary(p.now(), true)
 			p.log.Info("shutting down", "flushed_services", res.Services, "written", res.Written, "failed", res.Failed)
 			return nil
 		case err := <-srcErr:
@@ -253,10 +303,14 @@ func (p *pipeline) Run(ctx context.Context) error {
 		case <-timer.C:
 			now := p.now()
 			if due := p.coalescer.Due(now); len(due) > 0 {
+				p.health.begin(fmt.Sprintf("a flush of %d Services", len(due)))
 				p.flush(ctx, due, false)
+				p.health.end()
 			}
 			if !retryAt.IsZero() && !now.Before(retryAt) {
-				res := p.writer.Retry(ctx)
+				p.health.begin(fmt.Sprintf("retrying %d failed writes", p.writer.Pending()))
+				res := p.retry(ctx)
+				p.health.end()
 				p.log.Info("retried failed writes", "written", res.Written, "unchanged", res.Unchanged, "failed", res.Failed)
 				p.seq++
 				if p.onFlush != nil {
@@ -269,6 +323,7 @@ func (p *pipeline) Run(ctx context.Context) error {
 					retryDelay = retryMin
 				}
 			}
+			p.logSummary(p.now(), false)
 		}
 	}
 }
@@ -299,32 +354,40 @@ func (p *pipeline) flush(ctx context.Context, keys []render.ServiceKey, initial 
 	var batch []writer.Cluster
 	names := make(map[string]bool)
 	for _, key := range keys {
+		if t := p.store.TakeTriggerTimes(key); len(t) > 0 {
+			p.triggers[key] = append(p.triggers[key], t...)
+		}
 		clusters, skips := p.renderer.Service(key, p.store.Slices(key))
 		for _, s := range skips {
 			p.log.Warn("skipped", "reason", s.Reason, "object", s.Object, "detail", s.Detail)
+			p.metrics.skip(s.Reason)
 		}
 		for _, c := range clusters {
 			batch = append(batch, writer.Cluster{Name: c.Name, CLA: c.CLA})
 			names[c.Name] = true
+			p.metrics.publish(c.Name, c.Service, c.CLA)
 		}
 	}
 	if initial {
 		for _, name := range p.declared {
 			if !names[name] {
 				p.log.Info("declared cluster has no endpoints yet; writing it empty", "cluster", name)
-				batch = append(batch, emptyCluster(name))
+				batch = append(batch, p.emptyCluster(name))
 				names[name] = true
 			}
 		}
 		for _, name := range p.writer.Known() {
 			if !names[name] && p.writer.Owns(name) {
 				p.log.Info("cluster no longer published; emptying its file", "cluster", name)
-				batch = append(batch, emptyCluster(name))
+				batch = append(batch, p.emptyCluster(name))
 				names[name] = true
 			}
 		}
 	}
+	rendered := p.now()
+	p.metrics.renderDuration.Observe(rendered.Sub(start).Seconds())
 	res := p.writer.Write(ctx, batch)
+	p.wrote(res, rendered)
 	// A Service refused a cluster name because another held it gets its
 	// turn once that name is free.
 	for _, key := range p.renderer.TakeUnblocked() {
@@ -337,8 +400,11 @@ func (p *pipeline) flush(ctx context.Context, keys []render.ServiceKey, initial 
 	}
 	slices.Sort(report.Clusters)
 
+	// The initial flush and failures are logged at Info; under churn the
+	// other flushes would be many lines a second: they are at Debug and
+	// summed up at Info at most once per summaryEvery.
 	level := slog.LevelDebug
-	if initial || res.Written > 0 || res.Failed > 0 {
+	if initial || res.Failed > 0 {
 		level = slog.LevelInfo
 	}
 	p.log.Log(ctx, level, "flushed", "services", len(keys), "clusters", len(batch),
@@ -347,12 +413,71 @@ func (p *pipeline) flush(ctx context.Context, keys []render.ServiceKey, initial 
 	if res.Err != nil {
 		p.log.Error("write failed; the old files stay", "error", res.Err, "retrying", p.writer.Pending())
 	}
+	if !initial {
+		p.summary.add(len(keys), res)
+		p.logSummary(p.now(), false)
+	}
+	if p.synced {
+		p.checkReady(res)
+	}
 	if p.onFlush != nil {
 		p.onFlush(report)
 	}
 	return report
 }
 
-func emptyCluster(name string) writer.Cluster {
-	return writer.Cluster{Name: name, CLA: &endpointv3.ClusterLoadAssignment{ClusterName: name}}
+// retry rewrites the files whose last write failed.
+func (p *pipeline) retry(ctx context.Context) writer.Result {
+	start := p.now()
+	res := p.writer.Retry(ctx)
+	p.wrote(res, start)
+	p.checkReady(res)
+	return res
+}
+
+// wrote records the outcome of a Write or Retry begun at start: counters,
+// durations, and the network programming latency of the changes whose
+// files were renamed.
+func (p *pipeline) wrote(res writer.Result, start time.Time) {
+	now := p.now()
+	p.metrics.writeDuration.Observe(now.Sub(start).Seconds())
+	p.metrics.writes(res.Written, res.Unchanged, res.Failed, now)
+	if len(p.triggers) == 0 {
+		return
+	}
+	for _, name := range res.WrittenClusters {
+		key := p.metrics.serviceOf(name)
+		for _, t := range p.triggers[key] {
+			p.metrics.networkProgramming.Observe(max(now.Sub(t), 0).Seconds())
+		}
+		delete(p.triggers, key)
+	}
+	// With no write pending, a trigger time left belongs to a change that
+	// gave the same bytes: it led to no write, so it is not counted.
+	if p.writer.Pending() == 0 {
+		clear(p.triggers)
+	}
+}
+
+// checkReady makes edsync ready once the initial flush is done and no file
+// waits for a retry; until then it says why not.
+func (p *pipeline) checkReady(res writer.Result) {
+	if p.ready {
+		return
+	}
+	if n := p.writer.Pending(); n > 0 {
+		if res.Err != nil {
+			p.health.setNotReady(fmt.Sprintf("not every file of the first flush is written (%d failed); retrying (last error: %s)",
+				n, oneLine(res.Err)))
+		}
+		return
+	}
+	p.ready = true
+	p.health.setReady()
+}
+
+func (p *pipeline) emptyCluster(name string) writer.Cluster {
+	c := writer.Cluster{Name: name, CLA: &endpointv3.ClusterLoadAssignment{ClusterName: name}}
+	p.metrics.publish(name, render.ServiceKey{}, c.CLA)
+	return c
 }

@@ -109,27 +109,32 @@ func replaceFile(t *testing.T, path, content string) {
 // testPipeline runs edsync's pipeline on a folder of manifests and reports
 // each flush on a channel, so tests wait on flushes, not on time.
 type testPipeline struct {
+	p       *pipeline
 	in, out string
 	flushes chan flushReport
 	notices chan render.ServiceKey
 	done    chan error
 	cancel  context.CancelFunc
-	p       *pipeline
 }
 
 func startPipeline(t *testing.T, cfg *config) *testPipeline {
 	t.Helper()
-	tp := &testPipeline{
-		in: cfg.fromDir, out: cfg.outputDir,
-		flushes: make(chan flushReport, 100),
-		notices: make(chan render.ServiceKey, 100),
-		done:    make(chan error, 1),
-	}
 	p, err := build(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tp.p = p
+	return runPipeline(t, p, cfg.fromDir, cfg.outputDir)
+}
+
+// runPipeline runs p in the background for the test.
+func runPipeline(t *testing.T, p *pipeline, in, out string) *testPipeline {
+	t.Helper()
+	tp := &testPipeline{
+		p: p, in: in, out: out,
+		flushes: make(chan flushReport, 100),
+		notices: make(chan render.ServiceKey, 100),
+		done:    make(chan error, 1),
+	}
 	p.onFlush = func(r flushReport) { tp.flushes <- r }
 	p.onNotify = func(k render.ServiceKey) {
 		select {
@@ -151,6 +156,20 @@ func testConfig(t *testing.T) *config {
 	in, out := t.TempDir(), t.TempDir()
 	return &config{fromDir: in, outputDir: out, format: writer.FormatJSON, debounce: time.Millisecond,
 		maxDelay: 10 * time.Millisecond, syncTimeout: time.Minute}
+}
+
+// nextFlush returns the next flush or retry.
+func (tp *testPipeline) nextFlush(t *testing.T) flushReport {
+	t.Helper()
+	select {
+	case r := <-tp.flushes:
+		return r
+	case err := <-tp.done:
+		t.Fatalf("pipeline stopped: %v", err)
+	case <-time.After(time.Minute): // a failure guard, not a timing assertion
+		t.Fatal("no flush")
+	}
+	return flushReport{}
 }
 
 // waitFlush returns the next flush that wrote the cluster.

@@ -18,6 +18,11 @@ import (
 // Dirty keys sit in a min-heap on their due time, so Mark, Due and Next cost
 // O(log n) per key even with every Service of a cluster dirty at once.
 type Coalescer struct {
+	// OnTake, if set, is called by Due and All for each key they return,
+	// with the time of its first unwritten change: how long changes waited
+	// is a metric. It runs on the caller's goroutine.
+	OnTake func(key render.ServiceKey, first time.Time)
+
 	debounce, maxDelay time.Duration
 	items              map[render.ServiceKey]*pending
 	heap               pendingHeap
@@ -78,6 +83,7 @@ func (c *Coalescer) Due(now time.Time) []render.ServiceKey {
 		p := heap.Pop(&c.heap).(*pending)
 		delete(c.items, p.key)
 		out = append(out, p.key)
+		c.taken(p)
 	}
 	slices.SortFunc(out, compareKeys)
 	return out
@@ -98,12 +104,19 @@ func (c *Coalescer) All() []render.ServiceKey {
 	out := make([]render.ServiceKey, 0, len(c.heap))
 	for _, p := range c.heap {
 		out = append(out, p.key)
+		c.taken(p)
 	}
 	clear(c.items)
 	clear(c.heap)
 	c.heap = c.heap[:0]
 	slices.SortFunc(out, compareKeys)
 	return out
+}
+
+func (c *Coalescer) taken(p *pending) {
+	if c.OnTake != nil {
+		c.OnTake(p.key, p.first)
+	}
 }
 
 // Len returns the number of pending keys.

@@ -5,8 +5,10 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/edsync/edsync/render"
+	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 )
 
@@ -20,10 +22,46 @@ const (
 	ReasonNoServiceLabel = "no-service-label"
 )
 
+// Kinds of slice events, as the sources hand them to the Store: the values
+// StoreOptions.OnEvent receives.
+const (
+	EventAdd    = "add"
+	EventUpdate = "update"
+	EventDelete = "delete"
+)
+
+// StoreOptions configures NewStoreWith. Every field may be left zero.
+type StoreOptions struct {
+	// Notify is called, outside the Store's lock, once for each Service
+	// whose slice set changed. Sources call it from their own goroutines,
+	// several at once with several informers, so it must be safe for
+	// concurrent use and should only mark the key dirty.
+	Notify func(render.ServiceKey)
+	// OnEvent and OnSkip are told of each slice a source hands over (kind
+	// EventAdd, EventUpdate or EventDelete of a slice the Store knew) and
+	// of each object skipped (a Reason*), for metrics. They are called
+	// under the Store's lock: they must be quick and must not call back.
+	OnEvent func(kind string)
+	OnSkip  func(reason string)
+	// TriggerTimesSince, if not zero, makes the Store remember per Service
+	// the endpoints.kubernetes.io/last-change-trigger-time of every changed
+	// slice version whose trigger time is not before it, for
+	// TakeTriggerTimes. Objects changed before it, such as those of the
+	// initial list (their trigger times may be hours old), are left out, as
+	// kube-proxy does. Trigger times come from a Pod's condition or a
+	// Service's creation, to the second: a time in the same second as
+	// TriggerTimesSince counts, else the changes of the first second after
+	// a start would be lost.
+	TriggerTimesSince time.Time
+}
+
 // Store holds the current EndpointSlices by Service. Sources write it from
 // their own goroutines; the pipeline reads it. It is safe for concurrent use.
 type Store struct {
-	notify func(render.ServiceKey)
+	notify       func(render.ServiceKey)
+	onEvent      func(string)
+	onSkip       func(string)
+	triggerSince time.Time
 
 	mu        sync.Mutex
 	byID      map[string]entry
@@ -32,6 +70,9 @@ type Store struct {
 	// so that an unchanged re-delivery is not counted twice.
 	unlabeled map[string]*discoveryv1.EndpointSlice
 	skipped   map[string]uint64
+	// triggers holds, per Service, the trigger times of its changed slice
+	// versions not yet taken (only with TriggerTimesSince).
+	triggers map[render.ServiceKey][]time.Time
 }
 
 type entry struct {
@@ -39,22 +80,35 @@ type entry struct {
 	slice *discoveryv1.EndpointSlice
 }
 
-// NewStore returns an empty Store. notify (may be nil) is called, outside
-// the Store's lock, once for each Service whose slice set changed. Sources
-// call it from their own goroutines, several at once with several
-// informers, so it must be safe for concurrent use and should only mark the
-// key dirty.
+// NewStore returns an empty Store that calls notify (may be nil) as
+// StoreOptions.Notify says.
 func NewStore(notify func(render.ServiceKey)) *Store {
-	if notify == nil {
-		notify = func(render.ServiceKey) {}
+	return NewStoreWith(StoreOptions{Notify: notify})
+}
+
+// NewStoreWith returns an empty Store configured by o.
+func NewStoreWith(o StoreOptions) *Store {
+	s := &Store{
+		notify:       o.Notify,
+		onEvent:      o.OnEvent,
+		onSkip:       o.OnSkip,
+		triggerSince: o.TriggerTimesSince.Truncate(time.Second),
+		byID:         map[string]entry{},
+		byService:    map[render.ServiceKey]map[string]*discoveryv1.EndpointSlice{},
+		unlabeled:    map[string]*discoveryv1.EndpointSlice{},
+		skipped:      map[string]uint64{},
+		triggers:     map[render.ServiceKey][]time.Time{},
 	}
-	return &Store{
-		notify:    notify,
-		byID:      map[string]entry{},
-		byService: map[render.ServiceKey]map[string]*discoveryv1.EndpointSlice{},
-		unlabeled: map[string]*discoveryv1.EndpointSlice{},
-		skipped:   map[string]uint64{},
+	if s.notify == nil {
+		s.notify = func(render.ServiceKey) {}
 	}
+	if s.onEvent == nil {
+		s.onEvent = func(string) {}
+	}
+	if s.onSkip == nil {
+		s.onSkip = func(string) {}
+	}
+	return s
 }
 
 // Upsert stores the slice under id ("namespace/name"). A slice whose Service
@@ -79,14 +133,20 @@ func (s *Store) Upsert(id string, sl *discoveryv1.EndpointSlice) {
 
 	s.mu.Lock()
 	old, had := s.byID[id]
+	prev, seen := s.unlabeled[id]
+	if had || seen {
+		s.onEvent(EventUpdate)
+	} else {
+		s.onEvent(EventAdd)
+	}
 	if !ok {
 		var changed []render.ServiceKey
 		if had {
 			s.removeLocked(id, old.key)
 			changed = append(changed, old.key)
 		}
-		if prev, seen := s.unlabeled[id]; !seen || !sameObject(prev, sl) {
-			s.skipped[ReasonNoServiceLabel]++
+		if !seen || !sameObject(prev, sl) {
+			s.skipLocked(ReasonNoServiceLabel)
 		}
 		s.unlabeled[id] = sl
 		s.mu.Unlock()
@@ -99,6 +159,9 @@ func (s *Store) Upsert(id string, sl *discoveryv1.EndpointSlice) {
 		s.byID[id] = entry{key: key, slice: sl}
 		s.byService[key][id] = sl
 		same := sameObject(old.slice, sl)
+		if !same {
+			s.triggerLocked(key, sl)
+		}
 		s.mu.Unlock()
 		if !same {
 			s.notify(key)
@@ -119,6 +182,7 @@ func (s *Store) Upsert(id string, sl *discoveryv1.EndpointSlice) {
 	}
 	m[id] = sl
 	changed = append(changed, key)
+	s.triggerLocked(key, sl)
 	s.mu.Unlock()
 	s.notifyAll(changed)
 }
@@ -127,10 +191,14 @@ func (s *Store) Upsert(id string, sl *discoveryv1.EndpointSlice) {
 // Deleting an unknown id does nothing.
 func (s *Store) Delete(id string) {
 	s.mu.Lock()
+	_, seen := s.unlabeled[id]
 	delete(s.unlabeled, id)
 	old, had := s.byID[id]
 	if had {
 		s.removeLocked(id, old.key)
+	}
+	if had || seen {
+		s.onEvent(EventDelete)
 	}
 	s.mu.Unlock()
 	if had {
@@ -205,8 +273,44 @@ func (s *Store) Skipped() map[string]uint64 {
 // never reaches Upsert, such as an invalid manifest.
 func (s *Store) Skip(reason string) {
 	s.mu.Lock()
-	s.skipped[reason]++
+	s.skipLocked(reason)
 	s.mu.Unlock()
+}
+
+func (s *Store) skipLocked(reason string) {
+	s.skipped[reason]++
+	s.onSkip(reason)
+}
+
+// triggerLocked remembers the trigger time of a changed slice version of
+// the Service key, if it has one after TriggerTimesSince.
+func (s *Store) triggerLocked(key render.ServiceKey, sl *discoveryv1.EndpointSlice) {
+	if s.triggerSince.IsZero() {
+		return
+	}
+	v, ok := sl.Annotations[corev1.EndpointsLastChangeTriggerTime]
+	if !ok {
+		return
+	}
+	t, err := time.Parse(time.RFC3339Nano, v)
+	if err != nil || t.Before(s.triggerSince) {
+		return
+	}
+	s.triggers[key] = append(s.triggers[key], t)
+}
+
+// TakeTriggerTimes removes and returns the trigger times remembered for the
+// Service key (see StoreOptions.TriggerTimesSince): one per changed slice
+// version since the last call, in the order they arrived.
+func (s *Store) TakeTriggerTimes(key render.ServiceKey) []time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.triggers) == 0 {
+		return nil
+	}
+	t := s.triggers[key]
+	delete(s.triggers, key)
+	return t
 }
 
 // sameObject reports whether b is a re-delivery of a: the same non-empty

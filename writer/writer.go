@@ -50,6 +50,9 @@ type Result struct {
 	Written   int // files replaced (or printed, in dry-run)
 	Unchanged int // files whose bytes were already right
 	Failed    int // clusters not written; Err says why
+	// WrittenClusters names the clusters counted in Written, in batch
+	// order: for callers that time a change to the rename of its file.
+	WrittenClusters []string
 	// Err joins one error per failure, each naming the file and the reason.
 	// It may also carry a failed fsync of the folder after files were
 	// renamed; those files count as Written.
@@ -362,6 +365,7 @@ func (w *Writer) run(ctx context.Context, jobs []job, res *Result, errs []error)
 		switch outcomes[i] {
 		case written:
 			res.Written++
+			res.WrittenClusters = append(res.WrittenClusters, j.cluster)
 		case unchanged:
 			res.Unchanged++
 		case failed:

@@ -194,9 +194,13 @@ func (c *Cluster) startEdsync(t testing.TB, checkRefusals bool, args ...string) 
 	c.mu.Unlock()
 	e := &Edsync{}
 	e.Proc = &Proc{
-		Name:   "edsync",
-		Path:   c.Edsync,
-		Args:   append([]string{"--kubeconfig", kubeconfig}, args...),
+		Name: "edsync",
+		Path: c.Edsync,
+		// A port of its own: edsync's default :9911 would be taken by
+		// the first one when several run at once (here or in another
+		// checkout on the machine). A test's own --http-addr comes
+		// later and wins.
+		Args:   append([]string{"--kubeconfig", kubeconfig, "--http-addr", "127.0.0.1:0"}, args...),
 		Log:    filepath.Join(c.Dir, fmt.Sprintf("edsync-%d.log", n)),
 		Stdout: &e.stdout,
 		Stderr: &e.stderr,

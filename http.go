@@ -1,0 +1,88 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// defaultHTTPAddr is next to Envoy's usual admin port, 9901.
+const defaultHTTPAddr = ":9911"
+
+// parseHTTPAddr checks --http-addr: HOST:PORT, or "" / "off" to serve
+// nothing (returned as ""). A port name is refused: it would resolve
+// differently from machine to machine.
+func parseHTTPAddr(s string) (string, error) {
+	if s == "" || s == "off" {
+		return "", nil
+	}
+	_, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return "", usagef("invalid --http-addr %q: want HOST:PORT, :PORT, or off", s)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		return "", usagef("invalid --http-addr %q: port %q is not a number from 0 to 65535", s, port)
+	}
+	return s, nil
+}
+
+// httpHandler serves /metrics, /healthz and /readyz. Probe bodies are
+// plain text saying why when not OK.
+func httpHandler(m *metrics, h *health) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.InstrumentMetricHandler(m.reg,
+		promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg})))
+	mux.HandleFunc("GET /healthz", probe(h.alive))
+	mux.HandleFunc("GET /readyz", probe(h.readiness))
+	return mux
+}
+
+func probe(check func() error) http.HandlerFunc {
+	return func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.Header().Set("Cache-Control", "no-store")
+		if err := check(); err != nil {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprintln(w, err)
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	}
+}
+
+// serveHTTP listens on addr at once, so that a port in use fails the start
+// with a clear error, then serves handler until the returned stop is
+// called; stop waits (briefly) for requests in flight. bound is the address
+// listened on (a port 0 picks one).
+func serveHTTP(addr string, handler http.Handler, log *slog.Logger) (bound string, stop func(), err error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return "", nil, fmt.Errorf("--http-addr: %w", err)
+	}
+	srv := &http.Server{
+		Handler:           handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	log.Info("serving metrics and probes", "addr", ln.Addr().String(), "paths", "/metrics /healthz /readyz")
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("HTTP server stopped; no metrics or probes from now on", "error", err)
+		}
+	}()
+	return ln.Addr().String(), func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+		<-done
+	}, nil
+}

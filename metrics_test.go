@@ -1,0 +1,298 @@
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes/fake"
+	"k8s.io/utils/ptr"
+
+	"github.com/edsync/edsync/render"
+	"github.com/edsync/edsync/watch"
+	"github.com/edsync/edsync/writer"
+)
+
+// scrape gathers the registry as Prometheus would and flattens it into
+// `name{label="value",...}` -> value; a histogram gives name_count and
+// name_sum.
+func scrape(t *testing.T, m *metrics) map[string]float64 {
+	t.Helper()
+	families, err := m.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]float64{}
+	for _, f := range families {
+		for _, s := range f.GetMetric() {
+			var labels []string
+			for _, l := range s.GetLabel() {
+				labels = append(labels, fmt.Sprintf("%s=%q", l.GetName(), l.GetValue()))
+			}
+			sel := ""
+			if len(labels) > 0 {
+				sel = "{" + strings.Join(labels, ",") + "}"
+			}
+			switch f.GetType() {
+			case dto.MetricType_COUNTER:
+				out[f.GetName()+sel] = s.GetCounter().GetValue()
+			case dto.MetricType_GAUGE:
+				out[f.GetName()+sel] = s.GetGauge().GetValue()
+			case dto.MetricType_HISTOGRAM:
+				out[f.GetName()+"_count"+sel] = float64(s.GetHistogram().GetSampleCount())
+				out[f.GetName()+"_sum"+sel] = s.GetHistogram().GetSampleSum()
+			}
+		}
+	}
+	return out
+}
+
+// checkMetrics compares the scraped values named in want.
+func checkMetrics(t *testing.T, step string, m *metrics, want map[string]float64) {
+	t.Helper()
+	got := scrape(t, m)
+	var diffs []string
+	for name, w := range want {
+		if g, ok := got[name]; !ok {
+			diffs = append(diffs, fmt.Sprintf("%s missing, want %v", name, w))
+		} else if g != w {
+			diffs = append(diffs, fmt.Sprintf("%s = %v, want %v", name, g, w))
+		}
+	}
+	sort.Strings(diffs)
+	if len(diffs) > 0 {
+		t.Errorf("%s:\n  %s", step, strings.Join(diffs, "\n  "))
+	}
+}
+
+const webSlice = `apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: web-1
+  namespace: default
+  labels: {kubernetes.io/service-name: web}
+addressType: IPv4
+ports: [{name: http, port: 8080, protocol: TCP}]
+endpoints:
+`
+
+// The pipeline's metrics after scripted changes to a folder of manifests.
+func TestMetricsFollowThePipeline(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.clusters = []string{"default/declared"}
+	src := filepath.Join(cfg.fromDir, "web.yaml")
+	replaceFile(t, src, webSlice+`
+- addresses: ["10.0.0.1"]
+  conditions: {ready: true}
+- addresses: ["10.0.0.2"]
+  conditions: {ready: false, serving: true, terminating: true}
+- addresses: ["10.0.0.3"]
+  conditions: {ready: false}
+- addresses: ["not-an-ip"]
+`)
+	replaceFile(t, filepath.Join(cfg.fromDir, "orphan.yaml"), `apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: orphan, namespace: default}
+addressType: IPv4
+endpoints: [{addresses: ["10.0.9.9"]}]
+`)
+	replaceFile(t, filepath.Join(cfg.fromDir, "broken.yaml"), "kind: [")
+	tp := startPipeline(t, cfg)
+	m := tp.p.metrics
+
+	tp.waitFlush(t, "default/web/http")
+	checkMetrics(t, "initial flush", m, map[string]float64{
+		`edsync_build_info{version="` + buildVersion() + `"}`:     1,
+		`edsync_endpointslice_events_total{type="add"}`:           2, // web-1, orphan
+		`edsync_endpointslice_events_total{type="update"}`:        0,
+		`edsync_endpointslice_events_total{type="delete"}`:        0,
+		`edsync_skipped_objects_total{reason="no-service-label"}`: 1,
+		`edsync_skipped_objects_total{reason="invalid-manifest"}`: 1,
+		`edsync_skipped_objects_total{reason="invalid-address"}`:  1,
+		`edsync_skipped_objects_total{reason="invalid-port"}`:     0,
+		`edsync_published_clusters`:                               2, // web's and the declared one
+		`edsync_published_services`:                               1,
+		`edsync_published_endpoints{health="healthy"}`:            1,
+		`edsync_published_endpoints{health="draining"}`:           1,
+		`edsync_published_endpoints{health="unhealthy"}`:          0, // not ready: dropped
+		`edsync_cluster_writes_total{result="written"}`:           2,
+		`edsync_cluster_writes_total{result="unchanged"}`:         0,
+		`edsync_cluster_writes_total{result="failed"}`:            0,
+		`edsync_flush_render_duration_seconds_count`:              1,
+		`edsync_flush_write_duration_seconds_count`:               1,
+		`edsync_debounce_delay_seconds_count`:                     0, // the initial flush waited for no debounce
+		`edsync_network_programming_duration_seconds_count`:       0, // manifests carry no trigger time
+	})
+	if ts := scrape(t, m)["edsync_last_write_success_timestamp_seconds"]; ts <= 0 {
+		t.Errorf("edsync_last_write_success_timestamp_seconds = %v after a write", ts)
+	}
+
+	// One endpoint more, the draining one gone.
+	replaceFile(t, src, webSlice+`
+- addresses: ["10.0.0.1"]
+  conditions: {ready: true}
+- addresses: ["10.0.0.4"]
+  conditions: {ready: true}
+`)
+	tp.waitFlush(t, "default/web/http")
+	checkMetrics(t, "after an update", m, map[string]float64{
+		`edsync_endpointslice_events_total{type="update"}`:       1,
+		`edsync_skipped_objects_total{reason="invalid-address"}`: 1,
+		`edsync_published_clusters`:                              2,
+		`edsync_published_services`:                              1,
+		`edsync_published_endpoints{health="healthy"}`:           2,
+		`edsync_published_endpoints{health="draining"}`:          0,
+		`edsync_cluster_writes_total{result="written"}`:          3,
+		`edsync_flush_render_duration_seconds_count`:             2,
+		`edsync_flush_write_duration_seconds_count`:              2,
+		`edsync_debounce_delay_seconds_count`:                    1,
+	})
+
+	// A not-ready endpoint more is dropped: the file's bytes stay.
+	replaceFile(t, src, webSlice+`
+- addresses: ["10.0.0.1"]
+  conditions: {ready: true}
+- addresses: ["10.0.0.4"]
+  conditions: {ready: true}
+- addresses: ["10.0.0.5"]
+  conditions: {ready: false}
+`)
+	tp.waitFlush(t, "default/web/http")
+	checkMetrics(t, "after an update that changes no file", m, map[string]float64{
+		`edsync_endpointslice_events_total{type="update"}`: 2,
+		`edsync_cluster_writes_total{result="written"}`:    3,
+		`edsync_cluster_writes_total{result="unchanged"}`:  1,
+		`edsync_published_endpoints{health="healthy"}`:     2,
+	})
+
+	// The slice goes: its file is emptied, still there.
+	if err := os.Remove(src); err != nil {
+		t.Fatal(err)
+	}
+	tp.waitFlush(t, "default/web/http")
+	checkMetrics(t, "after the delete", m, map[string]float64{
+		`edsync_endpointslice_events_total{type="delete"}`: 1,
+		`edsync_published_clusters`:                        2,
+		`edsync_published_services`:                        0,
+		`edsync_published_endpoints{health="healthy"}`:     0,
+		`edsync_cluster_writes_total{result="written"}`:    4,
+	})
+}
+
+// kubeSlice is an EndpointSlice of Service ns/web, port http 8080, whose
+// endpoints are ready unless named "!ip" (not ready), with trigger as its
+// last-change-trigger-time unless zero.
+func kubeSlice(name string, trigger time.Time, ips ...string) *discoveryv1.EndpointSlice {
+	s := &discoveryv1.EndpointSlice{
+		ObjectMeta: metav1.ObjectMeta{
+			Namespace: "ns", Name: name,
+			Labels: map[string]string{discoveryv1.LabelServiceName: "web"},
+		},
+		AddressType: discoveryv1.AddressTypeIPv4,
+		Ports:       []discoveryv1.EndpointPort{{Name: ptr.To("http"), Port: ptr.To[int32](8080), Protocol: ptr.To(corev1.ProtocolTCP)}},
+	}
+	if !trigger.IsZero() {
+		// As the EndpointSlice controller writes it.
+		s.Annotations = map[string]string{corev1.EndpointsLastChangeTriggerTime: trigger.UTC().Format(time.RFC3339Nano)}
+	}
+	for _, ip := range ips {
+		ready := !strings.HasPrefix(ip, "!")
+		s.Endpoints = append(s.Endpoints, discoveryv1.Endpoint{
+			Addresses:  []string{strings.TrimPrefix(ip, "!")},
+			Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(ready)},
+		})
+	}
+	return s
+}
+
+// newTestPipeline completes p with a default renderer and a JSON writer
+// into out (and a discarding logger and a coalescer with no debounce,
+// unless p has its own), with no source: the test gives one or drives
+// flushes itself.
+func newTestPipeline(t *testing.T, out string, p *pipeline) *pipeline {
+	t.Helper()
+	ren, err := render.New(render.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := writer.New(writer.Options{Dir: out})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.renderer, p.writer = ren, w
+	if p.log == nil {
+		p.log = slog.New(slog.DiscardHandler)
+	}
+	if p.coalescer == nil {
+		p.coalescer = watch.NewCoalescer(0, 0)
+	}
+	return newPipeline(p)
+}
+
+// The network programming latency counts each changed slice version that
+// led to a file's rename, and only those: not the initial list's, not one
+// that changed no byte, not one without a trigger time.
+func TestNetworkProgrammingLatency(t *testing.T) {
+	client := fake.NewClientset(kubeSlice("web-a", time.Now().Add(-time.Hour), "10.0.0.1"))
+	out := t.TempDir()
+	p := newTestPipeline(t, out, &pipeline{coalescer: watch.NewCoalescer(time.Millisecond, 10*time.Millisecond)})
+	src, err := watch.NewKube(watch.KubeOptions{Client: client, Store: p.newStore()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.source = src
+	tp := runPipeline(t, p, "", out)
+	const cluster = "ns/web/http"
+	tp.waitFlush(t, cluster)
+	checkMetrics(t, "initial list, its trigger time before the start", p.metrics, map[string]float64{
+		`edsync_endpointslice_events_total{type="add"}`:     1,
+		`edsync_network_programming_duration_seconds_count`: 0,
+	})
+
+	api := client.DiscoveryV1().EndpointSlices("ns")
+	update := func(s *discoveryv1.EndpointSlice) {
+		t.Helper()
+		if _, err := api.Update(t.Context(), s, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		tp.waitFlush(t, cluster)
+	}
+	update(kubeSlice("web-a", time.Now(), "10.0.0.2"))
+	checkMetrics(t, "a change written", p.metrics, map[string]float64{
+		`edsync_network_programming_duration_seconds_count`: 1,
+		`edsync_cluster_writes_total{result="written"}`:     2,
+	})
+	update(kubeSlice("web-a", time.Now(), "10.0.0.2", "!10.0.0.3"))
+	checkMetrics(t, "a change that left the file as it was", p.metrics, map[string]float64{
+		`edsync_network_programming_duration_seconds_count`: 1,
+		`edsync_cluster_writes_total{result="unchanged"}`:   1,
+	})
+	update(kubeSlice("web-a", time.Time{}, "10.0.0.4"))
+	checkMetrics(t, "a change without a trigger time", p.metrics, map[string]float64{
+		`edsync_network_programming_duration_seconds_count`: 1,
+		`edsync_cluster_writes_total{result="written"}`:     3,
+	})
+	if _, err := api.Create(t.Context(), kubeSlice("web-b", time.Now(), "10.0.0.5"), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	tp.waitFlush(t, cluster)
+	checkMetrics(t, "a new slice", p.metrics, map[string]float64{
+		`edsync_endpointslice_events_total{type="add"}`:     2,
+		`edsync_endpointslice_events_total{type="update"}`:  3,
+		`edsync_network_programming_duration_seconds_count`: 2,
+		`edsync_published_endpoints{health="healthy"}`:      2,
+	})
+	// The hour-old trigger time of the initial list would show in the sum.
+	if sum := scrape(t, p.metrics)["edsync_network_programming_duration_seconds_sum"]; sum < 0 || sum >= 3600 {
+		t.Errorf("latency sum %vs: an initial list's trigger time was counted", sum)
+	}
+}
