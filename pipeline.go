@@ -253,7 +253,9 @@ func (p *pipeline) Run(ctx context.Context) (err error) {
 	for {
 		if p.install() {
 			p.reloading = true
+			p.health.begin("the full flush after a config reload")
 			p.initialFlush(ctx)
+			p.health.end()
 			p.reloading = false
 		}
 		p.takeDirty()
