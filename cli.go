@@ -143,9 +143,6 @@ func runContext(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		// Errors come back from RunContext; main decides the exit code.
 		ExitErrHandler: func(*cli.Context, error) {},
 		Action: func(c *cli.Context) error {
-			if c.NArg() > 0 {
-				return usagef("unexpected argument %q", c.Args().First())
-			}
 			cfg, err := configFrom(c)
 			if err != nil {
 				return err
@@ -234,6 +231,9 @@ type config struct {
 }
 
 func configFrom(c *cli.Context) (*config, error) {
+	if c.NArg() > 0 {
+		return nil, usagef("unexpected argument %q", c.Args().First())
+	}
 	var fc *fileConfig
 	if path := c.String("config"); path != "" {
 		var err error

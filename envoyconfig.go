@@ -38,9 +38,6 @@ func envoyConfigCommand(stdout, stderr io.Writer, started *bool) *cli.Command {
 				Value: time.Second, Usage: "the clusters' connect_timeout `DURATION`"},
 		),
 		Action: func(c *cli.Context) error {
-			if c.NArg() > 0 {
-				return usagef("unexpected argument %q", c.Args().First())
-			}
 			cfg, err := configFrom(c)
 			if err != nil {
 				return err

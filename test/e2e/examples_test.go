@@ -1,10 +1,7 @@
 package e2e
 
 import (
-	"bufio"
 	"bytes"
-	"errors"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -123,26 +120,15 @@ func TestExamplesKubernetesManifestsApply(t *testing.T) {
 // readManifests decodes every object of a multi-document YAML file.
 func readManifests(t *testing.T, path string) []*unstructured.Unstructured {
 	t.Helper()
-	data, err := os.ReadFile(path)
+	docs, err := harness.YAMLDocuments(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var out []*unstructured.Unstructured
-	docs := yamlutil.NewYAMLReader(bufio.NewReader(bytes.NewReader(data)))
-	for {
-		doc, err := docs.Read()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			t.Fatalf("%s: %v", path, err)
-		}
+	for _, doc := range docs {
 		js, err := yamlutil.ToJSON(doc)
 		if err != nil {
 			t.Fatalf("%s: %v", path, err)
-		}
-		if string(bytes.TrimSpace(js)) == "null" {
-			continue // comments only
 		}
 		obj := &unstructured.Unstructured{}
 		if err := runtime.DecodeInto(unstructured.UnstructuredJSONScheme, js, obj); err != nil {

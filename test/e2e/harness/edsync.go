@@ -46,7 +46,7 @@ func LoadRBAC() (*corev1.ServiceAccount, *rbacv1.ClusterRole, *rbacv1.ClusterRol
 		return nil, nil, nil, err
 	}
 	path := filepath.Join(repo, filepath.FromSlash(RBACFile))
-	data, err := os.ReadFile(path)
+	docs, err := YAMLDocuments(path)
 	if err != nil {
 		return nil, nil, nil, err
 	}
@@ -56,18 +56,7 @@ func LoadRBAC() (*corev1.ServiceAccount, *rbacv1.ClusterRole, *rbacv1.ClusterRol
 		binding *rbacv1.ClusterRoleBinding
 	)
 	decode := scheme.Codecs.UniversalDeserializer().Decode
-	docs := yamlutil.NewYAMLReader(bufio.NewReader(bytes.NewReader(data)))
-	for {
-		doc, err := docs.Read()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			return nil, nil, nil, fmt.Errorf("%s: %w", path, err)
-		}
-		if len(bytes.TrimSpace(stripComments(doc))) == 0 {
-			continue
-		}
+	for _, doc := range docs {
 		obj, gvk, err := decode(doc, nil, nil)
 		if err != nil {
 			return nil, nil, nil, fmt.Errorf("%s: %w", path, err)
@@ -112,6 +101,29 @@ func checkForbidden(t testing.TB, e *Edsync) {
 		if strings.Contains(line, "is forbidden") {
 			t.Errorf("the API server refused edsync something: %s does not grant enough:\n%s", RBACFile, line)
 			return
+		}
+	}
+}
+
+// YAMLDocuments splits a multi-document YAML file, leaving out the
+// documents of comments only.
+func YAMLDocuments(path string) ([][]byte, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var out [][]byte
+	docs := yamlutil.NewYAMLReader(bufio.NewReader(bytes.NewReader(data)))
+	for {
+		doc, err := docs.Read()
+		if errors.Is(err, io.EOF) {
+			return out, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		if len(bytes.TrimSpace(stripComments(doc))) > 0 {
+			out = append(out, doc)
 		}
 	}
 }
