@@ -102,7 +102,24 @@ type Options struct {
 	// and Family above are then the defaults a spec's Selection starts from
 	// (the caller fills them in).
 	Clusters []ClusterSpec
+
+	// Topology is the mode of every Service without an edsync.io/topology
+	// annotation; LocalZone and LocalNode are where the Envoy reading the
+	// files runs (SetLocal changes them).
+	Topology             Topology
+	LocalZone, LocalNode string
+	// Region is the region of every locality whose Node gives none.
+	Region string
+	// EndpointMetadata adds each endpoint's pod, namespace, node and zone
+	// to its metadata under filter_metadata[MetadataKey].
+	EndpointMetadata bool
+	// MetadataKey is the filter_metadata key; empty means DefaultMetadataKey.
+	MetadataKey string
 }
+
+// DefaultMetadataKey is the filter_metadata key Envoy's subset load
+// balancer reads by default.
+const DefaultMetadataKey = "envoy.lb"
 
 // Selection says which endpoints of a port are published. It is applied
 // when a cluster is assembled, not when a slice is prepared, so that two
@@ -134,6 +151,9 @@ type NameData struct {
 	Service   string
 	// Port is the Service port's name; empty for an unnamed port.
 	Port string
+	// PortNumber is the Service port's number, 0 while the Service object
+	// is unknown (see SetService).
+	PortNumber int32
 }
 
 // ClusterName runs a parsed cluster name template.

@@ -41,6 +41,9 @@ type Renderer struct {
 	// every Service port is published.
 	specs    map[ServiceKey][]ClusterSpec
 	declared []string
+	// settings holds what SetService gave, per Service; nodes what SetNode gave.
+	settings map[ServiceKey]*serviceSettings
+	nodes    map[string]NodeTopology
 }
 
 type serviceState struct {

@@ -1,0 +1,166 @@
+package render
+
+import (
+	"fmt"
+	"maps"
+	"slices"
+	"strconv"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
+)
+
+// The Service annotations render reads. Every annotation under
+// AnnotationPrefix is edsync's: an unknown one is reported, as it is most
+// likely a typo of one of these.
+const (
+	AnnotationPrefix = "edsync.io/"
+	// AnnotationHealthCheckPort: the port Envoy's active health checks use
+	// for every endpoint, a number or the name of a port of the slices
+	// (resolved per slice, as named target ports differ per pod).
+	AnnotationHealthCheckPort = AnnotationPrefix + "health-check-port"
+	// AnnotationHealthCheckHostname: the host name active health checks send.
+	AnnotationHealthCheckHostname = AnnotationPrefix + "health-check-hostname"
+	// AnnotationOverprovisioningFactor: the CLA's policy.overprovisioning_factor,
+	// in percent (Envoy's default is 140): how far a priority level's
+	// healthy share may fall before traffic spills to the next level.
+	AnnotationOverprovisioningFactor = AnnotationPrefix + "overprovisioning-factor"
+	// AnnotationTopology: the Service's topology mode (off, zone, hints),
+	// overriding --topology.
+	AnnotationTopology = AnnotationPrefix + "topology"
+)
+
+// ReasonInvalidAnnotation is the Skip reason of a bad edsync.io/ annotation;
+// the Service is rendered without it.
+const ReasonInvalidAnnotation = "invalid-annotation"
+
+// ServicePort is one port of a Service object.
+type ServicePort struct {
+	Name     string
+	Port     int32
+	Protocol corev1.Protocol
+}
+
+// ServiceInfo is what render uses of a Service object: its edsync.io/
+// annotations (others may be left out) and its ports.
+type ServiceInfo struct {
+	Annotations map[string]string
+	Ports       []ServicePort
+}
+
+// serviceSettings are a Service's annotations, checked.
+type serviceSettings struct {
+	hcPort           uint32 // 0: none, or by name
+	hcPortName       string
+	hcHostname       string
+	overprovisioning uint32 // 0: Envoy's default
+	topology         Topology
+	hasTopology      bool
+	ports            []ServicePort
+}
+
+func (s *serviceSettings) equal(o *serviceSettings) bool {
+	if s == nil || o == nil {
+		return s == o
+	}
+	return s.hcPort == o.hcPort && s.hcPortName == o.hcPortName && s.hcHostname == o.hcHostname &&
+		s.overprovisioning == o.overprovisioning && s.topology == o.topology && s.hasTopology == o.hasTopology &&
+		slices.Equal(s.ports, o.ports)
+}
+
+// portNumber is the Service's number of the port name, 0 if unknown.
+func (s *serviceSettings) portNumber(name string, protocol corev1.Protocol) int32 {
+	if s == nil {
+		return 0
+	}
+	for _, p := range s.ports {
+		if p.Name == name && (p.Protocol == protocol || (p.Protocol == "" && protocol == corev1.ProtocolTCP)) {
+			return p.Port
+		}
+	}
+	return 0
+}
+
+// parseService checks the annotations; each bad one is skipped and reported.
+func parseService(key ServiceKey, info *ServiceInfo) (*serviceSettings, []Skip) {
+	s := &serviceSettings{ports: slices.Clone(info.Ports)}
+	var skips []Skip
+	bad := func(name, value, format string, args ...any) {
+		skips = append(skips, Skip{Reason: ReasonInvalidAnnotation, Object: key.String(),
+			Detail: fmt.Sprintf("annotation %s=%q: %s; ignored", name, value, fmt.Sprintf(format, args...))})
+	}
+	for _, name := range slices.Sorted(maps.Keys(info.Annotations)) {
+		if !strings.HasPrefix(name, AnnotationPrefix) {
+			continue
+		}
+		value := info.Annotations[name]
+		switch name {
+		case AnnotationHealthCheckPort:
+			if n, err := strconv.ParseUint(value, 10, 32); err == nil {
+				if n < 1 || n > 65535 {
+					bad(name, value, "want a port number from 1 to 65535 or a port name")
+					continue
+				}
+				s.hcPort = uint32(n)
+			} else if errs := validation.IsValidPortName(value); len(errs) > 0 {
+				bad(name, value, "want a port number or a port name: %s", strings.Join(errs, "; "))
+			} else {
+				s.hcPortName = value
+			}
+		case AnnotationHealthCheckHostname:
+			if value == "" || strings.ContainsAny(value, " \t\r\n") {
+				bad(name, value, "want a host name")
+				continue
+			}
+			s.hcHostname = value
+		case AnnotationOverprovisioningFactor:
+			n, err := strconv.ParseUint(value, 10, 32)
+			if err != nil || n < 1 {
+				bad(name, value, "want a whole percentage of at least 1 (Envoy's default is 140)")
+				continue
+			}
+			s.overprovisioning = uint32(n)
+		case AnnotationTopology:
+			t, err := ParseTopology(value)
+			if err != nil {
+				bad(name, value, "%v", err)
+				continue
+			}
+			s.topology, s.hasTopology = t, true
+		default:
+			bad(name, value, "unknown edsync annotation (known: %s, %s, %s, %s)", AnnotationHealthCheckPort,
+				AnnotationHealthCheckHostname, AnnotationOverprovisioningFactor, AnnotationTopology)
+		}
+	}
+	return s, skips
+}
+
+// SetService records what render uses of a Service object, or forgets it
+// (nil: no Service informer, or the Service is gone). It reports whether
+// that changes the Service's clusters, in which case the caller renders it
+// again, and the problems with its annotations, once per change.
+func (r *Renderer) SetService(key ServiceKey, info *ServiceInfo) (changed bool, skips []Skip) {
+	var next *serviceSettings
+	if info != nil {
+		next, skips = parseService(key, info)
+	}
+	if next.equal(r.settings[key]) {
+		return false, nil
+	}
+	if next == nil {
+		delete(r.settings, key)
+	} else {
+		if r.settings == nil {
+			r.settings = make(map[ServiceKey]*serviceSettings)
+		}
+		r.settings[key] = next
+	}
+	// The endpoint messages carry the health-check settings and the names
+	// may use the port number: prepare the Service's slices again. The
+	// names it published stay known, so a renamed cluster is emptied.
+	if st := r.services[key]; st != nil {
+		st.prepared, st.ports = nil, nil
+	}
+	return true, skips
+}
