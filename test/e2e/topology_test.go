@@ -2,12 +2,17 @@ package e2e
 
 import (
 	"fmt"
+	"slices"
+	"strings"
 	"testing"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/edsync/edsync/test/e2e/harness"
+	"github.com/edsync/edsync/writer"
 )
 
 // topoPort is the Pods' port in the topology scenarios.
@@ -119,4 +124,256 @@ func TestTopologyHintsFromController(t *testing.T) {
 		t.Fatal(err)
 	}
 	expect("web-1 terminating", pod{0, "a1", "ready"}, pod{1, "a2", "terminating"}, pod{3, "c1", "ready"}, pod{4, "c1", "ready"})
+}
+
+// TestTopologyPriorities runs edsync's topology modes against the real
+// EndpointSlice controller's zones and hints (see
+// TestTopologyHintsFromController) with four Nodes in three zones, and
+// follows Pods moving between zones. Three edsync processes read the same
+// Services, each into its own folder:
+//
+//   - "hints": --topology hints --node-name <prefix>-a1 --node-topology
+//     --watch-services: localities carry region, zone and sub-zone from the
+//     Nodes; PreferClose puts zone-a at priority 0 and the rest at 1,
+//     PreferSameNode puts the Pods on a1 first (0), the rest of zone-a next
+//     (1) and the other zones last (2); a Service with no hints gets no
+//     preference. The edsync.io/topology annotation overrides the mode per
+//     Service ("zone" on one without hints, "off" on one with), and an
+//     invalid value is logged and counted and the Service is rendered in the
+//     global mode.
+//   - "zone": --topology zone --node-name <prefix>-b1 --region region-x:
+//     zone-b first whatever the hints; no --node-topology, so every locality
+//     has the fixed region and no sub-zone.
+//   - "local-zone": --topology zone --local-zone zone-c, no Node read at all.
+//
+// Every locality's load_balancing_weight is its endpoint count, and
+// priorities stay contiguous from 0 when a level empties (the local zone or
+// node losing its last Pod).
+func TestTopologyPriorities(t *testing.T) {
+	ctx := t.Context()
+	c := cluster
+	const ns, prefix = "topo", "topo"
+	if err := c.CreateNamespace(ctx, ns); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.CreateNodes(ctx, topoNodes(prefix)...); err != nil {
+		t.Fatal(err)
+	}
+	labels := map[string]string{"app": "web"}
+	const annotation = "edsync.io/topology"
+	for _, s := range []harness.ServiceSpec{
+		{Name: "close", TrafficDistribution: corev1.ServiceTrafficDistributionPreferClose},
+		{Name: "samenode", TrafficDistribution: corev1.ServiceTrafficDistributionPreferSameNode},
+		{Name: "plain"},
+		{Name: "override", Annotations: map[string]string{annotation: "zone"}},
+		{Name: "optout", TrafficDistribution: corev1.ServiceTrafficDistributionPreferClose, Annotations: map[string]string{annotation: "off"}},
+		{Name: "bad", TrafficDistribution: corev1.ServiceTrafficDistributionPreferClose, Annotations: map[string]string{annotation: "nearest"}},
+	} {
+		s.Namespace, s.Selector = ns, labels
+		s.Ports = []corev1.ServicePort{harness.TCPPort("http", 80, intstr.FromInt32(topoPort))}
+		if _, err := c.CreateServiceSpec(ctx, s); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// Pod i is web-i at 10.62.0.(i+1).
+	ip := func(i int) string { return fmt.Sprintf("10.62.0.%d", i+1) }
+	place := func(i int, node string) harness.PodOn {
+		return harness.PodOn{Name: fmt.Sprintf("web-%d", i), Node: prefix + "-" + node, IP: ip(i)}
+	}
+	if err := c.CreatePodsOnNodes(ctx, ns, labels,
+		place(0, "a1"), place(1, "a1"), place(2, "a2"), place(3, "b1"), place(4, "c1")); err != nil {
+		t.Fatal(err)
+	}
+
+	type run struct {
+		name  string
+		files *harness.DirWatcher
+		e     *harness.Edsync
+		addr  string
+	}
+	var runs []*run
+	for _, r := range []struct {
+		name  string
+		flags []string
+	}{
+		{"hints", []string{"--topology", "hints", "--node-name", prefix + "-a1", "--node-topology", "--watch-services"}},
+		{"zone", []string{"--topology", "zone", "--node-name", prefix + "-b1", "--region", "region-x"}},
+		{"local-zone", []string{"--topology", "zone", "--local-zone", "zone-c"}},
+	} {
+		out := t.TempDir()
+		ru := &run{name: r.name, files: harness.WatchDir(t, out), addr: freeAddr(t)}
+		args := append([]string{"--output-dir", out, "--namespace", ns, "--http-addr", ru.addr}, r.flags...)
+		ru.e = c.StartEdsync(t, args...)
+		runs = append(runs, ru)
+	}
+
+	// loc is one expected Layout line: the locality of pods at prio, its
+	// weight their count.
+	loc := func(prio int, locality string, pods ...int) string {
+		var ips []string
+		for _, i := range pods {
+			ips = append(ips, ip(i))
+		}
+		slices.Sort(ips)
+		return fmt.Sprintf("P%d %s w%d: %s", prio, locality, len(pods), strings.Join(ips, " "))
+	}
+	const (
+		a  = "region-1/zone-a/rack-a"
+		b  = "region-1/zone-b/rack-b"
+		cz = "region-2/zone-c/rack-c"
+		xa = "region-x/zone-a/" // --region, no --node-topology
+		xb = "region-x/zone-b/"
+		xc = "region-x/zone-c/"
+		na = "/zone-a/" // neither
+		nb = "/zone-b/"
+		nc = "/zone-c/"
+	)
+	// expect waits until every run's file of each Service holds its layout.
+	expect := func(step string, want map[string]map[string][]string) {
+		t.Helper()
+		for _, r := range runs {
+			for svc, layout := range want[r.name] {
+				cl := ns + "/" + svc + "/http"
+				r.files.WaitLayout(t, fileName(t, cl, writer.FormatJSON), cl, settle, layout...)
+			}
+		}
+		t.Logf("%s: every file as expected", step)
+	}
+
+	// a1: web-0, web-1; a2: web-2; b1: web-3; c1: web-4.
+	zoneA := []string{loc(0, a, 0, 1, 2), loc(1, b, 3), loc(1, cz, 4)}
+	expect("start", map[string]map[string][]string{
+		"hints": {
+			"close":    zoneA,
+			"samenode": {loc(0, a, 0, 1), loc(1, a, 2), loc(2, b, 3), loc(2, cz, 4)},
+			"plain":    {loc(0, a, 0, 1, 2), loc(0, b, 3), loc(0, cz, 4)},
+			"override": zoneA,
+			"optout":   {loc(0, a, 0, 1, 2), loc(0, b, 3), loc(0, cz, 4)},
+			"bad":      zoneA,
+		},
+		"zone": {
+			"close":    {loc(0, xb, 3), loc(1, xa, 0, 1, 2), loc(1, xc, 4)},
+			"samenode": {loc(0, xb, 3), loc(1, xa, 0, 1, 2), loc(1, xc, 4)},
+			"plain":    {loc(0, xb, 3), loc(1, xa, 0, 1, 2), loc(1, xc, 4)},
+		},
+		"local-zone": {
+			"close": {loc(0, nc, 4), loc(1, na, 0, 1, 2), loc(1, nb, 3)},
+		},
+	})
+
+	// The invalid annotation: logged and counted, and (above) the Service
+	// is rendered in the global mode rather than dropped.
+	hints := runs[0]
+	hints.e.WaitLog(t, settle, "invalid-annotation", ns+"/bad")
+	if n := metric(t, "http://"+hints.addr, `edsync_skipped_objects_total{reason="invalid-annotation"}`); n < 1 {
+		t.Errorf(`edsync_skipped_objects_total{reason="invalid-annotation"} = %v, want >= 1`, n)
+	}
+
+	// A Pod moves from zone-b to zone-c: the "zone" run's local zone is
+	// left empty, so everything is at priority 0.
+	if err := c.DeletePod(ctx, ns, "web-3", true); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.CreatePodsOnNodes(ctx, ns, labels, place(5, "c1")); err != nil {
+		t.Fatal(err)
+	}
+	zoneA = []string{loc(0, a, 0, 1, 2), loc(1, cz, 4, 5)}
+	expect("moved b1 -> c1", map[string]map[string][]string{
+		"hints": {
+			"close":    zoneA,
+			"samenode": {loc(0, a, 0, 1), loc(1, a, 2), loc(2, cz, 4, 5)},
+			"plain":    {loc(0, a, 0, 1, 2), loc(0, cz, 4, 5)},
+			"override": zoneA,
+			"optout":   {loc(0, a, 0, 1, 2), loc(0, cz, 4, 5)},
+			"bad":      zoneA,
+		},
+		"zone": {
+			"close": {loc(0, xa, 0, 1, 2), loc(0, xc, 4, 5)},
+			"plain": {loc(0, xa, 0, 1, 2), loc(0, xc, 4, 5)},
+		},
+		"local-zone": {
+			"close": {loc(0, nc, 4, 5), loc(1, na, 0, 1, 2)},
+		},
+	})
+
+	// A Pod moves from a2 to b1: zone-a keeps only a1's Pods, so
+	// PreferSameNode's zone level is empty and the other zones move up to 1.
+	if err := c.DeletePod(ctx, ns, "web-2", true); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.CreatePodsOnNodes(ctx, ns, labels, place(6, "b1")); err != nil {
+		t.Fatal(err)
+	}
+	zoneA = []string{loc(0, a, 0, 1), loc(1, b, 6), loc(1, cz, 4, 5)}
+	expect("moved a2 -> b1", map[string]map[string][]string{
+		"hints": {
+			"close":    zoneA,
+			"samenode": zoneA,
+			"plain":    {loc(0, a, 0, 1), loc(0, b, 6), loc(0, cz, 4, 5)},
+			"override": zoneA,
+			"optout":   {loc(0, a, 0, 1), loc(0, b, 6), loc(0, cz, 4, 5)},
+			"bad":      zoneA,
+		},
+		"zone": {
+			"close": {loc(0, xb, 6), loc(1, xa, 0, 1), loc(1, xc, 4, 5)},
+			"plain": {loc(0, xb, 6), loc(1, xa, 0, 1), loc(1, xc, 4, 5)},
+		},
+		"local-zone": {
+			"close": {loc(0, nc, 4, 5), loc(1, na, 0, 1), loc(1, nb, 6)},
+		},
+	})
+
+	// web-0 on a1 is deleted without force: terminating, DRAINING in the
+	// file, and the controller no longer hints it. As in kube-proxy, which
+	// looks only at ready endpoints' hints, the ready ones keep their
+	// priorities; where the draining one goes does not matter (Envoy sends
+	// it nothing).
+	if err := c.DeletePod(ctx, ns, "web-0", false); err != nil {
+		t.Fatal(err)
+	}
+	wantReady := []string{"P0 " + a + ": " + ip(1), "P1 " + b + ": " + ip(6), "P1 " + cz + ": " + ip(4) + " " + ip(5)}
+	for _, svc := range []string{"close", "samenode"} {
+		cl := ns + "/" + svc + "/http"
+		hints.files.WaitFor(t, fileName(t, cl, writer.FormatJSON), cl, settle, func(cla *endpointv3.ClusterLoadAssignment) error {
+			got, draining := readyLayout(cla)
+			if !slices.Equal(got, wantReady) || !slices.Equal(draining, []string{ip(0)}) {
+				return fmt.Errorf("want ready endpoints\n  %s\nand %s DRAINING; got\n  %s\ndraining %v\n(all: %s)",
+					strings.Join(wantReady, "\n  "), ip(0), strings.Join(got, "\n  "), draining, strings.Join(harness.Layout(cla), "; "))
+			}
+			return nil
+		})
+	}
+	t.Logf("web-0 terminating: the ready endpoints keep their priorities")
+}
+
+// readyLayout is Layout without weights and with only the HEALTHY
+// endpoints (localities left empty dropped), plus the DRAINING endpoints'
+// IPs, each sorted. It checks that every locality's weight is its endpoint
+// count, draining ones included.
+func readyLayout(cla *endpointv3.ClusterLoadAssignment) (ready, draining []string) {
+	for _, loc := range cla.GetEndpoints() {
+		var ips []string
+		for _, lb := range loc.GetLbEndpoints() {
+			ip := lb.GetEndpoint().GetAddress().GetSocketAddress().GetAddress()
+			switch lb.GetHealthStatus() {
+			case corev3.HealthStatus_HEALTHY:
+				ips = append(ips, ip)
+			case corev3.HealthStatus_DRAINING:
+				draining = append(draining, ip)
+			}
+		}
+		l := loc.GetLocality()
+		if w := loc.GetLoadBalancingWeight().GetValue(); int(w) != len(loc.GetLbEndpoints()) {
+			ready = append(ready, fmt.Sprintf("weight %d for %d endpoints in %s/%s/%s", w, len(loc.GetLbEndpoints()), l.GetRegion(), l.GetZone(), l.GetSubZone()))
+		}
+		if len(ips) == 0 {
+			continue
+		}
+		slices.Sort(ips)
+		ready = append(ready, fmt.Sprintf("P%d %s/%s/%s: %s", loc.GetPriority(), l.GetRegion(), l.GetZone(), l.GetSubZone(), strings.Join(ips, " ")))
+	}
+	slices.Sort(ready)
+	slices.Sort(draining)
+	return ready, draining
 }

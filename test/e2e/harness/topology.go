@@ -4,9 +4,13 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
+	"testing"
 	"time"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -176,4 +180,46 @@ func (c *Cluster) WaitSliceTopology(ctx context.Context, ns, svc string, timeout
 		}
 		w.Stop()
 	}
+}
+
+// Layout lists a CLA's LocalityLbEndpoints, one string each, sorted:
+// "P<priority> <region>/<zone>/<sub-zone> w<load_balancing_weight>: IP IP ...",
+// the IPs sorted, each followed by "(HEALTH)" unless HEALTHY. It shows at
+// a glance which endpoints Envoy prefers and how it weighs the localities.
+func Layout(cla *endpointv3.ClusterLoadAssignment) []string {
+	var out []string
+	for _, loc := range cla.GetEndpoints() {
+		var ips []string
+		for _, lb := range loc.GetLbEndpoints() {
+			ip := lb.GetEndpoint().GetAddress().GetSocketAddress().GetAddress()
+			if h := lb.GetHealthStatus(); h != corev3.HealthStatus_HEALTHY {
+				ip += "(" + h.String() + ")"
+			}
+			ips = append(ips, ip)
+		}
+		slices.Sort(ips)
+		l := loc.GetLocality()
+		w := "-" // no weight set
+		if loc.GetLoadBalancingWeight() != nil {
+			w = strconv.FormatUint(uint64(loc.GetLoadBalancingWeight().GetValue()), 10)
+		}
+		out = append(out, fmt.Sprintf("P%d %s/%s/%s w%s: %s", loc.GetPriority(),
+			l.GetRegion(), l.GetZone(), l.GetSubZone(), w, strings.Join(ips, " ")))
+	}
+	slices.Sort(out)
+	return out
+}
+
+// WaitLayout waits until the file name for cluster holds exactly want, as
+// Layout lists it (in any order).
+func (d *DirWatcher) WaitLayout(t testing.TB, name, cluster string, timeout time.Duration, want ...string) *endpointv3.ClusterLoadAssignment {
+	t.Helper()
+	want = slices.Clone(want)
+	slices.Sort(want)
+	return d.WaitFor(t, name, cluster, timeout, func(cla *endpointv3.ClusterLoadAssignment) error {
+		if got := Layout(cla); !slices.Equal(got, want) {
+			return fmt.Errorf("want localities\n  %s\ngot\n  %s", strings.Join(want, "\n  "), strings.Join(got, "\n  "))
+		}
+		return nil
+	})
 }
