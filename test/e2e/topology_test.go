@@ -145,6 +145,8 @@ func TestTopologyHintsFromController(t *testing.T) {
 //     zone-b first whatever the hints; no --node-topology, so every locality
 //     has the fixed region and no sub-zone.
 //   - "local-zone": --topology zone --local-zone zone-c, no Node read at all.
+//   - "off": no flag: every endpoint at priority 0, still in weighted
+//     localities by zone (no region, no sub-zone).
 //
 // Every locality's load_balancing_weight is its endpoint count, and
 // priorities stay contiguous from 0 when a level empties (the local zone or
@@ -200,6 +202,7 @@ func TestTopologyPriorities(t *testing.T) {
 		{"hints", []string{"--topology", "hints", "--node-name", prefix + "-a1", "--node-topology", "--watch-services"}},
 		{"zone", []string{"--topology", "zone", "--node-name", prefix + "-b1", "--region", "region-x"}},
 		{"local-zone", []string{"--topology", "zone", "--local-zone", "zone-c"}},
+		{"off", nil},
 	} {
 		out := t.TempDir()
 		ru := &run{name: r.name, files: harness.WatchDir(t, out), addr: freeAddr(t)}
@@ -260,6 +263,10 @@ func TestTopologyPriorities(t *testing.T) {
 		"local-zone": {
 			"close": {loc(0, nc, 4), loc(1, na, 0, 1, 2), loc(1, nb, 3)},
 		},
+		"off": {
+			"close":    {loc(0, na, 0, 1, 2), loc(0, nb, 3), loc(0, nc, 4)},
+			"samenode": {loc(0, na, 0, 1, 2), loc(0, nb, 3), loc(0, nc, 4)},
+		},
 	})
 
 	// The invalid annotation: logged and counted, and (above) the Service
@@ -295,6 +302,9 @@ func TestTopologyPriorities(t *testing.T) {
 		"local-zone": {
 			"close": {loc(0, nc, 4, 5), loc(1, na, 0, 1, 2)},
 		},
+		"off": {
+			"close": {loc(0, na, 0, 1, 2), loc(0, nc, 4, 5)},
+		},
 	})
 
 	// A Pod moves from a2 to b1: zone-a keeps only a1's Pods, so
@@ -321,6 +331,9 @@ func TestTopologyPriorities(t *testing.T) {
 		},
 		"local-zone": {
 			"close": {loc(0, nc, 4, 5), loc(1, na, 0, 1), loc(1, nb, 6)},
+		},
+		"off": {
+			"close": {loc(0, na, 0, 1), loc(0, nb, 6), loc(0, nc, 4, 5)},
 		},
 	})
 
