@@ -304,11 +304,19 @@ func (d *DirWatcher) WaitFor(t testing.TB, name, cluster string, timeout time.Du
 // Endpoints lists them (order does not matter).
 func (d *DirWatcher) WaitEndpoints(t testing.TB, name, cluster string, timeout time.Duration, want ...string) *endpointv3.ClusterLoadAssignment {
 	t.Helper()
+	return d.waitList(t, name, cluster, timeout, "endpoints", Endpoints, want)
+}
+
+// waitList waits until list, which returns sorted lines, gives exactly want
+// (in any order) for the file name; what names the lines in a complaint.
+func (d *DirWatcher) waitList(t testing.TB, name, cluster string, timeout time.Duration, what string,
+	list func(*endpointv3.ClusterLoadAssignment) []string, want []string) *endpointv3.ClusterLoadAssignment {
+	t.Helper()
 	want = slices.Clone(want)
 	slices.Sort(want)
 	return d.WaitFor(t, name, cluster, timeout, func(cla *endpointv3.ClusterLoadAssignment) error {
-		if got := Endpoints(cla); !slices.Equal(got, want) {
-			return fmt.Errorf("want endpoints\n  %s\ngot\n  %s", strings.Join(want, "\n  "), strings.Join(got, "\n  "))
+		if got := list(cla); !slices.Equal(got, want) {
+			return fmt.Errorf("want %s\n  %s\ngot\n  %s", what, strings.Join(want, "\n  "), strings.Join(got, "\n  "))
 		}
 		return nil
 	})

@@ -214,12 +214,5 @@ func Layout(cla *endpointv3.ClusterLoadAssignment) []string {
 // Layout lists it (in any order).
 func (d *DirWatcher) WaitLayout(t testing.TB, name, cluster string, timeout time.Duration, want ...string) *endpointv3.ClusterLoadAssignment {
 	t.Helper()
-	want = slices.Clone(want)
-	slices.Sort(want)
-	return d.WaitFor(t, name, cluster, timeout, func(cla *endpointv3.ClusterLoadAssignment) error {
-		if got := Layout(cla); !slices.Equal(got, want) {
-			return fmt.Errorf("want localities\n  %s\ngot\n  %s", strings.Join(want, "\n  "), strings.Join(got, "\n  "))
-		}
-		return nil
-	})
+	return d.waitList(t, name, cluster, timeout, "localities", Layout, want)
 }
