@@ -64,9 +64,9 @@ type Dir struct {
 	objects  *Objects
 	services bool
 	nodes    NodeOptions
-	log     *slog.Logger
-	synced  chan struct{}
-	started atomic.Bool
+	log      *slog.Logger
+	synced   chan struct{}
+	started  atomic.Bool
 
 	// onScan, if set, is called after each scan: a test hook.
 	onScan func()
@@ -131,9 +131,9 @@ func NewDir(o DirOptions) (*Dir, error) {
 		objects:  o.Objects,
 		services: o.Objects != nil && o.WatchServices,
 		nodes:    o.Nodes,
-		synced: make(chan struct{}),
-		files:  map[string]*dirFile{},
-		owners: map[string][]string{},
+		synced:   make(chan struct{}),
+		files:    map[string]*dirFile{},
+		owners:   map[string][]string{},
 	}, nil
 }
 
