@@ -8,6 +8,7 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	"google.golang.org/protobuf/types/known/structpb"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 )
@@ -62,8 +63,12 @@ func (h health) status() corev3.HealthStatus {
 type entry struct {
 	addr netip.Addr
 	zone string
-	m    *lbMessages
-	src  *preparedSlice // the slice version it came from
+	// node and hints place the endpoint for the topology modes; they are
+	// not in the message, so a reused message may come with new ones.
+	node  string
+	hints *discoveryv1.EndpointHints // shared between endpoints by the informer's transform
+	m     *lbMessages
+	src   *preparedSlice // the slice version it came from
 }
 
 func (e *entry) port() uint32 { return e.m.port.PortValue }
@@ -76,6 +81,31 @@ type endpointKey struct {
 	health   health
 	zone     string
 	hostname string
+	extra    endpointExtra
+}
+
+// endpointExtra is what goes into the message only when a Service
+// annotation or --endpoint-metadata asks for it; most endpoints have none,
+// so a message block keeps a pointer to it, nil when zero.
+type endpointExtra struct {
+	hcPort     uint32
+	hcHostname string
+	// metadata: the filter_metadata key, and what goes under it.
+	metaKey, node, podNamespace, podName string
+}
+
+func compareExtra(a *endpointExtra, b *endpointExtra) int {
+	if a == nil {
+		a = &endpointExtra{}
+	}
+	return cmp.Or(
+		cmp.Compare(a.hcPort, b.hcPort),
+		cmp.Compare(a.hcHostname, b.hcHostname),
+		cmp.Compare(a.metaKey, b.metaKey),
+		cmp.Compare(a.node, b.node),
+		cmp.Compare(a.podNamespace, b.podNamespace),
+		cmp.Compare(a.podName, b.podName),
+	)
 }
 
 // compareKey orders by ip, port, health (healthiest first), then by every
@@ -94,7 +124,10 @@ func compareKey(a *entry, b *endpointKey) int {
 	if c := cmp.Compare(a.zone, b.zone); c != 0 {
 		return c
 	}
-	return cmp.Compare(a.m.ep.Hostname, b.hostname)
+	if c := cmp.Compare(a.m.ep.Hostname, b.hostname); c != 0 {
+		return c
+	}
+	return compareExtra(a.m.extra, &b.extra)
 }
 
 // compareEntries is compareKey between two entries. Most comparisons end at
@@ -103,7 +136,11 @@ func compareEntries(a, b *entry) int {
 	if c := a.addr.Compare(b.addr); c != 0 {
 		return c
 	}
-	return compareKey(a, &endpointKey{addr: b.addr, port: b.m.port.PortValue, health: b.m.health, zone: b.zone, hostname: b.m.ep.Hostname})
+	k := endpointKey{addr: b.addr, port: b.m.port.PortValue, health: b.m.health, zone: b.zone, hostname: b.m.ep.Hostname}
+	if b.m.extra != nil {
+		k.extra = *b.m.extra
+	}
+	return compareKey(a, &k)
 }
 
 // preparedPort is one port name of one slice: its entries sorted by compareEntries.
@@ -135,7 +172,7 @@ type preparedSlice struct {
 // Every endpoint with an address is kept, whatever its condition or family:
 // which of them a cluster publishes is its Selection's choice, made in
 // assemble.
-func prepare(s *discoveryv1.EndpointSlice, opts *Options, prev *preparedSlice) *preparedSlice {
+func prepare(s *discoveryv1.EndpointSlice, opts *Options, set *serviceSettings, prev *preparedSlice) *preparedSlice {
 	p := &preparedSlice{}
 	id := s.Namespace + "/" + s.Name
 	skip := func(reason, format string, args ...any) {
@@ -201,6 +238,21 @@ func prepare(s *discoveryv1.EndpointSlice, opts *Options, prev *preparedSlice) *
 			}
 		}
 	}
+	var base endpointExtra
+	if set != nil {
+		base.hcPort, base.hcHostname = set.hcPort, set.hcHostname
+		if set.hcPortName != "" {
+			// A named port is resolved in each slice, like the served ports.
+			for _, sp := range s.Ports {
+				if sp.Name != nil && *sp.Name == set.hcPortName && sp.Port != nil && *sp.Port > 0 && *sp.Port <= 65535 {
+					base.hcPort = uint32(*sp.Port)
+				}
+			}
+		}
+	}
+	if opts.EndpointMetadata {
+		base.metaKey = cmp.Or(opts.MetadataKey, DefaultMetadataKey)
+	}
 	for i := range s.Endpoints {
 		ep := &s.Endpoints[i]
 		h := healthOf(ep.Conditions)
@@ -214,19 +266,31 @@ func prepare(s *discoveryv1.EndpointSlice, opts *Options, prev *preparedSlice) *
 			skip(ReasonInvalidAddress, "address %q is not an %s literal", ep.Addresses[0], s.AddressType)
 			continue
 		}
-		key := endpointKey{addr: addr, health: h}
+		key := endpointKey{addr: addr, health: h, extra: base}
 		if ep.Zone != nil {
 			key.zone = *ep.Zone
 		}
+		var node string
+		if ep.NodeName != nil {
+			node = *ep.NodeName
+		}
+		pod := ep.TargetRef != nil && ep.TargetRef.Kind == "Pod"
 		if ep.Hostname != nil && *ep.Hostname != "" {
 			key.hostname = *ep.Hostname
-		} else if ep.TargetRef != nil && ep.TargetRef.Kind == "Pod" {
+		} else if pod {
 			key.hostname = ep.TargetRef.Name
+		}
+		if base.metaKey != "" {
+			key.extra.node = node
+			if pod {
+				key.extra.podNamespace = cmp.Or(ep.TargetRef.Namespace, s.Namespace)
+				key.extra.podName = ep.TargetRef.Name
+			}
 		}
 		for j := range p.ports {
 			pp := &p.ports[j]
 			key.port = pp.number
-			e := entry{addr: addr, zone: key.zone, src: p}
+			e := entry{addr: addr, zone: key.zone, node: node, hints: ep.Hints, src: p}
 			if prevEntries != nil {
 				if k, found := slices.BinarySearchFunc(prevEntries[j], &key, func(e entry, key *endpointKey) int {
 					return compareKey(&e, key)
@@ -311,6 +375,7 @@ type lbMessages struct {
 	sa     corev3.SocketAddress
 	port   corev3.SocketAddress_PortValue
 	health health // the rank behind lb.HealthStatus, for compareKey
+	extra  *endpointExtra
 }
 
 // build fills m with the Envoy message for k, text being k.addr in
@@ -327,5 +392,28 @@ func (m *lbMessages) build(k *endpointKey, text string) *endpointv3.LbEndpoint {
 	m.hostID.Endpoint = &m.ep
 	m.lb.HostIdentifier = &m.hostID
 	m.lb.HealthStatus = k.health.status()
+	if k.extra != (endpointExtra{}) {
+		x := k.extra
+		m.extra = &x
+		if x.hcPort != 0 || x.hcHostname != "" {
+			m.ep.HealthCheckConfig = &endpointv3.Endpoint_HealthCheckConfig{PortValue: x.hcPort, Hostname: x.hcHostname}
+		}
+		if x.metaKey != "" {
+			m.lb.Metadata = metadata(x.metaKey, map[string]string{
+				"pod": x.podName, "namespace": x.podNamespace, "node": x.node, "zone": k.zone,
+			})
+		}
+	}
 	return &m.lb
+}
+
+// metadata is filter_metadata[key] holding the non-empty fields as strings.
+func metadata(key string, fields map[string]string) *corev3.Metadata {
+	st := &structpb.Struct{Fields: make(map[string]*structpb.Value, len(fields))}
+	for k, v := range fields {
+		if v != "" {
+			st.Fields[k] = structpb.NewStringValue(v)
+		}
+	}
+	return &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{key: st}}
 }

@@ -8,6 +8,8 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 )
 
@@ -148,7 +150,8 @@ func (r *Renderer) Service(key ServiceKey, current []*discoveryv1.EndpointSlice)
 		st = &serviceState{}
 		r.services[key] = st
 	}
-	skips := st.update(current, &r.opts)
+	set := r.settings[key]
+	skips := st.update(current, &r.opts, set)
 
 	ports := make(map[string]bool)
 	for _, p := range st.prepared {
@@ -189,7 +192,7 @@ func (r *Renderer) Service(key ServiceKey, current []*discoveryv1.EndpointSlice)
 		}
 		r.owners[name] = key
 		published = append(published, name)
-		cla := assemble(name, st.port(port).merged, &sel)
+		cla := assemble(name, st.port(port).merged, &sel, r.placement(set))
 		if err := validate(cla); err != nil {
 			skips = append(skips, Skip{Reason: ReasonInvalidCLA, Object: name, Detail: err.Error()})
 			continue
@@ -216,7 +219,7 @@ func (r *Renderer) Service(key ServiceKey, current []*discoveryv1.EndpointSlice)
 // touching only the slices that changed: the merged lists are filtered of
 // replaced entries and merged with the new ones, linear in the Service's
 // size with a small constant, instead of a full sort.
-func (st *serviceState) update(current []*discoveryv1.EndpointSlice, opts *Options) []Skip {
+func (st *serviceState) update(current []*discoveryv1.EndpointSlice, opts *Options, set *serviceSettings) []Skip {
 	var skips []Skip
 	prepared := make(map[*discoveryv1.EndpointSlice]*preparedSlice, len(current))
 	var added []*preparedSlice
@@ -230,7 +233,7 @@ func (st *serviceState) update(current []*discoveryv1.EndpointSlice, opts *Optio
 					byName[old.Name] = op
 				}
 			}
-			p = prepare(s, opts, byName[s.Name])
+			p = prepare(s, opts, set, byName[s.Name])
 			skips = append(skips, p.skips...)
 			added = append(added, p)
 		}
@@ -319,7 +322,9 @@ func (r *Renderer) clusterName(key ServiceKey, st *serviceState, port string) (s
 	if ps.cluster != "" {
 		return ps.cluster, nil
 	}
-	name, err := ClusterName(r.tmpl, NameData{Namespace: key.Namespace, Service: key.Name, Port: port})
+	protocol := cmp.Or(r.opts.Protocol, corev1.ProtocolTCP)
+	name, err := ClusterName(r.tmpl, NameData{Namespace: key.Namespace, Service: key.Name, Port: port,
+		PortNumber: r.settings[key].portNumber(port, protocol)})
 	if err != nil {
 		return "", err
 	}
@@ -329,28 +334,30 @@ func (r *Renderer) clusterName(key ServiceKey, st *serviceState, port string) (s
 
 // assemble turns one port's merged entries into a CLA: the entries the
 // selection keeps, one endpoint per ip:port (the healthiest kept copy, which
-// the order puts first), grouped into localities by zone, localities sorted
-// by zone and endpoints by ip then port.
-func assemble(name string, merged []*entry, sel *Selection) *endpointv3.ClusterLoadAssignment {
-	// Two passes: count each zone's endpoints, then fill one backing array
-	// cut per zone, so a big Service costs one allocation, not a growing
-	// slice per zone.
+// the order puts first), grouped by priority level and locality, each group
+// weighted by its endpoint count; groups sorted by priority then locality,
+// endpoints by ip then port.
+func assemble(name string, merged []*entry, sel *Selection, pl *placement) *endpointv3.ClusterLoadAssignment {
+	// Two passes: count each group's endpoints, then fill one backing
+	// array cut per group, so a big Service costs one allocation, not a
+	// growing slice per group.
 	type bucket struct {
-		zone string
-		n    int
-		lbs  []*endpointv3.LbEndpoint
+		level int
+		loc   localityKey
+		n     int
+		lbs   []*endpointv3.LbEndpoint
 	}
-	var buckets []*bucket // few zones: a linear search beats a map
-	find := func(cur *bucket, zone string) *bucket {
-		if cur != nil && cur.zone == zone {
+	var buckets []*bucket // few groups: a linear search beats a map
+	find := func(cur *bucket, level int, loc localityKey) *bucket {
+		if cur != nil && cur.level == level && cur.loc == loc {
 			return cur
 		}
 		for _, b := range buckets {
-			if b.zone == zone {
+			if b.level == level && b.loc == loc {
 				return b
 			}
 		}
-		b := &bucket{zone: zone}
+		b := &bucket{level: level, loc: loc}
 		buckets = append(buckets, b)
 		return b
 	}
@@ -364,16 +371,19 @@ func assemble(name string, merged []*entry, sel *Selection) *endpointv3.ClusterL
 		last = e
 		return true
 	}
+	hinted := pl.mode == TopologyHints && pl.hinted(merged, sel)
 	var cur *bucket
 	total := 0
 	for _, e := range merged {
 		if publish(e) {
-			cur = find(cur, e.zone)
+			cur = find(cur, pl.level(e, hinted), pl.locality(e))
 			cur.n++
 			total++
 		}
 	}
-	slices.SortFunc(buckets, func(a, b *bucket) int { return cmp.Compare(a.zone, b.zone) })
+	slices.SortFunc(buckets, func(a, b *bucket) int {
+		return cmp.Or(cmp.Compare(a.level, b.level), a.loc.compare(b.loc))
+	})
 	backing := make([]*endpointv3.LbEndpoint, 0, total)
 	for _, b := range buckets {
 		b.lbs = backing[len(backing) : len(backing) : len(backing)+b.n]
@@ -382,16 +392,30 @@ func assemble(name string, merged []*entry, sel *Selection) *endpointv3.ClusterL
 	cur, last = nil, nil
 	for _, e := range merged {
 		if publish(e) {
-			cur = find(cur, e.zone)
+			cur = find(cur, pl.level(e, hinted), pl.locality(e))
 			cur.lbs = append(cur.lbs, &e.m.lb)
 		}
 	}
 
 	cla := &endpointv3.ClusterLoadAssignment{ClusterName: name}
+	if pl.overprovisioning > 0 {
+		cla.Policy = &endpointv3.ClusterLoadAssignment_Policy{OverprovisioningFactor: wrapperspb.UInt32(pl.overprovisioning)}
+	}
+	// Levels with no endpoint are not emitted: priorities count from 0
+	// without gaps (Envoy's rule), over the levels present.
+	priority, prevLevel := uint32(0), -1
 	for _, b := range buckets {
-		lle := &endpointv3.LocalityLbEndpoints{LbEndpoints: b.lbs}
-		if b.zone != "" {
-			lle.Locality = &corev3.Locality{Zone: b.zone}
+		if prevLevel >= 0 && b.level != prevLevel {
+			priority++
+		}
+		prevLevel = b.level
+		lle := &endpointv3.LocalityLbEndpoints{
+			LbEndpoints:         b.lbs,
+			Priority:            priority,
+			LoadBalancingWeight: wrapperspb.UInt32(uint32(b.n)),
+		}
+		if b.loc != (localityKey{}) {
+			lle.Locality = &corev3.Locality{Region: b.loc.region, Zone: b.loc.zone, SubZone: b.loc.subZone}
 		}
 		cla.Endpoints = append(cla.Endpoints, lle)
 	}

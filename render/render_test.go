@@ -99,7 +99,7 @@ func healthy8080(addrs ...string) []*endpointv3.LbEndpoint {
 }
 
 func locality(z string, eps ...*endpointv3.LbEndpoint) *endpointv3.LocalityLbEndpoints {
-	l := &endpointv3.LocalityLbEndpoints{LbEndpoints: eps}
+	l := &endpointv3.LocalityLbEndpoints{LbEndpoints: eps, LoadBalancingWeight: wrapperspb.UInt32(uint32(len(eps)))}
 	if z != "" {
 		l.Locality = &corev3.Locality{Zone: z}
 	}
@@ -479,6 +479,9 @@ func TestShuffledInputGivesIdenticalBytes(t *testing.T) {
 	for round := range 20 {
 		in := randomService(rng, 6, 30)
 		opts := Options{NotReady: NotReadyUnhealthy}
+		if round%2 == 1 {
+			opts = Options{Topology: TopologyZone, LocalZone: "zone-2", EndpointMetadata: true}
+		}
 		r, _ := New(opts)
 		first, _ := r.Service(web, in)
 		want := marshalAll(t, first)
@@ -560,12 +563,18 @@ func TestParse(t *testing.T) {
 
 func TestRenderedCLAsPassValidateAll(t *testing.T) {
 	rng := rand.New(rand.NewPCG(3, 4))
-	r, _ := New(Options{NotReady: NotReadyUnhealthy})
-	for range 50 {
-		clusters, _ := r.Service(web, randomService(rng, 1+rng.IntN(6), rng.IntN(40)))
-		for _, c := range clusters {
-			if err := c.CLA.ValidateAll(); err != nil {
-				t.Fatalf("cluster %s: %v", c.Name, err)
+	for _, opts := range []Options{
+		{NotReady: NotReadyUnhealthy},
+		{Topology: TopologyZone, LocalZone: "zone-1", Region: "eu", EndpointMetadata: true},
+	} {
+		r, _ := New(opts)
+		r.SetService(web, &ServiceInfo{Annotations: map[string]string{AnnotationHealthCheckPort: "http", AnnotationOverprovisioningFactor: "120"}})
+		for range 50 {
+			clusters, _ := r.Service(web, randomService(rng, 1+rng.IntN(6), rng.IntN(40)))
+			for _, c := range clusters {
+				if err := c.CLA.ValidateAll(); err != nil {
+					t.Fatalf("cluster %s: %v", c.Name, err)
+				}
 			}
 		}
 	}

@@ -1,6 +1,12 @@
 package render
 
-import "fmt"
+import (
+	"cmp"
+	"fmt"
+	"slices"
+
+	discoveryv1 "k8s.io/api/discovery/v1"
+)
 
 // Topology is how a cluster's endpoints are spread over Envoy priorities, so
 // that Envoy keeps traffic near and fails over by health (through the
@@ -81,4 +87,87 @@ func (r *Renderer) SetLocal(zone, node string) bool {
 	}
 	r.opts.LocalZone, r.opts.LocalNode = zone, node
 	return true
+}
+
+// placement is what assemble needs to place a Service's endpoints:
+// priority levels and localities.
+type placement struct {
+	mode                 Topology
+	localZone, localNode string
+	nodes                map[string]NodeTopology
+	region               string
+	overprovisioning     uint32 // 0: Envoy's default
+}
+
+func (r *Renderer) placement(set *serviceSettings) *placement {
+	pl := &placement{mode: r.opts.Topology, localZone: r.opts.LocalZone, localNode: r.opts.LocalNode,
+		nodes: r.nodes, region: r.opts.Region}
+	if set != nil {
+		if set.hasTopology {
+			pl.mode = set.topology
+		}
+		pl.overprovisioning = set.overprovisioning
+	}
+	return pl
+}
+
+// hinted reports whether the hints can be followed: every healthy endpoint
+// published has a zone hint (kube-proxy's rule: one endpoint without hints
+// means the controller could not assign them, and none are used), and the
+// local zone or node is known.
+func (pl *placement) hinted(merged []*entry, sel *Selection) bool {
+	if pl.localZone == "" && pl.localNode == "" {
+		return false
+	}
+	for _, e := range merged {
+		if e.m.health == healthy && sel.keeps(e) && (e.hints == nil || len(e.hints.ForZones) == 0) {
+			return false
+		}
+	}
+	return true
+}
+
+// level is the entry's priority level before levels with no endpoints are
+// dropped: 0 nearest.
+func (pl *placement) level(e *entry, hinted bool) int {
+	switch pl.mode {
+	case TopologyZone:
+		if pl.localZone != "" && e.zone != pl.localZone {
+			return 1
+		}
+	case TopologyHints:
+		if !hinted {
+			return 0
+		}
+		if e.hints == nil { // not healthy: hinted did not require hints
+			return 2
+		}
+		if pl.localNode != "" && slices.ContainsFunc(e.hints.ForNodes, func(n discoveryv1.ForNode) bool { return n.Name == pl.localNode }) {
+			return 0
+		}
+		if pl.localZone != "" && slices.ContainsFunc(e.hints.ForZones, func(z discoveryv1.ForZone) bool { return z.Name == pl.localZone }) {
+			return 1
+		}
+		return 2
+	}
+	return 0
+}
+
+// localityKey is an Envoy locality: the zone from the endpoint, the region
+// and sub-zone from its Node, else the fixed region.
+type localityKey struct{ region, zone, subZone string }
+
+func (l localityKey) compare(o localityKey) int {
+	return cmp.Or(cmp.Compare(l.region, o.region), cmp.Compare(l.zone, o.zone), cmp.Compare(l.subZone, o.subZone))
+}
+
+func (pl *placement) locality(e *entry) localityKey {
+	loc := localityKey{region: pl.region, zone: e.zone}
+	if t, ok := pl.nodes[e.node]; ok && e.node != "" {
+		if t.Region != "" {
+			loc.region = t.Region
+		}
+		loc.subZone = t.SubZone
+	}
+	return loc
 }
