@@ -51,7 +51,8 @@ type manifest struct {
 // file, so that a half-written file never removes the objects in its
 // missing part (the caller keeps the file's last good objects). A slice or
 // Service without a namespace gets "default"; an object without a name, a
-// duplicate, another kind or apiVersion are errors.
+// duplicate, another kind or apiVersion are errors. A Service port's
+// protocol defaults to TCP, as the API server does.
 func decodeManifest(data []byte) (manifest, error) {
 	var m manifest
 	seen := map[string]bool{}
@@ -91,6 +92,12 @@ func decodeManifest(data []byte) (manifest, error) {
 			}
 			if err := once("Service", o.Namespace, o.Name); err != nil {
 				return err
+			}
+			// The API server defaults the protocol; a manifest may leave it out.
+			for i := range o.Spec.Ports {
+				if o.Spec.Ports[i].Protocol == "" {
+					o.Spec.Ports[i].Protocol = corev1.ProtocolTCP
+				}
 			}
 			m.services = append(m.services, SlimService(o))
 		case *corev1.Node:
