@@ -115,7 +115,7 @@ func flags() []cli.Flag {
 			Usage: "the `ZONE` Envoy runs in, which --topology prefers (default: the zone label of the --node-name Node)"},
 		&cli.StringFlag{Name: "node-name", Category: catTopology, EnvVars: env("NODE_NAME"),
 			Usage: "the `NAME` of the Node Envoy runs on, from the downward API's spec.nodeName: its topology.kubernetes.io/zone label is the local zone " +
-				"and hints for it are preferred (reads that Node: RBAC get/list/watch on nodes)"},
+				"and hints for it are preferred (reads that Node: RBAC list/watch on nodes)"},
 		&cli.BoolFlag{Name: "node-topology", Category: catTopology, EnvVars: env("NODE_TOPOLOGY"),
 			Usage: "read every Node: each endpoint's locality gets its Node's topology.kubernetes.io/region label and --subzone-label (RBAC list/watch on nodes)"},
 		&cli.StringFlag{Name: "subzone-label", Category: catTopology, EnvVars: env("SUBZONE_LABEL"), Value: watch.DefaultSubZoneLabel,

@@ -148,8 +148,7 @@ func TestReloadKeepsServicesAndNodes(t *testing.T) {
 	if err := tp.p.apply(next, new(slog.LevelVar)); err != nil {
 		t.Fatal(err)
 	}
-	for f := tp.nextFlush(t); !f.Reload; f = tp.nextFlush(t) {
-	}
+	tp.waitReloadFlush(t)
 	cla := readAsEnvoy(t, file)
 	// No hints on the slice: hints mode gives no preference; the Nodes'
 	// region and sub-zone and the Service's factor stay.
@@ -166,11 +165,17 @@ func TestReloadKeepsServicesAndNodes(t *testing.T) {
 	if err := tp.p.apply(next, new(slog.LevelVar)); err != nil {
 		t.Fatal(err)
 	}
-	for f := tp.nextFlush(t); !f.Reload; f = tp.nextFlush(t) {
-	}
+	tp.waitReloadFlush(t)
 	want = []string{"10.0.1.1 p1 r1/z1/rack-1 w1", "10.0.2.1 p0 r1/z2/ w1"}
 	if got := placement(readAsEnvoy(t, file)); !slices.Equal(got, want) {
 		t.Errorf("after the reload with --local-zone z2: %q, want %q", got, want)
+	}
+}
+
+// waitReloadFlush waits for the full flush after a config reload.
+func (tp *testPipeline) waitReloadFlush(t *testing.T) {
+	t.Helper()
+	for f := tp.nextFlush(t); !f.Reload; f = tp.nextFlush(t) {
 	}
 }
 
