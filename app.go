@@ -35,7 +35,8 @@ func start(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
 	}
 	log.Info("edsync starting", "version", buildVersion(), "source", sourceName(cfg),
 		"output_dir", cfg.outputDir, "format", cfg.format, "dry_run", cfg.dryRun, "once", cfg.once,
-		"config", cfg.configFile)
+		"config", cfg.configFile, "topology", cfg.render.Topology, "node_name", cfg.nodes.Name,
+		"node_topology", cfg.nodes.All, "watch_services", cfg.watchServices)
 	p.metrics.configLoadedAtStart(p.now())
 	// With --once edsync exits before anyone could scrape or probe it (and
 	// an init container has no probes): it serves nothing.
@@ -80,10 +81,11 @@ func (p *pipeline) apply(next *config, level *slog.LevelVar) error {
 	}
 	level.Set(next.logLevel)
 	p.reconfigure(&liveConfig{
-		renderer: ren,
-		declared: declared(next.clusters, ren),
-		debounce: next.debounce,
-		maxDelay: next.maxDelay,
+		renderer:  ren,
+		declared:  declared(next.clusters, ren),
+		debounce:  next.debounce,
+		maxDelay:  next.maxDelay,
+		localZone: next.render.LocalZone,
 	})
 	return nil
 }
@@ -121,11 +123,18 @@ func build(cfg *config, log *slog.Logger, stdout io.Writer) (*pipeline, error) {
 		syncTimeout: cfg.syncTimeout,
 	})
 	store := p.newStore()
+	p.topo.nodeName, p.topo.nodeTopology, p.topo.localZone = cfg.nodes.Name, cfg.nodes.All, cfg.render.LocalZone
+	var objects *watch.Objects
+	if cfg.watchServices || cfg.nodes.All || cfg.nodes.Name != "" {
+		objects = watch.NewObjects(p.objectsChanged)
+		p.topo.objects = objects
+	}
 
 	if cfg.fromDir != "" {
 		src, err := watch.NewDir(watch.DirOptions{
 			Dir: cfg.fromDir, Namespaces: cfg.namespaces, Selector: cfg.selector, Services: cfg.services,
 			Store: store, Logger: log,
+			Objects: objects, WatchServices: cfg.watchServices, Nodes: cfg.nodes,
 		})
 		if err != nil {
 			return nil, err
@@ -149,7 +158,28 @@ func build(cfg *config, log *slog.Logger, stdout io.Writer) (*pipeline, error) {
 	if err != nil {
 		return nil, usageError{err}
 	}
-	p.source = src
+	all := []source{src}
+	if cfg.watchServices {
+		svc, err := watch.NewKubeServices(watch.KubeServicesOptions{
+			Client: client, Namespaces: cfg.namespaces, Services: cfg.services, Objects: objects, Logger: log,
+		})
+		if err != nil {
+			return nil, usageError{err}
+		}
+		all = append(all, svc)
+	}
+	if cfg.nodes.All || cfg.nodes.Name != "" {
+		nodes, err := watch.NewKubeNodes(watch.KubeNodesOptions{Client: client, Nodes: cfg.nodes, Objects: objects, Logger: log})
+		if err != nil {
+			return nil, usageError{err}
+		}
+		all = append(all, nodes)
+	}
+	if len(all) == 1 {
+		p.source = src
+	} else {
+		p.source = newSources(all...)
+	}
 	return p, nil
 }
 

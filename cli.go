@@ -15,8 +15,10 @@ import (
 
 	"github.com/urfave/cli/v2"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/edsync/edsync/render"
+	"github.com/edsync/edsync/watch"
 	"github.com/edsync/edsync/writer"
 )
 
@@ -53,6 +55,7 @@ const (
 	catOutput    = "Output"
 	catTiming    = "Timing"
 	catSemantics = "Endpoints"
+	catTopology  = "Topology"
 	catLogging   = "Logging"
 	catMonitor   = "Monitoring"
 )
@@ -104,6 +107,28 @@ func flags() []cli.Flag {
 			Usage: "publish `FAMILY` addresses: all, ipv4 or ipv6"},
 		&cli.StringFlag{Name: "protocol", Category: catSemantics, EnvVars: env("PROTOCOL"), Value: "TCP",
 			Usage: "publish the Service ports of `PROTOCOL`: TCP, UDP or SCTP"},
+
+		&cli.StringFlag{Name: "topology", Category: catTopology, EnvVars: env("TOPOLOGY"), Value: "off",
+			Usage: "spread endpoints over Envoy priorities (`MODE`): off; zone (the local zone's at priority 0, the rest at 1); " +
+				"hints (follow the EndpointSlice hints: the local node's, then the local zone's, then the rest). A Service's edsync.io/topology annotation overrides it"},
+		&cli.StringFlag{Name: "local-zone", Category: catTopology, EnvVars: env("LOCAL_ZONE"),
+			Usage: "the `ZONE` Envoy runs in, which --topology prefers (default: the zone label of the --node-name Node)"},
+		&cli.StringFlag{Name: "node-name", Category: catTopology, EnvVars: env("NODE_NAME"),
+			Usage: "the `NAME` of the Node Envoy runs on, from the downward API's spec.nodeName: its topology.kubernetes.io/zone label is the local zone " +
+				"and hints for it are preferred (reads that Node: RBAC list/watch on nodes)"},
+		&cli.BoolFlag{Name: "node-topology", Category: catTopology, EnvVars: env("NODE_TOPOLOGY"),
+			Usage: "read every Node: each endpoint's locality gets its Node's topology.kubernetes.io/region label and --subzone-label (RBAC list/watch on nodes)"},
+		&cli.StringFlag{Name: "subzone-label", Category: catTopology, EnvVars: env("SUBZONE_LABEL"), Value: watch.DefaultSubZoneLabel,
+			Usage: "Node `LABEL` whose value is the locality's sub-zone, with --node-topology"},
+		&cli.StringFlag{Name: "region", Category: catTopology, EnvVars: env("REGION"),
+			Usage: "`REGION` of the localities whose Node gives none (or all, without --node-topology)"},
+		&cli.BoolFlag{Name: "watch-services", Category: catTopology, EnvVars: env("WATCH_SERVICES"),
+			Usage: "read the Service objects (RBAC list/watch on services): their edsync.io/ annotations and their port numbers (.PortNumber in " +
+				"--cluster-name-template); without it, edsync.io/ annotations are not read"},
+		&cli.BoolFlag{Name: "endpoint-metadata", Category: catTopology, EnvVars: env("ENDPOINT_METADATA"),
+			Usage: "add each endpoint's pod, namespace, node and zone to its metadata, for access logs and subset load balancing"},
+		&cli.StringFlag{Name: "endpoint-metadata-key", Category: catTopology, EnvVars: env("ENDPOINT_METADATA_KEY"), Value: render.DefaultMetadataKey,
+			Usage: "filter_metadata `KEY` of --endpoint-metadata"},
 
 		&cli.StringFlag{Name: "log-level", Category: catLogging, EnvVars: env("LOG_LEVEL"), Value: "info",
 			Usage: "`LEVEL`: debug, info, warn or error"},
@@ -220,6 +245,11 @@ type config struct {
 	debounce, maxDelay time.Duration
 	render             render.Options
 
+	// Topology sources. The local zone and node are also in render
+	// (LocalZone is --local-zone's there; the pipeline sets the Node's).
+	nodes         watch.NodeOptions
+	watchServices bool
+
 	logLevel  slog.Level
 	logFormat string
 	httpAddr  string // "" serves nothing
@@ -335,7 +365,50 @@ func readSettings(c settings) (*config, error) {
 	if cfg.httpAddr, err = parseHTTPAddr(c.String("http-addr")); err != nil {
 		return nil, err
 	}
+	if err := readTopology(c, cfg); err != nil {
+		return nil, err
+	}
 	return cfg, nil
+}
+
+// readTopology reads the flags of the Topology category.
+func readTopology(c settings, cfg *config) error {
+	var err error
+	if cfg.render.Topology, err = render.ParseTopology(c.String("topology")); err != nil {
+		return usagef("invalid --topology %q: want off, zone or hints", c.String("topology"))
+	}
+	cfg.render.LocalZone = c.String("local-zone")
+	cfg.render.Region = c.String("region")
+	for _, flag := range []string{"local-zone", "region"} {
+		// Both are compared with label values.
+		if v := c.String(flag); len(validation.IsValidLabelValue(v)) > 0 {
+			return usagef("invalid --%s %q: %s", flag, v, strings.Join(validation.IsValidLabelValue(v), "; "))
+		}
+	}
+	cfg.nodes = watch.NodeOptions{
+		All:          c.Bool("node-topology"),
+		Name:         c.String("node-name"),
+		SubZoneLabel: c.String("subzone-label"),
+	}
+	cfg.render.LocalNode = cfg.nodes.Name
+	if n := cfg.nodes.Name; n != "" {
+		if errs := validation.IsDNS1123Subdomain(n); len(errs) > 0 {
+			return usagef("invalid --node-name %q: %s", n, strings.Join(errs, "; "))
+		}
+	}
+	if errs := validation.IsQualifiedName(cfg.nodes.SubZoneLabel); len(errs) > 0 {
+		return usagef("invalid --subzone-label %q: %s", cfg.nodes.SubZoneLabel, strings.Join(errs, "; "))
+	}
+	if cfg.render.Topology != render.TopologyOff && cfg.render.LocalZone == "" && cfg.nodes.Name == "" {
+		return usagef("--topology %s needs the local zone: set --local-zone or --node-name", cfg.render.Topology)
+	}
+	cfg.watchServices = c.Bool("watch-services")
+	cfg.render.EndpointMetadata = c.Bool("endpoint-metadata")
+	cfg.render.MetadataKey = c.String("endpoint-metadata-key")
+	if strings.TrimSpace(cfg.render.MetadataKey) == "" {
+		return usagef("--endpoint-metadata-key must not be empty")
+	}
+	return nil
 }
 
 // nonEmpty drops empty items, which an empty environment variable gives.

@@ -72,6 +72,15 @@ func TestBadFlagsExit2WithOneLine(t *testing.T) {
 		{"bad log format", []string{"--dry-run", "--log-format", "xml"}, nil, "--log-format"},
 		{"stray argument", []string{"--dry-run", "extra"}, nil, "unexpected argument"},
 		{"bad selector", []string{"--dry-run", "--from-dir", "examples/endpointslices", "--selector", "a=(b"}, nil, "selector"},
+		{"bad topology", []string{"--dry-run", "--topology", "nearest"}, nil, "off, zone or hints"},
+		{"bad topology from env", []string{"--dry-run"}, map[string]string{"EDSYNC_TOPOLOGY": "nearest"}, "--topology"},
+		{"topology without a local zone", []string{"--dry-run", "--topology", "zone"}, nil, "--local-zone or --node-name"},
+		{"bad local zone", []string{"--dry-run", "--local-zone", "eu west"}, nil, "--local-zone"},
+		{"bad region", []string{"--dry-run", "--region", "-r1"}, nil, "--region"},
+		{"bad node name", []string{"--dry-run", "--node-name", "Node_1"}, nil, "--node-name"},
+		{"bad subzone label", []string{"--dry-run", "--node-topology", "--subzone-label", "a b"}, nil, "--subzone-label"},
+		{"empty metadata key", []string{"--dry-run", "--endpoint-metadata", "--endpoint-metadata-key", " "}, nil, "--endpoint-metadata-key"},
+		{"bad node-topology from env", []string{"--dry-run"}, map[string]string{"EDSYNC_NODE_TOPOLOGY": "sometimes"}, "sometimes"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			for k, v := range tc.env {
@@ -96,7 +105,8 @@ func TestHelpAndVersion(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("--help exit code %d", code)
 	}
-	for _, want := range []string{"--output-dir", "EDSYNC_OUTPUT_DIR", "--from-dir", "--debounce", "(default: 50ms)", "Endpoints"} {
+	for _, want := range []string{"--output-dir", "EDSYNC_OUTPUT_DIR", "--from-dir", "--debounce", "(default: 50ms)", "Endpoints",
+		"Topology", "--node-name", "EDSYNC_NODE_NAME", "--watch-services", "edsync.io/ annotations are not read"} {
 		if !strings.Contains(stdout, want) {
 			t.Errorf("--help does not mention %q", want)
 		}

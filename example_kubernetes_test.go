@@ -164,6 +164,18 @@ func TestKubernetesExampleEdsyncContainer(t *testing.T) {
 		t.Fatal(err)
 	}
 	args[j+1] = file
+	// The container's environment takes part: a value from the downward
+	// API gets a stand-in of the right shape.
+	for _, e := range c.Env {
+		v := e.Value
+		if e.ValueFrom != nil {
+			if e.ValueFrom.FieldRef == nil {
+				t.Fatalf("env %s: only values and fieldRefs are understood here", e.Name)
+			}
+			v = map[string]string{"spec.nodeName": "node-1", "metadata.namespace": "default"}[e.ValueFrom.FieldRef.FieldPath]
+		}
+		t.Setenv(e.Name, v)
+	}
 	if _, err := parseFlags(args); err != nil {
 		t.Errorf("edsync's args %q do not parse: %v", c.Args, err)
 	}

@@ -60,6 +60,8 @@ type pipeline struct {
 	onNotify    func(render.ServiceKey) // test hook, called after a Service is marked dirty
 	metrics     *metrics
 	health      *health
+	// topo holds the Services and Nodes handed to the renderer.
+	topo topology
 	// summaryEvery is the least time between two Info lines summing up
 	// flushes (the others are logged at Debug).
 	summaryEvery time.Duration
@@ -86,6 +88,8 @@ func newPipeline(p *pipeline) *pipeline {
 	p.dirty = make(map[render.ServiceKey]struct{})
 	p.wake = make(chan struct{}, 1)
 	p.triggers = make(map[render.ServiceKey][]time.Time)
+	p.topo.services = make(map[render.ServiceKey]*render.ServiceInfo)
+	p.topo.nodes = make(map[string]*render.NodeTopology)
 	if p.now == nil {
 		p.now = time.Now
 	}
@@ -129,6 +133,7 @@ type liveConfig struct {
 	renderer           *render.Renderer
 	declared           []string
 	debounce, maxDelay time.Duration
+	localZone          string // --local-zone
 }
 
 // reconfigure hands the pipeline a new configuration, which its goroutine
@@ -146,6 +151,7 @@ func (p *pipeline) reconfigure(lc *liveConfig) {
 // install takes the configuration given to reconfigure, if any. The new
 // renderer starts empty, so every Service is rendered again by the full
 // flush that follows; the writer skips the files whose bytes stay the same.
+// It is first told the Services, Nodes and local zone the old one knew.
 func (p *pipeline) install() bool {
 	p.mu.Lock()
 	lc := p.next
@@ -157,11 +163,15 @@ func (p *pipeline) install() bool {
 	p.renderer = lc.renderer
 	p.declared = lc.declared
 	p.coalescer.SetDelays(lc.debounce, lc.maxDelay)
+	p.topo.localZone = lc.localZone
+	p.feedRenderer()
 	return true
 }
 
-// takeDirty moves the dirty keys into the coalescer.
+// takeDirty moves the dirty keys into the coalescer, after handing the
+// renderer the Services and Nodes that changed.
 func (p *pipeline) takeDirty() {
+	p.takeObjects()
 	p.mu.Lock()
 	dirty := p.dirty
 	p.dirty = make(map[render.ServiceKey]struct{}, len(dirty))
@@ -235,6 +245,8 @@ func (p *pipeline) Run(ctx context.Context) (err error) {
 
 	p.install() // a reload during the sync
 	p.health.begin("the initial flush")
+	p.takeObjects()
+	p.warnNoLocalZone()
 	res := p.initialFlush(ctx)
 	p.health.end()
 	p.synced = true
@@ -360,10 +372,7 @@ func (p *pipeline) flush(ctx context.Context, keys []render.ServiceKey, initial 
 			p.triggers[key] = append(p.triggers[key], t...)
 		}
 		clusters, skips := p.renderer.Service(key, p.store.Slices(key))
-		for _, s := range skips {
-			p.log.Warn("skipped", "reason", s.Reason, "object", s.Object, "detail", s.Detail)
-			p.metrics.skip(s.Reason)
-		}
+		p.skipped(skips)
 		for _, c := range clusters {
 			batch = append(batch, writer.Cluster{Name: c.Name, CLA: c.CLA})
 			names[c.Name] = true

@@ -140,5 +140,10 @@ func restartOnly(a, b *config) []string {
 	check("dry-run", a.dryRun == b.dryRun)
 	check("once", a.once == b.once)
 	check("log-format", a.logFormat == b.logFormat)
+	// The Node and Service informers start with the process.
+	check("node-name", a.nodes.Name == b.nodes.Name)
+	check("node-topology", a.nodes.All == b.nodes.All)
+	check("subzone-label", a.nodes.SubZoneLabel == b.nodes.SubZoneLabel)
+	check("watch-services", a.watchServices == b.watchServices)
 	return changed
 }

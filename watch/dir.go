@@ -28,10 +28,18 @@ type DirOptions struct {
 	Services   []render.ServiceKey
 	Store      *Store
 	Logger     *slog.Logger
+
+	// Objects, if set, receives the Services (with WatchServices) and the
+	// Nodes (as Nodes says) of the manifests; they are ignored otherwise.
+	// Services pass the Namespaces and Services filters, not the Selector.
+	Objects       *Objects
+	WatchServices bool
+	Nodes         NodeOptions
 }
 
-// Dir is the Source that reads EndpointSlice manifests from a folder and
-// follows its changes with fsnotify.
+// Dir is the Source that reads EndpointSlice manifests (and Services and
+// Nodes, see DirOptions.Objects) from a folder and follows its changes
+// with fsnotify.
 //
 // It reads every regular file (symlinks followed) named *.yaml, *.yml or
 // *.json at the top of the folder, skipping hidden names. On any event in
@@ -47,28 +55,46 @@ type DirOptions struct {
 // the Store. A file with no document at all (empty, or only comments) also
 // keeps its last slices: a writer that truncates then writes shows it for
 // a moment. A removed file removes its slices. A slice defined in several
-// files is taken from the first file by name (logged at Warn).
+// files is taken from the first file by name (logged at Warn). Services
+// and Nodes follow the same rules.
 type Dir struct {
-	dir     string
-	store   *Store
-	filter  *filter
-	log     *slog.Logger
-	synced  chan struct{}
-	started atomic.Bool
+	dir      string
+	store    *Store
+	filter   *filter
+	objects  *Objects
+	services bool
+	nodes    NodeOptions
+	log      *slog.Logger
+	synced   chan struct{}
+	started  atomic.Bool
 
 	// onScan, if set, is called after each scan: a test hook.
 	onScan func()
 
 	// Owned by Run's goroutine.
 	files  map[string]*dirFile // by base name
-	owners map[string][]string // slice id -> names of the files defining it, sorted
+	owners map[string][]string // object id -> names of the files defining it, sorted
 }
 
 type dirFile struct {
-	info   os.FileInfo // at the last read, symlinks followed
-	sum    [sha256.Size]byte
-	slices map[string]*discoveryv1.EndpointSlice // last good, filtered, by id
+	info    os.FileInfo // at the last read, symlinks followed
+	sum     [sha256.Size]byte
+	objects map[string]dirObject // last good, filtered, by object id
 }
+
+// dirObject is one object of a file, one of its fields set. Its id is
+// "namespace/name" for a slice (the Store's id), "Service namespace/name"
+// for a Service and "Node name" for a Node.
+type dirObject struct {
+	slice   *discoveryv1.EndpointSlice
+	service *render.ServiceInfo
+	node    *Node
+}
+
+const (
+	serviceIDPrefix = "Service "
+	nodeIDPrefix    = "Node "
+)
 
 var _ Source = (*Dir)(nil)
 
@@ -101,9 +127,13 @@ func NewDir(o DirOptions) (*Dir, error) {
 		store:  o.Store,
 		filter: f,
 		log:    log.With("component", "watch.dir", "dir", dir),
-		synced: make(chan struct{}),
-		files:  map[string]*dirFile{},
-		owners: map[string][]string{},
+
+		objects:  o.Objects,
+		services: o.Objects != nil && o.WatchServices,
+		nodes:    o.Nodes,
+		synced:   make(chan struct{}),
+		files:    map[string]*dirFile{},
+		owners:   map[string][]string{},
 	}, nil
 }
 
@@ -129,7 +159,7 @@ func (d *Dir) Run(ctx context.Context) error {
 	if err := d.scan(nil, true); err != nil {
 		return fmt.Errorf("watch: manifest folder %s: %w", d.dir, err)
 	}
-	d.log.Info("manifests read", "files", len(d.files), "slices", len(d.owners))
+	d.log.Info("manifests read", "files", len(d.files), "objects", len(d.owners))
 	close(d.synced)
 
 	for {
@@ -199,8 +229,8 @@ func (d *Dir) scan(touched map[string]bool, force bool) error {
 	changed := map[string]bool{} // slice ids
 	for name, f := range d.files {
 		if _, ok := present[name]; !ok {
-			d.log.Info("manifest file gone; removing its slices", "file", name, "slices", len(f.slices))
-			d.setSlices(name, f, nil, changed)
+			d.log.Info("manifest file gone; removing its objects", "file", name, "objects", len(f.objects))
+			d.setObjects(name, f, nil, changed)
 			delete(d.files, name)
 		}
 	}
@@ -213,12 +243,11 @@ func (d *Dir) scan(touched map[string]bool, force bool) error {
 		d.read(name, info, changed)
 	}
 	for _, id := range slices.Sorted(maps.Keys(changed)) {
-		owners := d.owners[id]
-		if len(owners) == 0 {
-			d.store.Delete(id)
-			continue
+		var obj dirObject
+		if owners := d.owners[id]; len(owners) > 0 {
+			obj = d.files[owners[0]].objects[id]
 		}
-		d.store.Upsert(id, d.files[owners[0]].slices[id])
+		d.publish(id, obj)
 	}
 	if d.onScan != nil {
 		d.onScan()
@@ -278,12 +307,12 @@ func (d *Dir) read(name string, info os.FileInfo, changed map[string]bool) {
 	data, err := os.ReadFile(filepath.Join(d.dir, name))
 	if err != nil {
 		if f := d.files[name]; f != nil && errors.Is(err, fs.ErrNotExist) {
-			log.Info("manifest file gone; removing its slices", "slices", len(f.slices))
-			d.setSlices(name, f, nil, changed)
+			log.Info("manifest file gone; removing its objects", "objects", len(f.objects))
+			d.setObjects(name, f, nil, changed)
 			delete(d.files, name)
 			return
 		}
-		log.Warn("cannot read manifest file; keeping its last good slices", "err", err)
+		log.Warn("cannot read manifest file; keeping its last good objects", "err", err)
 		d.store.Skip(ReasonInvalidManifest)
 		return
 	}
@@ -300,7 +329,7 @@ func (d *Dir) read(name string, info os.FileInfo, changed map[string]bool) {
 
 	m, err := decodeManifest(data)
 	if err != nil {
-		log.Warn("invalid manifest; keeping its last good slices", "reason", err, "kept", len(f.slices))
+		log.Warn("invalid manifest; keeping its last good objects", "reason", err, "kept", len(f.objects))
 		d.store.Skip(ReasonInvalidManifest)
 		return
 	}
@@ -308,12 +337,12 @@ func (d *Dir) read(name string, info os.FileInfo, changed map[string]bool) {
 		log.Warn("manifest has unknown or duplicate fields", "warnings", m.warnings)
 	}
 	if m.empty {
-		if len(f.slices) > 0 {
-			log.Info("manifest file is empty; keeping its last slices until it is written or removed", "kept", len(f.slices))
+		if len(f.objects) > 0 {
+			log.Info("manifest file is empty; keeping its last objects until it is written or removed", "kept", len(f.objects))
 		}
 		return
 	}
-	next := map[string]*discoveryv1.EndpointSlice{}
+	next := map[string]dirObject{}
 	filtered := 0
 	for _, sl := range m.slices {
 		if !d.filter.match(sl) {
@@ -324,16 +353,55 @@ func (d *Dir) read(name string, info os.FileInfo, changed map[string]bool) {
 		if _, ok := render.ServiceOf(sl); !ok {
 			log.Warn("EndpointSlice has no "+discoveryv1.LabelServiceName+" label; skipped", "slice", id)
 		}
-		next[id] = sl
+		next[id] = dirObject{slice: sl}
 	}
-	log.Debug("manifest read", "slices", len(next), "filtered", filtered)
-	d.setSlices(name, f, next, changed)
+	for _, s := range m.services {
+		key := render.ServiceKey{Namespace: s.Namespace, Name: s.Name}
+		if !d.services || !d.filter.matchService(key) {
+			filtered++
+			continue
+		}
+		next[serviceIDPrefix+key.String()] = dirObject{service: serviceInfoOf(s)}
+	}
+	for _, n := range m.nodes {
+		if d.objects == nil || !d.nodes.wants(n.Name) {
+			filtered++
+			continue
+		}
+		node := d.nodes.nodeOf(n)
+		next[nodeIDPrefix+n.Name] = dirObject{node: &node}
+	}
+	log.Debug("manifest read", "objects", len(next), "filtered", filtered)
+	d.setObjects(name, f, next, changed)
 }
 
-// setSlices replaces a file's slices, keeps owners in step and records
+// publish hands the current definition of one object (zero: none left) to
+// the Store or to Objects.
+func (d *Dir) publish(id string, obj dirObject) {
+	if rest, ok := strings.CutPrefix(id, serviceIDPrefix); ok {
+		ns, name, _ := strings.Cut(rest, "/")
+		d.objects.SetService(render.ServiceKey{Namespace: ns, Name: name}, obj.service)
+		return
+	}
+	if name, ok := strings.CutPrefix(id, nodeIDPrefix); ok {
+		if obj.node == nil {
+			d.objects.DeleteNode(name)
+		} else {
+			d.objects.SetNode(*obj.node)
+		}
+		return
+	}
+	if obj.slice == nil {
+		d.store.Delete(id)
+		return
+	}
+	d.store.Upsert(id, obj.slice)
+}
+
+// setObjects replaces a file's objects, keeps owners in step and records
 // the ids touched.
-func (d *Dir) setSlices(name string, f *dirFile, next map[string]*discoveryv1.EndpointSlice, changed map[string]bool) {
-	for id := range f.slices {
+func (d *Dir) setObjects(name string, f *dirFile, next map[string]dirObject, changed map[string]bool) {
+	for id := range f.objects {
 		changed[id] = true
 		if _, ok := next[id]; !ok {
 			d.owners[id] = slices.DeleteFunc(d.owners[id], func(n string) bool { return n == name })
@@ -344,7 +412,7 @@ func (d *Dir) setSlices(name string, f *dirFile, next map[string]*discoveryv1.En
 	}
 	for id := range next {
 		changed[id] = true
-		if _, ok := f.slices[id]; ok {
+		if _, ok := f.objects[id]; ok {
 			continue
 		}
 		owners := d.owners[id]
@@ -352,8 +420,8 @@ func (d *Dir) setSlices(name string, f *dirFile, next map[string]*discoveryv1.En
 		owners = slices.Insert(owners, i, name)
 		d.owners[id] = owners
 		if len(owners) > 1 {
-			d.log.Warn("EndpointSlice defined in several files; the first by name wins", "slice", id, "files", owners)
+			d.log.Warn("object defined in several files; the first by name wins", "object", id, "files", owners)
 		}
 	}
-	f.slices = next
+	f.objects = next
 }

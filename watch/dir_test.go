@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/edsync/edsync/render"
+	corev1 "k8s.io/api/core/v1"
 )
 
 // dirEnv is a Dir source running on a temp folder.
@@ -360,4 +361,76 @@ func TestDirFolderRemoved(t *testing.T) {
 	if err := d.Run(context.Background()); err == nil {
 		t.Error("second Run: no error")
 	}
+}
+
+const servicesAndNodes = `apiVersion: v1
+kind: Service
+metadata:
+  name: web
+  namespace: ns
+  annotations: {edsync.io/topology: zone, team: x}
+spec:
+  ports: [{name: http, port: 80}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: api, namespace: other}
+---
+apiVersion: v1
+kind: List
+items:
+- {apiVersion: v1, kind: Node, metadata: {name: n1, labels: {topology.kubernetes.io/zone: z1, topology.kubernetes.io/region: r1}}}
+- {apiVersion: v1, kind: Node, metadata: {name: n2, labels: {topology.kubernetes.io/zone: z2}}}
+`
+
+// Services and Nodes in the folder reach Objects as the flags ask, pass
+// the namespace filter, and go when their file goes; without the flags
+// they are ignored, not invalid.
+func TestDirServicesAndNodes(t *testing.T) {
+	files := map[string]string{"objects.yaml": servicesAndNodes, "web.yaml": sliceDoc("web-a", "10.0.0.1")}
+	t.Run("ignored without the flags", func(t *testing.T) {
+		objects := NewObjects(nil)
+		e := newDirEnv(t, files, DirOptions{Objects: objects})
+		e.slices("web", "web-a")
+		if s, n := objects.Len(); s != 0 || n != 0 {
+			t.Errorf("Objects holds %d Services and %d Nodes, want none", s, n)
+		}
+		if got := e.store.Skipped()[ReasonInvalidManifest]; got != 0 {
+			t.Errorf("invalid-manifest count %d, want 0", got)
+		}
+	})
+	t.Run("read with the flags", func(t *testing.T) {
+		objects := NewObjects(nil)
+		e := newDirEnv(t, files, DirOptions{Objects: objects, WatchServices: true, Namespaces: []string{"ns"}, Nodes: NodeOptions{Name: "n1"}})
+		// Synced means they are in Objects.
+		ch := objects.Take()
+		want := &render.ServiceInfo{
+			Annotations: map[string]string{"edsync.io/topology": "zone"},
+			Ports:       []render.ServicePort{{Name: "http", Port: 80, Protocol: corev1.ProtocolTCP}},
+		}
+		if len(ch.Services) != 1 || !sameServiceInfo(ch.Services[svc("ns", "web")], want) {
+			t.Errorf("Services = %v, want only ns/web as %+v", ch.Services, want)
+		}
+		if len(ch.Nodes) != 1 || ch.Nodes["n1"] == nil || *ch.Nodes["n1"] != (Node{Name: "n1", Zone: "z1", Region: "r1"}) {
+			t.Errorf("Nodes = %v, want only n1", ch.Nodes)
+		}
+		if err := os.Remove(e.path("objects.yaml")); err != nil {
+			t.Fatal(err)
+		}
+		e.n.until(t, "objects gone", func() bool { s, n := objects.Len(); return s == 0 && n == 0 })
+		ch = objects.Take()
+		if info, ok := ch.Services[svc("ns", "web")]; !ok || info != nil {
+			t.Errorf("after removal: Services = %v, want ns/web nil", ch.Services)
+		}
+		if n, ok := ch.Nodes["n1"]; !ok || n != nil {
+			t.Errorf("after removal: Nodes = %v, want n1 nil", ch.Nodes)
+		}
+	})
+	t.Run("every Node", func(t *testing.T) {
+		objects := NewObjects(nil)
+		newDirEnv(t, files, DirOptions{Objects: objects, Nodes: NodeOptions{All: true}})
+		if s, n := objects.Len(); s != 0 || n != 2 {
+			t.Errorf("Objects holds %d Services and %d Nodes, want 0 and 2", s, n)
+		}
+	})
 }

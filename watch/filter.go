@@ -107,3 +107,29 @@ func (f *filter) scopes() ([]scope, error) {
 	}
 	return out, nil
 }
+
+// matchService reports whether a Service passes the namespace and service
+// filters (the label selector is the slices').
+func (f *filter) matchService(key render.ServiceKey) bool {
+	if f.namespaces != nil && !f.namespaces[key.Namespace] {
+		return false
+	}
+	return f.services == nil || f.services[key]
+}
+
+// namespaceScopes gives the namespaces to list and watch objects other
+// than slices in ("" for all): those of the services if set, else the
+// namespaces, else all.
+func (f *filter) namespaceScopes() []string {
+	set := f.namespaces
+	if f.services != nil {
+		set = map[string]bool{}
+		for k := range f.services {
+			set[k.Namespace] = true
+		}
+	}
+	if set == nil {
+		return []string{""}
+	}
+	return slices.Sorted(maps.Keys(set))
+}

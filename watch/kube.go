@@ -61,8 +61,7 @@ type Kube struct {
 // kubeScope is one informer: a namespace and selector.
 type kubeScope struct {
 	scope
-	informer cache.SharedIndexInformer
-	reg      cache.ResourceEventHandlerRegistration
+	informer informer
 	health   *apiHealth
 }
 
@@ -106,38 +105,12 @@ func NewKube(o KubeOptions) (*Kube, error) {
 
 func (k *Kube) newScope(client kubernetes.Interface, sc scope) (*kubeScope, error) {
 	log := k.log.With("namespace", displayNamespace(sc.namespace), "selector", sc.selector)
-	ks := &kubeScope{scope: sc, health: &apiHealth{log: log}}
-	tweak := func(o *metav1.ListOptions) { o.LabelSelector = sc.selector }
+	ks := &kubeScope{scope: sc, health: newAPIHealth(log, "EndpointSlices", "endpointslices.discovery.k8s.io")}
 	api := client.DiscoveryV1().EndpointSlices(sc.namespace)
-	lw := &cache.ListWatch{
-		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
-			tweak(&o)
-			obj, err := api.List(ctx, o)
-			ks.health.observe(ctx, "list", err)
-			return obj, err
-		},
-		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (apiwatch.Interface, error) {
-			tweak(&o)
-			w, err := api.Watch(ctx, o)
-			ks.health.observe(ctx, "watch", err)
-			return w, err
-		},
-	}
-	ks.informer = cache.NewSharedIndexInformerWithOptions(
-		// Passing the client lets the reflector use WatchList (streamed
-		// initial list) when the client supports it, as generated
-		// informers do.
-		cache.ToListWatcherWithWatchListSemantics(lw, client),
-		&discoveryv1.EndpointSlice{},
-		cache.SharedIndexInformerOptions{ResyncPeriod: 0},
-	)
-	if err := ks.informer.SetTransform(transform); err != nil {
-		return nil, err
-	}
-	if err := ks.informer.SetWatchErrorHandlerWithContext(ks.health.watchError); err != nil {
-		return nil, err
-	}
-	reg, err := ks.informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
+	lw := observedListWatch(ks.health, func(o *metav1.ListOptions) { o.LabelSelector = sc.selector },
+		func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) { return api.List(ctx, o) },
+		api.Watch)
+	inf, err := newInformer(client, lw, &discoveryv1.EndpointSlice{}, transform, ks.health, cache.ResourceEventHandlerFuncs{
 		AddFunc:    k.onAdd,
 		UpdateFunc: k.onUpdate,
 		DeleteFunc: k.onDelete,
@@ -145,8 +118,98 @@ func (k *Kube) newScope(client kubernetes.Interface, sc scope) (*kubeScope, erro
 	if err != nil {
 		return nil, err
 	}
-	ks.reg = reg
+	ks.informer = inf
 	return ks, nil
+}
+
+// observedListWatch wraps list and watch calls so that health sees each
+// outcome, with tweak applied to the options of both.
+func observedListWatch(h *apiHealth, tweak func(*metav1.ListOptions),
+	list func(context.Context, metav1.ListOptions) (runtime.Object, error),
+	watch func(context.Context, metav1.ListOptions) (apiwatch.Interface, error),
+) *cache.ListWatch {
+	return &cache.ListWatch{
+		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+			tweak(&o)
+			obj, err := list(ctx, o)
+			h.observe(ctx, "list", err)
+			return obj, err
+		},
+		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (apiwatch.Interface, error) {
+			tweak(&o)
+			w, err := watch(ctx, o)
+			h.observe(ctx, "watch", err)
+			return w, err
+		},
+	}
+}
+
+// informer is one client-go informer with the registration of its handler.
+type informer struct {
+	informer cache.SharedIndexInformer
+	reg      cache.ResourceEventHandlerRegistration
+}
+
+// newInformer makes an informer as every source here wants it: resync 0,
+// WatchList where the server has it, objects slimmed by transform before
+// they enter its cache, watch errors logged by health.
+func newInformer(client kubernetes.Interface, lw *cache.ListWatch, obj runtime.Object, transform cache.TransformFunc,
+	health *apiHealth, handler cache.ResourceEventHandler,
+) (informer, error) {
+	inf := cache.NewSharedIndexInformerWithOptions(
+		// Passing the client lets the reflector use WatchList (streamed
+		// initial list) when the client supports it, as generated
+		// informers do.
+		cache.ToListWatcherWithWatchListSemantics(lw, client),
+		obj,
+		cache.SharedIndexInformerOptions{ResyncPeriod: 0},
+	)
+	if err := inf.SetTransform(transform); err != nil {
+		return informer{}, err
+	}
+	if err := inf.SetWatchErrorHandlerWithContext(health.watchError); err != nil {
+		return informer{}, err
+	}
+	reg, err := inf.AddEventHandler(handler)
+	if err != nil {
+		return informer{}, err
+	}
+	return informer{informer: inf, reg: reg}, nil
+}
+
+// runInformers runs the informers until ctx ends, closing synced once every
+// handler has handled its informer's initial list (after calling onSynced),
+// then waits (briefly) for them to stop. client-go's own logs for these
+// informers go to log (klog verbosity V(n) becomes slog level -n).
+func runInformers(ctx context.Context, log *slog.Logger, infs []informer, synced chan struct{}, onSynced func()) {
+	ctx = klog.NewContext(ctx, logr.FromSlogHandler(log.Handler()))
+	var wg sync.WaitGroup
+	for _, inf := range infs {
+		wg.Go(func() { inf.informer.RunWithContext(ctx) })
+	}
+	wg.Go(func() {
+		for _, inf := range infs {
+			select {
+			case <-inf.reg.HasSyncedChecker().Done():
+			case <-ctx.Done():
+				return
+			}
+		}
+		onSynced()
+		close(synced)
+	})
+	<-ctx.Done()
+	// client-go's streaming list sleeps out its retry backoff (up to ~30 s)
+	// without watching for cancellation, so an informer that cannot reach
+	// the API server may take that long to stop: longer than a Pod's grace
+	// period. Wait briefly, then let such an informer finish on its own.
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(informerStopGrace):
+		log.Debug("an informer is still in client-go's retry backoff; not waiting for it")
+	}
 }
 
 // Synced is closed once every informer has listed and its handler has
@@ -160,35 +223,14 @@ func (k *Kube) Run(ctx context.Context) error {
 	if !k.started.CompareAndSwap(false, true) {
 		return errors.New("watch: kube source: Run called twice")
 	}
-	ctx = klog.NewContext(ctx, logr.FromSlogHandler(k.log.Handler()))
-	var wg sync.WaitGroup
-	for _, ks := range k.scopes {
-		wg.Go(func() { ks.informer.RunWithContext(ctx) })
+	infs := make([]informer, len(k.scopes))
+	for i, ks := range k.scopes {
+		infs[i] = ks.informer
 	}
-	wg.Go(func() {
-		for _, ks := range k.scopes {
-			select {
-			case <-ks.reg.HasSyncedChecker().Done():
-			case <-ctx.Done():
-				return
-			}
-		}
-		k.log.Info("EndpointSlices synced", "informers", len(k.scopes), "slices", k.store.Len())
-		close(k.synced)
-	})
 	k.log.Info("watching EndpointSlices", "informers", len(k.scopes))
-	<-ctx.Done()
-	// client-go's streaming list sleeps out its retry backoff (up to ~30 s)
-	// without watching for cancellation, so an informer that cannot reach
-	// the API server may take that long to stop: longer than a Pod's grace
-	// period. Wait briefly, then let such an informer finish on its own.
-	done := make(chan struct{})
-	go func() { wg.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(informerStopGrace):
-		k.log.Debug("an informer is still in client-go's retry backoff; not waiting for it")
-	}
+	runInformers(ctx, k.log, infs, k.synced, func() {
+		k.log.Info("EndpointSlices synced", "informers", len(k.scopes), "slices", k.store.Len())
+	})
 	return nil
 }
 
@@ -258,10 +300,17 @@ func transform(obj any) (any, error) {
 // recovery at Info.
 type apiHealth struct {
 	log *slog.Logger
+	// what is the resource listed, as logs name it ("EndpointSlices");
+	// resource its RBAC name ("endpointslices.discovery.k8s.io").
+	what, resource string
 
 	mu       sync.Mutex
 	failures int
 	lastErr  error
+}
+
+func newAPIHealth(log *slog.Logger, what, resource string) *apiHealth {
+	return &apiHealth{log: log, what: what, resource: resource}
 }
 
 func (h *apiHealth) observe(ctx context.Context, verb string, err error) {
@@ -288,11 +337,11 @@ func (h *apiHealth) observe(ctx context.Context, verb string, err error) {
 		if h.failures >= 3 {
 			level = slog.LevelError
 		}
-		h.log.Log(ctx, level, "API server refused to "+verb+" EndpointSlices; if this persists, grant list and watch on endpointslices.discovery.k8s.io (see examples/kubernetes/rbac.yaml)",
+		h.log.Log(ctx, level, "API server refused to "+verb+" "+h.what+"; if this persists, grant list and watch on "+h.resource+" (see examples/kubernetes/rbac.yaml)",
 			"err", err, "failures", h.failures)
 		return
 	}
-	h.log.Warn("cannot "+verb+" EndpointSlices; retrying with backoff", "err", err, "failures", h.failures)
+	h.log.Warn("cannot "+verb+" "+h.what+"; retrying with backoff", "err", err, "failures", h.failures)
 }
 
 // watchError is the reflector's WatchErrorHandler: it is called when a

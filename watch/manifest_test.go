@@ -41,6 +41,8 @@ func TestDecodeManifest(t *testing.T) {
 		wantEmpty bool
 		wantWarn  string
 		wantErr   string
+
+		wantServices, wantNodes []string
 	}{
 		{name: "multi-document YAML", data: fixture("multi.yaml"), want: []string{"shop/web-abc12", "shop/web-def34"}},
 		{name: "kubectl List", data: fixture("list.yaml"), want: []string{"shop/api-q8h2k"}},
@@ -60,6 +62,14 @@ func TestDecodeManifest(t *testing.T) {
 			wantWarn: `unknown field "colour"`,
 		},
 		{name: "ConfigMap", data: fixture("configmap.yaml"), wantErr: "v1 ConfigMap is not an EndpointSlice"},
+		{
+			name: "Services and Nodes, alone and in Lists",
+			data: sliceDoc("a", "10.0.0.1") + "---\napiVersion: v1\nkind: Service\nmetadata: {name: web}\n---\n" +
+				"apiVersion: v1\nkind: List\nitems:\n- {apiVersion: v1, kind: Node, metadata: {name: n1}}\n- {apiVersion: v1, kind: Service, metadata: {name: api, namespace: ns}}\n" +
+				"---\napiVersion: v1\nkind: NodeList\nitems: [{metadata: {name: n2}}]\n",
+			want: []string{"ns/a"}, wantServices: []string{"default/web", "ns/api"}, wantNodes: []string{"n1", "n2"},
+		},
+		{name: "duplicate Node", data: "apiVersion: v1\nkind: NodeList\nitems: [{metadata: {name: nx}}, {metadata: {name: nx}}]\n", wantErr: "Node nx appears twice"},
 		{name: "unknown kind", data: "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlise\nmetadata: {name: x}\n", wantErr: "EndpointSlise"},
 		{name: "old apiVersion", data: strings.Replace(sliceDoc("x", "10.0.0.1"), "discovery.k8s.io/v1", "discovery.k8s.io/v1beta1", 1), wantErr: "v1beta1"},
 		{name: "no kind", data: "metadata: {name: x}\n", wantErr: "Kind"},
@@ -99,6 +109,20 @@ func TestDecodeManifest(t *testing.T) {
 			}
 			if !slices.Equal(got, tt.want) {
 				t.Errorf("slices = %v, want %v", got, tt.want)
+			}
+			got = nil
+			for _, s := range m.services {
+				got = append(got, s.Namespace+"/"+s.Name)
+			}
+			if !slices.Equal(got, tt.wantServices) {
+				t.Errorf("services = %v, want %v", got, tt.wantServices)
+			}
+			got = nil
+			for _, n := range m.nodes {
+				got = append(got, n.Name)
+			}
+			if !slices.Equal(got, tt.wantNodes) {
+				t.Errorf("nodes = %v, want %v", got, tt.wantNodes)
 			}
 			if m.empty != tt.wantEmpty {
 				t.Errorf("empty = %v, want %v", m.empty, tt.wantEmpty)

@@ -1,9 +1,11 @@
 package watch
 
 import (
+	"strings"
 	"sync"
 	"unique"
 
+	"github.com/edsync/edsync/render"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -158,6 +160,46 @@ func internMap(m map[string]string) map[string]string {
 	out := make(map[string]string, len(m))
 	for k, v := range m {
 		out[intern(k)] = intern(v)
+	}
+	return out
+}
+
+// SlimNode returns a copy of n holding only its name, resourceVersion and
+// the labels edsync reads: zone, region and the sub-zone label. A cluster
+// of thousands of Nodes then costs a few hundred bytes each, not their
+// status (images, conditions), which is most of a Node.
+func SlimNode(n *corev1.Node, subZoneLabel string) *corev1.Node {
+	out := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: n.Name, ResourceVersion: n.ResourceVersion}}
+	for _, k := range []string{corev1.LabelTopologyZone, corev1.LabelTopologyRegion, subZoneLabel} {
+		if v, ok := n.Labels[k]; ok && k != "" {
+			if out.Labels == nil {
+				out.Labels = map[string]string{}
+			}
+			out.Labels[intern(k)] = intern(v)
+		}
+	}
+	return out
+}
+
+// SlimService returns a copy of s holding only its name, namespace,
+// resourceVersion, edsync.io/ annotations and ports (name, port, protocol).
+func SlimService(s *corev1.Service) *corev1.Service {
+	out := &corev1.Service{ObjectMeta: metav1.ObjectMeta{
+		Name: s.Name, Namespace: intern(s.Namespace), ResourceVersion: s.ResourceVersion,
+	}}
+	for k, v := range s.Annotations {
+		if strings.HasPrefix(k, render.AnnotationPrefix) {
+			if out.Annotations == nil {
+				out.Annotations = map[string]string{}
+			}
+			out.Annotations[k] = v
+		}
+	}
+	if len(s.Spec.Ports) > 0 {
+		out.Spec.Ports = make([]corev1.ServicePort, len(s.Spec.Ports))
+		for i, p := range s.Spec.Ports {
+			out.Spec.Ports[i] = corev1.ServicePort{Name: intern(p.Name), Port: p.Port, Protocol: p.Protocol}
+		}
 	}
 	return out
 }

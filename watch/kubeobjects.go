@@ -1,0 +1,234 @@
+package watch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync/atomic"
+
+	"github.com/edsync/edsync/render"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/cache"
+)
+
+// KubeNodesOptions configures NewKubeNodes.
+type KubeNodesOptions struct {
+	Client  kubernetes.Interface
+	Nodes   NodeOptions
+	Objects *Objects
+	Logger  *slog.Logger
+}
+
+// KubeNodes is the Source of Nodes: one informer on every Node
+// (NodeOptions.All), or on the one Node named (a field selector
+// metadata.name=NAME, so the API server sends that Node only). Nodes are
+// slimmed to their topology labels (SlimNode) and handed to Objects.
+type KubeNodes struct {
+	opts     NodeOptions
+	objects  *Objects
+	log      *slog.Logger
+	synced   chan struct{}
+	started  atomic.Bool
+	informer informer
+}
+
+var _ Source = (*KubeNodes)(nil)
+
+// NewKubeNodes sets up the informer; Run starts it.
+func NewKubeNodes(o KubeNodesOptions) (*KubeNodes, error) {
+	switch {
+	case o.Client == nil:
+		return nil, errors.New("watch: node source: no client")
+	case o.Objects == nil:
+		return nil, errors.New("watch: node source: no objects")
+	case !o.Nodes.enabled():
+		return nil, errors.New("watch: node source: neither every Node nor a Node name")
+	}
+	log := o.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	k := &KubeNodes{opts: o.Nodes, objects: o.Objects, log: log.With("component", "watch.nodes"), synced: make(chan struct{})}
+	var field string
+	if !o.Nodes.All {
+		field = fields.OneTermEqualSelector(metav1.ObjectNameField, o.Nodes.Name).String()
+		k.log = k.log.With("node", o.Nodes.Name)
+	}
+	health := newAPIHealth(k.log, "Nodes", "nodes")
+	api := o.Client.CoreV1().Nodes()
+	lw := observedListWatch(health, func(lo *metav1.ListOptions) { lo.FieldSelector = field },
+		func(ctx context.Context, lo metav1.ListOptions) (runtime.Object, error) { return api.List(ctx, lo) },
+		api.Watch)
+	subZone := o.Nodes.subZoneLabel()
+	slim := func(obj any) (any, error) {
+		if n, ok := obj.(*corev1.Node); ok {
+			return SlimNode(n, subZone), nil
+		}
+		return obj, nil
+	}
+	var err error
+	k.informer, err = newInformer(o.Client, lw, &corev1.Node{}, slim, health, cache.ResourceEventHandlerFuncs{
+		AddFunc:    k.put,
+		UpdateFunc: func(_, obj any) { k.put(obj) },
+		DeleteFunc: k.delete,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("watch: node source: %w", err)
+	}
+	return k, nil
+}
+
+// Synced is closed once the informer has listed and every Node is in Objects.
+func (k *KubeNodes) Synced() <-chan struct{} { return k.synced }
+
+// Run starts the informer and blocks until ctx ends; it returns nil.
+func (k *KubeNodes) Run(ctx context.Context) error {
+	if !k.started.CompareAndSwap(false, true) {
+		return errors.New("watch: node source: Run called twice")
+	}
+	k.log.Info("watching Nodes", "all", k.opts.All)
+	runInformers(ctx, k.log, []informer{k.informer}, k.synced, func() {
+		_, n := k.objects.Len()
+		k.log.Info("Nodes synced", "nodes", n)
+	})
+	return nil
+}
+
+// The handlers only record: Objects drops updates that change no label
+// edsync reads, which are most Node updates.
+func (k *KubeNodes) put(obj any) {
+	n, ok := obj.(*corev1.Node)
+	if !ok || !k.opts.wants(n.Name) {
+		return
+	}
+	k.objects.SetNode(k.opts.nodeOf(n))
+}
+
+func (k *KubeNodes) delete(obj any) {
+	switch o := obj.(type) {
+	case *corev1.Node:
+		k.objects.DeleteNode(o.Name)
+	case cache.DeletedFinalStateUnknown:
+		k.objects.DeleteNode(o.Key) // a Node's key is its name
+	}
+}
+
+// KubeServicesOptions configures NewKubeServices. Namespaces and Services
+// scope the watch as in KubeOptions; Services are filtered on the client
+// side (a field selector cannot name several Services).
+type KubeServicesOptions struct {
+	Client     kubernetes.Interface
+	Namespaces []string
+	Services   []render.ServiceKey
+	Objects    *Objects
+	Logger     *slog.Logger
+}
+
+// KubeServices is the Source of Service objects: one informer per
+// namespace scope, like the EndpointSlice informers. Services are slimmed
+// to their edsync.io/ annotations and ports (SlimService) and handed to
+// Objects as render.ServiceInfo.
+type KubeServices struct {
+	objects   *Objects
+	filter    *filter
+	log       *slog.Logger
+	synced    chan struct{}
+	started   atomic.Bool
+	informers []informer
+}
+
+var _ Source = (*KubeServices)(nil)
+
+// NewKubeServices sets up the informers; Run starts them.
+func NewKubeServices(o KubeServicesOptions) (*KubeServices, error) {
+	switch {
+	case o.Client == nil:
+		return nil, errors.New("watch: service source: no client")
+	case o.Objects == nil:
+		return nil, errors.New("watch: service source: no objects")
+	}
+	// The label selector is the EndpointSlices': Services are not filtered
+	// by it (a slice's labels need not be its Service's).
+	f, err := newFilter(o.Namespaces, "", o.Services)
+	if err != nil {
+		return nil, fmt.Errorf("watch: service source: %w", err)
+	}
+	log := o.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	k := &KubeServices{objects: o.Objects, filter: f, log: log.With("component", "watch.services"), synced: make(chan struct{})}
+	slim := func(obj any) (any, error) {
+		if s, ok := obj.(*corev1.Service); ok {
+			return SlimService(s), nil
+		}
+		return obj, nil
+	}
+	for _, ns := range f.namespaceScopes() {
+		health := newAPIHealth(k.log.With("namespace", displayNamespace(ns)), "Services", "services")
+		api := o.Client.CoreV1().Services(ns)
+		lw := observedListWatch(health, func(*metav1.ListOptions) {},
+			func(ctx context.Context, lo metav1.ListOptions) (runtime.Object, error) { return api.List(ctx, lo) },
+			api.Watch)
+		inf, err := newInformer(o.Client, lw, &corev1.Service{}, slim, health, cache.ResourceEventHandlerFuncs{
+			AddFunc:    k.put,
+			UpdateFunc: func(_, obj any) { k.put(obj) },
+			DeleteFunc: k.delete,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("watch: service source: namespace %q: %w", ns, err)
+		}
+		k.informers = append(k.informers, inf)
+	}
+	return k, nil
+}
+
+// Synced is closed once every informer has listed and every Service is in Objects.
+func (k *KubeServices) Synced() <-chan struct{} { return k.synced }
+
+// Run starts the informers and blocks until ctx ends; it returns nil.
+func (k *KubeServices) Run(ctx context.Context) error {
+	if !k.started.CompareAndSwap(false, true) {
+		return errors.New("watch: service source: Run called twice")
+	}
+	k.log.Info("watching Services", "informers", len(k.informers))
+	runInformers(ctx, k.log, k.informers, k.synced, func() {
+		n, _ := k.objects.Len()
+		k.log.Info("Services synced", "informers", len(k.informers), "services", n)
+	})
+	return nil
+}
+
+func (k *KubeServices) put(obj any) {
+	s, ok := obj.(*corev1.Service)
+	if !ok {
+		return
+	}
+	key := render.ServiceKey{Namespace: s.Namespace, Name: s.Name}
+	if !k.filter.matchService(key) {
+		return
+	}
+	k.objects.SetService(key, serviceInfoOf(s))
+}
+
+func (k *KubeServices) delete(obj any) {
+	var key render.ServiceKey
+	switch o := obj.(type) {
+	case *corev1.Service:
+		key = render.ServiceKey{Namespace: o.Namespace, Name: o.Name}
+	case cache.DeletedFinalStateUnknown:
+		ns, name, err := cache.SplitMetaNamespaceKey(o.Key)
+		if err != nil {
+			return
+		}
+		key = render.ServiceKey{Namespace: ns, Name: name}
+	default:
+		return
+	}
+	k.objects.SetService(key, nil)
+}
