@@ -337,6 +337,21 @@ func TestTopologyPriorities(t *testing.T) {
 		},
 	})
 
+	// The annotations change while edsync runs (--watch-services follows
+	// them): optout turns to zone, bad is fixed to off.
+	if err := c.AnnotateService(ctx, ns, "optout", annotation, "zone"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.AnnotateService(ctx, ns, "bad", annotation, "off"); err != nil {
+		t.Fatal(err)
+	}
+	expect("annotations changed", map[string]map[string][]string{
+		"hints": {
+			"optout": zoneA,
+			"bad":    {loc(0, a, 0, 1), loc(0, b, 6), loc(0, cz, 4, 5)},
+		},
+	})
+
 	// web-0 on a1 is deleted without force: terminating, DRAINING in the
 	// file, and the controller no longer hints it. As in kube-proxy, which
 	// looks only at ready endpoints' hints, the ready ones keep their
@@ -358,6 +373,17 @@ func TestTopologyPriorities(t *testing.T) {
 		})
 	}
 	t.Logf("web-0 terminating: the ready endpoints keep their priorities")
+
+	// A Node's sub-zone label changes: with --node-topology the locality of
+	// its endpoints follows (the other runs do not read it).
+	if err := c.LabelNode(ctx, prefix+"-c1", harness.LabelSubZone, "rack-c2"); err != nil {
+		t.Fatal(err)
+	}
+	expect("c1 relabelled", map[string]map[string][]string{
+		"hints": {
+			"plain": {"P0 " + a + " w2: " + ip(0) + "(DRAINING) " + ip(1), loc(0, b, 6), loc(0, "region-2/zone-c/rack-c2", 4, 5)},
+		},
+	})
 }
 
 // readyLayout is Layout without weights and with only the HEALTHY

@@ -2,6 +2,7 @@ package harness
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"slices"
 	"strconv"
@@ -14,6 +15,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/watch"
 )
 
@@ -99,6 +101,41 @@ func (c *Cluster) CreateServiceSpec(ctx context.Context, s ServiceSpec) (*corev1
 		return nil, fmt.Errorf("create service %s/%s: %w", s.Namespace, s.Name, err)
 	}
 	return svc, nil
+}
+
+// AnnotateService sets an annotation of Service ns/name, or removes it
+// (value ""), with a merge patch: what a user's kubectl annotate does.
+func (c *Cluster) AnnotateService(ctx context.Context, ns, name, key, value string) error {
+	patch, err := metadataPatch("annotations", key, value)
+	if err != nil {
+		return err
+	}
+	if _, err := c.Client.CoreV1().Services(ns).Patch(ctx, name, types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
+		return fmt.Errorf("annotate service %s/%s: %w", ns, name, err)
+	}
+	return nil
+}
+
+// LabelNode sets a label of Node name, or removes it (value "").
+func (c *Cluster) LabelNode(ctx context.Context, name, key, value string) error {
+	patch, err := metadataPatch("labels", key, value)
+	if err != nil {
+		return err
+	}
+	if _, err := c.Client.CoreV1().Nodes().Patch(ctx, name, types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
+		return fmt.Errorf("label node %s: %w", name, err)
+	}
+	return nil
+}
+
+// metadataPatch is a JSON merge patch setting metadata.<field>[key] to
+// value, or removing it (null) when value is "".
+func metadataPatch(field, key, value string) ([]byte, error) {
+	var v any
+	if value != "" {
+		v = value
+	}
+	return json.Marshal(map[string]any{"metadata": map[string]any{field: map[string]any{key: v}}})
 }
 
 // SliceTopology lists the endpoints of the slices in list, one string each, sorted:
