@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"testing"
@@ -63,7 +64,7 @@ func TestTopologyHintsFromController(t *testing.T) {
 		}
 	}
 
-	// pods: name -> node suffix and IP.
+	// Pod i is web-i at 10.61.0.(i+1), on the Node named by its suffix.
 	ip := func(i int) string { return fmt.Sprintf("10.61.0.%d", i+1) }
 	node := map[string]string{"a1": prefix + "-a1", "a2": prefix + "-a2", "b1": prefix + "-b1", "c1": prefix + "-c1"}
 	zone := map[string]string{"a1": "zone-a", "a2": "zone-a", "b1": "zone-b", "c1": "zone-c"}
@@ -129,22 +130,28 @@ func TestTopologyHintsFromController(t *testing.T) {
 // TestTopologyPriorities runs edsync's topology modes against the real
 // EndpointSlice controller's zones and hints (see
 // TestTopologyHintsFromController) with four Nodes in three zones, and
-// follows Pods moving between zones. Three edsync processes read the same
+// follows Pods moving between zones. Four edsync processes read the same
 // Services, each into its own folder:
 //
 //   - "hints": --topology hints --node-name <prefix>-a1 --node-topology
 //     --watch-services: localities carry region, zone and sub-zone from the
-//     Nodes; PreferClose puts zone-a at priority 0 and the rest at 1,
-//     PreferSameNode puts the Pods on a1 first (0), the rest of zone-a next
-//     (1) and the other zones last (2); a Service with no hints gets no
-//     preference. The edsync.io/topology annotation overrides the mode per
-//     Service ("zone" on one without hints, "off" on one with), and an
-//     invalid value is logged and counted and the Service is rendered in the
-//     global mode.
+//     Nodes (and follow a sub-zone label edit); PreferClose puts zone-a at
+//     priority 0 and the rest at 1, PreferSameNode puts the Pods on a1 first
+//     (0), the rest of zone-a next (1) and the other zones last (2); a
+//     Service with no hints gets no preference, and a terminating endpoint
+//     (never hinted) does not cancel the others' hints, as in kube-proxy.
+//     The edsync.io/topology annotation overrides the mode per Service
+//     ("zone" on one without hints, "off" on one with, then edited); an
+//     invalid value is logged and counted and the Service is rendered in
+//     the global mode. The other edsync.io/ annotations give the CLA policy
+//     and the endpoints' health check port and host name.
 //   - "zone": --topology zone --node-name <prefix>-b1 --region region-x:
 //     zone-b first whatever the hints; no --node-topology, so every locality
-//     has the fixed region and no sub-zone.
-//   - "local-zone": --topology zone --local-zone zone-c, no Node read at all.
+//     has the fixed region and no sub-zone; no --watch-services, so no
+//     annotation counts.
+//   - "local-zone": --topology zone --local-zone zone-c, no Node read at
+//     all; --endpoint-metadata puts each endpoint's Pod, namespace, Node
+//     and zone in its metadata.
 //   - "off": no flag: every endpoint at priority 0, still in weighted
 //     localities by zone (no region, no sub-zone).
 //
@@ -164,7 +171,8 @@ func TestTopologyPriorities(t *testing.T) {
 	labels := map[string]string{"app": "web"}
 	const annotation = "edsync.io/topology"
 	for _, s := range []harness.ServiceSpec{
-		{Name: "close", TrafficDistribution: corev1.ServiceTrafficDistributionPreferClose},
+		{Name: "close", TrafficDistribution: corev1.ServiceTrafficDistributionPreferClose, Annotations: map[string]string{
+			"edsync.io/overprovisioning-factor": "200", "edsync.io/health-check-port": "http", "edsync.io/health-check-hostname": "web.example"}},
 		{Name: "samenode", TrafficDistribution: corev1.ServiceTrafficDistributionPreferSameNode},
 		{Name: "plain"},
 		{Name: "override", Annotations: map[string]string{annotation: "zone"}},
@@ -201,7 +209,7 @@ func TestTopologyPriorities(t *testing.T) {
 	}{
 		{"hints", []string{"--topology", "hints", "--node-name", prefix + "-a1", "--node-topology", "--watch-services"}},
 		{"zone", []string{"--topology", "zone", "--node-name", prefix + "-b1", "--region", "region-x"}},
-		{"local-zone", []string{"--topology", "zone", "--local-zone", "zone-c"}},
+		{"local-zone", []string{"--topology", "zone", "--local-zone", "zone-c", "--endpoint-metadata"}},
 		{"off", nil},
 	} {
 		out := t.TempDir()
@@ -268,6 +276,52 @@ func TestTopologyPriorities(t *testing.T) {
 			"samenode": {loc(0, na, 0, 1, 2), loc(0, nb, 3), loc(0, nc, 4)},
 		},
 	})
+
+	// close's other annotations, read with --watch-services only: the
+	// overprovisioning factor as the CLA's policy, the health check port
+	// (by name: the slices' port "http", 8080) and host name on every
+	// endpoint. --endpoint-metadata: each endpoint's Pod, namespace, Node
+	// and zone under envoy.lb.
+	podNode := map[string]string{ip(0): "a1", ip(1): "a1", ip(2): "a2", ip(3): "b1", ip(4): "c1"}
+	podZone := map[string]string{"a1": "zone-a", "a2": "zone-a", "b1": "zone-b", "c1": "zone-c"}
+	closeFile := fileName(t, ns+"/close/http", writer.FormatJSON)
+	for _, r := range runs {
+		r.files.WaitFor(t, closeFile, ns+"/close/http", settle, func(cla *endpointv3.ClusterLoadAssignment) error {
+			var wantPolicy uint32
+			if r.name == "hints" {
+				wantPolicy = 200
+			}
+			if got := cla.GetPolicy().GetOverprovisioningFactor().GetValue(); got != wantPolicy {
+				return fmt.Errorf("run %s: overprovisioning factor %d, want %d", r.name, got, wantPolicy)
+			}
+			for _, locality := range cla.GetEndpoints() {
+				for _, lb := range locality.GetLbEndpoints() {
+					ep := lb.GetEndpoint()
+					addr := ep.GetAddress().GetSocketAddress().GetAddress()
+					hc := ep.GetHealthCheckConfig()
+					if r.name == "hints" && (hc.GetPortValue() != topoPort || hc.GetHostname() != "web.example") ||
+						r.name != "hints" && hc != nil {
+						return fmt.Errorf("run %s: %s: health check config %v", r.name, addr, hc)
+					}
+					meta := map[string]string{}
+					for k, v := range lb.GetMetadata().GetFilterMetadata()["envoy.lb"].GetFields() {
+						meta[k] = v.GetStringValue()
+					}
+					want := map[string]string{}
+					if r.name == "local-zone" {
+						i := slices.Index([]string{ip(0), ip(1), ip(2), ip(3), ip(4)}, addr)
+						want = map[string]string{"pod": fmt.Sprintf("web-%d", i), "namespace": ns,
+							"node": prefix + "-" + podNode[addr], "zone": podZone[podNode[addr]]}
+					}
+					if !maps.Equal(meta, want) {
+						return fmt.Errorf("run %s: %s: envoy.lb metadata %v, want %v", r.name, addr, meta, want)
+					}
+				}
+			}
+			return nil
+		})
+	}
+	t.Logf("Service settings and endpoint metadata as expected")
 
 	// The invalid annotation: logged and counted, and (above) the Service
 	// is rendered in the global mode rather than dropped.
