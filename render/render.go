@@ -46,6 +46,7 @@ type Renderer struct {
 	// settings holds what SetService gave, per Service; nodes what SetNode gave.
 	settings map[ServiceKey]*serviceSettings
 	nodes    map[string]NodeTopology
+	scratch  []int32 // for assemble
 }
 
 type serviceState struct {
@@ -192,7 +193,7 @@ func (r *Renderer) Service(key ServiceKey, current []*discoveryv1.EndpointSlice)
 		}
 		r.owners[name] = key
 		published = append(published, name)
-		cla := assemble(name, st.port(port).merged, &sel, r.placement(set))
+		cla := assemble(name, st.port(port).merged, &sel, r.placement(set), &r.scratch)
 		if err := validate(cla); err != nil {
 			skips = append(skips, Skip{Reason: ReasonInvalidCLA, Object: name, Detail: err.Error()})
 			continue
@@ -337,10 +338,13 @@ func (r *Renderer) clusterName(key ServiceKey, st *serviceState, port string) (s
 // the order puts first), grouped by priority level and locality, each group
 // weighted by its endpoint count; groups sorted by priority then locality,
 // endpoints by ip then port.
-func assemble(name string, merged []*entry, sel *Selection, pl *placement) *endpointv3.ClusterLoadAssignment {
-	// Two passes: count each group's endpoints, then fill one backing
-	// array cut per group, so a big Service costs one allocation, not a
-	// growing slice per group.
+func assemble(name string, merged []*entry, sel *Selection, pl *placement, scratch *[]int32) *endpointv3.ClusterLoadAssignment {
+	// Two passes: place each entry and count each group's endpoints, then
+	// fill one backing array cut per group, so a big Service costs one
+	// allocation, not a growing slice per group. The first pass notes each
+	// entry's group in scratch (kept by the Renderer between calls): the
+	// second pass then reads no entry, whose message sits elsewhere in the
+	// heap, a second time.
 	type bucket struct {
 		level int
 		loc   localityKey
@@ -348,52 +352,52 @@ func assemble(name string, merged []*entry, sel *Selection, pl *placement) *endp
 		lbs   []*endpointv3.LbEndpoint
 	}
 	var buckets []*bucket // few groups: a linear search beats a map
-	find := func(cur *bucket, level int, loc localityKey) *bucket {
-		if cur != nil && cur.level == level && cur.loc == loc {
+	find := func(cur int32, level int, loc localityKey) int32 {
+		if cur >= 0 && buckets[cur].level == level && buckets[cur].loc == loc {
 			return cur
 		}
-		for _, b := range buckets {
+		for i, b := range buckets {
 			if b.level == level && b.loc == loc {
-				return b
+				return int32(i)
 			}
 		}
-		b := &bucket{level: level, loc: loc}
-		buckets = append(buckets, b)
-		return b
-	}
-	// publish says whether an entry is published: kept by the selection
-	// and the first (healthiest) kept copy of its ip:port.
-	var last *entry
-	publish := func(e *entry) bool {
-		if !sel.keeps(e) || (last != nil && last.addr == e.addr && last.port() == e.port()) {
-			return false
-		}
-		last = e
-		return true
+		buckets = append(buckets, &bucket{level: level, loc: loc})
+		return int32(len(buckets) - 1)
 	}
 	hinted := pl.mode == TopologyHints && pl.hinted(merged, sel)
-	var cur *bucket
-	total := 0
+	group := (*scratch)[:0]
+	var last *entry
+	cur := int32(-1)
 	for _, e := range merged {
-		if publish(e) {
-			cur = find(cur, pl.level(e, hinted), pl.locality(e))
-			cur.n++
-			total++
+		// Published: kept by the selection, and the first (healthiest)
+		// kept copy of its ip:port.
+		if !sel.keeps(e) || (last != nil && last.addr == e.addr && last.port() == e.port()) {
+			group = append(group, -1)
+			continue
 		}
+		last = e
+		cur = find(cur, pl.level(e, hinted), pl.locality(e))
+		buckets[cur].n++
+		group = append(group, cur)
 	}
+	*scratch = group
+	byIndex := slices.Clone(buckets)
 	slices.SortFunc(buckets, func(a, b *bucket) int {
 		return cmp.Or(cmp.Compare(a.level, b.level), a.loc.compare(b.loc))
 	})
+	total := 0
+	for _, b := range buckets {
+		total += b.n
+	}
 	backing := make([]*endpointv3.LbEndpoint, 0, total)
 	for _, b := range buckets {
 		b.lbs = backing[len(backing) : len(backing) : len(backing)+b.n]
 		backing = backing[:len(backing)+b.n]
 	}
-	cur, last = nil, nil
-	for _, e := range merged {
-		if publish(e) {
-			cur = find(cur, pl.level(e, hinted), pl.locality(e))
-			cur.lbs = append(cur.lbs, &e.m.lb)
+	for i, g := range group {
+		if g >= 0 {
+			b := byIndex[g]
+			b.lbs = append(b.lbs, &merged[i].m.lb)
 		}
 	}
 
