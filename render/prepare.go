@@ -94,9 +94,15 @@ type endpointExtra struct {
 	metaKey, node, podNamespace, podName string
 }
 
+// noExtra is the extra of a message without one.
+var noExtra endpointExtra
+
 func compareExtra(a *endpointExtra, b *endpointExtra) int {
 	if a == nil {
-		a = &endpointExtra{}
+		if *b == noExtra {
+			return 0
+		}
+		a = &noExtra
 	}
 	return cmp.Or(
 		cmp.Compare(a.hcPort, b.hcPort),
@@ -253,6 +259,9 @@ func prepare(s *discoveryv1.EndpointSlice, opts *Options, set *serviceSettings, 
 	if opts.EndpointMetadata {
 		base.metaKey = cmp.Or(opts.MetadataKey, DefaultMetadataKey)
 	}
+	// One key for the loop: it escapes to the heap (the searches below
+	// take its address), and one allocation per slice beats one per endpoint.
+	var key endpointKey
 	for i := range s.Endpoints {
 		ep := &s.Endpoints[i]
 		h := healthOf(ep.Conditions)
@@ -266,7 +275,7 @@ func prepare(s *discoveryv1.EndpointSlice, opts *Options, set *serviceSettings, 
 			skip(ReasonInvalidAddress, "address %q is not an %s literal", ep.Addresses[0], s.AddressType)
 			continue
 		}
-		key := endpointKey{addr: addr, health: h, extra: base}
+		key = endpointKey{addr: addr, health: h, extra: base}
 		if ep.Zone != nil {
 			key.zone = *ep.Zone
 		}

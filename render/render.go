@@ -352,16 +352,22 @@ func assemble(name string, merged []*entry, sel *Selection, pl *placement, scrat
 		lbs   []*endpointv3.LbEndpoint
 	}
 	var buckets []*bucket // few groups: a linear search beats a map
-	find := func(cur int32, level int, loc localityKey) int32 {
-		if cur >= 0 && buckets[cur].level == level && buckets[cur].loc == loc {
+	// match compares the cheap fields first: most entries are in the
+	// group of the entry before them, and without Nodes the locality is
+	// the zone alone.
+	match := func(b *bucket, level int, e *entry) bool {
+		return b.loc.zone == e.zone && b.level == level && (len(pl.nodes) == 0 || b.loc == pl.locality(e))
+	}
+	find := func(cur int32, level int, e *entry) int32 {
+		if cur >= 0 && match(buckets[cur], level, e) {
 			return cur
 		}
 		for i, b := range buckets {
-			if b.level == level && b.loc == loc {
+			if match(b, level, e) {
 				return int32(i)
 			}
 		}
-		buckets = append(buckets, &bucket{level: level, loc: loc})
+		buckets = append(buckets, &bucket{level: level, loc: pl.locality(e)})
 		return int32(len(buckets) - 1)
 	}
 	hinted := pl.mode == TopologyHints && pl.hinted(merged, sel)
@@ -376,7 +382,11 @@ func assemble(name string, merged []*entry, sel *Selection, pl *placement, scrat
 			continue
 		}
 		last = e
-		cur = find(cur, pl.level(e, hinted), pl.locality(e))
+		level := 0
+		if pl.mode != TopologyOff {
+			level = pl.level(e, hinted)
+		}
+		cur = find(cur, level, e)
 		buckets[cur].n++
 		group = append(group, cur)
 	}
