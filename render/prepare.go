@@ -64,8 +64,10 @@ type entry struct {
 	addr netip.Addr
 	zone string
 	// node and hints place the endpoint for the topology modes; they are
-	// not in the message, so a reused message may come with new ones.
-	node  string
+	// not in the message, so a reused message may come with new ones. Both
+	// are the slice's pointers, which the informer's transform shares
+	// between endpoints: 8 bytes each per entry.
+	node  *string
 	hints *discoveryv1.EndpointHints // shared between endpoints by the informer's transform
 	m     *lbMessages
 	src   *preparedSlice // the slice version it came from
@@ -299,7 +301,7 @@ func prepare(s *discoveryv1.EndpointSlice, opts *Options, set *serviceSettings, 
 		for j := range p.ports {
 			pp := &p.ports[j]
 			key.port = pp.number
-			e := entry{addr: addr, zone: key.zone, node: node, hints: ep.Hints, src: p}
+			e := entry{addr: addr, zone: key.zone, node: ep.NodeName, hints: ep.Hints, src: p}
 			if prevEntries != nil {
 				if k, found := slices.BinarySearchFunc(prevEntries[j], &key, func(e entry, key *endpointKey) int {
 					return compareKey(&e, key)

@@ -163,10 +163,10 @@ func (l localityKey) compare(o localityKey) int {
 
 func (pl *placement) locality(e *entry) localityKey {
 	loc := localityKey{region: pl.region, zone: e.zone}
-	if len(pl.nodes) == 0 || e.node == "" {
+	if len(pl.nodes) == 0 || e.node == nil {
 		return loc
 	}
-	if t, ok := pl.nodes[e.node]; ok {
+	if t, ok := pl.nodes[*e.node]; ok {
 		if t.Region != "" {
 			loc.region = t.Region
 		}
