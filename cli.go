@@ -86,7 +86,7 @@ func flags() []cli.Flag {
 		&cli.StringFlag{Name: "format", Category: catOutput, EnvVars: env("FORMAT"), Value: "json",
 			Usage: "file `FORMAT`: json, yaml or pb (binary protobuf, fastest for large Services); sets the extension"},
 		&cli.StringFlag{Name: "cluster-name-template", Category: catOutput, EnvVars: env("CLUSTER_NAME_TEMPLATE"),
-			Value: render.DefaultClusterNameTemplate, Usage: "Go `TEMPLATE` of the cluster name over .Namespace, .Service and .Port (the port name)"},
+			Value: render.DefaultClusterNameTemplate, Usage: "Go `TEMPLATE` of the cluster name over .Namespace, .Service, .Port (the port name) and .PortNumber (the Service's port number; needs --watch-services)"},
 		&cli.StringSliceFlag{Name: "cluster", Category: catOutput, EnvVars: env("CLUSTER"),
 			Usage: "cluster `NAME` whose file must exist even with no endpoints, so Envoy can start (repeatable)"},
 		&cli.BoolFlag{Name: "dry-run", Category: catOutput, EnvVars: env("DRY_RUN"),
@@ -403,6 +403,11 @@ func readTopology(c settings, cfg *config) error {
 		return usagef("--topology %s needs the local zone: set --local-zone or --node-name", cfg.render.Topology)
 	}
 	cfg.watchServices = c.Bool("watch-services")
+	if strings.Contains(cfg.render.ClusterNameTemplate, ".PortNumber") && !cfg.watchServices {
+		// Without the Service objects the number is unknown (0) and every
+		// cluster would be renamed once they were read.
+		return usagef("--cluster-name-template uses .PortNumber, the Service's port number: it needs --watch-services")
+	}
 	cfg.render.EndpointMetadata = c.Bool("endpoint-metadata")
 	cfg.render.MetadataKey = c.String("endpoint-metadata-key")
 	if strings.TrimSpace(cfg.render.MetadataKey) == "" {

@@ -62,6 +62,7 @@ func TestBadFlagsExit2WithOneLine(t *testing.T) {
 		{"max-delay under debounce", []string{"--dry-run", "--debounce", "1s", "--max-delay", "10ms"}, nil, "--max-delay"},
 		{"no output dir", []string{"--from-dir", "examples/endpointslices"}, nil, "--output-dir is required"},
 		{"bad service", []string{"--dry-run", "--service", "web"}, nil, "NAMESPACE/NAME"},
+		{"port number without Services", []string{"--dry-run", "--cluster-name-template", "{{.Service}}-{{.PortNumber}}"}, nil, "needs --watch-services"},
 		{"from-dir with kubeconfig", []string{"--dry-run", "--from-dir", "x", "--kubeconfig", "y"}, nil, "--from-dir"},
 		{"bad terminating", []string{"--dry-run", "--terminating", "keep"}, nil, "draining or drop"},
 		{"bad not-ready", []string{"--dry-run", "--not-ready", "keep"}, nil, "drop or unhealthy"},
