@@ -99,7 +99,7 @@ func TestReadyzAfterAFailedInitialWrite(t *testing.T) {
 	if r := tp.waitFlush(t, "default/web/http"); r.Failed != 1 {
 		t.Fatalf("first flush: %+v, want one failure", r)
 	}
-	wantProbe(t, handler, "/readyz", 503, "not every file of the first flush is written (1 failed); retrying (last error: ")
+	wantProbe(t, handler, "/readyz", 503, "not every file of the first flush is written (1 pending); retrying (last error: ")
 	checkMetrics(t, "after the failure", tp.p.metrics, map[string]float64{
 		`edsync_cluster_writes_total{result="failed"}`: 1,
 	})

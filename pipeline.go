@@ -477,10 +477,11 @@ func (p *pipeline) checkReady(res writer.Result) {
 		return
 	}
 	if n := p.writer.Pending(); n > 0 {
+		why := fmt.Sprintf("not every file of the first flush is written (%d pending); retrying", n)
 		if res.Err != nil {
-			p.health.setNotReady(fmt.Sprintf("not every file of the first flush is written (%d failed); retrying (last error: %s)",
-				n, oneLine(res.Err)))
+			why += " (last error: " + oneLine(res.Err) + ")"
 		}
+		p.health.setNotReady(why)
 		return
 	}
 	p.ready = true

@@ -87,7 +87,11 @@ func (r *reloader) check() {
 	if err == nil && bytes.Equal(data, r.last) {
 		return
 	}
-	r.last = data
+	if err == nil {
+		// A file that could not be read for a moment and comes back the
+		// same is no change.
+		r.last = data
+	}
 	next, err := r.load(data, err)
 	if err == nil {
 		err = r.apply(next)

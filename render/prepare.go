@@ -256,6 +256,10 @@ func prepare(s *discoveryv1.EndpointSlice, opts *Options, set *serviceSettings, 
 					base.hcPort = uint32(*sp.Port)
 				}
 			}
+			if base.hcPort == 0 {
+				skip(ReasonInvalidAnnotation, "annotation %s=%q: the slice has no port of that name; its endpoints get no health check port",
+					AnnotationHealthCheckPort, set.hcPortName)
+			}
 		}
 	}
 	if opts.EndpointMetadata {

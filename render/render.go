@@ -2,8 +2,10 @@ package render
 
 import (
 	"cmp"
+	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"text/template"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -47,7 +49,13 @@ type Renderer struct {
 	settings map[ServiceKey]*serviceSettings
 	nodes    map[string]NodeTopology
 	scratch  []int32 // for assemble
+	// usesPortNumber: the name template reads NameData.PortNumber.
+	usesPortNumber bool
 }
+
+// errNoPortNumber: the name template needs the Service's port number and
+// the Service object is not known (yet, or any more).
+var errNoPortNumber = errors.New("the Service's port number is not known")
 
 type serviceState struct {
 	// prepared is keyed by object identity: informers and the folder source
@@ -86,11 +94,13 @@ func New(opts Options) (*Renderer, error) {
 		return nil, err
 	}
 	r := &Renderer{
-		opts:     opts,
-		tmpl:     t,
-		services: make(map[ServiceKey]*serviceState),
-		owners:   make(map[string]ServiceKey),
-		blocked:  make(map[string]map[ServiceKey]bool),
+		opts: opts,
+		tmpl: t,
+		// The Service's port number is known only once SetService gave it.
+		usesPortNumber: strings.Contains(cmp.Or(opts.ClusterNameTemplate, DefaultClusterNameTemplate), "PortNumber"),
+		services:       make(map[ServiceKey]*serviceState),
+		owners:         make(map[string]ServiceKey),
+		blocked:        make(map[string]map[ServiceKey]bool),
 	}
 	if len(opts.Clusters) == 0 {
 		return r, nil
@@ -100,6 +110,9 @@ func New(opts Options) (*Renderer, error) {
 	for _, spec := range opts.Clusters {
 		if spec.Service.Namespace == "" || spec.Service.Name == "" {
 			return nil, fmt.Errorf("cluster %q: no Service", spec.Name)
+		}
+		if spec.Name == "" && r.usesPortNumber {
+			return nil, fmt.Errorf("%s port %q: give the cluster a name: the name template uses .PortNumber, which is unknown until the Service is read, and a listed cluster's file is written before", spec.Service, spec.Port)
 		}
 		if spec.Name == "" {
 			if spec.Name, err = ClusterName(t, NameData{Namespace: spec.Service.Namespace, Service: spec.Service.Name, Port: spec.Port}); err != nil {
@@ -170,7 +183,7 @@ func (r *Renderer) Service(key ServiceKey, current []*discoveryv1.EndpointSlice)
 	published := make([]string, 0, len(portNames))
 	for _, port := range portNames {
 		name, sel, ok, err := r.cluster(key, st, port)
-		if !ok {
+		if !ok || errors.Is(err, errNoPortNumber) {
 			continue
 		}
 		if err != nil {
@@ -324,8 +337,14 @@ func (r *Renderer) clusterName(key ServiceKey, st *serviceState, port string) (s
 		return ps.cluster, nil
 	}
 	protocol := cmp.Or(r.opts.Protocol, corev1.ProtocolTCP)
-	name, err := ClusterName(r.tmpl, NameData{Namespace: key.Namespace, Service: key.Name, Port: port,
-		PortNumber: r.settings[key].portNumber(port, protocol)})
+	number := r.settings[key].portNumber(port, protocol)
+	if number == 0 && r.usesPortNumber {
+		// Publishing under a name with 0 in it would put a file where
+		// Envoy does not look and rename the cluster once the Service
+		// is read: the port waits (for a Service event) instead.
+		return "", errNoPortNumber
+	}
+	name, err := ClusterName(r.tmpl, NameData{Namespace: key.Namespace, Service: key.Name, Port: port, PortNumber: number})
 	if err != nil {
 		return "", err
 	}
@@ -375,9 +394,7 @@ func assemble(name string, merged []*entry, sel *Selection, pl *placement, scrat
 	var last *entry
 	cur := int32(-1)
 	for _, e := range merged {
-		// Published: kept by the selection, and the first (healthiest)
-		// kept copy of its ip:port.
-		if !sel.keeps(e) || (last != nil && last.addr == e.addr && last.port() == e.port()) {
+		if !published(last, e, sel) {
 			group = append(group, -1)
 			continue
 		}

@@ -252,6 +252,58 @@ func TestPortNumberInTemplate(t *testing.T) {
 	}
 }
 
+// Without the Service object the port number is unknown: the port waits
+// rather than being published under a name with 0 in it, and a listed
+// cluster must then have a name of its own.
+func TestPortNumberUnknown(t *testing.T) {
+	r, _ := New(Options{ClusterNameTemplate: "{{.Service}}-{{.PortNumber}}"})
+	s := slice("web-a", discoveryv1.AddressTypeIPv4, port("http", 8080), ep("10.0.0.1"))
+	if got, skips := r.Service(web, []*discoveryv1.EndpointSlice{s}); len(got) != 0 || len(skips) != 0 {
+		t.Fatalf("Service not read yet: clusters %v, skips %v; want none", names(got), skips)
+	}
+	r.SetService(web, info(nil, ServicePort{Name: "http", Port: 80}))
+	if got, _ := r.Service(web, []*discoveryv1.EndpointSlice{s}); !slices.Equal(names(got), []string{"web-80"}) {
+		t.Fatalf("clusters %v, want web-80", names(got))
+	}
+	r.SetService(web, nil) // the Service deleted, its slices not yet
+	got, _ := r.Service(web, []*discoveryv1.EndpointSlice{s})
+	if !slices.Equal(names(got), []string{"web-80"}) || len(got[0].CLA.Endpoints) != 0 {
+		t.Errorf("clusters %v: want web-80 emptied and no web-0", names(got))
+	}
+	if _, err := New(Options{ClusterNameTemplate: "{{.Service}}-{{.PortNumber}}",
+		Clusters: []ClusterSpec{{Service: web, Port: "http"}}}); err == nil || !strings.Contains(err.Error(), "give the cluster a name") {
+		t.Errorf("a listed cluster named by .PortNumber: %v", err)
+	}
+}
+
+// A stale copy of an ip:port in another slice, not published, does not
+// decide whether the hints are followed.
+func TestHintsIgnoreUnpublishedCopies(t *testing.T) {
+	r, _ := New(Options{Topology: TopologyHints, LocalZone: "a"})
+	a := slice("web-a", discoveryv1.AddressTypeIPv4, port("http", 8080),
+		ep("10.0.0.1", zone("a"), hint("a")), ep("10.0.1.1", zone("b"), hint("b")))
+	b := slice("web-b", discoveryv1.AddressTypeIPv4, port("http", 8080), ep("10.0.1.1", zone("c")))
+	got, _ := r.Service(web, []*discoveryv1.EndpointSlice{a, b})
+	if l := layout(got[0].CLA); len(l) != 2 || !strings.HasPrefix(l[0], "p0 /a/") || !strings.HasPrefix(l[1], "p1 ") {
+		t.Errorf("layout %v: want zone a at p0, the rest at p1", l)
+	}
+}
+
+// A health-check port name that a slice does not have is reported for
+// that slice; its endpoints get no health-check port.
+func TestHealthCheckPortNameMissing(t *testing.T) {
+	r, _ := New(Options{})
+	r.SetService(web, info(map[string]string{AnnotationHealthCheckPort: "health"}))
+	s := slice("web-a", discoveryv1.AddressTypeIPv4, port("http", 8080), ep("10.0.0.1"))
+	got, skips := r.Service(web, []*discoveryv1.EndpointSlice{s})
+	if len(skips) != 1 || skips[0].Reason != ReasonInvalidAnnotation || skips[0].Object != "default/web-a" {
+		t.Errorf("skips %+v: want one invalid-annotation for the slice", skips)
+	}
+	if hc := got[0].CLA.Endpoints[0].LbEndpoints[0].GetEndpoint().GetHealthCheckConfig(); hc != nil {
+		t.Errorf("health check config %v, want none", hc)
+	}
+}
+
 func names(cs []Cluster) []string {
 	var out []string
 	for _, c := range cs {

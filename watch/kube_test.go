@@ -24,7 +24,7 @@ import (
 )
 
 // guard bounds every wait: it is a failure guard only, tests never sleep.
-const guard = 10 * time.Second
+const guard = 30 * time.Second
 
 // notifications is a Store notify func that feeds a channel, to wake up
 // tests waiting for a condition. It never blocks the source: when the

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -53,9 +52,8 @@ func TestMetricsAndProbes(t *testing.T) {
 
 	out := t.TempDir()
 	files := harness.WatchDir(t, out)
-	addr := freeAddr(t)
-	c.StartEdsync(t, "--output-dir", out, "--service", ns+"/"+svc, "--http-addr", addr)
-	base := "http://" + addr
+	e := c.StartEdsync(t, "--output-dir", out, "--service", ns+"/"+svc)
+	base := "http://" + e.HTTPAddr(t)
 
 	// Ready means the files exist: poll /readyz, then look.
 	waitFor(t, "/readyz to answer 200", func() (bool, string) {
@@ -88,17 +86,6 @@ func TestMetricsAndProbes(t *testing.T) {
 	if sum := metric(t, base, "edsync_network_programming_duration_seconds_sum"); sum <= 0 || sum > settle.Seconds()*10 {
 		t.Errorf("latency sum %vs: not a time since the change", sum)
 	}
-}
-
-// freeAddr returns a loopback address with a port free a moment ago.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
 }
 
 func httpGet(url string) (int, string) {

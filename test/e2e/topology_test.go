@@ -213,9 +213,10 @@ func TestTopologyPriorities(t *testing.T) {
 		{"off", nil},
 	} {
 		out := t.TempDir()
-		ru := &run{name: r.name, files: harness.WatchDir(t, out), addr: freeAddr(t)}
-		args := append([]string{"--output-dir", out, "--namespace", ns, "--http-addr", ru.addr}, r.flags...)
+		ru := &run{name: r.name, files: harness.WatchDir(t, out)}
+		args := append([]string{"--output-dir", out, "--namespace", ns}, r.flags...)
 		ru.e = c.StartEdsync(t, args...)
+		ru.addr = ru.e.HTTPAddr(t)
 		runs = append(runs, ru)
 	}
 

@@ -72,6 +72,21 @@ func (e *Edsync) WaitLog(t testing.TB, timeout time.Duration, parts ...string) s
 	}
 }
 
+// HTTPAddr is the address edsync serves metrics and probes on, read from
+// its log: the harness starts every edsync with --http-addr 127.0.0.1:0,
+// so the kernel picks a free port and no other process can take it first.
+func (e *Edsync) HTTPAddr(t testing.TB) string {
+	t.Helper()
+	line := e.WaitLog(t, 30*time.Second, "serving metrics and probes")
+	for _, f := range strings.Fields(line) {
+		if addr, ok := strings.CutPrefix(f, "addr="); ok {
+			return strings.Trim(addr, `"`)
+		}
+	}
+	t.Fatalf("no addr= in edsync's log line %q", line)
+	return ""
+}
+
 // ListFiles lists the names in dir that Envoy could be pointed at: every
 // entry but hidden ones (edsync's .tmp folder), sorted.
 func ListFiles(t testing.TB, dir string) []string {
