@@ -1,0 +1,102 @@
+package main
+
+import (
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/edsync/edsync/render"
+	"github.com/edsync/edsync/watch"
+)
+
+const (
+	catSource    = "Source"
+	catOutput    = "Output"
+	catTiming    = "Timing"
+	catSemantics = "Endpoints"
+	catTopology  = "Topology"
+	catLogging   = "Logging"
+	catMonitor   = "Monitoring"
+)
+
+func env(name string) []string { return []string{"EDSYNC_" + name} }
+
+// flags are every knob of edsync, each with its EDSYNC_* variable; their
+// long names are also the keys of the --config file.
+func flags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "config", EnvVars: env("CONFIG"),
+			Usage: "YAML `FILE` of defaults for these flags (keys: flag names) and a clusters list; reloaded on change. Flags and EDSYNC_* variables override it"},
+		&cli.StringFlag{Name: "kubeconfig", Category: catSource, EnvVars: env("KUBECONFIG"),
+			Usage: "kubeconfig `FILE` for running outside the cluster (default: in-cluster credentials, then $KUBECONFIG / ~/.kube/config)"},
+		&cli.StringFlag{Name: "context", Category: catSource, EnvVars: env("CONTEXT"),
+			Usage: "kubeconfig context `NAME` to use (default: its current context)"},
+		&cli.StringSliceFlag{Name: "namespace", Category: catSource, EnvVars: env("NAMESPACE"),
+			Usage: "watch only this `NAMESPACE` (repeatable; default: all)"},
+		&cli.StringFlag{Name: "selector", Category: catSource, EnvVars: env("SELECTOR"),
+			Usage: "label `SELECTOR` on EndpointSlices, e.g. 'team=payments'"},
+		&cli.StringSliceFlag{Name: "service", Category: catSource, EnvVars: env("SERVICE"),
+			Usage: "publish only this Service, `NS/NAME` (repeatable); the API server then sends only its slices"},
+		&cli.StringFlag{Name: "from-dir", Category: catSource, EnvVars: env("FROM_DIR"),
+			Usage: "read EndpointSlice manifests (YAML or JSON) from `DIR` instead of a cluster, and follow changes"},
+		&cli.DurationFlag{Name: "sync-timeout", Category: catSource, EnvVars: env("SYNC_TIMEOUT"), Value: time.Minute,
+			Usage: "with --once: give up if the first full sync takes longer than `DURATION`"},
+
+		&cli.StringFlag{Name: "output-dir", Category: catOutput, EnvVars: env("OUTPUT_DIR"),
+			Usage: "`DIR` to write one file per cluster into (must exist; required unless --dry-run)"},
+		&cli.StringFlag{Name: "format", Category: catOutput, EnvVars: env("FORMAT"), Value: "json",
+			Usage: "file `FORMAT`: json, yaml or pb (binary protobuf, fastest for large Services); sets the extension"},
+		&cli.StringFlag{Name: "cluster-name-template", Category: catOutput, EnvVars: env("CLUSTER_NAME_TEMPLATE"),
+			Value: render.DefaultClusterNameTemplate, Usage: "Go `TEMPLATE` of the cluster name over .Namespace, .Service, .Port (the port name) and .PortNumber (the Service's port number; needs --watch-services)"},
+		&cli.StringSliceFlag{Name: "cluster", Category: catOutput, EnvVars: env("CLUSTER"),
+			Usage: "cluster `NAME` whose file must exist even with no endpoints, so Envoy can start (repeatable)"},
+		&cli.BoolFlag{Name: "dry-run", Category: catOutput, EnvVars: env("DRY_RUN"),
+			Usage: "print each file ('# <path>' then its content) instead of writing it"},
+		&cli.BoolFlag{Name: "once", Category: catOutput, EnvVars: env("ONCE"),
+			Usage: "sync, write every file, exit (non-zero if a write failed or the sync timed out)"},
+
+		&cli.DurationFlag{Name: "debounce", Category: catTiming, EnvVars: env("DEBOUNCE"), Value: 50 * time.Millisecond,
+			Usage: "write a Service once its changes have been quiet for `DURATION`"},
+		&cli.DurationFlag{Name: "max-delay", Category: catTiming, EnvVars: env("MAX_DELAY"), Value: 500 * time.Millisecond,
+			Usage: "write a Service at most `DURATION` after its first unwritten change, even under constant churn"},
+
+		&cli.StringFlag{Name: "terminating", Category: catSemantics, EnvVars: env("TERMINATING"), Value: "draining",
+			Usage: "terminating but serving endpoints (`MODE`): draining (Envoy finishes open requests) or drop"},
+		&cli.StringFlag{Name: "not-ready", Category: catSemantics, EnvVars: env("NOT_READY"), Value: "drop",
+			Usage: "not-ready endpoints (`MODE`): drop or unhealthy"},
+		&cli.StringFlag{Name: "address-family", Category: catSemantics, EnvVars: env("ADDRESS_FAMILY"), Value: "all",
+			Usage: "publish `FAMILY` addresses: all, ipv4 or ipv6"},
+		&cli.StringFlag{Name: "protocol", Category: catSemantics, EnvVars: env("PROTOCOL"), Value: "TCP",
+			Usage: "publish the Service ports of `PROTOCOL`: TCP, UDP or SCTP"},
+
+		&cli.StringFlag{Name: "topology", Category: catTopology, EnvVars: env("TOPOLOGY"), Value: "off",
+			Usage: "spread endpoints over Envoy priorities (`MODE`): off; zone (the local zone's at priority 0, the rest at 1); " +
+				"hints (follow the EndpointSlice hints: the local node's, then the local zone's, then the rest). A Service's edsync.io/topology annotation overrides it"},
+		&cli.StringFlag{Name: "local-zone", Category: catTopology, EnvVars: env("LOCAL_ZONE"),
+			Usage: "the `ZONE` Envoy runs in, which --topology prefers (default: the zone label of the --node-name Node)"},
+		&cli.StringFlag{Name: "node-name", Category: catTopology, EnvVars: env("NODE_NAME"),
+			Usage: "the `NAME` of the Node Envoy runs on, from the downward API's spec.nodeName: its topology.kubernetes.io/zone label is the local zone " +
+				"and hints for it are preferred (reads that Node: RBAC list/watch on nodes)"},
+		&cli.BoolFlag{Name: "node-topology", Category: catTopology, EnvVars: env("NODE_TOPOLOGY"),
+			Usage: "read every Node: each endpoint's locality gets its Node's topology.kubernetes.io/region label and --subzone-label (RBAC list/watch on nodes)"},
+		&cli.StringFlag{Name: "subzone-label", Category: catTopology, EnvVars: env("SUBZONE_LABEL"), Value: watch.DefaultSubZoneLabel,
+			Usage: "Node `LABEL` whose value is the locality's sub-zone, with --node-topology"},
+		&cli.StringFlag{Name: "region", Category: catTopology, EnvVars: env("REGION"),
+			Usage: "`REGION` of the localities whose Node gives none (or all, without --node-topology)"},
+		&cli.BoolFlag{Name: "watch-services", Category: catTopology, EnvVars: env("WATCH_SERVICES"),
+			Usage: "read the Service objects (RBAC list/watch on services): their edsync.io/ annotations and their port numbers (.PortNumber in " +
+				"--cluster-name-template); without it, edsync.io/ annotations are not read"},
+		&cli.BoolFlag{Name: "endpoint-metadata", Category: catTopology, EnvVars: env("ENDPOINT_METADATA"),
+			Usage: "add each endpoint's pod, namespace, node and zone to its metadata, for access logs and subset load balancing"},
+		&cli.StringFlag{Name: "endpoint-metadata-key", Category: catTopology, EnvVars: env("ENDPOINT_METADATA_KEY"), Value: render.DefaultMetadataKey,
+			Usage: "filter_metadata `KEY` of --endpoint-metadata"},
+
+		&cli.StringFlag{Name: "log-level", Category: catLogging, EnvVars: env("LOG_LEVEL"), Value: "info",
+			Usage: "`LEVEL`: debug, info, warn or error"},
+		&cli.StringFlag{Name: "log-format", Category: catLogging, EnvVars: env("LOG_FORMAT"), Value: "text",
+			Usage: "`FORMAT` of log lines: text or json"},
+
+		&cli.StringFlag{Name: "http-addr", Category: catMonitor, EnvVars: env("HTTP_ADDR"), Value: defaultHTTPAddr,
+			Usage: "serve /metrics (Prometheus), /healthz and /readyz on `ADDR` (HOST:PORT); \"off\" or \"\" serves nothing, nor does --once"},
+	}
+}

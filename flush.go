@@ -1,0 +1,166 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"slices"
+	"time"
+
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+
+	"github.com/edsync/edsync/render"
+	"github.com/edsync/edsync/writer"
+)
+
+// initialFlush renders every Service the source knows, then makes sure the
+// declared clusters exist and that files left from an earlier run (or, after
+// a reload, from the previous configuration) for clusters no longer
+// published are emptied rather than left stale.
+func (p *pipeline) initialFlush(ctx context.Context) flushReport {
+	p.takeDirty()
+	keys := p.store.Services()
+	known := make(map[render.ServiceKey]bool, len(keys))
+	for _, k := range keys {
+		known[k] = true
+	}
+	// Services notified during the sync whose slices are all gone again.
+	for _, k := range p.coalescer.All() {
+		if !known[k] {
+			keys = append(keys, k)
+		}
+	}
+	return p.flush(ctx, keys, true)
+}
+
+// flush renders the given Services and writes their clusters in one batch.
+func (p *pipeline) flush(ctx context.Context, keys []render.ServiceKey, initial bool) flushReport {
+	start := p.now()
+	var batch []writer.Cluster
+	names := make(map[string]bool)
+	for _, key := range keys {
+		if t := p.store.TakeTriggerTimes(key); len(t) > 0 {
+			p.triggers[key] = append(p.triggers[key], t...)
+		}
+		clusters, skips := p.renderer.Service(key, p.store.Slices(key))
+		p.skipped(skips)
+		for _, c := range clusters {
+			batch = append(batch, writer.Cluster{Name: c.Name, CLA: c.CLA})
+			names[c.Name] = true
+			p.metrics.publish(c.Name, c.Service, c.CLA)
+		}
+	}
+	if initial {
+		for _, name := range p.declared {
+			if !names[name] {
+				p.log.Info("declared cluster has no endpoints yet; writing it empty", "cluster", name)
+				batch = append(batch, p.emptyCluster(name))
+				names[name] = true
+			}
+		}
+		for _, name := range p.writer.Known() {
+			if !names[name] && p.writer.Owns(name) {
+				p.log.Info("cluster no longer published; emptying its file", "cluster", name)
+				batch = append(batch, p.emptyCluster(name))
+				names[name] = true
+			}
+		}
+	}
+	rendered := p.now()
+	p.metrics.renderDuration.Observe(rendered.Sub(start).Seconds())
+	res := p.writer.Write(ctx, batch)
+	p.wrote(res, rendered)
+	// A Service refused a cluster name because another held it gets its
+	// turn once that name is free.
+	for _, key := range p.renderer.TakeUnblocked() {
+		p.notify(key)
+	}
+	p.seq++
+	report := flushReport{Seq: p.seq, Initial: initial, Reload: p.reloading, Services: len(keys), Result: res}
+	for _, c := range batch {
+		report.Clusters = append(report.Clusters, c.Name)
+	}
+	slices.Sort(report.Clusters)
+
+	// The initial flush and failures are logged at Info; under churn the
+	// other flushes would be many lines a second: they are at Debug and
+	// summed up at Info at most once per summaryEvery.
+	level := slog.LevelDebug
+	if initial || res.Failed > 0 {
+		level = slog.LevelInfo
+	}
+	p.log.Log(ctx, level, "flushed", "services", len(keys), "clusters", len(batch),
+		"written", res.Written, "unchanged", res.Unchanged, "failed", res.Failed,
+		"took", p.now().Sub(start).Round(time.Microsecond))
+	if res.Err != nil {
+		p.log.Error("write failed; the old files stay", "error", res.Err, "retrying", p.writer.Pending())
+	}
+	if !initial {
+		p.summary.add(len(keys), res)
+		p.logSummary(p.now(), false)
+	}
+	if p.synced {
+		p.checkReady(res)
+	}
+	if p.onFlush != nil {
+		p.onFlush(report)
+	}
+	return report
+}
+
+// retry rewrites the files whose last write failed.
+func (p *pipeline) retry(ctx context.Context) writer.Result {
+	start := p.now()
+	res := p.writer.Retry(ctx)
+	p.wrote(res, start)
+	p.checkReady(res)
+	return res
+}
+
+// wrote records the outcome of a Write or Retry begun at start: counters,
+// durations, and the network programming latency of the changes whose
+// files were renamed.
+func (p *pipeline) wrote(res writer.Result, start time.Time) {
+	now := p.now()
+	p.metrics.writeDuration.Observe(now.Sub(start).Seconds())
+	p.metrics.writes(res.Written, res.Unchanged, res.Failed, now)
+	if len(p.triggers) == 0 {
+		return
+	}
+	for _, name := range res.WrittenClusters {
+		key := p.metrics.serviceOf(name)
+		for _, t := range p.triggers[key] {
+			p.metrics.networkProgramming.Observe(max(now.Sub(t), 0).Seconds())
+		}
+		delete(p.triggers, key)
+	}
+	// With no write pending, a trigger time left belongs to a change that
+	// gave the same bytes: it led to no write, so it is not counted.
+	if p.writer.Pending() == 0 {
+		clear(p.triggers)
+	}
+}
+
+// checkReady makes edsync ready once the initial flush is done and no file
+// waits for a retry; until then it says why not.
+func (p *pipeline) checkReady(res writer.Result) {
+	if p.ready {
+		return
+	}
+	if n := p.writer.Pending(); n > 0 {
+		why := fmt.Sprintf("not every file of the first flush is written (%d pending); retrying", n)
+		if res.Err != nil {
+			why += " (last error: " + oneLine(res.Err) + ")"
+		}
+		p.health.setNotReady(why)
+		return
+	}
+	p.ready = true
+	p.health.setReady()
+}
+
+func (p *pipeline) emptyCluster(name string) writer.Cluster {
+	c := writer.Cluster{Name: name, CLA: &endpointv3.ClusterLoadAssignment{ClusterName: name}}
+	p.metrics.publish(name, render.ServiceKey{}, c.CLA)
+	return c
+}
