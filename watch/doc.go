@@ -9,8 +9,12 @@
 // decides when a changed Service is due: a per-Service debounce with a
 // maximum delay, driven by times passed in, so it needs no clock.
 //
+// Services and Nodes, when asked for (--watch-services, --node-name,
+// --node-topology), come from informers or the same folder into Objects,
+// as the plain values render takes (render.ServiceInfo, render.NodeTopology).
+//
 // Objects in the Store are slimmed (see Slim) and shared, never mutated:
 // readers must treat them as read-only.
 //
-// Imports go watch -> render (for render.ServiceKey only), never back.
+// Imports go watch -> render (for its plain value types only), never back.
 package watch
