@@ -3,6 +3,7 @@ package render
 import (
 	"cmp"
 	"slices"
+	"unique"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
@@ -28,27 +29,30 @@ func assemble(name string, merged []*entry, sel *Selection, pl *placement, scrat
 		lbs   []*endpointv3.LbEndpoint
 	}
 	var buckets []*bucket // few groups: a linear search beats a map
-	// match compares the cheap fields first: most entries are in the
-	// group of the entry before them, and without Nodes the locality is
-	// the zone alone.
-	match := func(b *bucket, level int, e *entry) bool {
-		return b.loc.zone == e.zone && b.level == level && (len(pl.nodes) == 0 || b.loc == pl.locality(e))
-	}
-	find := func(cur int32, level int, e *entry) int32 {
-		if cur >= 0 && match(buckets[cur], level, e) {
+	// find returns the group of level and loc, added if new. Most entries
+	// are in the group of the entry before them; the zone, compared first,
+	// tells most groups apart.
+	find := func(cur int32, level int, loc *localityKey) int32 {
+		match := func(b *bucket) bool { return b.loc.zone == loc.zone && b.level == level && b.loc == *loc }
+		if cur >= 0 && match(buckets[cur]) {
 			return cur
 		}
 		for i, b := range buckets {
-			if match(b, level, e) {
+			if match(b) {
 				return int32(i)
 			}
 		}
-		buckets = append(buckets, &bucket{level: level, loc: pl.locality(e)})
+		buckets = append(buckets, &bucket{level: level, loc: *loc})
 		return int32(len(buckets) - 1)
 	}
 	hinted := pl.mode == TopologyHints && pl.hinted(merged, sel)
 	group := (*scratch)[:0]
 	var last *entry
+	var (
+		loc      localityKey
+		lastNode unique.Handle[string]
+		placed   bool
+	)
 	cur := int32(-1)
 	for _, e := range merged {
 		if !published(last, e, sel) {
@@ -60,7 +64,13 @@ func assemble(name string, merged []*entry, sel *Selection, pl *placement, scrat
 		if pl.mode != TopologyOff {
 			level = pl.level(e, hinted)
 		}
-		cur = find(cur, level, e)
+		// Pod IPs come from per-Node ranges, so in IP order an entry is
+		// mostly on the Node of the one before: its locality then needs
+		// no lookup.
+		if !placed || e.node != lastNode || e.zone != loc.zone {
+			loc, lastNode, placed = pl.locality(e), e.node, true
+		}
+		cur = find(cur, level, &loc)
 		buckets[cur].n++
 		group = append(group, cur)
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"unique"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	corev1 "k8s.io/api/core/v1"
@@ -62,16 +63,19 @@ type entry struct {
 	addr netip.Addr
 	zone string
 	// node and hints place the endpoint for the topology modes; they are
-	// not in the message, so a reused message may come with new ones. Both
-	// are the slice's pointers, which the informer's transform shares
-	// between endpoints: 8 bytes each per entry.
-	node  *string
+	// not in the message, so a reused message may come with new ones. The
+	// node is a handle: 8 bytes, and one pointer to hash when its region
+	// and sub-zone are looked up, once per endpoint per render.
+	node  unique.Handle[string]
 	hints *discoveryv1.EndpointHints // shared between endpoints by the informer's transform
 	m     *lbMessages
 	src   *preparedSlice // the slice version it came from
 }
 
 func (e *entry) port() uint32 { return e.m.port.PortValue }
+
+// noNode is the node of an endpoint that names none.
+var noNode unique.Handle[string]
 
 // endpointKey is everything an endpoint's message is built from, so equal
 // keys give equal messages.
@@ -284,8 +288,10 @@ func prepare(s *discoveryv1.EndpointSlice, opts *Options, set *serviceSettings, 
 			key.zone = *ep.Zone
 		}
 		var node string
-		if ep.NodeName != nil {
+		nodeHandle := noNode
+		if ep.NodeName != nil && *ep.NodeName != "" {
 			node = *ep.NodeName
+			nodeHandle = unique.Make(node)
 		}
 		pod := ep.TargetRef != nil && ep.TargetRef.Kind == "Pod"
 		if ep.Hostname != nil && *ep.Hostname != "" {
@@ -303,7 +309,7 @@ func prepare(s *discoveryv1.EndpointSlice, opts *Options, set *serviceSettings, 
 		for j := range p.ports {
 			pp := &p.ports[j]
 			key.port = pp.number
-			e := entry{addr: addr, zone: key.zone, node: ep.NodeName, hints: ep.Hints, src: p}
+			e := entry{addr: addr, zone: key.zone, node: nodeHandle, hints: ep.Hints, src: p}
 			if prevEntries != nil {
 				if k, found := slices.BinarySearchFunc(prevEntries[j], &key, func(e entry, key *endpointKey) int {
 					return compareKey(&e, key)

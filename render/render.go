@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"text/template"
+	"unique"
 
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	corev1 "k8s.io/api/core/v1"
@@ -45,7 +46,7 @@ type Renderer struct {
 	declared []string
 	// settings holds what SetService gave, per Service; nodes what SetNode gave.
 	settings map[ServiceKey]*serviceSettings
-	nodes    map[string]NodeTopology
+	nodes    map[unique.Handle[string]]NodeTopology
 	scratch  []int32 // for assemble
 	// usesPortNumber: the name template reads NameData.PortNumber.
 	usesPortNumber bool

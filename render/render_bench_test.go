@@ -53,3 +53,50 @@ func BenchmarkRenderOneSliceChanged(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkRenderTopology is BenchmarkRenderOneSliceChanged with endpoints
+// spread over three zones and 30 Nodes, hinted for their zone, and each
+// topology mode: what placing endpoints in priorities and weighted
+// localities (with regions and sub-zones from the Nodes) adds per event.
+func BenchmarkRenderTopology(b *testing.B) {
+	const n = 10000
+	zones := []string{"zone-a", "zone-b", "zone-c"}
+	in := benchSlices(n)
+	// Each Node has its own range of pod IPs, as with per-Node pod CIDRs:
+	// in IP order, endpoints come in runs on one Node.
+	for k, s := range in {
+		for i := range s.Endpoints {
+			e := &s.Endpoints[i]
+			nodeIdx := (k*100 + i) * 30 / n
+			z, node := zones[nodeIdx%3], fmt.Sprintf("node-%d", nodeIdx)
+			e.Zone, e.NodeName = &z, &node
+			e.Hints = &discoveryv1.EndpointHints{ForZones: []discoveryv1.ForZone{{Name: z}}}
+		}
+	}
+	for _, tc := range []struct {
+		mode  Topology
+		nodes bool
+	}{{TopologyOff, false}, {TopologyOff, true}, {TopologyZone, true}, {TopologyHints, true}} {
+		name := tc.mode.String()
+		if tc.nodes {
+			name += "+nodes"
+		}
+		b.Run(name, func(b *testing.B) {
+			r, _ := New(Options{Topology: tc.mode, LocalZone: "zone-b", LocalNode: "node-1"})
+			for i := range 30 {
+				if tc.nodes {
+					r.SetNode(fmt.Sprintf("node-%d", i), &NodeTopology{Region: "eu", SubZone: fmt.Sprintf("rack-%d", i%2)})
+				}
+			}
+			slices := append([]*discoveryv1.EndpointSlice(nil), in...)
+			r.Service(web, slices)
+			i := 0
+			for b.Loop() {
+				k := i % len(slices)
+				slices[k] = slices[k].DeepCopy()
+				r.Service(web, slices)
+				i++
+			}
+		})
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"fmt"
 	"slices"
+	"unique"
 
 	discoveryv1 "k8s.io/api/discovery/v1"
 )
@@ -61,20 +62,21 @@ type NodeTopology struct {
 // Service again (Node labels rarely change, so render keeps no index of the
 // endpoints per Node).
 func (r *Renderer) SetNode(name string, t *NodeTopology) bool {
-	old, had := r.nodes[name]
+	key := unique.Make(name)
+	old, had := r.nodes[key]
 	switch {
 	case t == nil && !had:
 		return false
 	case t == nil:
-		delete(r.nodes, name)
+		delete(r.nodes, key)
 		return true
 	case had && old == *t:
 		return false
 	}
 	if r.nodes == nil {
-		r.nodes = make(map[string]NodeTopology)
+		r.nodes = make(map[unique.Handle[string]]NodeTopology)
 	}
-	r.nodes[name] = *t
+	r.nodes[key] = *t
 	return true
 }
 
@@ -94,7 +96,7 @@ func (r *Renderer) SetLocal(zone, node string) bool {
 type placement struct {
 	mode                 Topology
 	localZone, localNode string
-	nodes                map[string]NodeTopology
+	nodes                map[unique.Handle[string]]NodeTopology
 	region               string
 	overprovisioning     uint32 // 0: Envoy's default
 }
@@ -176,10 +178,10 @@ func (l localityKey) compare(o localityKey) int {
 
 func (pl *placement) locality(e *entry) localityKey {
 	loc := localityKey{region: pl.region, zone: e.zone}
-	if len(pl.nodes) == 0 || e.node == nil {
+	if len(pl.nodes) == 0 || e.node == noNode {
 		return loc
 	}
-	if t, ok := pl.nodes[*e.node]; ok {
+	if t, ok := pl.nodes[e.node]; ok {
 		if t.Region != "" {
 			loc.region = t.Region
 		}
