@@ -99,6 +99,12 @@ func (p *pipeline) flush(ctx context.Context, keys []render.ServiceKey, initial 
 		p.summary.add(len(keys), res)
 		p.logSummary(p.now(), false)
 	}
+	if initial {
+		// The first full flush is done: from now on readiness follows
+		// the writes. Set before onFlush, so a test (or anything) told of
+		// the flush sees its effect on /readyz.
+		p.synced = true
+	}
 	if p.synced {
 		p.checkReady(res)
 	}

@@ -247,8 +247,6 @@ func (p *pipeline) Run(ctx context.Context) (err error) {
 	p.warnNoLocalZone()
 	res := p.initialFlush(ctx)
 	p.health.end()
-	p.synced = true
-	p.checkReady(res.Result)
 	if p.once {
 		if res.Failed > 0 {
 			return fmt.Errorf("%d of %d files failed to write: %w", res.Failed, len(res.Clusters), res.Err)
