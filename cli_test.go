@@ -7,28 +7,11 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/edsync/edsync/internal/syncbuf"
 )
-
-// lockedBuffer is a bytes.Buffer safe for concurrent writes.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 var update = flag.Bool("update", false, "rewrite the golden files under testdata/")
 
@@ -40,7 +23,7 @@ func edsync(t *testing.T, args ...string) (code int, stdout, stderr string) {
 	// still log after edsync returned (see watch.Kube.Run), as it may to
 	// os.Stderr in production.
 	var out bytes.Buffer
-	var errb lockedBuffer
+	var errb syncbuf.Buffer
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
 	code = runContext(ctx, append([]string{"edsync"}, args...), &out, &errb)

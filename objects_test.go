@@ -13,6 +13,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/edsync/edsync/render"
+
+	"github.com/edsync/edsync/internal/syncbuf"
 )
 
 // The "web" Service of the topology tests: one endpoint per zone, each on
@@ -207,7 +209,7 @@ func TestMissingLocalNode(t *testing.T) {
 	replaceFile(t, filepath.Join(in, "web.yaml"), topoSlice)
 	cfg := configForTest(t, "--from-dir", in, "--output-dir", out, "--debounce", "1ms", "--max-delay", "10ms",
 		"--topology", "zone", "--node-name", "n1")
-	var logs lockedBuffer
+	var logs syncbuf.Buffer
 	p, err := build(cfg, slog.New(slog.NewTextHandler(&logs, nil)), io.Discard)
 	if err != nil {
 		t.Fatal(err)

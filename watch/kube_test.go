@@ -1,7 +1,6 @@
 package watch
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -21,6 +20,8 @@ import (
 	k8stesting "k8s.io/client-go/testing"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/utils/ptr"
+
+	"github.com/edsync/edsync/internal/syncbuf"
 )
 
 // guard bounds every wait: it is a failure guard only, tests never sleep.
@@ -408,7 +409,7 @@ func TestKubeAPIErrorsLogged(t *testing.T) {
 		}
 		return false, nil, nil
 	})
-	var buf syncBuffer
+	var buf syncbuf.Buffer
 	log := slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	store := NewStore(nil)
 	k, err := NewKube(KubeOptions{Client: client, Store: store, Logger: log})
@@ -430,21 +431,4 @@ func TestKubeAPIErrorsLogged(t *testing.T) {
 	if strings.Count(out, "connection refused") != 1 {
 		t.Errorf("the failure is logged more than once:\n%s", out)
 	}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -22,6 +21,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	yamlutil "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/kubernetes/scheme"
+
+	"github.com/edsync/edsync/internal/syncbuf"
 )
 
 // The ServiceAccount edsync runs as.
@@ -179,7 +180,7 @@ func (c *Cluster) EdsyncKubeconfig(ctx context.Context) (string, error) {
 // Edsync is a running edsync process.
 type Edsync struct {
 	*Proc
-	stdout, stderr syncBuffer
+	stdout, stderr syncbuf.Buffer
 }
 
 // StartEdsync runs the edsync binary with --kubeconfig for its
@@ -239,22 +240,3 @@ func (e *Edsync) Stderr() string { return e.stderr.String() }
 
 // Stdout is what edsync has written to stdout so far.
 func (e *Edsync) Stdout() string { return e.stdout.String() }
-
-// syncBuffer is a bytes.Buffer that the process's output copier can write
-// while a test reads it.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
