@@ -80,7 +80,7 @@ func TestReadmeStartsWithTheTwoCommands(t *testing.T) {
 	}
 	want := []string{
 		"go run . --from-dir examples/endpointslices --dry-run --once --output-dir /var/run/edsync",
-		"go test ./... && go test -C test/e2e -count=1 -timeout 30m ./...",
+		"go test ./... && go test -C test/e2e -count=1 -timeout 60m",
 	}
 	if !slices.Equal(cmds, want) {
 		t.Errorf("README's first commands are %q, want %q", cmds, want)

@@ -396,10 +396,22 @@ func RepoRoot() (string, error) {
 	}
 }
 
+// Binaries is FindBinaries for the repository above the working directory.
+// It has no deadline: a cold build takes as long as it takes, printing its
+// progress on stderr, and the caller starts the control plane's own
+// deadline after it.
+func Binaries() (string, error) {
+	repo, err := RepoRoot()
+	if err != nil {
+		return "", err
+	}
+	return FindBinaries(repo)
+}
+
 // FindBinaries returns the folder with etcd, kube-apiserver and
 // kube-controller-manager: $EDSYNC_K8S_BIN if set, else the last line that
 // test/k8s/build.sh prints (it returns at once when its cache is warm and
-// builds for about 7 minutes when it is cold; its progress goes to stderr).
+// builds for 7 to 17 minutes when it is cold; its progress goes to stderr).
 func FindBinaries(repo string) (string, error) {
 	dir := os.Getenv("EDSYNC_K8S_BIN")
 	if dir == "" {
