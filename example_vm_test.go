@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -81,6 +82,10 @@ func TestVMExampleUnit(t *testing.T) {
 	}
 	if cfg.kubeconfig == "" || len(cfg.services) == 0 || len(cfg.clusters) == 0 {
 		t.Errorf("config %+v: want a kubeconfig, and services and clusters from edsync.env", cfg)
+	}
+	// A VM's other interfaces face networks the Pod network never sees.
+	if host, _, err := net.SplitHostPort(cfg.httpAddr); err != nil || !net.ParseIP(host).IsLoopback() {
+		t.Errorf("edsync.env serves metrics and probes on %q: want a loopback address", cfg.httpAddr)
 	}
 	if unit["ReadWritePaths"][0] != cfg.outputDir || "/run/"+unit["RuntimeDirectory"][0] != cfg.outputDir {
 		t.Errorf("edsync writes %s; the unit lets it write %s and creates /run/%s", cfg.outputDir, unit["ReadWritePaths"], unit["RuntimeDirectory"])
