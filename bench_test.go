@@ -21,13 +21,14 @@ import (
 	"github.com/edsync/edsync/writer"
 )
 
-// The workloads of shared/BENCH.md, run through the pipeline's own path:
+// The workloads of docs/performance.md, run through the pipeline's own path:
 // Store.Upsert (what the informer handler does) -> dirty set -> coalescer
 // (debounce 0) -> render -> writer, to the file renamed into place. Only the
 // pipeline goroutine's timer is bypassed, so what is measured is the work.
 
-// benchSlice is a slice of namespace bench as BENCH.md defines it: IPv4, one
-// port http/8080/TCP, n ready endpoints with addresses from base.
+// benchSlice is a slice of namespace bench as docs/performance.md defines
+// it: IPv4, one port http/8080/TCP, n ready endpoints with addresses from
+// base.
 func benchSlice(svc, name string, base, n int) *discoveryv1.EndpointSlice {
 	s := &discoveryv1.EndpointSlice{
 		ObjectMeta: metav1.ObjectMeta{

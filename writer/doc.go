@@ -1,6 +1,6 @@
 // Package writer publishes Envoy ClusterLoadAssignments as files that Envoy's
 // file-based EDS (path_config_source) reads: one file per cluster, holding one
-// DiscoveryResponse with exactly one resource (DESIGN.md, Envoy rules 1-10).
+// DiscoveryResponse with exactly one resource (docs/design.md, Envoy rules 1-10).
 //
 // It knows files and Envoy's file rules, nothing about Kubernetes:
 //

@@ -19,7 +19,7 @@ import (
 
 const claTypeURL = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
 
-// ParseEDS reads a JSON EDS file as Envoy does (DESIGN.md, Envoy's rules):
+// ParseEDS reads a JSON EDS file as Envoy does (docs/design.md, Envoy's rules):
 // one DiscoveryResponse, exactly one resource, a ClusterLoadAssignment named
 // cluster, and content that passes ValidateAll.
 func ParseEDS(data []byte, cluster string) (*endpointv3.ClusterLoadAssignment, error) {
