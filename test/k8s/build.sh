@@ -5,7 +5,7 @@
 #   ${EDSYNC_K8S_CACHE:-$HOME/.cache/edsync-k8s}/<hash>/bin/
 #
 # <hash> covers everything that decides the binaries: the two wrapper modules'
-# go.mod/go.sum and this script (its flags). A warm cache returns at once; a
+# go.mod/go.sum, the link flags and the Go version. A warm cache returns at once; a
 # cold one takes 7 minutes on 2 idle cores, 17 on busy ones (2.7 GB peak RSS,
 # ~5 GB GOCACHE), printing progress on stderr at least every 20 s.
 #
@@ -15,8 +15,18 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 cd "$here"
 
-inputs=(go.mod go.sum etcd/go.mod etcd/go.sum build.sh)
-hash=$(sha256sum "${inputs[@]}" | sha256sum | cut -c1-16)
+# Kubernetes stamps its version at link time; without it the binaries say
+# v0.0.0 and clients warn about skew.
+k8s_version=v1.37.2
+ldflags="-s -w -X k8s.io/component-base/version.gitVersion=$k8s_version -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=37 -X k8s.io/component-base/version.gitTreeState=clean"
+
+# The cache key is what decides the binaries: the modules, the link flags and
+# the Go version (not the rest of this script, so that changing how progress
+# is printed does not cost every machine a rebuild).
+hash=$({
+  sha256sum go.mod go.sum etcd/go.mod etcd/go.sum
+  echo "$ldflags CGO_ENABLED=0 $(go env GOVERSION)"
+} | sha256sum | cut -c1-16)
 root="${EDSYNC_K8S_CACHE:-$HOME/.cache/edsync-k8s}/$hash"
 bin="$root/bin"
 
@@ -41,15 +51,11 @@ tmp="$root/bin.partial"
 rm -rf "$tmp"
 mkdir -p "$tmp"
 
-# Kubernetes stamps its version at link time; without it the binaries say
-# v0.0.0 and clients warn about skew.
-k8s_version=v1.37.2
-ldflags="-s -w -X k8s.io/component-base/version.gitVersion=$k8s_version -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=37 -X k8s.io/component-base/version.gitTreeState=clean"
-
 # progress WHAT TOTAL reads `go build -v` output (one package path per line
 # as each is compiled; anything else is an error message, passed through)
-# and prints a line at most every 20 s, so a person watching a cold build
-# sees it move: a silent 15 minutes looks like a hang.
+# and prints a line at most every 20 s (EDSYNC_K8S_PROGRESS_EVERY), so a
+# person watching a cold build sees it move: a silent 15 minutes looks like
+# a hang.
 progress() {
   local what=$1 total=$2 n=0 last now
   last=$(date +%s)
@@ -57,7 +63,7 @@ progress() {
     if [[ $line =~ ^[A-Za-z0-9._~/+-]+$ ]]; then
       n=$((n + 1))
       now=$(date +%s)
-      if (( now - last >= 20 )); then
+      if (( now - last >= ${EDSYNC_K8S_PROGRESS_EVERY:-20} )); then
         last=$now
         echo "edsync-k8s: $what: $n of about $total packages compiled, $(( (now - start) / 60 ))m$(( (now - start) % 60 ))s" >&2
       fi
