@@ -89,12 +89,11 @@ func (p *pipeline) flush(ctx context.Context, keys []render.ServiceKey, initial 
 	if initial || res.Failed > 0 {
 		level = slog.LevelInfo
 	}
+	// Each failure was logged by the writer, at Error with its path and
+	// reason: here it is only counted.
 	p.log.Log(ctx, level, "flushed", "services", len(keys), "clusters", len(batch),
-		"written", res.Written, "unchanged", res.Unchanged, "failed", res.Failed,
-		"took", p.now().Sub(start).Round(time.Microsecond))
-	if res.Err != nil {
-		p.log.Error("write failed; the old files stay", "error", res.Err, "retrying", p.writer.Pending())
-	}
+		p.writtenKey(), res.Written, "unchanged", res.Unchanged, "failed", res.Failed,
+		"took", p.now().Sub(start))
 	if !initial {
 		p.summary.add(len(keys), res)
 		p.logSummary(p.now(), false)
