@@ -51,9 +51,10 @@ func (p *pipeline) flush(ctx context.Context, keys []render.ServiceKey, initial 
 		}
 	}
 	if initial {
+		clear(p.waiting)
 		for _, name := range p.declared {
 			if !names[name] {
-				p.log.Info("declared cluster has no endpoints yet; writing it empty", "cluster", name)
+				p.declaredEmpty(name, keys)
 				batch = append(batch, p.emptyCluster(name))
 				names[name] = true
 			}
@@ -65,6 +66,9 @@ func (p *pipeline) flush(ctx context.Context, keys []render.ServiceKey, initial 
 				names[name] = true
 			}
 		}
+	}
+	if !initial && len(p.waiting) > 0 {
+		p.checkDeclared(keys, names)
 	}
 	rendered := p.now()
 	p.metrics.renderDuration.Observe(rendered.Sub(start).Seconds())

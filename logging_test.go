@@ -11,6 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/edsync/edsync/internal/syncbuf"
 	"github.com/edsync/edsync/render"
 )
 
@@ -107,6 +110,38 @@ next:
 	return out
 }
 
+// A dry run says what it did: printed, not written; durations and enums
+// are strings in JSON. A declared cluster whose port the Service lacks is a
+// warning naming the ports it has.
+func TestDryRunLogs(t *testing.T) {
+	recs, stderr := records(t, 0, "--from-dir", "examples/endpointslices", "--dry-run", "--once",
+		"--cluster", "shop/web/htpp", "--cluster", "shop/db")
+	start := find(recs, "edsync starting")
+	if len(start) != 1 || start[0]["topology"] != "off" {
+		t.Errorf("start records %v: want one with topology \"off\"", start)
+	}
+	flushed := find(recs, "flushed")
+	if len(flushed) != 1 {
+		t.Fatalf("flushed records %v, want one:\n%s", flushed, stderr)
+	}
+	if _, ok := flushed[0]["written"]; ok || flushed[0]["printed"] != 6.0 {
+		t.Errorf("flushed %v: want printed=6 and no written in a dry run", flushed[0])
+	}
+	if took, ok := flushed[0]["took"].(string); !ok {
+		t.Errorf("took %v: want a duration string", flushed[0]["took"])
+	} else if _, err := time.ParseDuration(took); err != nil {
+		t.Errorf("took %q: %v", took, err)
+	}
+	warn := find(recs, "declared cluster's port is not a port of its Service; publishing it empty", "level", "WARN", "cluster", "shop/web/htpp")
+	if len(warn) != 1 || warn[0]["port"] != "htpp" || warn[0]["service_ports"] != "admin, http" {
+		t.Errorf("warnings %v: want one naming port htpp and the Service's ports admin, http:\n%s", warn, stderr)
+	}
+	// A cluster of a Service nobody knows yet is only not there yet.
+	if info := find(recs, "declared cluster has no endpoints yet; publishing it empty", "level", "INFO"); len(info) != 1 || info[0]["cluster"] != "shop/db" {
+		t.Errorf("info lines %v: want one, for shop/db", info)
+	}
+}
+
 // One failed write is reported once, at Error, with its path and reason.
 func TestFailedWriteIsReportedOnce(t *testing.T) {
 	out := t.TempDir()
@@ -125,5 +160,88 @@ func TestFailedWriteIsReportedOnce(t *testing.T) {
 	}
 	if last := stderr[strings.LastIndex(strings.TrimSuffix(stderr, "\n"), "\n")+1:]; !strings.HasPrefix(last, "edsync: 1 of 4 files failed to write") {
 		t.Errorf("last line %q: want the count of failures", last)
+	}
+}
+
+// Under a .PortNumber template, a Service whose slices are read but whose
+// Service object is not is a warning, once, and counted.
+func TestServiceWithoutObjectIsLogged(t *testing.T) {
+	recs, stderr := records(t, 0, "--from-dir", "examples/endpointslices", "--dry-run", "--once", "--watch-services",
+		"--cluster-name-template", "{{.Namespace}}-{{.Service}}-{{.PortNumber}}")
+	var objects []string
+	for _, rec := range find(recs, "skipped", "level", "WARN", "reason", render.ReasonNoServicePort) {
+		objects = append(objects, rec["object"].(string))
+	}
+	if strings.Join(objects, " ") != "cache/redis shop/api" {
+		t.Errorf("warned of %v, want cache/redis and shop/api (shop/web has its Service):\n%s", objects, stderr)
+	}
+	if flushed := find(recs, "flushed"); len(flushed) != 1 || flushed[0]["printed"] != 2.0 {
+		t.Errorf("flushed %v: want the two clusters of shop/web", flushed)
+	}
+}
+
+// The warning is not repeated by every flush while the Service object is
+// missing; once it is read, the clusters are published.
+func TestServiceWithoutObjectWarnsOncePerService(t *testing.T) {
+	in, out := t.TempDir(), t.TempDir()
+	replaceFile(t, filepath.Join(in, "web.yaml"), topoSlice)
+	cfg := configForTest(t, "--from-dir", in, "--output-dir", out, "--debounce", "1ms", "--max-delay", "10ms",
+		"--watch-services", "--cluster-name-template", "{{.Namespace}}-{{.Service}}-{{.PortNumber}}")
+	var logs syncbuf.Buffer
+	p, err := build(cfg, slog.New(slog.NewTextHandler(&logs, nil)), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tp := runPipeline(t, p, in, out)
+	warnings := func() int { return strings.Count(logs.String(), "reason="+render.ReasonNoServicePort) }
+	skipped := func() float64 {
+		return testutil.ToFloat64(p.metrics.skipped.WithLabelValues(render.ReasonNoServicePort))
+	}
+	if r := tp.nextFlush(t); !r.Initial || len(r.Clusters) != 0 {
+		t.Fatalf("first flush %+v: want the initial one, with no cluster", r)
+	}
+	if warnings() != 1 || skipped() != 1 {
+		t.Fatalf("%d warnings, %v counted; want 1:\n%s", warnings(), skipped(), logs.String())
+	}
+	replaceFile(t, filepath.Join(in, "web.yaml"), strings.Replace(topoSlice, "10.0.2.1", "10.0.2.2", 1))
+	if r := tp.nextFlush(t); r.Services != 1 || len(r.Clusters) != 0 {
+		t.Fatalf("flush %+v: want web rendered again, with no cluster", r)
+	}
+	if warnings() != 1 || skipped() != 1 {
+		t.Errorf("after a change: %d warnings, %v counted; want still 1:\n%s", warnings(), skipped(), logs.String())
+	}
+	replaceFile(t, filepath.Join(in, "service.yaml"), topoService(""))
+	tp.waitFlush(t, "shop-web-80")
+	if warnings() != 1 {
+		t.Errorf("%d warnings once the Service is read, want 1:\n%s", warnings(), logs.String())
+	}
+}
+
+// A declared cluster whose Service shows up after the start without its
+// port is a warning too, once while the Service's ports stay the same.
+func TestDeclaredClusterOfALaterServiceWarnsOnce(t *testing.T) {
+	in, out := t.TempDir(), t.TempDir()
+	cfg := configForTest(t, "--from-dir", in, "--output-dir", out, "--debounce", "1ms", "--max-delay", "10ms",
+		"--cluster", "shop/web/htpp")
+	var logs syncbuf.Buffer
+	p, err := build(cfg, slog.New(slog.NewTextHandler(&logs, nil)), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tp := runPipeline(t, p, in, out)
+	tp.waitFlush(t, "shop/web/htpp")
+	const warning = `level=WARN msg="declared cluster's port is not a port of its Service; publishing it empty"`
+	if strings.Contains(logs.String(), warning) || !strings.Contains(logs.String(), "declared cluster has no endpoints yet") {
+		t.Fatalf("before the Service: want the Info line only:\n%s", logs.String())
+	}
+	replaceFile(t, filepath.Join(in, "web.yaml"), topoSlice)
+	tp.waitFlush(t, "shop/web/http")
+	if n := strings.Count(logs.String(), warning); n != 1 || !strings.Contains(logs.String(), `service_ports="admin, http"`) {
+		t.Fatalf("%d warnings, want 1 naming the ports:\n%s", n, logs.String())
+	}
+	replaceFile(t, filepath.Join(in, "web.yaml"), strings.Replace(topoSlice, "10.0.2.1", "10.0.2.2", 1))
+	tp.waitFlush(t, "shop/web/http")
+	if n := strings.Count(logs.String(), warning); n != 1 {
+		t.Errorf("%d warnings after another change, want still 1:\n%s", n, logs.String())
 	}
 }

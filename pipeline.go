@@ -78,6 +78,9 @@ type pipeline struct {
 	ready       bool // every file of the initial flush is written
 	summary     flushCounts
 	lastSummary time.Time
+	// waiting holds the declared clusters published empty since the initial
+	// flush, with the Service ports last warned of (see declaredlog.go).
+	waiting map[string]string
 	// triggers holds the EndpointSlice trigger times of the Services
 	// flushed whose files are not written yet (a failed write).
 	triggers map[render.ServiceKey][]time.Time
