@@ -61,7 +61,7 @@ func (p *pipeline) flush(ctx context.Context, keys []render.ServiceKey, initial 
 		}
 		for _, name := range p.writer.Known() {
 			if !names[name] && p.writer.Owns(name) {
-				p.log.Info("cluster no longer published; emptying its file", "cluster", name)
+				p.log.Info("cluster no longer published; clearing its endpoints", "cluster", name)
 				batch = append(batch, p.emptyCluster(name))
 				names[name] = true
 			}

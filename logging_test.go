@@ -136,6 +136,13 @@ func TestDryRunLogs(t *testing.T) {
 	if len(warn) != 1 || warn[0]["port"] != "htpp" || warn[0]["service_ports"] != "admin, http" {
 		t.Errorf("warnings %v: want one naming port htpp and the Service's ports admin, http:\n%s", warn, stderr)
 	}
+	// The same in text.
+	_, _, text := edsync(t, "--from-dir", "examples/endpointslices", "--dry-run", "--once", "--cluster", "shop/web/htpp")
+	for _, want := range []string{"topology=off", " printed=5 ", `level=WARN msg="declared cluster's port is not a port of its Service; publishing it empty" component=pipeline cluster=shop/web/htpp service=shop/web port=htpp service_ports="admin, http"`} {
+		if !strings.Contains(text, want) {
+			t.Errorf("text logs lack %s:\n%s", want, text)
+		}
+	}
 	// A cluster of a Service nobody knows yet is only not there yet.
 	if info := find(recs, "declared cluster has no endpoints yet; publishing it empty", "level", "INFO"); len(info) != 1 || info[0]["cluster"] != "shop/db" {
 		t.Errorf("info lines %v: want one, for shop/db", info)
@@ -160,6 +167,20 @@ func TestFailedWriteIsReportedOnce(t *testing.T) {
 	}
 	if last := stderr[strings.LastIndex(strings.TrimSuffix(stderr, "\n"), "\n")+1:]; !strings.HasPrefix(last, "edsync: 1 of 4 files failed to write") {
 		t.Errorf("last line %q: want the count of failures", last)
+	}
+
+	// The same in text: one line per record, the reason once.
+	_, _, stderr = edsync(t, "--from-dir", "examples/endpointslices", "--once", "--output-dir", out)
+	if n := strings.Count(stderr, reason); n != 1 {
+		t.Errorf("text: the reason is reported %d times, want once:\n%s", n, stderr)
+	}
+	for _, line := range strings.Split(strings.TrimSuffix(stderr, "\n"), "\n") {
+		if !strings.HasPrefix(line, "time=") && !strings.HasPrefix(line, "edsync: ") || strings.Contains(line, `\n`) {
+			t.Errorf("text: %q is not one record on one line", line)
+		}
+	}
+	if !strings.Contains(stderr, `level=ERROR msg="write failed; the old file stays" component=writer cluster=shop/web/http path=`+target+` error="`+reason) {
+		t.Errorf("text: no Error line with the cluster, path and reason:\n%s", stderr)
 	}
 }
 
