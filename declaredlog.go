@@ -12,7 +12,7 @@ import (
 // does not have (a typo, shop/web/htpp, or a renamed port) it would stay
 // empty for good: that is a warning naming the ports the Service has, at
 // the initial flush or when the Service shows up later, once for as long as
-// the ports stay the same.
+// the ports stay the same (the full flush after a config reload tells again).
 
 // declaredEmpty logs why a declared cluster is published empty by the
 // initial flush of the Services in keys.
