@@ -207,6 +207,12 @@ func (st *serviceState) wait(key ServiceKey, ports []string, set *serviceSetting
 	if next == waitPort {
 		why = fmt.Sprintf("the Service has no %s port of that name", cmp.Or(protocol, corev1.ProtocolTCP))
 	}
+	names := slices.Clone(ports)
+	for i, name := range names {
+		if name == "" {
+			names[i] = "(unnamed)"
+		}
+	}
 	return []Skip{{Reason: ReasonNoServicePort, Object: key.String(),
-		Detail: fmt.Sprintf("ports %q not published: the cluster name template uses .PortNumber and %s", ports, why)}}
+		Detail: fmt.Sprintf("port %s not published: the cluster name template uses .PortNumber and %s", strings.Join(names, ", "), why)}}
 }
