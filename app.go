@@ -120,6 +120,7 @@ func build(cfg *config, log *slog.Logger, stdout io.Writer) (*pipeline, error) {
 		writer:      w,
 		declared:    declared(cfg.clusters, ren),
 		once:        cfg.once,
+		dryRun:      cfg.dryRun,
 		syncTimeout: cfg.syncTimeout,
 	})
 	store := p.newStore()

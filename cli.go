@@ -340,7 +340,7 @@ func nonEmpty(in []string) []string {
 // newLogger logs at level, which a config reload may change.
 func newLogger(cfg *config, level *slog.LevelVar, stderr io.Writer) *slog.Logger {
 	level.Set(cfg.logLevel)
-	opts := &slog.HandlerOptions{Level: level}
+	opts := &slog.HandlerOptions{Level: level, ReplaceAttr: replaceAttr}
 	if cfg.logFormat == "json" {
 		return slog.New(slog.NewJSONHandler(stderr, opts))
 	}

@@ -51,20 +51,24 @@ func (p *pipeline) flush(ctx context.Context, keys []render.ServiceKey, initial 
 		}
 	}
 	if initial {
+		clear(p.waiting)
 		for _, name := range p.declared {
 			if !names[name] {
-				p.log.Info("declared cluster has no endpoints yet; writing it empty", "cluster", name)
+				p.declaredEmpty(name, keys)
 				batch = append(batch, p.emptyCluster(name))
 				names[name] = true
 			}
 		}
 		for _, name := range p.writer.Known() {
 			if !names[name] && p.writer.Owns(name) {
-				p.log.Info("cluster no longer published; emptying its file", "cluster", name)
+				p.log.Info("cluster no longer published; clearing its endpoints", "cluster", name)
 				batch = append(batch, p.emptyCluster(name))
 				names[name] = true
 			}
 		}
+	}
+	if !initial && len(p.waiting) > 0 {
+		p.checkDeclared(keys, names)
 	}
 	rendered := p.now()
 	p.metrics.renderDuration.Observe(rendered.Sub(start).Seconds())
@@ -89,12 +93,11 @@ func (p *pipeline) flush(ctx context.Context, keys []render.ServiceKey, initial 
 	if initial || res.Failed > 0 {
 		level = slog.LevelInfo
 	}
+	// Each failure was logged by the writer, at Error with its path and
+	// reason: here it is only counted.
 	p.log.Log(ctx, level, "flushed", "services", len(keys), "clusters", len(batch),
-		"written", res.Written, "unchanged", res.Unchanged, "failed", res.Failed,
-		"took", p.now().Sub(start).Round(time.Microsecond))
-	if res.Err != nil {
-		p.log.Error("write failed; the old files stay", "error", res.Err, "retrying", p.writer.Pending())
-	}
+		p.writtenKey(), res.Written, "unchanged", res.Unchanged, "failed", res.Failed,
+		"took", p.now().Sub(start))
 	if !initial {
 		p.summary.add(len(keys), res)
 		p.logSummary(p.now(), false)

@@ -23,6 +23,15 @@ func (c *flushCounts) add(services int, res writer.Result) {
 // of flushes that found every file right stays at Debug.
 func (c *flushCounts) worthALine() bool { return c.written > 0 || c.failed > 0 }
 
+// writtenKey names the count of files written in log lines: in a dry run
+// they are printed, and "written" would say they are on disk.
+func (p *pipeline) writtenKey() string {
+	if p.dryRun {
+		return "printed"
+	}
+	return "written"
+}
+
 // summaryDue returns when the next summary line is due, if one is waiting.
 // The first after a quiet spell is due at once, so a lone change shows
 // without delay; under churn, one line per summaryEvery.
@@ -45,7 +54,7 @@ func (p *pipeline) logSummary(now time.Time, force bool) {
 	}
 	c := p.summary
 	p.log.Info("flushed", "flushes", c.flushes, "services", c.services,
-		"written", c.written, "unchanged", c.unchanged, "failed", c.failed)
+		p.writtenKey(), c.written, "unchanged", c.unchanged, "failed", c.failed)
 	p.summary = flushCounts{}
 	p.lastSummary = now
 }

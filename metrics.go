@@ -21,7 +21,7 @@ var (
 		watch.ReasonInvalidManifest, watch.ReasonNoServiceLabel,
 		render.ReasonFQDN, render.ReasonAddressType, render.ReasonNoAddress, render.ReasonInvalidAddress,
 		render.ReasonInvalidPort, render.ReasonInvalidEndpoint, render.ReasonNameConflict, render.ReasonInvalidCLA,
-		render.ReasonInvalidAnnotation,
+		render.ReasonInvalidAnnotation, render.ReasonNoServicePort,
 	}
 )
 

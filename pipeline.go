@@ -52,6 +52,7 @@ type pipeline struct {
 	writer      *writer.Writer
 	declared    []string // --cluster: files that must exist
 	once        bool
+	dryRun      bool // files are printed: logs say "printed", not "written"
 	syncTimeout time.Duration
 	now         func() time.Time
 	onFlush     func(flushReport)       // test hook, called on the pipeline goroutine
@@ -77,6 +78,9 @@ type pipeline struct {
 	ready       bool // every file of the initial flush is written
 	summary     flushCounts
 	lastSummary time.Time
+	// waiting holds the declared clusters published empty since the initial
+	// flush, with the Service ports last warned of (see declaredlog.go).
+	waiting map[string]string
 	// triggers holds the EndpointSlice trigger times of the Services
 	// flushed whose files are not written yet (a failed write).
 	triggers map[render.ServiceKey][]time.Time
@@ -249,7 +253,8 @@ func (p *pipeline) Run(ctx context.Context) (err error) {
 	p.health.end()
 	if p.once {
 		if res.Failed > 0 {
-			return fmt.Errorf("%d of %d files failed to write: %w", res.Failed, len(res.Clusters), res.Err)
+			// Each failure is logged above with its path and reason.
+			return fmt.Errorf("%d of %d files failed to write (see the errors above)", res.Failed, len(res.Clusters))
 		}
 		return nil
 	}
@@ -299,7 +304,7 @@ func (p *pipeline) Run(ctx context.Context) (err error) {
 			}
 			cancel()
 			p.logSummary(p.now(), true)
-			p.log.Info("shutting down", "flushed_services", res.Services, "written", res.Written, "failed", res.Failed)
+			p.log.Info("shutting down", "flushed_services", res.Services, p.writtenKey(), res.Written, "failed", res.Failed)
 			return nil
 		case err := <-srcErr:
 			srcStopped = true
@@ -321,7 +326,7 @@ func (p *pipeline) Run(ctx context.Context) (err error) {
 				p.health.begin(fmt.Sprintf("retrying %d failed writes", p.writer.Pending()))
 				res := p.retry(ctx)
 				p.health.end()
-				p.log.Info("retried failed writes", "written", res.Written, "unchanged", res.Unchanged, "failed", res.Failed)
+				p.log.Info("retried failed writes", p.writtenKey(), res.Written, "unchanged", res.Unchanged, "failed", res.Failed)
 				p.seq++
 				if p.onFlush != nil {
 					p.onFlush(flushReport{Seq: p.seq, Retry: true, Result: res})

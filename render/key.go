@@ -1,6 +1,8 @@
 package render
 
 import (
+	"log/slog"
+
 	discoveryv1 "k8s.io/api/discovery/v1"
 )
 
@@ -12,6 +14,10 @@ type ServiceKey struct {
 
 // String gives "namespace/name", the form used in logs and flags.
 func (k ServiceKey) String() string { return k.Namespace + "/" + k.Name }
+
+// LogValue logs the key as "namespace/name" in every handler (JSON's would
+// otherwise print the struct's fields).
+func (k ServiceKey) LogValue() slog.Value { return slog.StringValue(k.String()) }
 
 // ServiceOf returns the Service a slice belongs to, read from its
 // kubernetes.io/service-name label. ok is false for a slice without the label

@@ -65,6 +65,11 @@ type serviceState struct {
 	// (about 300 bytes) is a sizeable part of a small Service's heap.
 	ports    []portState
 	clusters []string // names published by the last render, sorted
+	// waiting says why ports wait for their number (see errNoPortNumber),
+	// reported once for as long as it lasts; hadService: a Service object
+	// was known at a render, so its absence now is a deletion.
+	waiting    waitReason
+	hadService bool
 }
 
 type portState struct {
@@ -179,10 +184,15 @@ func (r *Renderer) Service(key ServiceKey, current []*discoveryv1.EndpointSlice)
 	slices.Sort(portNames)
 
 	var out []Cluster
+	var waiting []string // ports without their number
 	published := make([]string, 0, len(portNames))
 	for _, port := range portNames {
 		name, sel, ok, err := r.cluster(key, st, port)
-		if !ok || errors.Is(err, errNoPortNumber) {
+		if errors.Is(err, errNoPortNumber) {
+			waiting = append(waiting, port)
+			continue
+		}
+		if !ok {
 			continue
 		}
 		if err != nil {
@@ -213,6 +223,7 @@ func (r *Renderer) Service(key ServiceKey, current []*discoveryv1.EndpointSlice)
 		out = append(out, Cluster{Name: name, Service: key, CLA: cla})
 	}
 	slices.Sort(published)
+	skips = append(skips, st.wait(key, waiting, set, r.opts.Protocol)...)
 
 	for _, name := range st.clusters {
 		if _, still := slices.BinarySearch(published, name); !still {

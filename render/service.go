@@ -1,6 +1,7 @@
 package render
 
 import (
+	"cmp"
 	"fmt"
 	"maps"
 	"slices"
@@ -163,4 +164,55 @@ func (r *Renderer) SetService(key ServiceKey, info *ServiceInfo) (changed bool, 
 		st.prepared, st.ports = nil, nil
 	}
 	return true, skips
+}
+
+// ReasonNoServicePort is the Skip reason of a Service whose ports wait for
+// their number: the cluster name template uses .PortNumber, and the
+// Service object (or its port of that name) is not known. Reported once
+// for as long as it lasts, not at every render.
+const ReasonNoServicePort = "no-service-port"
+
+// waitReason says why a Service's ports wait for their number.
+type waitReason uint8
+
+const (
+	notWaiting waitReason = iota
+	waitObject            // no Service object
+	waitPort              // the Service object lacks the port
+)
+
+// wait reports the ports that wait for their number, once while they wait
+// for the same reason. A Service object deleted before its slices is not
+// reported: its clusters are emptied, as they should be.
+func (st *serviceState) wait(key ServiceKey, ports []string, set *serviceSettings, protocol corev1.Protocol) []Skip {
+	if set != nil {
+		st.hadService = true
+	}
+	next := notWaiting
+	switch {
+	case len(ports) == 0:
+	case set == nil:
+		next = waitObject
+	default:
+		next = waitPort
+	}
+	if next == st.waiting {
+		return nil
+	}
+	st.waiting = next
+	if next == notWaiting || (next == waitObject && st.hadService) {
+		return nil
+	}
+	why := "no Service object is read (is it in the namespaces watched, or, with --from-dir, in the folder?)"
+	if next == waitPort {
+		why = fmt.Sprintf("the Service has no %s port of that name", cmp.Or(protocol, corev1.ProtocolTCP))
+	}
+	names := slices.Clone(ports)
+	for i, name := range names {
+		if name == "" {
+			names[i] = "(unnamed)"
+		}
+	}
+	return []Skip{{Reason: ReasonNoServicePort, Object: key.String(),
+		Detail: fmt.Sprintf("port %s not published: the cluster name template uses .PortNumber and %s", strings.Join(names, ", "), why)}}
 }

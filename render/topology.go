@@ -3,6 +3,7 @@ package render
 import (
 	"cmp"
 	"fmt"
+	"log/slog"
 	"slices"
 	"unique"
 
@@ -49,6 +50,10 @@ func (t Topology) String() string {
 	}
 	return "off"
 }
+
+// LogValue logs the mode by name in every handler (JSON's would otherwise
+// print its number).
+func (t Topology) LogValue() slog.Value { return slog.StringValue(t.String()) }
 
 // NodeTopology is what render uses of a Node: the region and sub-zone of
 // the localities of the endpoints on it (the zone comes from the endpoint).

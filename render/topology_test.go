@@ -253,22 +253,36 @@ func TestPortNumberInTemplate(t *testing.T) {
 }
 
 // Without the Service object the port number is unknown: the port waits
-// rather than being published under a name with 0 in it, and a listed
-// cluster must then have a name of its own.
+// rather than being published under a name with 0 in it (reported once
+// while it waits), and a listed cluster must then have a name of its own.
 func TestPortNumberUnknown(t *testing.T) {
 	r, _ := New(Options{ClusterNameTemplate: "{{.Service}}-{{.PortNumber}}"})
 	s := slice("web-a", discoveryv1.AddressTypeIPv4, port("http", 8080), ep("10.0.0.1"))
-	if got, skips := r.Service(web, []*discoveryv1.EndpointSlice{s}); len(got) != 0 || len(skips) != 0 {
-		t.Fatalf("Service not read yet: clusters %v, skips %v; want none", names(got), skips)
+	got, skips := r.Service(web, []*discoveryv1.EndpointSlice{s})
+	if len(got) != 0 || len(skips) != 1 || skips[0].Reason != ReasonNoServicePort || skips[0].Object != "default/web" ||
+		!strings.Contains(skips[0].Detail, "no Service object") {
+		t.Fatalf("Service not read yet: clusters %v, skips %v; want none and one no-service-port skip", names(got), skips)
+	}
+	s2 := slice("web-a", discoveryv1.AddressTypeIPv4, port("http", 8080), ep("10.0.0.2"))
+	if got, skips := r.Service(web, []*discoveryv1.EndpointSlice{s2}); len(got) != 0 || len(skips) != 0 {
+		t.Fatalf("still no Service: clusters %v, skips %v; want none, the wait was reported", names(got), skips)
 	}
 	r.SetService(web, info(nil, ServicePort{Name: "http", Port: 80}))
 	if got, _ := r.Service(web, []*discoveryv1.EndpointSlice{s}); !slices.Equal(names(got), []string{"web-80"}) {
 		t.Fatalf("clusters %v, want web-80", names(got))
 	}
 	r.SetService(web, nil) // the Service deleted, its slices not yet
-	got, _ := r.Service(web, []*discoveryv1.EndpointSlice{s})
+	got, skips = r.Service(web, []*discoveryv1.EndpointSlice{s})
 	if !slices.Equal(names(got), []string{"web-80"}) || len(got[0].CLA.Endpoints) != 0 {
 		t.Errorf("clusters %v: want web-80 emptied and no web-0", names(got))
+	}
+	if len(skips) != 0 {
+		t.Errorf("skips %v: a deleted Service's clusters are emptied, nothing to report", skips)
+	}
+	// A Service object without the slices' port name: reported once too.
+	r.SetService(web, info(nil, ServicePort{Name: "https", Port: 443}))
+	if _, skips := r.Service(web, []*discoveryv1.EndpointSlice{s}); len(skips) != 1 || !strings.Contains(skips[0].Detail, "no TCP port") {
+		t.Errorf("skips %v: want one for the port the Service lacks", skips)
 	}
 	if _, err := New(Options{ClusterNameTemplate: "{{.Service}}-{{.PortNumber}}",
 		Clusters: []ClusterSpec{{Service: web, Port: "http"}}}); err == nil || !strings.Contains(err.Error(), "give the cluster a name") {

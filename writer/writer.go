@@ -244,7 +244,7 @@ func (w *Writer) Write(ctx context.Context, clusters []Cluster) Result {
 			// pending content, if any.
 			res.Failed++
 			errs = append(errs, err)
-			w.log.Error("not written", "cluster", c.Name, "path", j.path, "error", err)
+			w.log.Error("not written; the old file stays", "cluster", c.Name, "path", j.path, "error", reason(err, j.path))
 			continue
 		}
 		if d, ok := w.written[c.Name]; ok && d == j.enc.digest {
@@ -378,7 +378,7 @@ func (w *Writer) run(ctx context.Context, jobs []job, res *Result, errs []error)
 			if ctx.Err() != nil && errors.Is(failures[i], ctx.Err()) {
 				canceled++ // logged once below, not 10,000 times at shutdown
 			} else {
-				w.log.Error("write failed", "cluster", j.cluster, "path", j.path, "error", failures[i])
+				w.log.Error("write failed; the old file stays", "cluster", j.cluster, "path", j.path, "error", reason(failures[i], j.path))
 			}
 			continue
 		}
@@ -396,7 +396,11 @@ func (w *Writer) run(ctx context.Context, jobs []job, res *Result, errs []error)
 			w.log.Error("fsync folder failed", "path", w.dir, "error", err)
 		}
 	}
-	w.log.Debug("batch done", "written", res.Written, "unchanged", res.Unchanged, "failed", res.Failed)
+	done := "written"
+	if w.dryRun {
+		done = "printed"
+	}
+	w.log.Debug("batch done", done, res.Written, "unchanged", res.Unchanged, "failed", res.Failed)
 }
 
 // store writes one file unless, on the cluster's first write in this process,
@@ -418,4 +422,10 @@ func (w *Writer) store(j job) (outcome, error) {
 	}
 	w.log.Debug("wrote", "cluster", j.cluster, "path", j.path, "version", j.enc.version, "bytes", len(j.enc.data))
 	return written, nil
+}
+
+// reason is err without the path it starts with, which Result.Err needs
+// and a log line already has as an attribute of its own.
+func reason(err error, path string) string {
+	return strings.TrimPrefix(err.Error(), path+": ")
 }
