@@ -49,10 +49,11 @@ type DirOptions struct {
 // alike. Events that are queued together make one scan; there is no timer:
 // the pipeline debounces.
 //
-// Each file keeps its last good slices. A file that cannot be read as
-// EndpointSlices (see decodeManifest: all or nothing per file) is logged at
-// Warn, counted as ReasonInvalidManifest, and its last good slices stay in
-// the Store. A file with no document at all (empty, or only comments) also
+// Each file keeps its last good slices. Objects of other kinds in a file
+// are left out, each logged at Debug and counted as ReasonOtherKind. A file
+// that cannot be read (see decodeManifest: all or nothing per file, other
+// kinds aside) is logged at Warn, counted as ReasonInvalidManifest, and its
+// last good slices stay in the Store. A file with no document at all (empty, or only comments) also
 // keeps its last slices: a writer that truncates then writes shows it for
 // a moment. A removed file removes its slices. A slice defined in several
 // files is taken from the first file by name (logged at Warn). Services
@@ -335,6 +336,10 @@ func (d *Dir) read(name string, info os.FileInfo, changed map[string]bool) {
 	}
 	if len(m.warnings) > 0 {
 		log.Warn("manifest has unknown or duplicate fields", "warnings", m.warnings)
+	}
+	for _, o := range m.skipped {
+		log.Debug("manifest object of another kind skipped", "kind", o.Kind(), "name", o.Name())
+		d.store.Skip(ReasonOtherKind)
 	}
 	if m.empty {
 		if len(f.objects) > 0 {

@@ -2,6 +2,7 @@ package watch
 
 import (
 	"context"
+	"log/slog"
 	"maps"
 	"os"
 	"path/filepath"
@@ -10,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edsync/edsync/internal/syncbuf"
 	"github.com/edsync/edsync/render"
 	corev1 "k8s.io/api/core/v1"
 )
@@ -133,8 +135,46 @@ func TestDirInitialRead(t *testing.T) {
 			t.Errorf("Slices(%s) = %v, want %v", key, got, w)
 		}
 	}
-	if got := e.store.Skipped(); got[ReasonInvalidManifest] != 1 || got[ReasonNoServiceLabel] != 1 {
-		t.Errorf("Skipped() = %v, want 1 invalid-manifest (configmap), 1 no-service-label", got)
+	if got := e.store.Skipped(); got[ReasonInvalidManifest] != 0 || got[ReasonOtherKind] != 1 || got[ReasonNoServiceLabel] != 1 {
+		t.Errorf("Skipped() = %v, want 1 other-kind (configmap), 1 no-service-label", got)
+	}
+}
+
+// Other kinds in a manifest are left out, each with a Debug line and a
+// count, and the file's slices are read: a folder of manifests often holds
+// the rest of the application.
+func TestDirOtherKinds(t *testing.T) {
+	var logs syncbuf.Buffer
+	log := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	deployment := "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web, namespace: ns}\nspec: {replicas: 2}\n---\n"
+	endpoints := "---\napiVersion: v1\nkind: Endpoints\nmetadata: {name: web, namespace: ns}\n"
+	e := newDirEnv(t, map[string]string{
+		"app.yaml": deployment + sliceDoc("web-a", "10.0.0.1") + endpoints,
+		"list.yaml": "apiVersion: v1\nkind: List\nitems:\n- {apiVersion: v1, kind: ConfigMap, metadata: {name: c, namespace: ns}}\n" +
+			"- {apiVersion: discovery.k8s.io/v1, kind: EndpointSlice, metadata: {name: web-b, namespace: ns, labels: {kubernetes.io/service-name: web}}, addressType: IPv4}\n",
+	}, DirOptions{Logger: log})
+	e.slices("web", "web-a", "web-b")
+	if got := e.store.Skipped(); got[ReasonOtherKind] != 3 || got[ReasonInvalidManifest] != 0 {
+		t.Errorf("Skipped() = %v, want 3 other-kind and no invalid-manifest", got)
+	}
+	for _, want := range []string{
+		`file=app.yaml kind="apps/v1 Deployment" name=ns/web`,
+		`file=app.yaml kind="v1 Endpoints" name=ns/web`,
+		`file=list.yaml kind="v1 ConfigMap" name=ns/c`,
+	} {
+		if !strings.Contains(logs.String(), want) {
+			t.Errorf("no log line with %s in:\n%s", want, logs.String())
+		}
+	}
+	if strings.Contains(logs.String(), "scheme") {
+		t.Errorf("the log names Go internals:\n%s", logs.String())
+	}
+
+	// A malformed slice in the file still keeps its last good slices.
+	e.write("app.yaml", deployment+strings.Replace(sliceDoc("web-a", "10.0.0.2"), "addressType: IPv4", "addressType: [IPv4]", 1))
+	e.skipped(1)
+	if got := e.address("web-a"); got != "10.0.0.1" {
+		t.Errorf("web-a address = %q, want the last good 10.0.0.1", got)
 	}
 }
 
@@ -178,7 +218,7 @@ func TestDirChanges(t *testing.T) {
 		if got := e.address("web-a"); got != "10.0.0.11" {
 			t.Errorf("web-a address = %q, want the last good 10.0.0.11", got)
 		}
-		e.write("a.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n")
+		e.write("a.yaml", "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: web-a, namespace: ns}\nendpoints: 5\n")
 		e.skipped(2)
 		e.write("a.yaml", sliceDoc("web-a", "10.0.0.12"))
 		e.addressIs("web-a", "10.0.0.12")
