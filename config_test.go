@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edsync/edsync/render"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/urfave/cli/v2"
 )
@@ -56,6 +57,7 @@ clusters:
   terminating: draining
 - service: shop/api
   not-ready: unhealthy
+  address-family: ipv6-first
 `)
 	cfg := configForTest(t, "--config", path, "--debounce", "30ms")
 	if cfg.format != "yaml" || cfg.debounce != 30*time.Millisecond || !cfg.dryRun ||
@@ -63,7 +65,8 @@ clusters:
 		t.Errorf("config: %+v", cfg)
 	}
 	specs := cfg.render.Clusters
-	if len(specs) != 2 || specs[0].Name != "web" || specs[0].Terminating != 0 || specs[1].Terminating == 0 || specs[1].NotReady == 0 {
+	if len(specs) != 2 || specs[0].Name != "web" || specs[0].Terminating != 0 || specs[1].Terminating == 0 || specs[1].NotReady == 0 ||
+		specs[0].Family != render.FamilyAll || specs[1].Family != render.FamilyIPv6First {
 		t.Errorf("clusters: %+v", specs)
 	}
 	t.Setenv("EDSYNC_FORMAT", "pb")

@@ -65,7 +65,7 @@ func flags() []cli.Flag {
 		&cli.StringFlag{Name: "not-ready", Category: catSemantics, EnvVars: env("NOT_READY"), Value: "drop",
 			Usage: "not-ready endpoints (`MODE`): drop or unhealthy"},
 		&cli.StringFlag{Name: "address-family", Category: catSemantics, EnvVars: env("ADDRESS_FAMILY"), Value: "all",
-			Usage: "publish `FAMILY` addresses: all, ipv4 or ipv6"},
+			Usage: "address families to publish (`FAMILY`): all (a dual-stack Pod is one endpoint, IPv4 address first, IPv6 in additional_addresses), ipv6-first (the same, IPv6 first), ipv4 or ipv6 (that family only)"},
 		&cli.StringFlag{Name: "protocol", Category: catSemantics, EnvVars: env("PROTOCOL"), Value: "TCP",
 			Usage: "publish the Service ports of `PROTOCOL`: TCP, UDP or SCTP"},
 

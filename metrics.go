@@ -18,7 +18,7 @@ var (
 	eventTypes     = []string{watch.EventAdd, watch.EventUpdate, watch.EventDelete}
 	healthStatuses = [...]string{healthHealthy: "healthy", healthDraining: "draining", healthUnhealthy: "unhealthy"}
 	skipReasons    = []string{
-		watch.ReasonInvalidManifest, watch.ReasonNoServiceLabel,
+		watch.ReasonInvalidManifest, watch.ReasonNoServiceLabel, watch.ReasonOtherKind,
 		render.ReasonFQDN, render.ReasonAddressType, render.ReasonNoAddress, render.ReasonInvalidAddress,
 		render.ReasonInvalidPort, render.ReasonInvalidEndpoint, render.ReasonNameConflict, render.ReasonInvalidCLA,
 		render.ReasonInvalidAnnotation, render.ReasonNoServicePort,

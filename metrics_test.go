@@ -117,6 +117,7 @@ endpoints: [{addresses: ["10.0.9.9"]}]
 		`edsync_endpointslice_events_total{type="delete"}`:        0,
 		`edsync_skipped_objects_total{reason="no-service-label"}`: 1,
 		`edsync_skipped_objects_total{reason="invalid-manifest"}`: 1,
+		`edsync_skipped_objects_total{reason="other-kind"}`:       0,
 		`edsync_skipped_objects_total{reason="invalid-address"}`:  1,
 		`edsync_skipped_objects_total{reason="invalid-port"}`:     0,
 		`edsync_published_clusters`:                               2, // web's and the declared one

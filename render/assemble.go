@@ -10,18 +10,59 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 )
 
-// assemble turns one port's merged entries into a CLA: the entries the
-// selection keeps, one endpoint per ip:port (the healthiest kept copy, which
-// the order puts first), grouped by priority level and locality, each group
-// weighted by its endpoint count; groups sorted by priority then locality,
-// endpoints by ip then port.
-func assemble(name string, merged []*entry, sel *Selection, pl *placement, scratch *[]int32) *endpointv3.ClusterLoadAssignment {
+// hostWalk goes through a port's merged entries in order and says what
+// each publishes.
+type hostWalk struct {
+	sel   *Selection
+	pairs *pairing // nil: every entry is a host of its own
+	last  *entry   // the (primary) entry of the host published last
+}
+
+// next reports whether e publishes a host, with the host's health and, for
+// a merged host, its group and the entry of its additional address. e
+// publishes nothing when the selection drops it, when a host of its ip:port
+// came before (the first kept copy, the healthiest, wins), or when it is the
+// secondary entry, or a lesser copy of the primary, of a merged host. A
+// merged host has the healthier of its two entries' conditions: the slices
+// of a Pod's two families say the same but are updated one after the other,
+// and in between the host is published if either address would be.
+func (w *hostWalk) next(e *entry) (g *podGroup, sec *entry, h health, ok bool) {
+	h = e.m.health
+	if w.pairs != nil {
+		if g = w.pairs.pair(e); g != nil {
+			var pri *entry
+			if pri, sec = g.pick(w.sel.Family); e != pri {
+				return nil, nil, 0, false
+			}
+			h = min(h, sec.m.health)
+		}
+	}
+	if !w.sel.keeps(e, h) || (w.last != nil && w.last.addr == e.addr && w.last.port() == e.port()) {
+		return nil, nil, 0, false
+	}
+	w.last = e
+	return g, sec, h, true
+}
+
+// slot is an entry's place in assemble: its group (-1: not published) and
+// its message.
+type slot struct {
+	lb    *endpointv3.LbEndpoint
+	group int32
+}
+
+// assemble turns one port's merged entries into a CLA: the hosts the walk
+// publishes (one per ip:port, one per dual-stack Pod when pairs is not nil,
+// sorted by their primary address), grouped by priority level and locality,
+// each group weighted by its endpoint count; groups sorted by priority then
+// locality, endpoints by ip then port.
+func assemble(name string, merged []*entry, sel *Selection, pairs *pairing, pl *placement, scratch *[]slot) *endpointv3.ClusterLoadAssignment {
 	// Two passes: place each entry and count each group's endpoints, then
 	// fill one backing array cut per group, so a big Service costs one
 	// allocation, not a growing slice per group. The first pass notes each
-	// entry's group in scratch (kept by the Renderer between calls): the
-	// second pass then reads no entry, whose message sits elsewhere in the
-	// heap, a second time.
+	// entry's group and message in scratch (kept by the Renderer between
+	// calls): the second pass then reads no entry, whose message sits
+	// elsewhere in the heap, a second time.
 	type bucket struct {
 		level int
 		loc   localityKey
@@ -45,9 +86,9 @@ func assemble(name string, merged []*entry, sel *Selection, pl *placement, scrat
 		buckets = append(buckets, &bucket{level: level, loc: *loc})
 		return int32(len(buckets) - 1)
 	}
-	hinted := pl.mode == TopologyHints && pl.hinted(merged, sel)
+	hinted := pl.mode == TopologyHints && pl.hinted(merged, sel, pairs)
 	group := (*scratch)[:0]
-	var last *entry
+	w := hostWalk{sel: sel, pairs: pairs}
 	var (
 		loc      localityKey
 		lastNode unique.Handle[string]
@@ -55,11 +96,15 @@ func assemble(name string, merged []*entry, sel *Selection, pl *placement, scrat
 	)
 	cur := int32(-1)
 	for _, e := range merged {
-		if !published(last, e, sel) {
-			group = append(group, -1)
+		g, sec, _, ok := w.next(e)
+		if !ok {
+			group = append(group, slot{group: -1})
 			continue
 		}
-		last = e
+		lb := &e.m.lb
+		if g != nil {
+			lb = g.merged(e, sec)
+		}
 		level := 0
 		if pl.mode != TopologyOff {
 			level = pl.level(e, hinted)
@@ -72,7 +117,7 @@ func assemble(name string, merged []*entry, sel *Selection, pl *placement, scrat
 		}
 		cur = find(cur, level, &loc)
 		buckets[cur].n++
-		group = append(group, cur)
+		group = append(group, slot{lb: lb, group: cur})
 	}
 	*scratch = group
 	byIndex := slices.Clone(buckets)
@@ -88,12 +133,13 @@ func assemble(name string, merged []*entry, sel *Selection, pl *placement, scrat
 		b.lbs = backing[len(backing) : len(backing) : len(backing)+b.n]
 		backing = backing[:len(backing)+b.n]
 	}
-	for i, g := range group {
-		if g >= 0 {
-			b := byIndex[g]
-			b.lbs = append(b.lbs, &merged[i].m.lb)
+	for _, g := range group {
+		if g.group >= 0 {
+			b := byIndex[g.group]
+			b.lbs = append(b.lbs, g.lb)
 		}
 	}
+	clear(group) // keeps no message alive until the next call
 
 	cla := &endpointv3.ClusterLoadAssignment{ClusterName: name}
 	if pl.overprovisioning > 0 {

@@ -34,14 +34,40 @@ const (
 	NotReadyUnhealthy
 )
 
-// Family restricts the address families published.
+// Family says which address families are published, and how the two
+// addresses of a dual-stack Pod are.
 type Family int
 
 const (
+	// FamilyAll publishes both families. A Pod (any targetRef) with an
+	// address in each is one host: its IPv4 address is the host's
+	// address and its IPv6 address an additional_address, which Envoy
+	// tries too (Happy Eyeballs). One host per Pod keeps a dual-stack Pod
+	// from weighing twice a single-stack one. Endpoints without a
+	// targetRef are hosts of their own.
 	FamilyAll Family = iota
+	// FamilyIPv4 publishes IPv4 addresses only.
 	FamilyIPv4
+	// FamilyIPv6 publishes IPv6 addresses only.
 	FamilyIPv6
+	// FamilyIPv6First is FamilyAll with the IPv6 address primary.
+	FamilyIPv6First
 )
+
+// merges reports whether the family publishes a dual-stack Pod as one host.
+func (f Family) merges() bool { return f == FamilyAll || f == FamilyIPv6First }
+
+func (f Family) String() string {
+	switch f {
+	case FamilyIPv4:
+		return "ipv4"
+	case FamilyIPv6:
+		return "ipv6"
+	case FamilyIPv6First:
+		return "ipv6-first"
+	}
+	return "all"
+}
 
 // ParseTerminating reads "draining" or "drop".
 func ParseTerminating(s string) (Terminating, error) {
@@ -65,17 +91,20 @@ func ParseNotReady(s string) (NotReady, error) {
 	return 0, fmt.Errorf("invalid not-ready mode %q: want drop or unhealthy", s)
 }
 
-// ParseFamily reads "all", "ipv4" or "ipv6".
+// ParseFamily reads "all" (or its other name "ipv4-first"), "ipv6-first",
+// "ipv4" or "ipv6".
 func ParseFamily(s string) (Family, error) {
 	switch s {
-	case "all":
+	case "all", "ipv4-first":
 		return FamilyAll, nil
+	case "ipv6-first":
+		return FamilyIPv6First, nil
 	case "ipv4":
 		return FamilyIPv4, nil
 	case "ipv6":
 		return FamilyIPv6, nil
 	}
-	return 0, fmt.Errorf("invalid address family %q: want all, ipv4 or ipv6", s)
+	return 0, fmt.Errorf("invalid address family %q: want all (or ipv4-first), ipv6-first, ipv4 or ipv6", s)
 }
 
 // ParseProtocol reads a Service port protocol (TCP, UDP or SCTP, any case).

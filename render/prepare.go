@@ -68,8 +68,12 @@ type entry struct {
 	// and sub-zone are looked up, once per endpoint per render.
 	node  unique.Handle[string]
 	hints *discoveryv1.EndpointHints // shared between endpoints by the informer's transform
-	m     *lbMessages
-	src   *preparedSlice // the slice version it came from
+	// pod is the targetRef, by which a dual-stack Pod's two entries are
+	// paired (see pairs.go); a handle, 8 bytes, and equal handles compare
+	// as pointers.
+	pod unique.Handle[podKey]
+	m   *lbMessages
+	src *preparedSlice // the slice version it came from
 }
 
 func (e *entry) port() uint32 { return e.m.port.PortValue }
@@ -164,6 +168,7 @@ type preparedPort struct {
 type preparedSlice struct {
 	ports []preparedPort // sorted by name
 	skips []Skip
+	v6    bool // an IPv6 slice; else IPv4 (or no entries)
 	// gone is set when a newer version of the slice, or its deletion, has
 	// replaced it; its entries are then dropped from the merged lists.
 	gone bool
@@ -195,6 +200,7 @@ func prepare(s *discoveryv1.EndpointSlice, opts *Options, set *serviceSettings, 
 		want4 = true
 	case discoveryv1.AddressTypeIPv6:
 		want6 = true
+		p.v6 = true
 	case discoveryv1.AddressTypeFQDN:
 		// Envoy's EDS takes IP literals only.
 		skip(ReasonFQDN, "addressType FQDN cannot be published to EDS")
@@ -294,6 +300,10 @@ func prepare(s *discoveryv1.EndpointSlice, opts *Options, set *serviceSettings, 
 			nodeHandle = unique.Make(node)
 		}
 		pod := ep.TargetRef != nil && ep.TargetRef.Kind == "Pod"
+		podHandle := noPod
+		if ref := ep.TargetRef; ref != nil && ref.Name != "" {
+			podHandle = unique.Make(podKey{kind: ref.Kind, namespace: cmp.Or(ref.Namespace, s.Namespace), name: ref.Name, uid: string(ref.UID)})
+		}
 		if ep.Hostname != nil && *ep.Hostname != "" {
 			key.hostname = *ep.Hostname
 		} else if pod {
@@ -309,7 +319,7 @@ func prepare(s *discoveryv1.EndpointSlice, opts *Options, set *serviceSettings, 
 		for j := range p.ports {
 			pp := &p.ports[j]
 			key.port = pp.number
-			e := entry{addr: addr, zone: key.zone, node: nodeHandle, hints: ep.Hints, src: p}
+			e := entry{addr: addr, zone: key.zone, node: nodeHandle, hints: ep.Hints, pod: podHandle, src: p}
 			if prevEntries != nil {
 				if k, found := slices.BinarySearchFunc(prevEntries[j], &key, func(e entry, key *endpointKey) int {
 					return compareKey(&e, key)
@@ -347,9 +357,10 @@ func healthOf(c discoveryv1.EndpointConditions) health {
 	return unhealthy
 }
 
-// keeps reports whether the selection publishes the entry.
-func (s *Selection) keeps(e *entry) bool {
-	switch e.m.health {
+// keeps reports whether the selection publishes a host of health h whose
+// (primary) address is e's.
+func (s *Selection) keeps(e *entry, h health) bool {
+	switch h {
 	case draining:
 		if s.Terminating != TerminatingDraining {
 			return false

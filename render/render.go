@@ -47,7 +47,7 @@ type Renderer struct {
 	// settings holds what SetService gave, per Service; nodes what SetNode gave.
 	settings map[ServiceKey]*serviceSettings
 	nodes    map[unique.Handle[string]]NodeTopology
-	scratch  []int32 // for assemble
+	scratch  []slot // for assemble
 	// usesPortNumber: the name template reads NameData.PortNumber.
 	usesPortNumber bool
 }
@@ -78,6 +78,11 @@ type portState struct {
 	// merged holds the entries of the port in every current slice, in
 	// compareEntries order, duplicates included.
 	merged []*entry
+	// n4 and n6 count merged's entries by family.
+	n4, n6 int
+	// pairs pairs the entries of dual-stack Pods; nil unless the port has
+	// entries of both families and its cluster merges them (see pairsFor).
+	pairs *pairing
 }
 
 // port returns the state of the port name, added if new.
@@ -215,7 +220,8 @@ func (r *Renderer) Service(key ServiceKey, current []*discoveryv1.EndpointSlice)
 		}
 		r.owners[name] = key
 		published = append(published, name)
-		cla := assemble(name, st.port(port).merged, &sel, r.placement(set), &r.scratch)
+		ps := st.port(port)
+		cla := assemble(name, ps.merged, &sel, ps.pairsFor(&sel), r.placement(set), &r.scratch)
 		if err := validate(cla); err != nil {
 			skips = append(skips, Skip{Reason: ReasonInvalidCLA, Object: name, Detail: err.Error()})
 			continue
@@ -263,17 +269,19 @@ func (st *serviceState) update(current []*discoveryv1.EndpointSlice, opts *Optio
 		}
 		prepared[s] = p
 	}
-	removed := false
+	var gone []*preparedSlice
 	for s, p := range st.prepared {
 		if _, ok := prepared[s]; !ok {
 			p.gone = true
-			removed = true
+			gone = append(gone, p)
 		}
 	}
+	removed := len(gone) > 0
 	st.prepared = prepared
 	if !removed && len(added) == 0 {
 		return skips
 	}
+	st.pair(added, gone)
 
 	fresh := make(map[string][]*entry)
 	for _, p := range added {

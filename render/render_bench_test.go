@@ -2,9 +2,12 @@ package render
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 
+	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/types"
 )
 
 // benchSlices builds a Service of n endpoints in slices of up to 100, as the
@@ -18,6 +21,29 @@ func benchSlices(n int) []*discoveryv1.EndpointSlice {
 			opts = append(opts, ep(fmt.Sprintf("10.%d.%d.%d", j>>16&255, j>>8&255, j&255)))
 		}
 		out = append(out, slice(fmt.Sprintf("web-%d", i/100), discoveryv1.AddressTypeIPv4, opts...))
+	}
+	return out
+}
+
+// benchDualStack builds a dual-stack Service of n Pods: each has an
+// address in an IPv4 slice and one in an IPv6 slice, slices of up to 100.
+func benchDualStack(n int) []*discoveryv1.EndpointSlice {
+	var out []*discoveryv1.EndpointSlice
+	for _, at := range []discoveryv1.AddressType{discoveryv1.AddressTypeIPv4, discoveryv1.AddressTypeIPv6} {
+		for i := 0; i < n; i += 100 {
+			opts := []sliceOpt{port("http", 8080)}
+			for j := i; j < min(n, i+100); j++ {
+				addr := fmt.Sprintf("10.%d.%d.%d", j>>16&255, j>>8&255, j&255)
+				if at == discoveryv1.AddressTypeIPv6 {
+					addr = fmt.Sprintf("fd00::1:%x", j)
+				}
+				name := fmt.Sprintf("web-%d", j)
+				opts = append(opts, ep(addr, func(e *discoveryv1.Endpoint) {
+					e.TargetRef = &corev1.ObjectReference{Kind: "Pod", Namespace: "default", Name: name, UID: types.UID("uid-" + name)}
+				}))
+			}
+			out = append(out, slice(fmt.Sprintf("web-%s-%d", strings.ToLower(string(at)), i/100), at, opts...))
+		}
 	}
 	return out
 }
@@ -37,10 +63,15 @@ func BenchmarkRenderCold(b *testing.B) {
 
 // BenchmarkRenderOneSliceChanged re-renders a Service after one of its
 // slices changed: the per-event cost in a big Service (W3's render part).
+// The dual-stack cases have n Pods with an address in each family.
 func BenchmarkRenderOneSliceChanged(b *testing.B) {
-	for _, n := range []int{1000, 10000} {
-		b.Run(fmt.Sprint(n), func(b *testing.B) {
-			in := benchSlices(n)
+	for _, tc := range []struct {
+		name  string
+		build func(int) []*discoveryv1.EndpointSlice
+		n     int
+	}{{"1000", benchSlices, 1000}, {"10000", benchSlices, 10000}, {"dual-stack-1000", benchDualStack, 1000}, {"dual-stack-10000", benchDualStack, 10000}} {
+		b.Run(tc.name, func(b *testing.B) {
+			in := tc.build(tc.n)
 			r, _ := New(Options{})
 			r.Service(web, in)
 			i := 0

@@ -123,28 +123,19 @@ func (r *Renderer) placement(set *serviceSettings) *placement {
 // means the controller could not assign them, and none are used), and the
 // local zone or node is known. Only the copies published count: a stale
 // copy of an ip:port in another slice (while slices are rewritten) does not.
-func (pl *placement) hinted(merged []*entry, sel *Selection) bool {
+// A merged host goes by its primary entry's hints.
+func (pl *placement) hinted(merged []*entry, sel *Selection, pairs *pairing) bool {
 	if pl.localZone == "" && pl.localNode == "" {
 		return false
 	}
-	var last *entry
+	w := hostWalk{sel: sel, pairs: pairs}
 	for _, e := range merged {
-		if !published(last, e, sel) {
-			continue
-		}
-		last = e
-		if e.m.health == healthy && (e.hints == nil || len(e.hints.ForZones) == 0) {
+		_, _, h, ok := w.next(e)
+		if ok && h == healthy && (e.hints == nil || len(e.hints.ForZones) == 0) {
 			return false
 		}
 	}
 	return true
-}
-
-// published says whether e, in merged order after the published entry
-// last, is published: kept by the selection, and the first (healthiest)
-// kept copy of its ip:port.
-func published(last, e *entry, sel *Selection) bool {
-	return sel.keeps(e) && (last == nil || last.addr != e.addr || last.port() != e.port())
 }
 
 // level is the entry's priority level before levels with no endpoints are

@@ -22,6 +22,7 @@ import (
 // DirOptions configures NewDir. Namespaces, Selector and Services filter
 // as in KubeOptions, here on the client side.
 type DirOptions struct {
+	// Dir is the folder of manifests, or one manifest file.
 	Dir        string
 	Namespaces []string
 	Selector   string
@@ -49,16 +50,27 @@ type DirOptions struct {
 // alike. Events that are queued together make one scan; there is no timer:
 // the pipeline debounces.
 //
-// Each file keeps its last good slices. A file that cannot be read as
-// EndpointSlices (see decodeManifest: all or nothing per file) is logged at
-// Warn, counted as ReasonInvalidManifest, and its last good slices stay in
-// the Store. A file with no document at all (empty, or only comments) also
+// Dir may also name one file (any name, symlinks followed), which is then
+// read alone, as `kubectl apply -f FILE` does. Its parent folder is
+// watched, as editors and ConfigMap volumes replace a file by a rename: an
+// event naming the file re-reads it, any other event costs a stat of it
+// (a ConfigMap update renames `..data`, not the file, which is a symlink
+// through it), and other files are never listed or read.
+//
+// Each file keeps its last good slices. Objects of other kinds in a file
+// are left out, each logged at Debug and counted as ReasonOtherKind. A file
+// that cannot be read (see decodeManifest: all or nothing per file, other
+// kinds aside) is logged at Warn, counted as ReasonInvalidManifest, and its
+// last good slices stay in the Store. A file with no document at all (empty, or only comments) also
 // keeps its last slices: a writer that truncates then writes shows it for
 // a moment. A removed file removes its slices. A slice defined in several
 // files is taken from the first file by name (logged at Warn). Services
 // and Nodes follow the same rules.
 type Dir struct {
-	dir      string
+	dir string // the folder watched
+	// only, if set, is the one file of dir that is read.
+	only     string
+	what     string // "manifest folder DIR" or "manifest file FILE", for errors
 	store    *Store
 	filter   *filter
 	objects  *Objects
@@ -110,8 +122,15 @@ func NewDir(o DirOptions) (*Dir, error) {
 	if err != nil {
 		return nil, fmt.Errorf("watch: manifest folder: %w", err)
 	}
-	if !info.IsDir() {
-		return nil, fmt.Errorf("watch: manifest folder %s: not a directory", o.Dir)
+	dir, only := filepath.Clean(o.Dir), ""
+	what := "manifest folder " + dir
+	switch {
+	case info.Mode().IsRegular():
+		dir, only = filepath.Split(dir)
+		dir = filepath.Clean(dir)
+		what = "manifest file " + filepath.Join(dir, only)
+	case !info.IsDir():
+		return nil, fmt.Errorf("watch: manifest folder %s: not a folder or a regular file", o.Dir)
 	}
 	f, err := newFilter(o.Namespaces, o.Selector, o.Services)
 	if err != nil {
@@ -121,9 +140,10 @@ func NewDir(o DirOptions) (*Dir, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	dir := filepath.Clean(o.Dir)
 	return &Dir{
 		dir:    dir,
+		only:   only,
+		what:   what,
 		store:  o.Store,
 		filter: f,
 		log:    log.With("component", "watch.dir", "dir", dir),
@@ -149,17 +169,21 @@ func (d *Dir) Run(ctx context.Context) error {
 	}
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
-		return fmt.Errorf("watch: manifest folder %s: %w", d.dir, err)
+		return fmt.Errorf("watch: %s: %w", d.what, err)
 	}
 	defer w.Close()
 	// Watch before the first scan so that no change falls in between.
 	if err := w.Add(d.dir); err != nil {
-		return fmt.Errorf("watch: manifest folder %s: %w", d.dir, err)
+		return fmt.Errorf("watch: %s: %w", d.what, err)
 	}
 	if err := d.scan(nil, true); err != nil {
-		return fmt.Errorf("watch: manifest folder %s: %w", d.dir, err)
+		return fmt.Errorf("watch: %s: %w", d.what, err)
 	}
-	d.log.Info("manifests read", "files", len(d.files), "objects", len(d.owners))
+	if d.only != "" {
+		d.log.Info("manifests read", "file", d.only, "objects", len(d.owners))
+	} else {
+		d.log.Info("manifests read", "files", len(d.files), "objects", len(d.owners))
+	}
 	close(d.synced)
 
 	for {
@@ -193,7 +217,7 @@ func (d *Dir) Run(ctx context.Context) error {
 		}
 		if err := d.scan(touched, force); err != nil {
 			if errors.Is(err, fs.ErrNotExist) {
-				return fmt.Errorf("watch: manifest folder %s is gone (its slices are kept): %w", d.dir, err)
+				return fmt.Errorf("watch: %s: the folder is gone (its slices are kept): %w", d.what, err)
 			}
 			d.log.Warn("cannot read manifest folder; keeping its slices", "err", err)
 		}
@@ -258,16 +282,23 @@ func (d *Dir) scan(touched map[string]bool, force bool) error {
 // list returns the manifest files of the folder with their stat (symlinks
 // followed).
 func (d *Dir) list() (map[string]os.FileInfo, error) {
-	entries, err := os.ReadDir(d.dir)
-	if err != nil {
-		return nil, err
+	names := []string{d.only}
+	if d.only == "" {
+		entries, err := os.ReadDir(d.dir)
+		if err != nil {
+			return nil, err
+		}
+		names = names[:0]
+		for _, e := range entries {
+			if isManifestName(e.Name()) {
+				names = append(names, e.Name())
+			}
+		}
+	} else if _, err := os.Stat(d.dir); err != nil {
+		return nil, err // the folder is gone, not just the file
 	}
 	out := map[string]os.FileInfo{}
-	for _, e := range entries {
-		name := e.Name()
-		if !isManifestName(name) {
-			continue
-		}
+	for _, name := range names {
 		info, err := os.Stat(filepath.Join(d.dir, name))
 		if err != nil {
 			// A dangling symlink, or a file gone since ReadDir: the
@@ -335,6 +366,10 @@ func (d *Dir) read(name string, info os.FileInfo, changed map[string]bool) {
 	}
 	if len(m.warnings) > 0 {
 		log.Warn("manifest has unknown or duplicate fields", "warnings", m.warnings)
+	}
+	for _, o := range m.skipped {
+		log.Debug("manifest object of another kind skipped", "kind", o.Kind(), "name", o.Name())
+		d.store.Skip(ReasonOtherKind)
 	}
 	if m.empty {
 		if len(f.objects) > 0 {

@@ -2,6 +2,8 @@ package watch
 
 import (
 	"context"
+	"fmt"
+	"log/slog"
 	"maps"
 	"os"
 	"path/filepath"
@@ -10,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edsync/edsync/internal/syncbuf"
 	"github.com/edsync/edsync/render"
 	corev1 "k8s.io/api/core/v1"
 )
@@ -32,7 +35,13 @@ func newDirEnv(t *testing.T, files map[string]string, o DirOptions) *dirEnv {
 		e.write(name, data)
 	}
 	e.store = NewStore(e.n.notify)
-	o.Dir, o.Store = e.dir, e.store
+	o.Store = e.store
+	// o.Dir, if set, names a file in the folder: the source reads that file alone.
+	if o.Dir != "" {
+		o.Dir = e.path(o.Dir)
+	} else {
+		o.Dir = e.dir
+	}
 	src, err := NewDir(o)
 	if err != nil {
 		t.Fatal(err)
@@ -133,8 +142,46 @@ func TestDirInitialRead(t *testing.T) {
 			t.Errorf("Slices(%s) = %v, want %v", key, got, w)
 		}
 	}
-	if got := e.store.Skipped(); got[ReasonInvalidManifest] != 1 || got[ReasonNoServiceLabel] != 1 {
-		t.Errorf("Skipped() = %v, want 1 invalid-manifest (configmap), 1 no-service-label", got)
+	if got := e.store.Skipped(); got[ReasonInvalidManifest] != 0 || got[ReasonOtherKind] != 1 || got[ReasonNoServiceLabel] != 1 {
+		t.Errorf("Skipped() = %v, want 1 other-kind (configmap), 1 no-service-label", got)
+	}
+}
+
+// Other kinds in a manifest are left out, each with a Debug line and a
+// count, and the file's slices are read: a folder of manifests often holds
+// the rest of the application.
+func TestDirOtherKinds(t *testing.T) {
+	var logs syncbuf.Buffer
+	log := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	deployment := "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web, namespace: ns}\nspec: {replicas: 2}\n---\n"
+	endpoints := "---\napiVersion: v1\nkind: Endpoints\nmetadata: {name: web, namespace: ns}\n"
+	e := newDirEnv(t, map[string]string{
+		"app.yaml": deployment + sliceDoc("web-a", "10.0.0.1") + endpoints,
+		"list.yaml": "apiVersion: v1\nkind: List\nitems:\n- {apiVersion: v1, kind: ConfigMap, metadata: {name: c, namespace: ns}}\n" +
+			"- {apiVersion: discovery.k8s.io/v1, kind: EndpointSlice, metadata: {name: web-b, namespace: ns, labels: {kubernetes.io/service-name: web}}, addressType: IPv4}\n",
+	}, DirOptions{Logger: log})
+	e.slices("web", "web-a", "web-b")
+	if got := e.store.Skipped(); got[ReasonOtherKind] != 3 || got[ReasonInvalidManifest] != 0 {
+		t.Errorf("Skipped() = %v, want 3 other-kind and no invalid-manifest", got)
+	}
+	for _, want := range []string{
+		`file=app.yaml kind="apps/v1 Deployment" name=ns/web`,
+		`file=app.yaml kind="v1 Endpoints" name=ns/web`,
+		`file=list.yaml kind="v1 ConfigMap" name=ns/c`,
+	} {
+		if !strings.Contains(logs.String(), want) {
+			t.Errorf("no log line with %s in:\n%s", want, logs.String())
+		}
+	}
+	if strings.Contains(logs.String(), "scheme") {
+		t.Errorf("the log names Go internals:\n%s", logs.String())
+	}
+
+	// A malformed slice in the file still keeps its last good slices.
+	e.write("app.yaml", deployment+strings.Replace(sliceDoc("web-a", "10.0.0.2"), "addressType: IPv4", "addressType: [IPv4]", 1))
+	e.skipped(1)
+	if got := e.address("web-a"); got != "10.0.0.1" {
+		t.Errorf("web-a address = %q, want the last good 10.0.0.1", got)
 	}
 }
 
@@ -178,7 +225,7 @@ func TestDirChanges(t *testing.T) {
 		if got := e.address("web-a"); got != "10.0.0.11" {
 			t.Errorf("web-a address = %q, want the last good 10.0.0.11", got)
 		}
-		e.write("a.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n")
+		e.write("a.yaml", "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: web-a, namespace: ns}\nendpoints: 5\n")
 		e.skipped(2)
 		e.write("a.yaml", sliceDoc("web-a", "10.0.0.12"))
 		e.addressIs("web-a", "10.0.0.12")
@@ -213,6 +260,85 @@ func TestDirChanges(t *testing.T) {
 		}
 		e.slices("web", "web-z")
 	})
+}
+
+// A --from-dir naming a file reads that file alone, as kubectl -f does,
+// and follows it however it is changed: in place, replaced by a rename,
+// removed and created again, or swapped as a ConfigMap volume's symlink.
+func TestDirSingleFile(t *testing.T) {
+	e := newDirEnv(t, map[string]string{
+		"web.txt":    sliceDoc("web-a", "10.0.0.1"), // named, so read whatever its extension
+		"other.yaml": sliceDoc("web-o", "10.0.0.9"),
+	}, DirOptions{Dir: "web.txt"})
+	e.slices("web", "web-a")
+
+	t.Run("other files are not read", func(t *testing.T) {
+		e.write("more.yaml", sliceDoc("web-m", "10.0.0.8"))
+		e.write("web.txt", sliceDoc("web-a", "10.0.0.2")) // events come in order: more.yaml's first
+		e.addressIs("web-a", "10.0.0.2")
+		if got := names(e.store.Slices(svc("ns", "web"))); !slices.Equal(got, []string{"web-a"}) {
+			t.Errorf("slices = %v, want web-a alone", got)
+		}
+	})
+	t.Run("rewrite in place", func(t *testing.T) {
+		e.write("web.txt", sliceDoc("web-a", "10.0.0.3")+"---\n"+sliceDoc("web-b", "10.0.0.4"))
+		e.slices("web", "web-a", "web-b")
+		e.addressIs("web-a", "10.0.0.3")
+	})
+	t.Run("replace by rename", func(t *testing.T) {
+		e.write(".web.txt.tmp", sliceDoc("web-a", "10.0.0.5"))
+		e.rename(".web.txt.tmp", "web.txt")
+		e.slices("web", "web-a")
+		e.addressIs("web-a", "10.0.0.5")
+	})
+	t.Run("remove, then create again", func(t *testing.T) {
+		if err := os.Remove(e.path("web.txt")); err != nil {
+			t.Fatal(err)
+		}
+		e.slices("web")
+		e.write("web.txt", sliceDoc("web-c", "10.0.0.6"))
+		e.slices("web", "web-c")
+	})
+	t.Run("invalid keeps the last good slices", func(t *testing.T) {
+		e.write("web.txt", "kind: [\n")
+		e.skipped(1)
+		e.slices("web", "web-c")
+	})
+}
+
+// A ConfigMap volume's file is a symlink into `..data`, which an update
+// swaps: the event names `..data`, not the file, and the file is still read.
+func TestDirSingleFileConfigMap(t *testing.T) {
+	dir := t.TempDir()
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	write := func(name, data string) {
+		must(os.MkdirAll(filepath.Dir(filepath.Join(dir, name)), 0o755))
+		must(os.WriteFile(filepath.Join(dir, name), []byte(data), 0o644))
+	}
+	write("..v1/web.yaml", sliceDoc("web-a", "10.0.0.1"))
+	must(os.Symlink("..v1", filepath.Join(dir, "..data")))
+	must(os.Symlink("..data/web.yaml", filepath.Join(dir, "web.yaml")))
+
+	n := newNotifications()
+	store := NewStore(n.notify)
+	src, err := NewDir(DirOptions{Dir: filepath.Join(dir, "web.yaml"), Store: store})
+	if err != nil {
+		t.Fatal(err)
+	}
+	src.onScan = func() { n.notify(render.ServiceKey{}) }
+	runSource(t, src)
+	waitClosed(t, src.Synced(), "Synced")
+	n.slicesAre(t, store, svc("ns", "web"), "web-a")
+
+	write("..v2/web.yaml", sliceDoc("web-b", "10.0.0.2"))
+	must(os.Symlink("..v2", filepath.Join(dir, "..data_tmp")))
+	must(os.Rename(filepath.Join(dir, "..data_tmp"), filepath.Join(dir, "..data")))
+	n.slicesAre(t, store, svc("ns", "web"), "web-b")
 }
 
 // TestDirIdenticalRewrite checks that rewriting a file with the same
@@ -299,17 +425,13 @@ func TestDirFilters(t *testing.T) {
 
 func TestNewDirErrors(t *testing.T) {
 	dir := t.TempDir()
-	file := filepath.Join(dir, "f.yaml")
-	if err := os.WriteFile(file, nil, 0o644); err != nil {
-		t.Fatal(err)
-	}
 	tests := []struct {
 		name    string
 		opts    DirOptions
 		wantErr string
 	}{
 		{name: "missing folder", opts: DirOptions{Dir: filepath.Join(dir, "nope")}, wantErr: "no such file or directory"},
-		{name: "a file", opts: DirOptions{Dir: file}, wantErr: "not a directory"},
+		{name: "a device", opts: DirOptions{Dir: os.DevNull}, wantErr: "not a folder or a regular file"},
 		{name: "no folder", opts: DirOptions{}, wantErr: "no folder"},
 		{name: "bad selector", opts: DirOptions{Dir: dir, Selector: "a in (b"}, wantErr: "label selector"},
 	}
@@ -325,41 +447,50 @@ func TestNewDirErrors(t *testing.T) {
 }
 
 // TestDirFolderRemoved checks that Run returns an error, keeping the
-// slices, when the folder itself goes away.
+// slices, when the folder itself goes away, also the folder of a single
+// file (unlike the file alone, whose removal removes its slices).
 func TestDirFolderRemoved(t *testing.T) {
-	dir := filepath.Join(t.TempDir(), "manifests")
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "a.yaml"), []byte(sliceDoc("web-a", "10.0.0.1")), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	store := NewStore(nil)
-	d, err := NewDir(DirOptions{Dir: dir, Store: store})
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- d.Run(t.Context()) }()
-	waitClosed(t, d.Synced(), "Synced")
-	// Moved away, not removed: removing would delete a.yaml first, and
-	// a removed file rightly removes its slices.
-	if err := os.Rename(dir, dir+".old"); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case err := <-done:
-		if err == nil || !strings.Contains(err.Error(), "is gone") {
-			t.Errorf("Run = %v, want an error saying the folder is gone", err)
-		}
-	case <-time.After(guard):
-		t.Fatal("Run did not return")
-	}
-	if got := names(store.Slices(svc("ns", "web"))); !slices.Equal(got, []string{"web-a"}) {
-		t.Errorf("slices lost: %v", got)
-	}
-	if err := d.Run(context.Background()); err == nil {
-		t.Error("second Run: no error")
+	for _, single := range []bool{false, true} {
+		t.Run(fmt.Sprintf("single file %v", single), func(t *testing.T) {
+			dir := filepath.Join(t.TempDir(), "manifests")
+			if err := os.MkdirAll(dir, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(dir, "a.yaml"), []byte(sliceDoc("web-a", "10.0.0.1")), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			store := NewStore(nil)
+			o := DirOptions{Dir: dir, Store: store}
+			if single {
+				o.Dir = filepath.Join(dir, "a.yaml")
+			}
+			d, err := NewDir(o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			done := make(chan error, 1)
+			go func() { done <- d.Run(t.Context()) }()
+			waitClosed(t, d.Synced(), "Synced")
+			// Moved away, not removed: removing would delete a.yaml first, and
+			// a removed file rightly removes its slices.
+			if err := os.Rename(dir, dir+".old"); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case err := <-done:
+				if err == nil || !strings.Contains(err.Error(), "is gone") {
+					t.Errorf("Run = %v, want an error saying the folder is gone", err)
+				}
+			case <-time.After(guard):
+				t.Fatal("Run did not return")
+			}
+			if got := names(store.Slices(svc("ns", "web"))); !slices.Equal(got, []string{"web-a"}) {
+				t.Errorf("slices lost: %v", got)
+			}
+			if err := d.Run(context.Background()); err == nil {
+				t.Error("second Run: no error")
+			}
+		})
 	}
 }
 

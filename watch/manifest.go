@@ -3,6 +3,7 @@ package watch
 import (
 	"bufio"
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -10,6 +11,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/runtime/serializer"
@@ -20,9 +22,9 @@ import (
 // manifestDecoder reads YAML and JSON into the registered types: EndpointSlice
 // and EndpointSliceList (discovery.k8s.io/v1), and the core v1 kinds, of which
 // Service, Node, their lists and List (as `kubectl get -o yaml` prints) are
-// accepted; the others are decoded only to be named in the error. Strict mode reports unknown and
-// duplicate fields, which are logged but not fatal: a newer kubectl may print
-// fields this build does not know.
+// read; the others are skipped. Strict mode reports unknown and duplicate
+// fields, which are logged but not fatal: a newer kubectl may print fields
+// this build does not know.
 var manifestDecoder = func() runtime.Decoder {
 	s := runtime.NewScheme()
 	for _, add := range []func(*runtime.Scheme) error{discoveryv1.AddToScheme, corev1.AddToScheme} {
@@ -33,26 +35,52 @@ var manifestDecoder = func() runtime.Decoder {
 	return serializer.NewCodecFactory(s, serializer.EnableStrict).UniversalDeserializer()
 }()
 
-var endpointSliceGVK = discoveryv1.SchemeGroupVersion.WithKind("EndpointSlice")
+var (
+	endpointSliceGVK = discoveryv1.SchemeGroupVersion.WithKind("EndpointSlice")
+	serviceGVK       = corev1.SchemeGroupVersion.WithKind("Service")
+	nodeGVK          = corev1.SchemeGroupVersion.WithKind("Node")
+)
 
 // manifest is what one file holds.
 type manifest struct {
 	slices   []*discoveryv1.EndpointSlice // slimmed, namespace defaulted
 	services []*corev1.Service            // slimmed, namespace defaulted
 	nodes    []*corev1.Node
-	warnings []string // unknown or duplicate fields
-	empty    bool     // no document at all
+	skipped  []otherObject // objects of other kinds, left out
+	warnings []string      // unknown or duplicate fields
+	empty    bool          // no document at all
 }
+
+// otherObject names an object of a kind edsync does not read.
+type otherObject struct {
+	apiVersion, kind, namespace, name string
+}
+
+// Kind is "apiVersion kind", e.g. "apps/v1 Deployment".
+func (o otherObject) Kind() string { return o.apiVersion + " " + o.kind }
+
+// Name is "namespace/name", or the name alone if the manifest gives no namespace.
+func (o otherObject) Name() string {
+	if o.namespace == "" {
+		return o.name
+	}
+	return o.namespace + "/" + o.name
+}
+
+func (o otherObject) String() string { return o.Kind() + " " + o.Name() }
 
 // decodeManifest reads a file of EndpointSlices, Services and Nodes: one or
 // more YAML documents separated by `---`, or JSON; each document one such
 // object, an EndpointSliceList, ServiceList or NodeList, or a v1 List of
-// them. All or nothing: any bad document or list item fails the whole
-// file, so that a half-written file never removes the objects in its
-// missing part (the caller keeps the file's last good objects). A slice or
-// Service without a namespace gets "default"; an object without a name, a
-// duplicate, another kind or apiVersion are errors. A Service port's
-// protocol defaults to TCP, as the API server does.
+// them. Objects of other kinds or apiVersions (a Deployment, a v1
+// Endpoints, a discovery.k8s.io/v1beta1 slice), alone or in a list, are
+// left out and named in skipped: a folder of manifests often holds the
+// rest of an application. Otherwise all or nothing: any document or list
+// item that cannot be read fails the whole file, so that a half-written
+// file never removes the objects in its missing part (the caller keeps the
+// file's last good objects). A slice or Service without a namespace gets
+// "default"; an object without a name or a duplicate is an error. A
+// Service port's protocol defaults to TCP, as the API server does.
 func decodeManifest(data []byte) (manifest, error) {
 	var m manifest
 	seen := map[string]bool{}
@@ -105,28 +133,41 @@ func decodeManifest(data []byte) (manifest, error) {
 				return err
 			}
 			m.nodes = append(m.nodes, o)
-		case *discoveryv1.EndpointSliceList:
-			for i := range o.Items {
-				if err := add(&o.Items[i]); err != nil {
-					return fmt.Errorf("item %d: %w", i, err)
-				}
-			}
-		case *corev1.ServiceList:
-			for i := range o.Items {
-				if err := add(&o.Items[i]); err != nil {
-					return fmt.Errorf("item %d: %w", i, err)
-				}
-			}
-		case *corev1.NodeList:
-			for i := range o.Items {
-				if err := add(&o.Items[i]); err != nil {
-					return fmt.Errorf("item %d: %w", i, err)
-				}
-			}
-		default:
-			return notAccepted(obj)
+		default: // a list in a list
+			m.skipped = append(m.skipped, describe(obj))
 		}
 		return nil
+	}
+	// addItems decodes the raw items of a list, each taken for the list's
+	// kind of item (def) unless it says otherwise.
+	addItems := func(n int, what string, items [][]byte, def *schema.GroupVersionKind) error {
+		for i, raw := range items {
+			it, warn, other, err := decodeObject(raw, def)
+			if err == nil && other != nil {
+				m.skipped = append(m.skipped, *other)
+				continue
+			}
+			if err == nil {
+				err = add(it)
+			}
+			if err != nil {
+				return fmt.Errorf("%s item %d: %w", what, i, err)
+			}
+			if warn != nil {
+				m.warnings = append(m.warnings, fmt.Sprintf("document %d: %s item %d: %v", n, what, i, warn))
+			}
+		}
+		return nil
+	}
+	// addTypedItems reads the items of a typed list. Decoded with the
+	// list, an item of another kind would pass for the list's kind: each
+	// is decoded again on its own.
+	addTypedItems := func(n int, what string, doc []byte, def *schema.GroupVersionKind) error {
+		items, err := rawItems(doc)
+		if err != nil {
+			return err
+		}
+		return addItems(n, what, items, def)
 	}
 
 	r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(data)))
@@ -143,36 +184,36 @@ func decodeManifest(data []byte) (manifest, error) {
 			continue
 		}
 		docs++
-		obj, warn, err := decodeObject(doc, nil)
+		obj, warn, other, err := decodeObject(doc, nil)
 		if err != nil {
 			return manifest{}, fmt.Errorf("document %d: %w", n, err)
 		}
-		if warn != nil {
-			m.warnings = append(m.warnings, fmt.Sprintf("document %d: %v", n, warn))
+		if other != nil {
+			m.skipped = append(m.skipped, *other)
+			continue
 		}
-		if list, ok := obj.(*corev1.List); ok {
-			for i, item := range list.Items {
-				var it runtime.Object
-				// An item without apiVersion and kind is taken for an
-				// EndpointSlice, the kind these folders are for.
-				it, warn, err = decodeObject(item.Raw, &endpointSliceGVK)
-				if err == nil {
-					switch it.(type) {
-					case *discoveryv1.EndpointSlice, *corev1.Service, *corev1.Node:
-						err = add(it)
-					default:
-						err = notAccepted(it)
-					}
-				}
-				if err != nil {
-					err = fmt.Errorf("List item %d: %w", i, err)
-					break
-				}
-				if warn != nil {
-					m.warnings = append(m.warnings, fmt.Sprintf("document %d: List item %d: %v", n, i, warn))
-				}
+		switch list := obj.(type) {
+		case *corev1.List:
+			if warn != nil {
+				m.warnings = append(m.warnings, fmt.Sprintf("document %d: %v", n, warn))
 			}
-		} else {
+			items := make([][]byte, len(list.Items))
+			for i := range list.Items {
+				items[i] = list.Items[i].Raw
+			}
+			// An item without apiVersion and kind is taken for an
+			// EndpointSlice, the kind these folders are for.
+			err = addItems(n, "List", items, &endpointSliceGVK)
+		case *discoveryv1.EndpointSliceList:
+			err = addTypedItems(n, "EndpointSliceList", doc, &endpointSliceGVK)
+		case *corev1.ServiceList:
+			err = addTypedItems(n, "ServiceList", doc, &serviceGVK)
+		case *corev1.NodeList:
+			err = addTypedItems(n, "NodeList", doc, &nodeGVK)
+		default:
+			if warn != nil {
+				m.warnings = append(m.warnings, fmt.Sprintf("document %d: %v", n, warn))
+			}
 			err = add(obj)
 		}
 		if err != nil {
@@ -183,22 +224,74 @@ func decodeManifest(data []byte) (manifest, error) {
 	return m, nil
 }
 
-// decodeObject decodes one document. warn reports unknown or duplicate
-// fields in an object that decoded otherwise.
-func decodeObject(doc []byte, defaults *schema.GroupVersionKind) (obj runtime.Object, warn, err error) {
+// decodeObject decodes one document or list item. warn reports unknown or
+// duplicate fields in an object that decoded otherwise. other, if not nil,
+// names an object of a kind that is not read (obj is then nil): one this
+// build does not know (its fields are not checked), or one it knows but
+// does not read.
+func decodeObject(doc []byte, defaults *schema.GroupVersionKind) (obj runtime.Object, warn error, other *otherObject, err error) {
 	obj, _, err = manifestDecoder.Decode(doc, defaults, nil)
+	if runtime.IsNotRegisteredError(err) {
+		o, perr := peek(doc)
+		if perr != nil {
+			return nil, nil, nil, err
+		}
+		return nil, nil, &o, nil
+	}
 	if err != nil && obj != nil && runtime.IsStrictDecodingError(err) {
-		return obj, err, nil
+		warn, err = err, nil
 	}
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	return obj, nil, nil
+	switch obj.(type) {
+	case *discoveryv1.EndpointSlice, *corev1.Service, *corev1.Node,
+		*corev1.List, *discoveryv1.EndpointSliceList, *corev1.ServiceList, *corev1.NodeList:
+		return obj, warn, nil, nil
+	}
+	o := describe(obj)
+	return nil, nil, &o, nil
 }
 
-func notAccepted(obj runtime.Object) error {
+// describe names a decoded object of another kind.
+func describe(obj runtime.Object) otherObject {
 	gvk := obj.GetObjectKind().GroupVersionKind()
-	return fmt.Errorf("%s %s is not an EndpointSlice (%s), a Service or a Node (v1)", gvk.GroupVersion(), gvk.Kind, endpointSliceGVK.GroupVersion())
+	o := otherObject{apiVersion: gvk.GroupVersion().String(), kind: gvk.Kind}
+	if m, err := meta.Accessor(obj); err == nil {
+		o.namespace, o.name = m.GetNamespace(), m.GetName()
+	}
+	return o
+}
+
+// peek reads the kind and name of an object of a kind this build does not know.
+func peek(doc []byte) (otherObject, error) {
+	var tm struct {
+		APIVersion string `json:"apiVersion"`
+		Kind       string `json:"kind"`
+		Metadata   struct {
+			Name      string `json:"name"`
+			Namespace string `json:"namespace"`
+		} `json:"metadata"`
+	}
+	if err := yaml.Unmarshal(doc, &tm); err != nil {
+		return otherObject{}, err
+	}
+	return otherObject{apiVersion: tm.APIVersion, kind: tm.Kind, namespace: tm.Metadata.Namespace, name: tm.Metadata.Name}, nil
+}
+
+// rawItems returns the items of a list document, each as JSON.
+func rawItems(doc []byte) ([][]byte, error) {
+	var list struct {
+		Items []json.RawMessage `json:"items"`
+	}
+	if err := yaml.Unmarshal(doc, &list); err != nil {
+		return nil, err
+	}
+	items := make([][]byte, len(list.Items))
+	for i, it := range list.Items {
+		items[i] = it
+	}
+	return items, nil
 }
 
 // isEmptyDocument reports a document of only blanks and comments.

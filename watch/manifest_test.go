@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -43,6 +44,7 @@ func TestDecodeManifest(t *testing.T) {
 		wantErr   string
 
 		wantServices, wantNodes []string
+		wantSkipped             []string // objects of other kinds, as named in the log
 	}{
 		{name: "multi-document YAML", data: fixture("multi.yaml"), want: []string{"shop/web-abc12", "shop/web-def34"}},
 		{name: "kubectl List", data: fixture("list.yaml"), want: []string{"shop/api-q8h2k"}},
@@ -61,7 +63,53 @@ func TestDecodeManifest(t *testing.T) {
 			want:     []string{"ns/x"},
 			wantWarn: `unknown field "colour"`,
 		},
-		{name: "ConfigMap", data: fixture("configmap.yaml"), wantErr: "v1 ConfigMap is not an EndpointSlice"},
+		{name: "ConfigMap", data: fixture("configmap.yaml"), wantSkipped: []string{"v1 ConfigMap not-a-slice"}},
+		{
+			name: "other kinds next to slices are skipped, the slices kept",
+			data: "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web, namespace: ns}\nspec: {replicas: 2}\n---\n" +
+				sliceDoc("a", "10.0.0.1") +
+				"---\napiVersion: v1\nkind: Endpoints\nmetadata: {name: web, namespace: ns}\nsubsets: []\n---\n" +
+				strings.Replace(sliceDoc("old", "10.0.0.2"), "discovery.k8s.io/v1", "discovery.k8s.io/v1beta1", 1) +
+				"---\napiVersion: example.com/v1\nkind: Widget\nmetadata: {name: w}\nspec: {colour: blue}\n",
+			want: []string{"ns/a"},
+			wantSkipped: []string{"apps/v1 Deployment ns/web", "v1 Endpoints ns/web", "discovery.k8s.io/v1beta1 EndpointSlice ns/old",
+				"example.com/v1 Widget w"},
+		},
+		{
+			name: "List with other kinds among its items",
+			data: "apiVersion: v1\nkind: List\nitems:\n" +
+				"- {apiVersion: v1, kind: Pod, metadata: {name: p, namespace: ns}, spec: {containers: []}}\n" +
+				"- {apiVersion: discovery.k8s.io/v1, kind: EndpointSlice, metadata: {name: a, namespace: ns}, addressType: IPv4}\n" +
+				"- {apiVersion: apps/v1, kind: Deployment, metadata: {name: d, namespace: ns}}\n" +
+				"- {metadata: {name: b, namespace: ns}, addressType: IPv4}\n",
+			want:        []string{"ns/a", "ns/b"},
+			wantSkipped: []string{"v1 Pod ns/p", "apps/v1 Deployment ns/d"},
+		},
+		{
+			name: "EndpointSliceList with other kinds among its items",
+			data: "apiVersion: discovery.k8s.io/v1\nkind: EndpointSliceList\nitems:\n" +
+				"- {metadata: {name: a, namespace: ns}, addressType: IPv4}\n" +
+				"- {apiVersion: apps/v1, kind: Deployment, metadata: {name: d, namespace: ns}, spec: {replicas: 1}}\n" +
+				"- {apiVersion: discovery.k8s.io/v1beta1, kind: EndpointSlice, metadata: {name: old, namespace: ns}, addressType: IPv4}\n",
+			want:        []string{"ns/a"},
+			wantSkipped: []string{"apps/v1 Deployment ns/d", "discovery.k8s.io/v1beta1 EndpointSlice ns/old"},
+		},
+		{
+			name:     "unknown field in a list item is a warning",
+			data:     "apiVersion: discovery.k8s.io/v1\nkind: EndpointSliceList\nitems:\n- {metadata: {name: a, namespace: ns}, addressType: IPv4, colour: blue}\n",
+			want:     []string{"ns/a"},
+			wantWarn: `item 0: .*unknown field "colour"`,
+		},
+		{
+			name:    "malformed slice among other kinds fails the whole file",
+			data:    "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\n---\n" + strings.Replace(sliceDoc("a", "10.0.0.1"), "addressType: IPv4", "addressType: [IPv4]", 1),
+			wantErr: "document 2",
+		},
+		{
+			name:    "malformed List item fails the whole file",
+			data:    "apiVersion: v1\nkind: List\nitems:\n- {apiVersion: discovery.k8s.io/v1, kind: EndpointSlice, metadata: {name: a}, endpoints: 5}\n",
+			wantErr: "List item 0",
+		},
 		{
 			name: "Services and Nodes, alone and in Lists",
 			data: sliceDoc("a", "10.0.0.1") + "---\napiVersion: v1\nkind: Service\nmetadata: {name: web}\n---\n" +
@@ -70,20 +118,15 @@ func TestDecodeManifest(t *testing.T) {
 			want: []string{"ns/a"}, wantServices: []string{"default/web", "ns/api"}, wantNodes: []string{"n1", "n2"},
 		},
 		{name: "duplicate Node", data: "apiVersion: v1\nkind: NodeList\nitems: [{metadata: {name: nx}}, {metadata: {name: nx}}]\n", wantErr: "Node nx appears twice"},
-		{name: "unknown kind", data: "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlise\nmetadata: {name: x}\n", wantErr: "EndpointSlise"},
-		{name: "old apiVersion", data: strings.Replace(sliceDoc("x", "10.0.0.1"), "discovery.k8s.io/v1", "discovery.k8s.io/v1beta1", 1), wantErr: "v1beta1"},
+		{name: "unknown kind", data: "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlise\nmetadata: {name: x}\n", wantSkipped: []string{"discovery.k8s.io/v1 EndpointSlise x"}},
 		{name: "no kind", data: "metadata: {name: x}\n", wantErr: "Kind"},
+		{name: "no apiVersion", data: "kind: EndpointSlice\nmetadata: {name: x}\n", wantErr: "document 1"},
 		{name: "missing name", data: strings.Replace(sliceDoc("x", "10.0.0.1"), "  name: x\n", "", 1), wantErr: "without metadata.name"},
 		{name: "bad YAML", data: "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: [\n", wantErr: "document 1"},
 		{
 			name:    "half-written second document fails the whole file",
 			data:    sliceDoc("a", "10.0.0.1") + "---\n" + sliceDoc("b", "10.0.0.2")[:60],
 			wantErr: "document 2",
-		},
-		{
-			name:    "List with a bad item fails the whole file",
-			data:    "apiVersion: v1\nkind: List\nitems:\n- {apiVersion: discovery.k8s.io/v1, kind: EndpointSlice, metadata: {name: a}, addressType: IPv4}\n- {apiVersion: v1, kind: Pod, metadata: {name: p}}\n",
-			wantErr: "List item 1: v1 Pod is not an EndpointSlice",
 		},
 		{
 			name:    "duplicate slice",
@@ -127,8 +170,15 @@ func TestDecodeManifest(t *testing.T) {
 			if m.empty != tt.wantEmpty {
 				t.Errorf("empty = %v, want %v", m.empty, tt.wantEmpty)
 			}
-			if w := strings.Join(m.warnings, "; "); (tt.wantWarn == "") != (w == "") || !strings.Contains(w, tt.wantWarn) {
+			if w := strings.Join(m.warnings, "; "); (tt.wantWarn == "") != (w == "") || !regexp.MustCompile(tt.wantWarn).MatchString(w) {
 				t.Errorf("warnings = %q, want %q", w, tt.wantWarn)
+			}
+			got = nil
+			for _, o := range m.skipped {
+				got = append(got, o.String())
+			}
+			if !slices.Equal(got, tt.wantSkipped) {
+				t.Errorf("skipped = %q, want %q", got, tt.wantSkipped)
 			}
 		})
 	}

@@ -20,6 +20,10 @@ const (
 	// ReasonNoServiceLabel: a slice without the kubernetes.io/service-name
 	// label (or without a namespace) belongs to no Service.
 	ReasonNoServiceLabel = "no-service-label"
+	// ReasonOtherKind: an object of another kind in a manifest file (a
+	// Deployment, a v1 Endpoints, a v1beta1 slice), left out; the rest of
+	// the file is read.
+	ReasonOtherKind = "other-kind"
 )
 
 // Kinds of slice events, as the sources hand them to the Store: the values
@@ -262,7 +266,8 @@ func (s *Store) Len() int {
 }
 
 // Skipped returns a copy of the counters of skipped objects by reason
-// (ReasonInvalidManifest, ReasonNoServiceLabel). The counters only grow.
+// (ReasonInvalidManifest, ReasonNoServiceLabel, ReasonOtherKind). The
+// counters only grow.
 func (s *Store) Skipped() map[string]uint64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
