@@ -43,7 +43,7 @@ func flags() []cli.Flag {
 			Usage: "with --once: give up if the first full sync takes longer than `DURATION`"},
 
 		&cli.StringFlag{Name: "output-dir", Category: catOutput, EnvVars: env("OUTPUT_DIR"),
-			Usage: "`DIR` to write one file per cluster into (must exist; required unless --dry-run)"},
+			Usage: "`DIR` to write one file per cluster into, created if missing; one edsync per folder (required unless --dry-run)"},
 		&cli.StringFlag{Name: "format", Category: catOutput, EnvVars: env("FORMAT"), Value: "json",
 			Usage: "file `FORMAT`: json, yaml or pb (binary protobuf, fastest for large Services); sets the extension"},
 		&cli.StringFlag{Name: "cluster-name-template", Category: catOutput, EnvVars: env("CLUSTER_NAME_TEMPLATE"),
