@@ -382,20 +382,29 @@ func checkListedServices(cfg *config, fc *fileConfig) error {
 // takes either); a missing --output-dir is created at start (claimOutputDir),
 // but a path that is something else cannot be one.
 func checkPaths(cfg *config, run bool) error {
+	var src fs.FileInfo
 	if cfg.fromDir != "" {
-		fi, err := os.Stat(cfg.fromDir)
+		var err error
+		src, err = os.Stat(cfg.fromDir)
 		switch {
 		case errors.Is(err, fs.ErrNotExist):
 			return usagef("--from-dir %s: no such file or folder", cfg.fromDir)
 		case err != nil:
 			return usagef("--from-dir: %v", err)
-		case !fi.IsDir() && !fi.Mode().IsRegular():
-			return usagef("--from-dir %s is %s, not a folder or a file of manifests", cfg.fromDir, fileKind(fi.Mode()))
+		case !src.IsDir() && !src.Mode().IsRegular():
+			return usagef("--from-dir %s is %s, not a folder or a file of manifests", cfg.fromDir, fileKind(src.Mode()))
 		}
 	}
 	if run && !cfg.dryRun {
-		if fi, err := os.Stat(cfg.outputDir); err == nil && !fi.IsDir() {
-			return usagef("--output-dir %s is %s, not a folder", cfg.outputDir, fileKind(fi.Mode()))
+		out, err := os.Stat(cfg.outputDir)
+		switch {
+		case err != nil:
+			// Missing: created at start. Unreadable: the writer says why.
+		case !out.IsDir():
+			return usagef("--output-dir %s is %s, not a folder", cfg.outputDir, fileKind(out.Mode()))
+		case src != nil && os.SameFile(src, out):
+			// edsync would read each file it writes as a manifest.
+			return usagef("--output-dir %s is the --from-dir folder: give each its own", cfg.outputDir)
 		}
 	}
 	return nil

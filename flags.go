@@ -38,7 +38,7 @@ func flags() []cli.Flag {
 		&cli.StringSliceFlag{Name: "service", Category: catSource, EnvVars: env("SERVICE"),
 			Usage: "publish only this Service, `NS/NAME` (repeatable); the API server then sends only its slices"},
 		&cli.StringFlag{Name: "from-dir", Category: catSource, EnvVars: env("FROM_DIR"),
-			Usage: "read EndpointSlice manifests (YAML or JSON) from `DIR` instead of a cluster, and follow changes"},
+			Usage: "read EndpointSlice manifests (YAML or JSON) from `PATH`, a folder or one file, instead of a cluster, and follow changes"},
 		&cli.DurationFlag{Name: "sync-timeout", Category: catSource, EnvVars: env("SYNC_TIMEOUT"), Value: time.Minute,
 			Usage: "with --once: give up if the first full sync takes longer than `DURATION`"},
 
