@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"time"
@@ -49,6 +50,10 @@ var errHeld = errors.New("lock held")
 func LockDir(dir string) (*Lock, error) {
 	path := filepath.Join(dir, LockFileName)
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	if errors.Is(err, fs.ErrPermission) {
+		// Left by a run as another user: flock needs only a read.
+		f, err = os.Open(path)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("writer: lock the output folder: %w", err)
 	}
