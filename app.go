@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"slices"
 	"sync"
 
@@ -21,14 +22,22 @@ import (
 
 var klogOnce sync.Once
 
-// start wires the stages for one run of edsync.
-func start(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
+// start wires the stages for one run of edsync. Each value on hup (SIGHUP)
+// reloads the config file.
+func start(ctx context.Context, cfg *config, hup <-chan os.Signal, stdout, stderr io.Writer) error {
 	level := new(slog.LevelVar)
 	log := newLogger(cfg, level, stderr)
 	// client-go logs through klog; send it to the same handler so every
 	// line has one format. klog's logger is process-global: set it once,
 	// before any informer reads it.
 	klogOnce.Do(func() { klog.SetSlogLogger(log.With("component", "client-go")) })
+	if !cfg.dryRun {
+		release, err := claimOutputDir(cfg.outputDir, log)
+		if err != nil {
+			return err
+		}
+		defer release()
+	}
 	p, err := build(cfg, log, stdout)
 	if err != nil {
 		return err
@@ -47,19 +56,43 @@ func start(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
 		}
 		defer stop()
 	}
+	rctx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	defer func() { stop(); <-done }()
 	if cfg.configFile != "" && !cfg.once {
 		r := p.reloader(cfg, level, log)
-		rctx, stop := context.WithCancel(ctx)
-		done := make(chan struct{})
+		r.hup = hup
 		go func() {
 			defer close(done)
 			if err := r.Run(rctx); err != nil {
 				log.Error("config file not followed; changes need a restart", "error", err)
 			}
 		}()
-		defer func() { stop(); <-done }()
+	} else {
+		why := "no --config file"
+		if cfg.configFile != "" {
+			why = "--once does not follow the config file"
+		}
+		go func() {
+			defer close(done)
+			logHangups(rctx, hup, log, why)
+		}()
 	}
 	return p.Run(ctx)
+}
+
+// logHangups says, for each SIGHUP until ctx ends, that there is nothing to
+// reload: a SIGHUP must not kill edsync (its default action) even when
+// nothing follows it.
+func logHangups(ctx context.Context, hup <-chan os.Signal, log *slog.Logger, why string) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+			log.Info("SIGHUP: nothing to reload", "reason", why)
+		}
+	}
 }
 
 // reloader follows the config file for the pipeline, counting each reload.
@@ -225,11 +258,13 @@ func restConfig(cfg *config) (*rest.Config, error) {
 	}
 	cc := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{CurrentContext: cfg.kubeContext})
 	rc, err := cc.ClientConfig()
+	// What the flags name (or fail to name) does not work: usage errors,
+	// before anything starts.
 	if clientcmd.IsEmptyConfig(err) {
-		return nil, errors.New("no Kubernetes credentials: not running in a Pod and no kubeconfig found (use --kubeconfig, or --from-dir to read manifests)")
+		return nil, usagef("no Kubernetes credentials: not running in a Pod and no kubeconfig found (use --kubeconfig, or --from-dir to read manifests)")
 	}
 	if err != nil {
-		return nil, fmt.Errorf("kubeconfig: %w", err)
+		return nil, usagef("kubeconfig: %v", err)
 	}
 	return rc, nil
 }

@@ -8,7 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"runtime/debug"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -21,19 +21,6 @@ import (
 	"github.com/edsync/edsync/watch"
 	"github.com/edsync/edsync/writer"
 )
-
-// version is set at build time with -ldflags "-X main.version=...".
-var version = ""
-
-func buildVersion() string {
-	if version != "" {
-		return version
-	}
-	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
-		return bi.Main.Version
-	}
-	return "dev"
-}
 
 // Exit codes.
 const (
@@ -53,27 +40,37 @@ func usagef(format string, args ...any) error { return usageError{fmt.Errorf(for
 // run is the whole program: it owns its output streams and returns the exit
 // code, so tests drive it like a user would.
 func run(args []string, stdout, stderr io.Writer) int {
-	ctx, stop := signalContext()
+	ctx, hup, stop := signalContext()
 	defer stop()
-	return runContext(ctx, args, stdout, stderr)
+	return runWith(ctx, hup, args, stdout, stderr)
 }
 
+// runContext is run with ctx in place of the signals: tests stop it by
+// cancelling ctx.
 func runContext(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	return runWith(ctx, nil, args, stdout, stderr)
+}
+
+// runWith runs edsync until ctx ends; each value on hup (SIGHUP) reloads
+// the --config file.
+func runWith(ctx context.Context, hup <-chan os.Signal, args []string, stdout, stderr io.Writer) int {
 	started := false // the Action ran: later errors are runtime failures
+	// --help and --version go through help, wrapped to the terminal.
+	help := &helpWriter{out: stdout, width: helpWidth(stdout)}
 	app := &cli.App{
 		Name:  "edsync",
 		Usage: "write Kubernetes EndpointSlices as Envoy file-based EDS",
-		Description: "edsync watches EndpointSlices, renders one Envoy ClusterLoadAssignment per Service port and\n" +
-			"writes it atomically to a file that an Envoy cluster's eds_config path_config_source names.\n" +
-			"Every flag can also be set by the environment variable shown beside it.",
+		Description: "edsync watches EndpointSlices, renders one Envoy ClusterLoadAssignment per Service port and " +
+			"writes it atomically to a file that an Envoy cluster's eds_config path_config_source names.\n\n" +
+			"Every flag can also be set by the environment variable shown beside it, or by its name as a key of the --config file.",
 		Version:         buildVersion(),
 		Flags:           flags(),
-		Writer:          stdout,
+		Writer:          help,
 		ErrWriter:       stderr,
 		HideHelpCommand: true,
 		Commands:        []*cli.Command{envoyConfigCommand(stdout, stderr, &started)},
 		OnUsageError: func(_ *cli.Context, err error, _ bool) error {
-			return usageError{err}
+			return usageError{flagError(err)}
 		},
 		// Errors come back from RunContext; main decides the exit code.
 		ExitErrHandler: func(*cli.Context, error) {},
@@ -83,10 +80,11 @@ func runContext(ctx context.Context, args []string, stdout, stderr io.Writer) in
 				return err
 			}
 			started = true
-			return start(c.Context, cfg, stdout, stderr)
+			return start(c.Context, cfg, hup, stdout, stderr)
 		},
 	}
 	err := app.RunContext(ctx, args)
+	help.Flush()
 	var ue usageError
 	switch {
 	case err == nil:
@@ -96,7 +94,7 @@ func runContext(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		return exitUsage
 	case !started && isFlagError(err):
 		// urfave/cli reports bad environment values this way.
-		fmt.Fprintf(stderr, "edsync: %v (see --help)\n", oneLine(err))
+		fmt.Fprintf(stderr, "edsync: %v (see --help)\n", oneLine(flagError(err)))
 		return exitUsage
 	default:
 		fmt.Fprintf(stderr, "edsync: %v\n", oneLine(err))
@@ -104,25 +102,23 @@ func runContext(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	}
 }
 
-// isFlagError recognises urfave/cli's errors about flag values it could not
-// parse, which do not go through OnUsageError.
-func isFlagError(err error) bool {
-	s := err.Error()
-	return strings.Contains(s, "could not parse") || strings.Contains(s, "flag provided but not defined") ||
-		strings.Contains(s, "invalid value")
-}
-
 func oneLine(err error) string { return strings.ReplaceAll(err.Error(), "\n", "; ") }
 
 // signalContext cancels on the first SIGINT or SIGTERM, so edsync flushes
-// what is pending and exits 0; a second signal exits at once.
-func signalContext() (context.Context, func()) { return signalContextExit(os.Exit) }
+// what is pending and exits 0; a second signal exits at once. SIGHUP is
+// handed over on its channel: it asks for a reload of --config.
+func signalContext() (context.Context, <-chan os.Signal, func()) { return signalContextExit(os.Exit) }
 
 // signalContextExit is signalContext with the exit injected, for its test.
-func signalContextExit(exit func(int)) (context.Context, func()) {
+func signalContextExit(exit func(int)) (context.Context, <-chan os.Signal, func()) {
 	ctx, cancel := context.WithCancel(context.Background())
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	// Caught from the start, before the flags are even read: SIGHUP's
+	// default action kills the process. A full channel drops the signal,
+	// which is what a reload wants: several coalesce into one.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
 	go func() {
 		select {
 		case <-sigs:
@@ -134,7 +130,7 @@ func signalContextExit(exit func(int)) (context.Context, func()) {
 		fmt.Fprintln(os.Stderr, "edsync: second signal, exiting now")
 		exit(exitFailure)
 	}()
-	return ctx, func() { signal.Stop(sigs); cancel() }
+	return ctx, hup, func() { signal.Stop(sigs); signal.Stop(hup); cancel() }
 }
 
 // config is everything the flags say, checked.
@@ -170,7 +166,14 @@ type config struct {
 	reread func(*fileConfig) (*config, error)
 }
 
-func configFrom(c *cli.Context) (*config, error) {
+// configFrom reads and checks the settings of a run of edsync: flags,
+// EDSYNC_* variables and the --config file.
+func configFrom(c *cli.Context) (*config, error) { return readConfig(c, true) }
+
+// readConfig reads the settings for a run of edsync, or (run false) for
+// envoy-config, which writes nothing and places no endpoints: the checks of
+// what only a run uses are left out. Errors are usage errors.
+func readConfig(c *cli.Context, run bool) (*config, error) {
 	if c.NArg() > 0 {
 		return nil, usagef("unexpected argument %q", c.Args().First())
 	}
@@ -181,24 +184,38 @@ func configFrom(c *cli.Context) (*config, error) {
 			return nil, usageError{err}
 		}
 	}
-	return configWith(c, fc)
+	cfg, err := configWith(c, fc, run)
+	if err != nil {
+		return nil, err
+	}
+	// Checked at start only: a reload changes neither path.
+	if err := checkPaths(cfg, run); err != nil {
+		return nil, err
+	}
+	return cfg, nil
 }
 
 // configWith reads the flags over the config file (nil if none) and checks
 // them. Errors are usage errors: one line, naming the flag or file key.
-func configWith(c *cli.Context, fc *fileConfig) (*config, error) {
+func configWith(c *cli.Context, fc *fileConfig, run bool) (*config, error) {
 	l := &layered{c: c, file: fc}
 	cfg, err := readSettings(l)
 	if err == nil && l.err != nil {
 		err = usageError{l.err}
 	}
+	if err == nil && run {
+		err = checkRun(cfg)
+	}
 	if err != nil {
 		return nil, err
 	}
 	cfg.configFile, cfg.file = c.String("config"), fc
-	cfg.reread = func(fc *fileConfig) (*config, error) { return configWith(c, fc) }
+	cfg.reread = func(fc *fileConfig) (*config, error) { return configWith(c, fc, run) }
 	if cfg.render.Clusters, err = fc.clusterSpecs(cfg.render); err != nil {
 		return nil, usageError{err}
+	}
+	if err := checkListedServices(cfg, fc); err != nil {
+		return nil, err
 	}
 	// render.New checks the cluster names (the template's included) for
 	// duplicates, so a bad list is refused before anything runs.
@@ -236,32 +253,40 @@ func readSettings(c settings) (*config, error) {
 		if !ok || ns == "" || name == "" || strings.Contains(name, "/") {
 			return nil, usagef("invalid --service %q: want NAMESPACE/NAME", s)
 		}
-		cfg.services = append(cfg.services, render.ServiceKey{Namespace: ns, Name: name})
-	}
-	if cfg.outputDir == "" && !cfg.dryRun {
-		return nil, usagef("--output-dir is required (or use --dry-run)")
+		key := render.ServiceKey{Namespace: ns, Name: name}
+		if len(cfg.namespaces) > 0 && !slices.Contains(cfg.namespaces, ns) {
+			// Neither the API server nor a folder would ever give its slices.
+			return nil, usagef("--service %s is outside the watched namespaces (--namespace %s)", key, strings.Join(cfg.namespaces, ","))
+		}
+		cfg.services = append(cfg.services, key)
 	}
 	if cfg.format, err = writer.ParseFormat(c.String("format")); err != nil {
-		return nil, usageError{err}
+		return nil, usagef("--format: %v", err)
 	}
 	if _, err = render.ParseClusterNameTemplate(c.String("cluster-name-template")); err != nil {
-		return nil, usageError{err}
+		return nil, usagef("--cluster-name-template: %v", err)
 	}
 	cfg.render.ClusterNameTemplate = c.String("cluster-name-template")
 	if cfg.render.Terminating, err = render.ParseTerminating(c.String("terminating")); err != nil {
-		return nil, usageError{err}
+		return nil, usagef("--terminating: %v", err)
 	}
 	if cfg.render.NotReady, err = render.ParseNotReady(c.String("not-ready")); err != nil {
-		return nil, usageError{err}
+		return nil, usagef("--not-ready: %v", err)
 	}
 	if cfg.render.Family, err = render.ParseFamily(c.String("address-family")); err != nil {
-		return nil, usageError{err}
+		return nil, usagef("--address-family: %v", err)
 	}
 	if cfg.render.Protocol, err = render.ParseProtocol(c.String("protocol")); err != nil {
-		return nil, usageError{err}
+		return nil, usagef("--protocol: %v", err)
 	}
-	if cfg.debounce < 0 || cfg.maxDelay < 0 || cfg.syncTimeout <= 0 {
-		return nil, usagef("durations must not be negative (and --sync-timeout must be positive)")
+	if cfg.debounce < 0 {
+		return nil, usagef("--debounce: %s is negative", cfg.debounce)
+	}
+	if cfg.maxDelay < 0 {
+		return nil, usagef("--max-delay: %s is negative", cfg.maxDelay)
+	}
+	if cfg.syncTimeout <= 0 {
+		return nil, usagef("--sync-timeout: %s is not positive", cfg.syncTimeout)
 	}
 	if cfg.maxDelay < cfg.debounce {
 		return nil, usagef("--max-delay (%s) must not be shorter than --debounce (%s)", cfg.maxDelay, cfg.debounce)
@@ -308,9 +333,6 @@ func readTopology(c settings, cfg *config) error {
 	}
 	if errs := validation.IsQualifiedName(cfg.nodes.SubZoneLabel); len(errs) > 0 {
 		return usagef("invalid --subzone-label %q: %s", cfg.nodes.SubZoneLabel, strings.Join(errs, "; "))
-	}
-	if cfg.render.Topology != render.TopologyOff && cfg.render.LocalZone == "" && cfg.nodes.Name == "" {
-		return usagef("--topology %s needs the local zone: set --local-zone or --node-name", cfg.render.Topology)
 	}
 	cfg.watchServices = c.Bool("watch-services")
 	if strings.Contains(cfg.render.ClusterNameTemplate, ".PortNumber") && !cfg.watchServices {

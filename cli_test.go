@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"flag"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -30,41 +31,98 @@ func edsync(t *testing.T, args ...string) (code int, stdout, stderr string) {
 	return code, out.String(), errb.String()
 }
 
+// Bad flags, bad values and bad combinations are usage errors caught
+// before anything starts: exit 2, one line that names the flag (or the
+// variable, or the file's key), nothing on stdout.
 func TestBadFlagsExit2WithOneLine(t *testing.T) {
+	dir := t.TempDir()
+	notAFolder := filepath.Join(dir, "file")
+	writeFile(t, notAFolder, "")
+	sock := filepath.Join(dir, "sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	kubeconfig := filepath.Join(dir, "kubeconfig")
+	writeFile(t, kubeconfig, `apiVersion: v1
+kind: Config
+clusters: [{name: c, cluster: {server: "https://127.0.0.1:1"}}]
+users: [{name: u, user: {token: t}}]
+contexts: [{name: x, context: {cluster: c, user: u}}]
+current-context: x
+`)
+	config := func(name, content string) string {
+		path := filepath.Join(dir, name+".yaml")
+		writeFile(t, path, content)
+		return path
+	}
+	examples := "examples/endpointslices"
 	for _, tc := range []struct {
 		name string
 		args []string
 		env  map[string]string
 		want string // in the one line
 	}{
-		{"unknown flag", []string{"--nope"}, nil, "flag provided but not defined"},
-		{"bad format", []string{"--dry-run", "--format", "xml"}, nil, "xml"},
-		{"bad format from env", []string{"--dry-run"}, map[string]string{"EDSYNC_FORMAT": "xml"}, "xml"},
-		{"bad duration", []string{"--dry-run", "--debounce", "soon"}, nil, "soon"},
-		{"bad duration from env", []string{"--dry-run"}, map[string]string{"EDSYNC_DEBOUNCE": "soon"}, "soon"},
+		// Values the flag parser refuses, for every kind of flag, on the
+		// command line and from the environment.
+		{"unknown flag", []string{"--nope"}, nil, "--nope: unknown flag"},
+		{"duration without unit", []string{"--dry-run", "--debounce", "50"}, nil, `--debounce: missing unit in "50"`},
+		{"bad duration", []string{"--dry-run", "--debounce", "soon"}, nil, `--debounce: invalid duration "soon"`},
+		{"duration with unknown unit", []string{"--dry-run", "--max-delay", "5y"}, nil, `--max-delay: unknown unit "y" in "5y"`},
+		{"duration without value", []string{"--dry-run", "--sync-timeout"}, nil, "--sync-timeout: needs a value"},
+		{"string without value", []string{"--dry-run", "--format"}, nil, "--format: needs a value"},
+		{"list without value", []string{"--dry-run", "--service"}, nil, "--service: needs a value"},
+		{"bad bool", []string{"--dry-run", "--once=maybe"}, nil, `--once: want true or false, got "maybe"`},
+		{"bad duration from env", []string{"--dry-run"}, map[string]string{"EDSYNC_DEBOUNCE": "50"}, `--debounce (EDSYNC_DEBOUNCE): missing unit in "50"`},
+		{"bad bool from env", []string{"--dry-run"}, map[string]string{"EDSYNC_NODE_TOPOLOGY": "sometimes"}, `--node-topology (EDSYNC_NODE_TOPOLOGY): want true or false, got "sometimes"`},
+		{"envoy-config: bad duration", []string{"envoy-config", "--output-dir", "/x", "--connect-timeout", "5"}, nil, `--connect-timeout: missing unit in "5"`},
+		{"envoy-config: unknown flag", []string{"envoy-config", "--nope"}, nil, "--nope: unknown flag"},
+
+		// Values edsync checks, each named by its flag.
+		{"bad format", []string{"--dry-run", "--format", "xml"}, nil, `--format: unknown format "xml"`},
+		{"bad format from env", []string{"--dry-run"}, map[string]string{"EDSYNC_FORMAT": "xml"}, "--format"},
 		{"max-delay under debounce", []string{"--dry-run", "--debounce", "1s", "--max-delay", "10ms"}, nil, "--max-delay"},
-		{"no output dir", []string{"--from-dir", "examples/endpointslices"}, nil, "--output-dir is required"},
-		{"bad service", []string{"--dry-run", "--service", "web"}, nil, "NAMESPACE/NAME"},
-		{"port number without Services", []string{"--dry-run", "--cluster-name-template", "{{.Service}}-{{.PortNumber}}"}, nil, "needs --watch-services"},
-		{"from-dir with kubeconfig", []string{"--dry-run", "--from-dir", "x", "--kubeconfig", "y"}, nil, "--from-dir"},
-		{"bad terminating", []string{"--dry-run", "--terminating", "keep"}, nil, "draining or drop"},
-		{"bad not-ready", []string{"--dry-run", "--not-ready", "keep"}, nil, "drop or unhealthy"},
-		{"bad family", []string{"--dry-run", "--address-family", "ipv5"}, nil, "ipv5"},
-		{"bad protocol", []string{"--dry-run", "--protocol", "QUIC"}, nil, "QUIC"},
-		{"bad template", []string{"--dry-run", "--cluster-name-template", "{{.Pod}}"}, nil, "template"},
+		{"negative duration", []string{"--dry-run", "--debounce", "-1s"}, nil, "--debounce"},
+		{"bad service", []string{"--dry-run", "--service", "web"}, nil, "--service"},
+		{"bad terminating", []string{"--dry-run", "--terminating", "keep"}, nil, "--terminating: "},
+		{"bad not-ready", []string{"--dry-run", "--not-ready", "keep"}, nil, "--not-ready: "},
+		{"bad family", []string{"--dry-run", "--address-family", "ipv5"}, nil, "--address-family: "},
+		{"bad protocol", []string{"--dry-run", "--protocol", "QUIC"}, nil, "--protocol: "},
+		{"bad template", []string{"--dry-run", "--cluster-name-template", "{{.Pod}}"}, nil, "--cluster-name-template: "},
 		{"bad log level", []string{"--dry-run", "--log-level", "loud"}, nil, "--log-level"},
 		{"bad log format", []string{"--dry-run", "--log-format", "xml"}, nil, "--log-format"},
+		{"bad http addr", []string{"--dry-run", "--http-addr", "9911"}, nil, "--http-addr"},
 		{"stray argument", []string{"--dry-run", "extra"}, nil, "unexpected argument"},
-		{"bad selector", []string{"--dry-run", "--from-dir", "examples/endpointslices", "--selector", "a=(b"}, nil, "selector"},
+		{"bad selector", []string{"--dry-run", "--from-dir", examples, "--selector", "a=(b"}, nil, "--selector"},
 		{"bad topology", []string{"--dry-run", "--topology", "nearest"}, nil, "off, zone or hints"},
 		{"bad topology from env", []string{"--dry-run"}, map[string]string{"EDSYNC_TOPOLOGY": "nearest"}, "--topology"},
-		{"topology without a local zone", []string{"--dry-run", "--topology", "zone"}, nil, "--local-zone or --node-name"},
 		{"bad local zone", []string{"--dry-run", "--local-zone", "eu west"}, nil, "--local-zone"},
 		{"bad region", []string{"--dry-run", "--region", "-r1"}, nil, "--region"},
 		{"bad node name", []string{"--dry-run", "--node-name", "Node_1"}, nil, "--node-name"},
 		{"bad subzone label", []string{"--dry-run", "--node-topology", "--subzone-label", "a b"}, nil, "--subzone-label"},
 		{"empty metadata key", []string{"--dry-run", "--endpoint-metadata", "--endpoint-metadata-key", " "}, nil, "--endpoint-metadata-key"},
-		{"bad node-topology from env", []string{"--dry-run"}, map[string]string{"EDSYNC_NODE_TOPOLOGY": "sometimes"}, "sometimes"},
+
+		// Combinations, and paths that cannot work: caught before starting,
+		// not when the source or the writer meets them.
+		{"no output dir", []string{"--from-dir", examples}, nil, "--output-dir is required"},
+		{"port number without Services", []string{"--dry-run", "--cluster-name-template", "{{.Service}}-{{.PortNumber}}"}, nil, "needs --watch-services"},
+		{"from-dir with kubeconfig", []string{"--dry-run", "--from-dir", examples, "--kubeconfig", kubeconfig}, nil, "--from-dir"},
+		{"topology without a local zone", []string{"--dry-run", "--topology", "zone"}, nil, "--local-zone or --node-name"},
+		{"service outside the namespaces", []string{"--dry-run", "--once", "--from-dir", examples, "--namespace", "shop", "--service", "cache/redis"}, nil,
+			"--service cache/redis is outside the watched namespaces"},
+		{"service outside the namespaces, kubernetes", []string{"--dry-run", "--once", "--kubeconfig", kubeconfig, "--namespace", "shop", "--service", "cache/redis"}, nil,
+			"--service cache/redis is outside the watched namespaces"},
+		{"listed cluster outside the namespaces", []string{"--dry-run", "--once", "--from-dir", examples, "--config",
+			config("outside", "namespace: shop\nclusters: [{service: cache/redis, name: redis}]\n")}, nil, "clusters[0]: Service cache/redis is outside the watched namespaces"},
+		{"listed cluster not among the services", []string{"--dry-run", "--once", "--from-dir", examples, "--config",
+			config("unlisted", "service: [shop/web]\nclusters: [{service: shop/api, port: grpc}]\n")}, nil, "clusters[0]: Service shop/api is not in the service list"},
+		{"missing from-dir", []string{"--dry-run", "--once", "--from-dir", filepath.Join(dir, "nope")}, nil, "--from-dir " + filepath.Join(dir, "nope")},
+		{"from-dir a socket", []string{"--dry-run", "--once", "--from-dir", sock}, nil, "--from-dir " + sock},
+		{"output dir a file", []string{"--once", "--from-dir", examples, "--output-dir", notAFolder}, nil, "--output-dir " + notAFolder},
+		{"output dir is the source folder", []string{"--once", "--from-dir", dir, "--output-dir", dir + "/."}, nil, "is the --from-dir folder"},
+		{"missing kubeconfig", []string{"--dry-run", "--once", "--kubeconfig", filepath.Join(dir, "nope")}, nil, "kubeconfig"},
+		{"unknown context", []string{"--dry-run", "--once", "--kubeconfig", kubeconfig, "--context", "nope"}, nil, `"nope"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			for k, v := range tc.env {
@@ -84,11 +142,22 @@ func TestBadFlagsExit2WithOneLine(t *testing.T) {
 	}
 }
 
+// A --from-dir naming one manifest file passes the checks, like kubectl -f
+// FILE; a folder does too.
+func TestFromDirTakesAFileOrAFolder(t *testing.T) {
+	for _, path := range []string{"examples/endpointslices/web.yaml", "examples/endpointslices"} {
+		if _, err := parseFlags([]string{"--dry-run", "--from-dir", path}); err != nil {
+			t.Errorf("--from-dir %s: %v", path, err)
+		}
+	}
+}
+
 func TestHelpAndVersion(t *testing.T) {
 	code, stdout, _ := edsync(t, "--help")
 	if code != 0 {
 		t.Fatalf("--help exit code %d", code)
 	}
+	stdout = strings.Join(strings.Fields(stdout), " ") // as wrapped for 80 columns
 	for _, want := range []string{"--output-dir", "EDSYNC_OUTPUT_DIR", "--from-dir", "--debounce", "(default: 50ms)", "Endpoints",
 		"Topology", "--node-name", "EDSYNC_NODE_NAME", "--watch-services", "edsync.io/ annotations are not read"} {
 		if !strings.Contains(stdout, want) {
@@ -131,21 +200,6 @@ func TestEnvironmentVariablesSetFlags(t *testing.T) {
 	}
 	if got != want || !strings.Contains(got, "shop_web_http.yaml") || strings.Contains(got, "DRAINING") || strings.Contains(got, "shop_api") {
 		t.Errorf("environment gave:\n%s\nflags gave:\n%s", got, want)
-	}
-}
-
-func TestMissingSourceFolderFails(t *testing.T) {
-	code, _, stderr := edsync(t, "--from-dir", filepath.Join(t.TempDir(), "nope"), "--dry-run", "--once")
-	if code != exitFailure || !strings.Contains(stderr, "nope") {
-		t.Errorf("code %d, stderr %q: want exit 1 naming the folder", code, stderr)
-	}
-}
-
-func TestMissingOutputFolderFails(t *testing.T) {
-	missing := filepath.Join(t.TempDir(), "out")
-	code, _, stderr := edsync(t, "--from-dir", "examples/endpointslices", "--once", "--output-dir", missing)
-	if code != exitFailure || !strings.Contains(stderr, missing) {
-		t.Errorf("code %d, stderr %q: want exit 1 naming the folder", code, stderr)
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -221,5 +222,44 @@ func TestConfigReload(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(out, "web-v3.json")); !os.IsNotExist(err) {
 		t.Errorf("the refused config was applied: %v", err)
+	}
+}
+
+// SIGHUP reloads the config file even when no change was seen (a missed
+// event, a file system without inotify): the file is read and applied
+// again, and counted like any reload.
+func TestConfigReloadOnSIGHUP(t *testing.T) {
+	in, out := t.TempDir(), t.TempDir()
+	path := filepath.Join(t.TempDir(), "edsync.yaml")
+	writeFile(t, path, "clusters: [{service: default/web, port: http, name: web}]\n")
+	replaceFile(t, filepath.Join(in, "web.yaml"), manifest("web", "10.0.0.1"))
+	cfg := configForTest(t, "--config", path, "--from-dir", in, "--output-dir", out, "--debounce", "1ms", "--max-delay", "10ms")
+	tp := startPipeline(t, cfg)
+	tp.waitFlush(t, "web")
+
+	results := make(chan error, 10)
+	r := tp.p.reloader(cfg, new(slog.LevelVar), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	count := r.onResult
+	r.onResult = func(err error) { count(err); results <- err }
+	hup := make(chan os.Signal, 1)
+	r.hup = hup
+	done := make(chan error, 1)
+	go func() { done <- r.Run(t.Context()) }()
+	t.Cleanup(func() { <-done })
+
+	hup <- syscall.SIGHUP
+	select {
+	case err := <-results:
+		if err != nil {
+			t.Fatalf("reload on SIGHUP: %v", err)
+		}
+	case <-time.After(30 * time.Second): // a failure guard, not a timing assertion
+		t.Fatal("SIGHUP did not reload the config file")
+	}
+	if got := testutil.ToFloat64(tp.p.metrics.configReloads.WithLabelValues("success")); got != 1 {
+		t.Errorf("edsync_config_reloads_total{result=success} = %v, want 1", got)
+	}
+	if f := tp.waitFlush(t, "web"); !f.Reload || f.Written != 0 {
+		t.Errorf("flush after SIGHUP %+v: want a reload flush that rewrites nothing (the bytes are the same)", f)
 	}
 }

@@ -17,39 +17,49 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"k8s.io/klog/v2"
 
+	"github.com/edsync/edsync/render"
+	"github.com/edsync/edsync/watch"
 	"github.com/edsync/edsync/writer"
 )
 
-// envoyConfigCommand is `edsync envoy-config`: with the flags of a normal
-// run, it syncs once (a dry run, nothing written) and prints the Envoy
-// clusters that read the files that run would write. Deriving the clusters
-// from a real sync, not from the flags alone, means the names and paths are
-// the ones the writer uses, whatever the template, --cluster list or config.
+// envoyConfigCommand is `edsync envoy-config`: with the settings of a
+// normal run, it syncs once (a dry run, nothing written) and prints the
+// Envoy clusters that read the files that run would write. Deriving the
+// clusters from a real sync, not from the flags alone, means the names and
+// paths are the ones the writer uses, whatever the template, --cluster list
+// or config.
 func envoyConfigCommand(stdout, stderr io.Writer, started *bool) *cli.Command {
 	return &cli.Command{
 		Name:  "envoy-config",
 		Usage: "print the Envoy EDS clusters (YAML) that read the files edsync writes",
-		Description: "Takes the same flags as edsync itself, syncs once without writing anything, and prints a\n" +
-			"`clusters:` list to paste under an Envoy bootstrap's static_resources: one EDS cluster per file,\n" +
-			"named like the CLA inside it, with a path_config_source on that file in --output-dir.\n" +
-			"--dry-run and --once are implied.",
-		Flags: append(flags(),
-			&cli.DurationFlag{Name: "connect-timeout", Category: "Envoy clusters", EnvVars: env("CONNECT_TIMEOUT"),
-				Value: time.Second, Usage: "the clusters' connect_timeout `DURATION`"},
-		),
+		Description: "Syncs once without writing anything, and prints a `clusters:` list to paste under an Envoy " +
+			"bootstrap's static_resources: one EDS cluster per file, named like the CLA inside it, with a " +
+			"path_config_source on that file in the output folder.\n\n" +
+			"It reads the same --config file, EDSYNC_* variables and flags as the edsync it goes with, so it " +
+			"runs with a sidecar's own settings (kubectl exec POD -c edsync -- /edsync envoy-config --config FILE). " +
+			"Listed below are the settings that decide which clusters there are and where their files are; " +
+			"the others (timing, endpoints, topology, listener, --once, --dry-run) are accepted and ignored.",
+		Flags: envoyConfigFlags(),
+		OnUsageError: func(_ *cli.Context, err error, _ bool) error {
+			return usageError{flagError(err)}
+		},
 		Action: func(c *cli.Context) error {
-			cfg, err := configFrom(c)
+			cfg, err := readConfig(c, false)
 			if err != nil {
 				return err
 			}
-			if cfg.outputDir == "" || !filepath.IsAbs(cfg.outputDir) {
+			switch {
+			case cfg.outputDir == "":
+				return usagef("envoy-config: the clusters' paths need edsync's output folder: set --output-dir " +
+					"(or EDSYNC_OUTPUT_DIR, or output-dir in the --config file)")
+			case !filepath.IsAbs(cfg.outputDir):
 				// Envoy resolves a relative path from its own working
 				// folder, which is not edsync's.
 				return usagef("envoy-config: --output-dir must be an absolute path: the clusters' paths point into it")
 			}
 			timeout := c.Duration("connect-timeout")
 			if timeout <= 0 {
-				return usagef("--connect-timeout must be positive")
+				return usagef("--connect-timeout: %s is not positive", timeout)
 			}
 			*started = true
 			names, err := syncClusterNames(c.Context, cfg, stderr)
@@ -66,6 +76,48 @@ func envoyConfigCommand(stdout, stderr io.Writer, started *bool) *cli.Command {
 	}
 }
 
+// envoyClusterFlags are the flags that decide which clusters a run
+// publishes and where their files are: the source and its scope, the output
+// folder, format and names, and what the names need (--protocol picks the
+// ports, --watch-services gives .PortNumber).
+var envoyClusterFlags = map[string]bool{
+	"config": true, "kubeconfig": true, "context": true, "namespace": true, "selector": true, "service": true,
+	"from-dir": true, "sync-timeout": true, "output-dir": true, "format": true, "cluster-name-template": true,
+	"cluster": true, "protocol": true, "watch-services": true, "log-level": true, "log-format": true,
+}
+
+// envoyConfigFlags are edsync's flags, those that do not change the
+// clusters hidden from the help but still read (from the command line,
+// EDSYNC_* variables and the config file), and --connect-timeout.
+func envoyConfigFlags() []cli.Flag {
+	fs := flags()
+	for _, f := range fs {
+		hide := !envoyClusterFlags[f.Names()[0]]
+		switch f := f.(type) {
+		case *cli.StringFlag:
+			f.Hidden = hide
+			if f.Name == "output-dir" {
+				f.Usage = "`DIR` the edsync it goes with writes into (absolute): the clusters' paths point into it"
+			}
+		case *cli.StringSliceFlag:
+			f.Hidden = hide
+		case *cli.BoolFlag:
+			f.Hidden = hide
+		case *cli.DurationFlag:
+			f.Hidden = hide
+			if f.Name == "sync-timeout" {
+				f.Usage = "give up if the sync takes longer than `DURATION`"
+			}
+		}
+	}
+	return append(fs, connectTimeoutFlag())
+}
+
+func connectTimeoutFlag() cli.Flag {
+	return &cli.DurationFlag{Name: "connect-timeout", Category: "Envoy clusters", EnvVars: env("CONNECT_TIMEOUT"),
+		Value: time.Second, Usage: "the clusters' connect_timeout `DURATION`"}
+}
+
 // syncClusterNames runs the pipeline once as a dry run with its output
 // discarded and returns the clusters of its first flush, declared ones
 // included: the clusters a real run publishes. (A dry run reads no output
@@ -75,6 +127,10 @@ func envoyConfigCommand(stdout, stderr io.Writer, started *bool) *cli.Command {
 func syncClusterNames(ctx context.Context, cfg *config, stderr io.Writer) ([]string, error) {
 	run := *cfg
 	run.dryRun, run.once = true, true
+	// Where the endpoints go does not change the names: no Node is read
+	// (nor needs RBAC), and no local zone is needed.
+	run.render.Topology, run.render.LocalZone, run.render.LocalNode = render.TopologyOff, "", ""
+	run.nodes = watch.NodeOptions{}
 	log := newLogger(&run, new(slog.LevelVar), stderr)
 	klogOnce.Do(func() { klog.SetSlogLogger(log.With("component", "client-go")) })
 	p, err := build(&run, log, io.Discard)

@@ -15,6 +15,8 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/edsync/edsync/writer"
 )
 
 // parseBootstrap reads an Envoy bootstrap in YAML the way Envoy does
@@ -91,7 +93,7 @@ func TestEnvoyConfigPointsAtTheFilesEdsyncWrites(t *testing.T) {
 				t.Fatal(err)
 			}
 			for _, e := range entries {
-				if e.Type().IsRegular() {
+				if e.Type().IsRegular() && e.Name() != writer.LockFileName {
 					written = append(written, filepath.Join(dir, e.Name()))
 				}
 			}
@@ -135,7 +137,7 @@ func TestEnvoyConfigUsageErrors(t *testing.T) {
 		want string
 	}{
 		{"relative output dir", []string{"--from-dir", "examples/endpointslices", "--output-dir", "out"}, "absolute"},
-		{"no output dir", []string{"--from-dir", "examples/endpointslices", "--dry-run"}, "--output-dir"},
+		{"no output dir", []string{"--from-dir", "examples/endpointslices"}, "the clusters' paths need edsync's output folder: set --output-dir"},
 		{"bad timeout", []string{"--from-dir", "examples/endpointslices", "--output-dir", "/x", "--connect-timeout", "0s"}, "--connect-timeout"},
 		{"bad format", []string{"--from-dir", "examples/endpointslices", "--output-dir", "/x", "--format", "xml"}, "xml"},
 		{"stray argument", []string{"--output-dir", "/x", "extra"}, "unexpected argument"},
@@ -169,5 +171,55 @@ func TestExampleEnvoyClustersAreEnvoyConfigOutput(t *testing.T) {
 	if diff := cmp.Diff(want, got, protocmp.Transform()); diff != "" {
 		t.Errorf("examples/envoy/envoy.yaml's clusters differ from `edsync envoy-config --from-dir examples/endpointslices "+
 			"--output-dir /var/run/edsync` (-printed +example):\n%s", diff)
+	}
+}
+
+// envoy-config's help lists the flags that change which clusters there are,
+// their names and paths; the others (a running edsync's timing, endpoints,
+// topology, listener) are left out, yet accepted on the command line, from
+// EDSYNC_* variables and in the config file, so it runs with the settings
+// of the edsync it goes with.
+func TestEnvoyConfigHelpListsWhatMatters(t *testing.T) {
+	code, help, stderr := edsync(t, "envoy-config", "--help")
+	if code != exitOK {
+		t.Fatalf("exit %d\n%s", code, stderr)
+	}
+	for _, want := range []string{"--config", "--from-dir", "--kubeconfig", "--service", "--output-dir", "--format",
+		"--cluster-name-template", "--cluster ", "--protocol", "--watch-services", "--connect-timeout"} {
+		if !strings.Contains(help, want) {
+			t.Errorf("envoy-config --help does not list %s", want)
+		}
+	}
+	ignored := []string{"--http-addr", "--once", "--dry-run", "--debounce", "--max-delay", "--terminating", "--not-ready",
+		"--address-family", "--topology", "--local-zone", "--node-name", "--node-topology", "--subzone-label", "--region",
+		"--endpoint-metadata"}
+	for _, flag := range ignored {
+		if strings.Contains(help, flag+" ") || strings.Contains(help, flag+"\n") {
+			t.Errorf("envoy-config --help lists %s, which it ignores", flag)
+		}
+	}
+
+	want, _ := envoyConfig(t, "--from-dir", "examples/endpointslices", "--output-dir", "/var/run/edsync")
+	config := filepath.Join(t.TempDir(), "edsync.yaml")
+	writeFile(t, config, "topology: zone\nnode-topology: true\nsubzone-label: rack\nmax-delay: 2s\nonce: true\n")
+	t.Setenv("EDSYNC_NOT_READY", "unhealthy")
+	t.Setenv("EDSYNC_HTTP_ADDR", ":9911")
+	got, _ := envoyConfig(t, "--config", config, "--from-dir", "examples/endpointslices", "--output-dir", "/var/run/edsync",
+		"--debounce", "1s", "--dry-run", "--endpoint-metadata")
+	if got != want {
+		t.Errorf("with a running edsync's other settings, envoy-config printed:\n%s\nwant:\n%s", got, want)
+	}
+}
+
+// With no output folder given anywhere, envoy-config has no paths to print:
+// one usage line says where to give it; a config file that gives it is
+// enough.
+func TestEnvoyConfigOutputDirFromConfigFile(t *testing.T) {
+	config := filepath.Join(t.TempDir(), "edsync.yaml")
+	writeFile(t, config, "output-dir: /var/run/edsync\n")
+	got, _ := envoyConfig(t, "--config", config, "--from-dir", "examples/endpointslices")
+	want, _ := envoyConfig(t, "--from-dir", "examples/endpointslices", "--output-dir", "/var/run/edsync")
+	if got != want {
+		t.Errorf("output-dir from the config file:\n%s\nwant:\n%s", got, want)
 	}
 }

@@ -41,6 +41,20 @@ func parseFlags(args []string) (*config, error) {
 	return cfg, nil
 }
 
+// sidecarArgs are the edsync container's args in the example Deployment.
+func sidecarArgs(t *testing.T) []string {
+	t.Helper()
+	var dep appsv1.Deployment
+	readObject(t, "examples/kubernetes/deployment.yaml", &dep)
+	for _, c := range dep.Spec.Template.Spec.InitContainers {
+		if c.Name == "edsync" {
+			return c.Args
+		}
+	}
+	t.Fatal("no edsync container in examples/kubernetes/deployment.yaml")
+	return nil
+}
+
 // readObject reads a one-object manifest strictly: a misspelt field fails.
 func readObject(t *testing.T, path string, into any) {
 	t.Helper()
@@ -74,16 +88,28 @@ func TestKubernetesExampleEnvoyBootstrap(t *testing.T) {
 	if edsyncConfig.OutputDir == "" || len(edsyncConfig.Clusters) == 0 {
 		t.Fatalf("edsync's config names no output-dir or no clusters: %+v", edsyncConfig)
 	}
-	// With a clusters: list, edsync writes exactly those files: declaring
-	// them over an empty source gives the same clusters.
-	args := []string{"--from-dir", t.TempDir(), "--output-dir", edsyncConfig.OutputDir}
-	for _, c := range edsyncConfig.Clusters {
-		if c.Name == "" {
-			t.Fatalf("a cluster in edsync's config has no name; the example names each one")
+	// envoy-config runs with exactly the sidecar's config file and its
+	// arguments (only the source differs: an empty folder of manifests for
+	// the Pod's API server), without the Pod's EDSYNC_NODE_NAME: the
+	// clusters' names do not depend on topology.
+	config := filepath.Join(t.TempDir(), "config.yaml")
+	writeFile(t, config, edsyncCM.Data["config.yaml"])
+	args := slices.Concat([]string{"--from-dir", t.TempDir()}, sidecarArgs(t))
+	for i, a := range args {
+		if a == "/etc/edsync/config.yaml" {
+			args[i] = config
 		}
-		args = append(args, "--cluster", c.Name)
 	}
-	_, want := envoyConfig(t, args...)
+	printed, want := envoyConfig(t, args...)
+	if len(want) != len(edsyncConfig.Clusters) {
+		t.Errorf("envoy-config printed %d clusters for the %d of edsync's config", len(want), len(edsyncConfig.Clusters))
+	}
+	// In the Pod (kubectl exec ... edsync envoy-config --config ...), with
+	// its environment: the same clusters.
+	t.Setenv("EDSYNC_NODE_NAME", "node-1")
+	if inPod, _ := envoyConfig(t, args...); inPod != printed {
+		t.Errorf("with the Pod's environment, envoy-config printed:\n%s\nwithout:\n%s", inPod, printed)
+	}
 	var got []*clusterv3.Cluster
 	for _, c := range boot.GetStaticResources().GetClusters() {
 		c = proto.Clone(c).(*clusterv3.Cluster)

@@ -34,6 +34,9 @@ type reloader struct {
 	// onResult is called after each attempt with its outcome: metrics and
 	// tests use it.
 	onResult func(err error)
+	// hup delivers SIGHUP, which reloads the file even if no change was
+	// seen, as consul-template and Prometheus do.
+	hup <-chan os.Signal
 }
 
 // Run follows the file until ctx ends.
@@ -68,14 +71,18 @@ func (r *reloader) Run(ctx context.Context) error {
 			r.log.Warn("config file watch error; checking the file", "error", err)
 			settle.Reset(reloadSettle)
 		case <-settle.C:
-			r.check()
+			r.check(false)
+		case <-r.hup:
+			r.log.Info("SIGHUP: reloading the config file", "path", path)
+			r.check(true)
 		}
 	}
 }
 
-// check reads the file and applies it if its bytes changed. An invalid
-// file is refused as a whole and the running config stays.
-func (r *reloader) check() {
+// check reads the file and applies it if its bytes changed, or even if not
+// when forced. An invalid file is refused as a whole and the running config
+// stays.
+func (r *reloader) check(force bool) {
 	path := r.current.configFile
 	if !r.started {
 		r.started = true
@@ -84,7 +91,7 @@ func (r *reloader) check() {
 		}
 	}
 	data, err := os.ReadFile(path)
-	if err == nil && bytes.Equal(data, r.last) {
+	if err == nil && bytes.Equal(data, r.last) && !force {
 		return
 	}
 	if err == nil {

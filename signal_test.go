@@ -11,7 +11,7 @@ import (
 // once with a failure code, however long the flush takes.
 func TestSecondSignalExitsAtOnce(t *testing.T) {
 	exited := make(chan int, 1)
-	ctx, stop := signalContextExit(func(code int) { exited <- code })
+	ctx, _, stop := signalContextExit(func(code int) { exited <- code })
 	defer stop()
 	if err := syscall.Kill(os.Getpid(), syscall.SIGTERM); err != nil {
 		t.Fatal(err)
@@ -37,5 +37,29 @@ func TestSecondSignalExitsAtOnce(t *testing.T) {
 		}
 	case <-guard:
 		t.Fatal("second signal did not exit")
+	}
+}
+
+// SIGHUP asks for a reload: it is handed over on its own channel and
+// neither cancels the run nor exits (its default action would kill the
+// process with status 129, flushing nothing).
+func TestSIGHUPIsHandedOver(t *testing.T) {
+	exited := make(chan int, 1)
+	ctx, hup, stop := signalContextExit(func(code int) { exited <- code })
+	defer stop()
+	if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-hup:
+	case <-time.After(30 * time.Second): // a failure guard, not a timing assertion
+		t.Fatal("SIGHUP was not handed over")
+	}
+	select {
+	case <-ctx.Done():
+		t.Error("SIGHUP cancelled the run")
+	case code := <-exited:
+		t.Errorf("SIGHUP exited with %d", code)
+	default:
 	}
 }
