@@ -28,11 +28,13 @@ type Watcher struct {
 	fsw *fsnotify.Watcher
 }
 
+// ErrDryRun is returned by Watch in dry-run: there is no folder to follow.
+var ErrDryRun = errors.New("writer: a dry run has no folder to watch")
+
 // Watch starts following the output folder; Run reports what it sees.
-// There is nothing to follow in dry-run.
 func (w *Writer) Watch() (*Watcher, error) {
 	if w.dryRun {
-		return nil, errors.New("writer: a dry run has no folder to watch")
+		return nil, ErrDryRun
 	}
 	fsw, err := fsnotify.NewWatcher()
 	if err != nil {
