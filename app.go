@@ -121,6 +121,7 @@ func build(cfg *config, log *slog.Logger, stdout io.Writer) (*pipeline, error) {
 		declared:    declared(cfg.clusters, ren),
 		once:        cfg.once,
 		syncTimeout: cfg.syncTimeout,
+		files:       outputFiles{pruneAfter: cfg.pruneAfter},
 	})
 	store := p.newStore()
 	p.topo.nodeName, p.topo.nodeTopology, p.topo.localZone = cfg.nodes.Name, cfg.nodes.All, cfg.render.LocalZone

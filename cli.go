@@ -151,6 +151,9 @@ type config struct {
 	clusters  []string
 	dryRun    bool
 	once      bool
+	// pruneAfter is how long the emptied file of a cluster no Service
+	// publishes stays before it is removed; 0 keeps it.
+	pruneAfter time.Duration
 
 	debounce, maxDelay time.Duration
 	render             render.Options
@@ -220,6 +223,7 @@ func readSettings(c settings) (*config, error) {
 		clusters:    nonEmpty(c.StringSlice("cluster")),
 		dryRun:      c.Bool("dry-run"),
 		once:        c.Bool("once"),
+		pruneAfter:  c.Duration("prune-after"),
 		debounce:    c.Duration("debounce"),
 		maxDelay:    c.Duration("max-delay"),
 		logFormat:   c.String("log-format"),
@@ -260,7 +264,7 @@ func readSettings(c settings) (*config, error) {
 	if cfg.render.Protocol, err = render.ParseProtocol(c.String("protocol")); err != nil {
 		return nil, usageError{err}
 	}
-	if cfg.debounce < 0 || cfg.maxDelay < 0 || cfg.syncTimeout <= 0 {
+	if cfg.debounce < 0 || cfg.maxDelay < 0 || cfg.pruneAfter < 0 || cfg.syncTimeout <= 0 {
 		return nil, usagef("durations must not be negative (and --sync-timeout must be positive)")
 	}
 	if cfg.maxDelay < cfg.debounce {

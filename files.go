@@ -19,6 +19,13 @@ import (
 // Service publishes any more is bounded: its memory is freed once its file
 // is emptied, and the emptied file is removed after --prune-after.
 
+// defaultPruneAfter is --prune-after's default: long enough for every
+// Envoy to have read the emptied file (it does within milliseconds of the
+// rename) and for a Service deleted and created again by a deploy to come
+// back before its file goes; short enough that preview environments and
+// CI namespaces leave no more than a few minutes of files behind.
+const defaultPruneAfter = 5 * time.Minute
+
 // outputFiles is the pipeline's state for the files; owned by its goroutine
 // but for lost, which the folder watch fills.
 type outputFiles struct {
