@@ -1,12 +1,16 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -132,6 +136,9 @@ func TestServiceChurnIsBounded(t *testing.T) {
 		}
 	}
 	check("under churn", most, alive+2, alive+2, 31)
+	if got := len(c.files(t)); got < alive+30 {
+		t.Errorf("under churn: %d files, want the %d emptied within --prune-after kept too", got, 30)
+	}
 	if got := c.p.metrics.published; len(got) < alive {
 		t.Errorf("metrics know %d clusters, fewer than the %d Services alive", len(got), alive)
 	}
@@ -200,4 +207,46 @@ func BenchmarkServiceChurn(b *testing.B) {
 	b.ReportMetric(float64(after.HeapAlloc)-float64(before.HeapAlloc), "heap-growth-bytes")
 	b.ReportMetric(float64(len(c.files(b))), "files")
 	b.ReportMetric(float64(len(c.p.metrics.published)), "clusters")
+}
+
+// The running pipeline removes an emptied file once --prune-after has
+// passed on its clock, and keeps it until then.
+func TestPruneRunsOnThePipelineClock(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.pruneAfter = time.Hour
+	src := filepath.Join(cfg.fromDir, "web.yaml")
+	replaceFile(t, src, manifest("web", "10.0.0.1"))
+	p, err := build(cfg, slog.New(slog.DiscardHandler), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Time runs, as the debounce needs; the test moves it on by hours.
+	var offset atomic.Int64
+	p.now = func() time.Time { return time.Now().Add(time.Duration(offset.Load())) }
+	pruned := make(chan []string, 10)
+	p.files.onPrune = func(c []string) { pruned <- c }
+	tp := runPipeline(t, p, cfg.fromDir, cfg.outputDir)
+	file := filepath.Join(cfg.outputDir, "default_web_http.json")
+	tp.waitFlush(t, "default/web/http")
+	if err := os.Remove(src); err != nil {
+		t.Fatal(err)
+	}
+	tp.waitFlush(t, "default/web/http")
+	if cla := readAsEnvoy(t, file); len(cla.Endpoints) != 0 {
+		t.Fatalf("not emptied: %v", cla)
+	}
+
+	offset.Store(int64(61 * time.Minute))
+	p.objectsChanged() // a wake-up: the loop looks at its timers again
+	select {
+	case got := <-pruned:
+		if !slices.Equal(got, []string{"default/web/http"}) {
+			t.Errorf("pruned %q", got)
+		}
+	case <-time.After(time.Minute): // a failure guard, not a timing assertion
+		t.Fatal("the emptied file was not pruned")
+	}
+	if _, err := os.Stat(file); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("%s still there after --prune-after: %v", file, err)
+	}
 }
