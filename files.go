@@ -115,7 +115,7 @@ func (p *pipeline) restoreLost(ctx context.Context) {
 			keys = append(keys, key)
 		}
 	}
-	p.log.Info("files removed or replaced in the output folder; writing them again", "clusters", len(names), "first", names[0])
+	// The writer's watch logged them.
 	p.files.restoring = names
 	p.health.begin(fmt.Sprintf("writing %d lost files again", len(names)))
 	p.flush(ctx, keys, false)
