@@ -250,3 +250,26 @@ func TestPruneRunsOnThePipelineClock(t *testing.T) {
 		t.Errorf("%s still there after --prune-after: %v", file, err)
 	}
 }
+
+// --prune-after comes from the flag, EDSYNC_PRUNE_AFTER or the config
+// file's prune-after, 5m by default; 0 is allowed (keep the files).
+func TestPruneAfterSetting(t *testing.T) {
+	if cfg := configForTest(t, "--dry-run"); cfg.pruneAfter != 5*time.Minute {
+		t.Errorf("default %s, want 5m", cfg.pruneAfter)
+	}
+	if cfg := configForTest(t, "--dry-run", "--prune-after", "0"); cfg.pruneAfter != 0 {
+		t.Errorf("--prune-after 0 gave %s", cfg.pruneAfter)
+	}
+	path := filepath.Join(t.TempDir(), "edsync.yaml")
+	writeFile(t, path, "prune-after: 90s\n")
+	if cfg := configForTest(t, "--dry-run", "--config", path); cfg.pruneAfter != 90*time.Second {
+		t.Errorf("from the config file: %s, want 1m30s", cfg.pruneAfter)
+	}
+	t.Setenv("EDSYNC_PRUNE_AFTER", "1h")
+	if cfg := configForTest(t, "--dry-run", "--config", path); cfg.pruneAfter != time.Hour {
+		t.Errorf("EDSYNC_PRUNE_AFTER over the file: %s, want 1h", cfg.pruneAfter)
+	}
+	if code, _, stderr := edsync(t, "--dry-run", "--prune-after", "-1m"); code != exitUsage || strings.Count(stderr, "\n") != 1 {
+		t.Errorf("--prune-after -1m: exit %d, stderr %q; want exit 2 and one line", code, stderr)
+	}
+}
