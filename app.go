@@ -155,6 +155,7 @@ func build(cfg *config, log *slog.Logger, stdout io.Writer) (*pipeline, error) {
 		once:        cfg.once,
 		dryRun:      cfg.dryRun,
 		syncTimeout: cfg.syncTimeout,
+		files:       outputFiles{pruneAfter: cfg.pruneAfter},
 	})
 	store := p.newStore()
 	p.topo.nodeName, p.topo.nodeTopology, p.topo.localZone = cfg.nodes.Name, cfg.nodes.All, cfg.render.LocalZone

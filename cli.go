@@ -147,6 +147,9 @@ type config struct {
 	clusters  []string
 	dryRun    bool
 	once      bool
+	// pruneAfter is how long the emptied file of a cluster no Service
+	// publishes stays before it is removed; 0 keeps it.
+	pruneAfter time.Duration
 
 	debounce, maxDelay time.Duration
 	render             render.Options
@@ -237,6 +240,7 @@ func readSettings(c settings) (*config, error) {
 		clusters:    nonEmpty(c.StringSlice("cluster")),
 		dryRun:      c.Bool("dry-run"),
 		once:        c.Bool("once"),
+		pruneAfter:  c.Duration("prune-after"),
 		debounce:    c.Duration("debounce"),
 		maxDelay:    c.Duration("max-delay"),
 		logFormat:   c.String("log-format"),
@@ -284,6 +288,9 @@ func readSettings(c settings) (*config, error) {
 	}
 	if cfg.maxDelay < 0 {
 		return nil, usagef("--max-delay: %s is negative", cfg.maxDelay)
+	}
+	if cfg.pruneAfter < 0 {
+		return nil, usagef("--prune-after: %s is negative", cfg.pruneAfter)
 	}
 	if cfg.syncTimeout <= 0 {
 		return nil, usagef("--sync-timeout: %s is not positive", cfg.syncTimeout)

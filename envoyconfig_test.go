@@ -73,6 +73,8 @@ func TestEnvoyConfigPointsAtTheFilesEdsyncWrites(t *testing.T) {
 		{"pb, template, declared cluster", []string{"--format", "pb",
 			"--cluster-name-template", "{{.Service}}.{{.Namespace}}{{with .Port}}:{{.}}{{end}}", "--cluster", "later_one"}},
 		{"one service", []string{"--service", "shop/web", "--connect-timeout", "250ms"}},
+		// A file name past 255 bytes is shortened; the cluster reads the real file.
+		{"long cluster name", []string{"--cluster", "shop/" + strings.Repeat("long-", 60) + "name"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()

@@ -54,6 +54,8 @@ func flags() []cli.Flag {
 			Usage: "print each file ('# <path>' then its content) instead of writing it"},
 		&cli.BoolFlag{Name: "once", Category: catOutput, EnvVars: env("ONCE"),
 			Usage: "sync, write every file, exit (non-zero if a write failed or the sync timed out)"},
+		&cli.DurationFlag{Name: "prune-after", Category: catOutput, EnvVars: env("PRUNE_AFTER"), Value: defaultPruneAfter,
+			Usage: "`DURATION` after emptying the file of a cluster no Service publishes any more, remove the file (never a declared cluster's); 0 keeps such files"},
 
 		&cli.DurationFlag{Name: "debounce", Category: catTiming, EnvVars: env("DEBOUNCE"), Value: 50 * time.Millisecond,
 			Usage: "write a Service once its changes have been quiet for `DURATION`"},

@@ -45,7 +45,7 @@ func (p *pipeline) flush(ctx context.Context, keys []render.ServiceKey, initial 
 		clusters, skips := p.renderer.Service(key, p.store.Slices(key))
 		p.skipped(skips)
 		for _, c := range clusters {
-			batch = append(batch, writer.Cluster{Name: c.Name, CLA: c.CLA})
+			batch = append(batch, writer.Cluster{Name: c.Name, CLA: c.CLA, Release: c.Gone && !slices.Contains(p.declared, c.Name)})
 			names[c.Name] = true
 			p.metrics.publish(c.Name, c.Service, c.CLA)
 		}
@@ -62,7 +62,7 @@ func (p *pipeline) flush(ctx context.Context, keys []render.ServiceKey, initial 
 		for _, name := range p.writer.Known() {
 			if !names[name] && p.writer.Owns(name) {
 				p.log.Info("cluster no longer published; clearing its endpoints", "cluster", name)
-				batch = append(batch, p.emptyCluster(name))
+				batch = append(batch, p.goneCluster(name))
 				names[name] = true
 			}
 		}
@@ -70,10 +70,14 @@ func (p *pipeline) flush(ctx context.Context, keys []render.ServiceKey, initial 
 	if !initial && len(p.waiting) > 0 {
 		p.checkDeclared(keys, names)
 	}
+	// After checkDeclared: a declared file written again because it was
+	// lost says nothing about its Service's ports.
+	batch = p.addLost(batch, names)
 	rendered := p.now()
 	p.metrics.renderDuration.Observe(rendered.Sub(start).Seconds())
 	res := p.writer.Write(ctx, batch)
 	p.wrote(res, rendered)
+	p.released(batch)
 	// A Service refused a cluster name because another held it gets its
 	// turn once that name is free.
 	for _, key := range p.renderer.TakeUnblocked() {

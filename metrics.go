@@ -229,6 +229,26 @@ func (m *metrics) publish(name string, svc render.ServiceKey, cla *endpointv3.Cl
 	}
 }
 
+// forget drops a cluster whose file is emptied and that no Service
+// publishes any more: the published gauges no longer count it, and nothing
+// is kept for it.
+func (m *metrics) forget(name string) {
+	prev, had := m.published[name]
+	if !had {
+		return
+	}
+	delete(m.published, name)
+	m.publishedClusters.Dec()
+	for i := range numHealth {
+		if n := prev.endpoints[i]; n != 0 {
+			m.publishedEndpoints[i].Sub(float64(n))
+		}
+	}
+	if prev.counts() {
+		m.addServiceCluster(prev.service, -1)
+	}
+}
+
 // addServiceCluster adds d to the Service's count of non-empty clusters;
 // the Service is published while the count is above 0.
 func (m *metrics) addServiceCluster(svc render.ServiceKey, d int) {

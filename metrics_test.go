@@ -175,14 +175,15 @@ endpoints: [{addresses: ["10.0.9.9"]}]
 		`edsync_published_endpoints{health="healthy"}`:     2,
 	})
 
-	// The slice goes: its file is emptied, still there.
+	// The slice goes: its file is emptied, still there, and no longer
+	// counted: no Service publishes it (only the declared one is left).
 	if err := os.Remove(src); err != nil {
 		t.Fatal(err)
 	}
 	tp.waitFlush(t, "default/web/http")
 	checkMetrics(t, "after the delete", m, map[string]float64{
 		`edsync_endpointslice_events_total{type="delete"}`: 1,
-		`edsync_published_clusters`:                        2,
+		`edsync_published_clusters`:                        1,
 		`edsync_published_services`:                        0,
 		`edsync_published_endpoints{health="healthy"}`:     0,
 		`edsync_cluster_writes_total{result="written"}`:    4,

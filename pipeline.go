@@ -84,6 +84,8 @@ type pipeline struct {
 	// triggers holds the EndpointSlice trigger times of the Services
 	// flushed whose files are not written yet (a failed write).
 	triggers map[render.ServiceKey][]time.Time
+	// files: lost files and the pruning of emptied ones (files.go).
+	files outputFiles
 }
 
 func newPipeline(p *pipeline) *pipeline {
@@ -246,6 +248,7 @@ func (p *pipeline) Run(ctx context.Context) (err error) {
 	}
 
 	p.install() // a reload during the sync
+	defer p.watchOutput(ctx)()
 	p.health.begin("the initial flush")
 	p.takeObjects()
 	p.warnNoLocalZone()
@@ -272,6 +275,7 @@ func (p *pipeline) Run(ctx context.Context) (err error) {
 			p.reloading = false
 		}
 		p.takeDirty()
+		p.restoreLost(ctx)
 		switch pending := p.writer.Pending(); {
 		case pending == 0:
 			retryAt, retryDelay = time.Time{}, retryMin
@@ -283,6 +287,9 @@ func (p *pipeline) Run(ctx context.Context) (err error) {
 			wakeAt, ok = retryAt, true
 		}
 		if at, due := p.summaryDue(); due && (!ok || at.Before(wakeAt)) {
+			wakeAt, ok = at, true
+		}
+		if at, due := p.nextPrune(); due && (!ok || at.Before(wakeAt)) {
 			wakeAt, ok = at, true
 		}
 		if ok {
@@ -338,6 +345,7 @@ func (p *pipeline) Run(ctx context.Context) (err error) {
 					retryDelay = retryMin
 				}
 			}
+			p.prune(now)
 			p.logSummary(p.now(), false)
 		}
 	}

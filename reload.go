@@ -150,6 +150,7 @@ func restartOnly(a, b *config) []string {
 	check("format", a.format == b.format)
 	check("dry-run", a.dryRun == b.dryRun)
 	check("once", a.once == b.once)
+	check("prune-after", a.pruneAfter == b.pruneAfter)
 	check("log-format", a.logFormat == b.logFormat)
 	// The Node and Service informers start with the process.
 	check("node-name", a.nodes.Name == b.nodes.Name)

@@ -19,6 +19,10 @@ type Cluster struct {
 	Name    string
 	Service ServiceKey
 	CLA     *endpointv3.ClusterLoadAssignment
+	// Gone: the Service no longer publishes the cluster (its port or all
+	// its slices went away); the CLA has no endpoints, and the Renderer
+	// keeps nothing for the cluster any more.
+	Gone bool
 }
 
 // Renderer renders Services one at a time. It remembers, per Service, the
@@ -233,7 +237,7 @@ func (r *Renderer) Service(key ServiceKey, current []*discoveryv1.EndpointSlice)
 
 	for _, name := range st.clusters {
 		if _, still := slices.BinarySearch(published, name); !still {
-			out = append(out, Cluster{Name: name, Service: key, CLA: &endpointv3.ClusterLoadAssignment{ClusterName: name}})
+			out = append(out, Cluster{Name: name, Service: key, CLA: &endpointv3.ClusterLoadAssignment{ClusterName: name}, Gone: true})
 			r.release(name)
 		}
 	}

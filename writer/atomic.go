@@ -34,12 +34,15 @@ const maxTempPrefix = 200
 //
 // Each step is one system call (see atomic_unix.go): on a busy folder the
 // write is mostly kernel time, and os.File would add five more per file.
-func writeAtomic(tmpDir, path string, data []byte, checkTarget bool, rename func(from, to string) error) (err error) {
+//
+// It returns the identity of the file renamed into place, so that a file
+// put there later by someone else can be told from it.
+func writeAtomic(tmpDir, path string, data []byte, checkTarget bool, rename func(from, to string) error) (id fileIdent, err error) {
 	// Refuse to replace a folder, socket, device...: renaming over them
 	// either fails late or destroys something that is not ours.
 	if checkTarget {
 		if fi, err := os.Stat(path); err == nil && !fi.Mode().IsRegular() {
-			return fmt.Errorf("target is not a regular file (mode %s)", fi.Mode())
+			return id, fmt.Errorf("target is not a regular file (mode %s)", fi.Mode())
 		}
 	}
 	prefix := filepath.Base(path)
@@ -55,7 +58,7 @@ func writeAtomic(tmpDir, path string, data []byte, checkTarget bool, rename func
 		}
 	}
 	if err != nil {
-		return fmt.Errorf("create temp file: %w", err)
+		return id, fmt.Errorf("create temp file: %w", err)
 	}
 	tmp := f.name
 	closed := false
@@ -68,23 +71,26 @@ func writeAtomic(tmpDir, path string, data []byte, checkTarget bool, rename func
 		}
 	}()
 	if err = f.write(data); err != nil {
-		return fmt.Errorf("write %s: %w", tmp, err)
+		return id, fmt.Errorf("write %s: %w", tmp, err)
 	}
 	// The file is created 0644, less the umask; Envoy may run as another user.
 	if err = f.chmod(0o644); err != nil {
-		return fmt.Errorf("chmod %s: %w", tmp, err)
+		return id, fmt.Errorf("chmod %s: %w", tmp, err)
 	}
 	if err = f.sync(); err != nil {
-		return fmt.Errorf("fsync %s: %w", tmp, err)
+		return id, fmt.Errorf("fsync %s: %w", tmp, err)
+	}
+	if id, err = f.id(); err != nil {
+		return id, fmt.Errorf("fstat %s: %w", tmp, err)
 	}
 	closed = true
 	if err = f.close(); err != nil {
-		return fmt.Errorf("close %s: %w", tmp, err)
+		return id, fmt.Errorf("close %s: %w", tmp, err)
 	}
 	if err = rename(tmp, path); err != nil {
-		return fmt.Errorf("rename: %w", err)
+		return id, fmt.Errorf("rename: %w", err)
 	}
-	return nil
+	return id, nil
 }
 
 // tempName is a fresh name in dir for createTemp: random, as os.CreateTemp

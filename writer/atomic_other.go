@@ -37,6 +37,13 @@ func (f tempFile) chmod(mode uint32) error { return f.f.Chmod(fs.FileMode(mode))
 func (f tempFile) sync() error             { return f.f.Sync() }
 func (f tempFile) close() error            { return f.f.Close() }
 
+// fileIdent would tell files apart; without inodes at hand, all files look
+// the same here, and only a removed file is noticed.
+type fileIdent struct{}
+
+func (f tempFile) id() (fileIdent, error) { return fileIdent{}, nil }
+func identOf(os.FileInfo) fileIdent       { return fileIdent{} }
+
 func renameFile(from, to string) error { return os.Rename(from, to) }
 
 // syncDir makes the renames in dir durable.

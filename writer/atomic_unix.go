@@ -60,6 +60,31 @@ func (f tempFile) chmod(mode uint32) error {
 }
 func (f tempFile) sync() error { return ignoringEINTR(func() error { return syscall.Fsync(f.fd) }) }
 
+// fileIdent tells files apart: a rename over the path brings another inode.
+// The size too, as a file system may give a freed inode to the next file
+// made (rm, then touch): a file of ours is never empty.
+type fileIdent struct {
+	dev, ino uint64
+	size     int64
+}
+
+func (f tempFile) id() (fileIdent, error) {
+	var st syscall.Stat_t
+	if err := ignoringEINTR(func() error { return syscall.Fstat(f.fd, &st) }); err != nil {
+		return fileIdent{}, err
+	}
+	return fileIdent{dev: uint64(st.Dev), ino: st.Ino, size: st.Size}, nil
+}
+
+// identOf is the identity of the file fi describes.
+func identOf(fi os.FileInfo) fileIdent {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return fileIdent{}
+	}
+	return fileIdent{dev: uint64(st.Dev), ino: st.Ino, size: st.Size}
+}
+
 // close is not retried on EINTR: the descriptor is released whatever close returns.
 func (f tempFile) close() error { return syscall.Close(f.fd) }
 

@@ -4,8 +4,10 @@
 //
 // It knows files and Envoy's file rules, nothing about Kubernetes:
 //
-//   - names: a cluster name maps injectively and reversibly to a file name that
-//     stays inside the output folder (FileName, ClusterName);
+//   - names: a cluster name maps injectively to a file name that stays inside
+//     the output folder and fits in 255 bytes (FileName); reversibly
+//     (ClusterName), but for names so long they are shortened with a hash,
+//     whose cluster the file's content tells;
 //   - content: JSON, YAML or binary protobuf chosen by extension, byte for byte
 //     deterministic, with version_info a hash of the content, so that
 //     restarts and other processes produce the same bytes;
@@ -15,7 +17,11 @@
 //   - skips: a file is rewritten only when its bytes change, also across
 //     restarts (the first write of a cluster compares with the file on disk);
 //   - failures: a failed write leaves the old file whole and stays pending
-//     for Retry.
+//     for Retry;
+//   - the folder: a Watcher reports files of ours that someone else removed
+//     or replaced (and the Writer forgets them, so they are written again);
+//     a released cluster (no longer published, file emptied) costs no
+//     memory, and Remove deletes its empty file.
 //
 // Encoding is incremental. The caller (render) reuses the same immutable
 // *LbEndpoint pointers for endpoints that did not change, so the Writer caches

@@ -1,6 +1,8 @@
 package writer
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"strings"
@@ -48,14 +50,31 @@ func (f Format) valid() bool {
 // maxNameLen is the longest file name Linux (and most file systems) accept.
 const maxNameLen = 255
 
+// hashLen is the number of hex digits of the SHA-256 of the cluster name
+// in a shortened file name: 128 bits, so that two long names colliding is
+// not a concern.
+const hashLen = 32
+
+// hashMark separates a shortened name's prefix from its hash. FileName
+// escapes '~' in plain names (%7E), so a plain name never holds one and
+// the two kinds of names can never collide.
+const hashMark = '~'
+
 // FileName maps a cluster name to the name of its file in the output folder.
 //
-// The mapping is injective and reversible (ClusterName is its inverse) and the
-// result never leaves the folder: bytes [A-Za-z0-9.-] are kept, '/' becomes
-// '_' (so "default/web/http" reads as "default_web_http"), every other byte,
-// '_' and '%' included, becomes %XX in uppercase hex. A leading '.' is escaped
-// as well, so a file is never hidden (our temp folder is) and never "." or "..".
-// An empty name, or a file name longer than 255 bytes, is an error.
+// The mapping is injective and the result never leaves the folder: bytes
+// [A-Za-z0-9.-] are kept, '/' becomes '_' (so "default/web/http" reads as
+// "default_web_http"), every other byte, '_' and '%' included, becomes %XX
+// in uppercase hex. A leading '.' is escaped as well, so a file is never
+// hidden (our temp folder is) and never "." or "..". ClusterName is its
+// inverse.
+//
+// When that name with the extension would pass 255 bytes (the file system's
+// limit), the file name is shortened: the longest prefix of the escaped name
+// that fits (never cutting a %XX in two), '~', the first 32 hex digits of
+// the SHA-256 of the whole cluster name, and the extension. Such a name is
+// not reversible; the file's content (the CLA's cluster_name) tells whose it
+// is. An empty cluster name is an error.
 func FileName(cluster string, f Format) (string, error) {
 	if cluster == "" {
 		return "", errors.New("empty cluster name")
@@ -70,17 +89,49 @@ func FileName(cluster string, f Format) (string, error) {
 		case keep(c) && !(i == 0 && c == '.'):
 			b.WriteByte(c)
 		default:
-			const hex = "0123456789ABCDEF"
+			const digits = "0123456789ABCDEF"
 			b.WriteByte('%')
-			b.WriteByte(hex[c>>4])
-			b.WriteByte(hex[c&0xf])
+			b.WriteByte(digits[c>>4])
+			b.WriteByte(digits[c&0xf])
 		}
 	}
-	b.WriteString(f.Ext())
-	if b.Len() > maxNameLen {
-		return "", fmt.Errorf("cluster name %q: file name is %d bytes, more than %d", cluster, b.Len(), maxNameLen)
+	name := b.String()
+	if len(name)+len(f.Ext()) <= maxNameLen {
+		return name + f.Ext(), nil
 	}
-	return b.String(), nil
+	cut := maxNameLen - len(f.Ext()) - 1 - hashLen
+	// Back off to the start of a %XX cut in two.
+	if name[cut-1] == '%' {
+		cut--
+	} else if name[cut-2] == '%' {
+		cut -= 2
+	}
+	return shorten(name[:cut], cluster, f.Ext()), nil
+}
+
+// shorten makes the shortened file name of cluster from the escaped prefix.
+func shorten(prefix, cluster, ext string) string {
+	sum := sha256.Sum256([]byte(cluster))
+	return prefix + string(hashMark) + hex.EncodeToString(sum[:hashLen/2]) + ext
+}
+
+// shortened reports whether file has the form of a shortened name of this
+// format: its cluster can be learned only from its content.
+func shortened(file string, f Format) bool {
+	base, found := strings.CutSuffix(file, f.Ext())
+	if !found || len(file) > maxNameLen || len(base) < hashLen+1 {
+		return false
+	}
+	mark := len(base) - hashLen - 1
+	if base[mark] != hashMark || mark == 0 {
+		return false
+	}
+	for _, c := range []byte(base[mark+1:]) {
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return false
+		}
+	}
+	return true
 }
 
 func keep(c byte) bool {
@@ -90,7 +141,8 @@ func keep(c byte) bool {
 // ClusterName is the inverse of FileName: the cluster whose file this is. ok
 // is false for any name FileName does not produce for this format (other
 // extensions, hidden files, lowercase or needless escapes), so files that are
-// not ours are never mistaken for clusters.
+// not ours are never mistaken for clusters, and for shortened names, whose
+// cluster only the file's content tells.
 func ClusterName(file string, f Format) (cluster string, ok bool) {
 	base, found := strings.CutSuffix(file, f.Ext())
 	if !found || base == "" {

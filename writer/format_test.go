@@ -58,10 +58,8 @@ func TestFileName(t *testing.T) {
 		{cluster: "a\x00b", format: FormatJSON, want: "a%00b.json"},
 		{cluster: "ns/svc/Port-1.2", format: FormatJSON, want: "ns_svc_Port-1.2.json"},
 		{cluster: strings.Repeat("a", 250), format: FormatJSON, want: strings.Repeat("a", 250) + ".json"}, // 255 bytes
-		{cluster: strings.Repeat("a", 251), format: FormatJSON, wantErr: true},
 		{cluster: strings.Repeat("a", 250), format: FormatPB, want: strings.Repeat("a", 250) + ".pb"},
 		{cluster: strings.Repeat("_", 84), format: FormatPB, want: strings.Repeat("%5F", 84) + ".pb"}, // 255 bytes
-		{cluster: strings.Repeat("_", 85), format: FormatPB, wantErr: true},                           // 258 bytes
 		{cluster: "", format: FormatJSON, wantErr: true},
 	}
 	for _, tt := range tests {
@@ -110,12 +108,65 @@ func TestClusterNameRejectsOthers(t *testing.T) {
 	}
 }
 
+// Names whose escaped form does not fit in 255 bytes get a shortened name:
+// a readable prefix, "~", 32 hex digits of the full name's SHA-256, the
+// extension. It is at most 255 bytes, deterministic, differs for names that
+// share a long prefix, and never reads as another cluster's plain name.
+func TestFileNameShortensLongNames(t *testing.T) {
+	long := "ns/" + strings.Repeat("x", 300) + "/http"
+	tests := []struct {
+		cluster, format string
+		wantPrefix      string
+	}{
+		{cluster: strings.Repeat("a", 251), format: "json", wantPrefix: strings.Repeat("a", 217) + "~"},
+		{cluster: strings.Repeat("a", 253), format: "pb", wantPrefix: strings.Repeat("a", 219) + "~"},
+		{cluster: long, format: "yaml", wantPrefix: "ns_" + strings.Repeat("x", 214) + "~"},
+		// 85 '_' escape to 255 bytes + ext; the prefix never splits an escape.
+		{cluster: strings.Repeat("_", 85), format: "pb", wantPrefix: strings.Repeat("%5F", 73) + "~"},
+		{cluster: "aa" + strings.Repeat("_", 85), format: "json", wantPrefix: "aa" + strings.Repeat("%5F", 71) + "~"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.cluster[:10]+"/"+tt.format, func(t *testing.T) {
+			f, _ := ParseFormat(tt.format)
+			got, err := FileName(tt.cluster, f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(got) > 255 || !strings.HasPrefix(got, tt.wantPrefix) || !strings.HasSuffix(got, f.Ext()) {
+				t.Fatalf("FileName = %q (%d bytes), want %q + 32 hex digits + %s, at most 255 bytes", got, len(got), tt.wantPrefix, f.Ext())
+			}
+			hash := strings.TrimSuffix(strings.TrimPrefix(got, tt.wantPrefix), f.Ext())
+			if len(hash) != 32 || strings.Trim(hash, "0123456789abcdef") != "" {
+				t.Fatalf("FileName = %q: %q is not 32 hex digits", got, hash)
+			}
+			if again, _ := FileName(tt.cluster, f); again != got {
+				t.Fatalf("not deterministic: %q, then %q", got, again)
+			}
+			if c, ok := ClusterName(got, f); ok {
+				t.Fatalf("ClusterName(%q) = %q: a shortened name reads as a plain one", got, c)
+			}
+			if !shortened(got, f) {
+				t.Fatalf("shortened(%q) = false", got)
+			}
+			other, _ := FileName(tt.cluster+"x", f)
+			if other == got {
+				t.Fatalf("%q and %q share the file %q", tt.cluster, tt.cluster+"x", got)
+			}
+		})
+	}
+	for _, plain := range []string{"default_web_http.json", "a~b.json", "x~0123456789abcdef0123456789abcdef.yaml"} {
+		if shortened(plain, FormatJSON) {
+			t.Errorf("shortened(%q) = true", plain)
+		}
+	}
+}
+
 // checkFileName asserts the properties every file name must have.
 func checkFileName(t *testing.T, cluster string, f Format) (string, bool) {
 	t.Helper()
 	name, err := FileName(cluster, f)
 	if err != nil {
-		if cluster != "" && len(cluster) < 80 {
+		if cluster != "" {
 			t.Errorf("FileName(%q): %v", cluster, err)
 		}
 		return "", false
@@ -125,6 +176,9 @@ func checkFileName(t *testing.T, cluster string, f Format) (string, bool) {
 	}
 	if !strings.HasSuffix(name, f.Ext()) {
 		t.Errorf("FileName(%q) = %q: no %s extension", cluster, name, f.Ext())
+	}
+	if shortened(name, f) {
+		return name, true // known by the content of its file
 	}
 	back, ok := ClusterName(name, f)
 	if !ok || back != cluster {

@@ -1,7 +1,10 @@
 package writer
 
 import (
+	"fmt"
 	"os"
+	"path/filepath"
+	"slices"
 
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
@@ -9,6 +12,58 @@ import (
 	"google.golang.org/protobuf/proto"
 	"sigs.k8s.io/yaml"
 )
+
+// list finds the files of ours in the folder, for Known. A plain name tells
+// its cluster; a shortened one is read: the cluster_name of the CLA inside
+// tells whose it is, if FileName gives that cluster this very name.
+func (w *Writer) list() error {
+	entries, err := os.ReadDir(w.dir)
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		if e.IsDir() {
+			continue
+		}
+		if name, ok := ClusterName(e.Name(), w.format); ok {
+			w.found[name] = true
+			continue
+		}
+		if !shortened(e.Name(), w.format) {
+			continue
+		}
+		name, err := w.readCluster(filepath.Join(w.dir, e.Name()))
+		if err != nil {
+			w.log.Debug("not a file of ours", "path", filepath.Join(w.dir, e.Name()), "error", err)
+			continue
+		}
+		if file, _ := FileName(name, w.format); file == e.Name() {
+			w.found[name] = true
+			w.short[e.Name()] = name
+		}
+	}
+	return nil
+}
+
+// Known returns, sorted, the clusters with a file of ours: those found at New
+// and those written since (in dry-run, those printed), less the released
+// ones. After a change of configuration the caller empties those it no
+// longer publishes.
+func (w *Writer) Known() []string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	out := make([]string, 0, len(w.found)+len(w.files))
+	for name := range w.found {
+		out = append(out, name)
+	}
+	for name := range w.files {
+		if !w.found[name] {
+			out = append(out, name)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
 
 // Owns reports whether the file of cluster holds what edsync writes for it:
 // a DiscoveryResponse with one ClusterLoadAssignment named cluster. A name
@@ -18,7 +73,7 @@ import (
 // printed) by this process is ours without a look.
 func (w *Writer) Owns(cluster string) bool {
 	w.mu.Lock()
-	_, ours := w.written[cluster]
+	_, ours := w.files[cluster]
 	w.mu.Unlock()
 	if ours {
 		return true
@@ -27,9 +82,16 @@ func (w *Writer) Owns(cluster string) bool {
 	if err != nil {
 		return false
 	}
+	name, err := w.readCluster(path)
+	return err == nil && name == cluster
+}
+
+// readCluster reads the file at path as edsync writes them and returns the
+// cluster_name of the one ClusterLoadAssignment in it.
+func (w *Writer) readCluster(path string) (string, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return false
+		return "", err
 	}
 	var resp discoveryv3.DiscoveryResponse
 	switch w.format {
@@ -43,12 +105,15 @@ func (w *Writer) Owns(cluster string) bool {
 	default:
 		err = protojson.Unmarshal(data, &resp)
 	}
-	if err != nil || len(resp.Resources) != 1 {
-		return false
+	if err != nil {
+		return "", err
+	}
+	if len(resp.Resources) != 1 {
+		return "", fmt.Errorf("%d resources, not 1", len(resp.Resources))
 	}
 	var cla endpointv3.ClusterLoadAssignment
-	if resp.Resources[0].UnmarshalTo(&cla) != nil {
-		return false
+	if err := resp.Resources[0].UnmarshalTo(&cla); err != nil {
+		return "", err
 	}
-	return cla.ClusterName == cluster
+	return cla.ClusterName, nil
 }

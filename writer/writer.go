@@ -7,14 +7,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 )
@@ -24,6 +22,12 @@ import (
 type Cluster struct {
 	Name string
 	CLA  *endpointv3.ClusterLoadAssignment
+	// Release asks the Writer to keep nothing in memory for the cluster
+	// once this content is on disk (written, or found there already): for
+	// a cluster no longer published, whose file is emptied. The file on
+	// disk is then all there is: a later Write compares with it, and the
+	// folder watch no longer reports it.
+	Release bool
 }
 
 // Options configure a Writer.
@@ -69,20 +73,34 @@ type Writer struct {
 	out         io.Writer
 	log         *slog.Logger
 	concurrency int
-	existing    []string
-	existed     map[string]bool // existing, as a set
 
 	// rename is renameFile; tests swap it to make the last step fail.
 	rename func(from, to string) error
 
 	mu  sync.Mutex
 	enc *encoder
-	// written holds, per cluster, the digest of the content on disk (or
-	// printed, in dry-run). A cluster missing here has not been written by
-	// this process: its first write compares with the file on disk.
-	written map[string][sha256.Size]byte
+	// files holds, per cluster, what this process knows of its file: the
+	// digest of its content (or of what was printed, in dry-run) and which
+	// file it is. A cluster missing here is compared with the file on disk
+	// by its next write: never written by this process, released, or its
+	// file was removed or replaced behind our back (see Watcher).
+	files map[string]fileState
 	// pending holds the latest content of clusters whose last write failed.
 	pending map[string]job
+	// found holds the clusters whose files were in the folder at New and
+	// that no Write has handled since: Known lists them for the sweep.
+	found map[string]bool
+	// short maps the shortened file names of the clusters in files or
+	// found to their clusters: such a name cannot be read back.
+	short map[string]string
+}
+
+// fileState is what the Writer knows of one cluster's file.
+type fileState struct {
+	digest [sha256.Size]byte
+	// id is the file renamed into place (or found right); another one at
+	// the path means someone replaced it. Zero in dry-run.
+	id fileIdent
 }
 
 // New checks the output folder, prepares its temp folder (removing what a
@@ -108,8 +126,10 @@ func New(opts Options) (*Writer, error) {
 		concurrency: opts.Concurrency,
 		rename:      renameFile,
 		enc:         newEncoder(format),
-		written:     make(map[string][sha256.Size]byte),
+		files:       make(map[string]fileState),
 		pending:     make(map[string]job),
+		found:       make(map[string]bool),
+		short:       make(map[string]string),
 	}
 	if w.out == nil {
 		w.out = os.Stdout
@@ -139,42 +159,10 @@ func New(opts Options) (*Writer, error) {
 	if removed > 0 {
 		w.log.Info("removed leftover temp files", "dir", w.tmpDir, "count", removed)
 	}
-	entries, err := os.ReadDir(opts.Dir)
-	if err != nil {
+	if err := w.list(); err != nil {
 		return nil, fmt.Errorf("writer: output folder %s: %w", opts.Dir, err)
 	}
-	for _, e := range entries { // ReadDir sorts by file name, not cluster name
-		if name, ok := ClusterName(e.Name(), format); ok && !e.IsDir() {
-			w.existing = append(w.existing, name)
-		}
-	}
-	slices.Sort(w.existing)
-	w.existed = make(map[string]bool, len(w.existing))
-	for _, name := range w.existing {
-		w.existed[name] = true
-	}
 	return w, nil
-}
-
-// Existing returns the clusters whose files were in the folder at New,
-// sorted. The caller decides what to do with those it no longer knows.
-// Empty in dry-run.
-func (w *Writer) Existing() []string { return slices.Clone(w.existing) }
-
-// Known returns, sorted, the clusters with a file of ours: those found at New
-// and those written since (in dry-run, those printed). After a change of
-// configuration the caller empties those it no longer publishes.
-func (w *Writer) Known() []string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	out := slices.Clone(w.existing)
-	for name := range w.written {
-		if !w.existed[name] {
-			out = append(out, name)
-		}
-	}
-	slices.Sort(out)
-	return out
 }
 
 // Path returns the file of cluster.
@@ -211,12 +199,14 @@ type job struct {
 	cluster string
 	path    string
 	enc     encoded
-	// checkDisk: first write of this cluster in this process, so the file
+	// checkDisk: the Writer knows nothing of the file (the cluster's first
+	// write in this process, or it was released or replaced), so the file
 	// on disk may already hold these bytes (a restart).
 	checkDisk bool
-	// first: no write of this cluster has succeeded in this process, so the
-	// target may be something other than a file of ours.
-	first bool
+	// first: no write of this cluster has succeeded since the Writer knew
+	// its file, so the target may be something other than a file of ours.
+	first   bool
+	release bool // Cluster.Release
 }
 
 type outcome int
@@ -247,10 +237,13 @@ func (w *Writer) Write(ctx context.Context, clusters []Cluster) Result {
 			w.log.Error("not written; the old file stays", "cluster", c.Name, "path", j.path, "error", reason(err, j.path))
 			continue
 		}
-		if d, ok := w.written[c.Name]; ok && d == j.enc.digest {
+		if f, ok := w.files[c.Name]; ok && f.digest == j.enc.digest {
 			res.Unchanged++
 			delete(w.pending, c.Name) // the file already holds the latest
 			w.log.Debug("unchanged", "cluster", c.Name, "path", j.path, "version", j.enc.version)
+			if c.Release {
+				w.release(c.Name)
+			}
 			continue
 		}
 		jobs = append(jobs, j)
@@ -308,124 +301,9 @@ func (w *Writer) prepare(c Cluster) (job, error) {
 	if j.enc, err = w.enc.encode(c.CLA); err != nil {
 		return j, fmt.Errorf("%s: %w", j.path, err)
 	}
-	_, known := w.written[c.Name]
-	// Only a file that was there at New can already hold these bytes (a
-	// file made since, by someone else, is rewritten): this spares the
-	// initial batch into an empty folder one open per file.
-	j.checkDisk = !known && !w.dryRun && w.existed[c.Name]
+	_, known := w.files[c.Name]
+	j.checkDisk = !known && !w.dryRun
 	j.first = !known
+	j.release = c.Release
 	return j, nil
-}
-
-// run writes jobs, Concurrency at a time, and records the outcomes: the
-// workers only do file I/O and fill their slot of outcomes; all bookkeeping
-// happens here, after they are done.
-func (w *Writer) run(ctx context.Context, jobs []job, res *Result, errs []error) {
-	defer func() { res.Err = errors.Join(errs...) }()
-	if len(jobs) == 0 {
-		return
-	}
-	outcomes := make([]outcome, len(jobs))
-	failures := make([]error, len(jobs))
-	if w.dryRun {
-		// Sequential, in input order: the output is read by people and tests.
-		for i, j := range jobs {
-			outcomes[i], failures[i] = w.print(j)
-		}
-	} else {
-		var next atomic.Int64
-		work := func() {
-			for {
-				i := int(next.Add(1) - 1)
-				if i >= len(jobs) {
-					return
-				}
-				if err := ctx.Err(); err != nil {
-					failures[i] = fmt.Errorf("%s: not written: %w", jobs[i].path, err)
-					continue
-				}
-				outcomes[i], failures[i] = w.store(jobs[i])
-			}
-		}
-		if n := min(w.concurrency, len(jobs)); n == 1 {
-			// One file (the usual batch of a single change): a goroutine
-			// would only add its start and the wake-up of this one.
-			work()
-		} else {
-			var wg sync.WaitGroup
-			for range n {
-				wg.Go(work)
-			}
-			wg.Wait()
-		}
-	}
-
-	canceled := 0
-	for i, j := range jobs {
-		switch outcomes[i] {
-		case written:
-			res.Written++
-			res.WrittenClusters = append(res.WrittenClusters, j.cluster)
-		case unchanged:
-			res.Unchanged++
-		case failed:
-			res.Failed++
-			errs = append(errs, failures[i])
-			// Retry writes this content, unless a newer Write replaces it.
-			// A copy: the encoder reuses its buffers.
-			j.enc.data = bytes.Clone(j.enc.data)
-			w.pending[j.cluster] = j
-			if ctx.Err() != nil && errors.Is(failures[i], ctx.Err()) {
-				canceled++ // logged once below, not 10,000 times at shutdown
-			} else {
-				w.log.Error("write failed; the old file stays", "cluster", j.cluster, "path", j.path, "error", reason(failures[i], j.path))
-			}
-			continue
-		}
-		w.written[j.cluster] = j.enc.digest
-		delete(w.pending, j.cluster)
-	}
-	if canceled > 0 {
-		w.log.Error("files not written: canceled", "count", canceled, "error", ctx.Err())
-	}
-	if res.Written > 0 && !w.dryRun {
-		// One fsync of the folder makes all of the batch's renames durable.
-		if err := syncDir(w.dir); err != nil {
-			err = fmt.Errorf("fsync %s: %w", w.dir, err)
-			errs = append(errs, err)
-			w.log.Error("fsync folder failed", "path", w.dir, "error", err)
-		}
-	}
-	done := "written"
-	if w.dryRun {
-		done = "printed"
-	}
-	w.log.Debug("batch done", done, res.Written, "unchanged", res.Unchanged, "failed", res.Failed)
-}
-
-// store writes one file unless, on the cluster's first write in this process,
-// the file on disk already holds the same bytes (a restart).
-func (w *Writer) store(j job) (outcome, error) {
-	if j.checkDisk {
-		old, err := os.ReadFile(j.path)
-		if err == nil && bytes.Equal(old, j.enc.data) {
-			w.log.Debug("unchanged on disk", "cluster", j.cluster, "path", j.path, "version", j.enc.version)
-			return unchanged, nil
-		}
-		if err != nil && !errors.Is(err, fs.ErrNotExist) {
-			// Unreadable or not a file: writeAtomic reports what is wrong.
-			w.log.Debug("cannot compare with file on disk", "path", j.path, "error", err)
-		}
-	}
-	if err := writeAtomic(w.tmpDir, j.path, j.enc.data, j.first, w.rename); err != nil {
-		return failed, fmt.Errorf("%s: %w", j.path, err)
-	}
-	w.log.Debug("wrote", "cluster", j.cluster, "path", j.path, "version", j.enc.version, "bytes", len(j.enc.data))
-	return written, nil
-}
-
-// reason is err without the path it starts with, which Result.Err needs
-// and a log line already has as an attribute of its own.
-func reason(err error, path string) string {
-	return strings.TrimPrefix(err.Error(), path+": ")
 }

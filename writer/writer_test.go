@@ -168,8 +168,8 @@ func TestNewCleansTmpAndListsExisting(t *testing.T) {
 	}
 	w, _ := newWriter(t, dir, FormatJSON)
 	checkTmpEmpty(t, dir)
-	if got, want := w.Existing(), []string{"a_b", "default/web/http"}; !slicesEqual(got, want) {
-		t.Fatalf("Existing() = %q, want %q", got, want)
+	if got, want := w.Known(), []string{"a_b", "default/web/http"}; !slicesEqual(got, want) {
+		t.Fatalf("Known() = %q, want %q", got, want)
 	}
 	if _, err := os.Stat(filepath.Join(dir, "notes.txt")); err != nil {
 		t.Fatal("New removed a file that is not a temp file")
@@ -235,8 +235,8 @@ func TestRestartRewritesNothing(t *testing.T) {
 			}
 
 			w2, _ := newWriter(t, dir, f)
-			if got := w2.Existing(); !slicesEqual(got, names) {
-				t.Fatalf("Existing() = %q, want %q", got, names)
+			if got := w2.Known(); !slicesEqual(got, names) {
+				t.Fatalf("Known() = %q, want %q", got, names)
 			}
 			checkResult(t, w2.Write(t.Context(), batch(80)), 0, 3, 0)
 			for _, n := range names {
@@ -526,6 +526,9 @@ func TestDryRunIgnoresDisk(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if len(dry.Known()) != 0 {
+		t.Fatal("dry-run listed the folder")
+	}
 	checkResult(t, dry.Write(t.Context(), one("a", 81)), 1, 0, 0)
 	checkResult(t, dry.Write(t.Context(), one("a", 80)), 1, 0, 0)
 	if !strings.HasPrefix(out.String(), "# "+p+"\n{") {
@@ -533,9 +536,6 @@ func TestDryRunIgnoresDisk(t *testing.T) {
 	}
 	if idOf(t, p) != before {
 		t.Fatal("dry-run touched the file")
-	}
-	if dry.Existing() != nil {
-		t.Fatal("dry-run listed the folder")
 	}
 }
 

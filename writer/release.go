@@ -1,0 +1,111 @@
+package writer
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+)
+
+// release drops all the Writer keeps for a cluster: its last document, what
+// it knows of its file. The caller holds w.mu.
+func (w *Writer) release(cluster string) {
+	delete(w.files, cluster)
+	delete(w.found, cluster)
+	delete(w.enc.clusters, cluster)
+	if path, err := w.Path(cluster); err == nil {
+		delete(w.short, filepath.Base(path))
+	}
+}
+
+// Tracked returns the number of clusters the Writer keeps something for in
+// memory: files it knows and documents it keeps. Released clusters are not
+// among them.
+func (w *Writer) Tracked() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	n := len(w.files)
+	for name := range w.enc.clusters {
+		if _, ok := w.files[name]; !ok {
+			n++
+		}
+	}
+	return n
+}
+
+// ErrInUse is returned by Remove for a cluster written since it was
+// released, or whose write is pending: its file is live again.
+var ErrInUse = errors.New("cluster written since it was released")
+
+// Remove deletes the file of a released cluster, if it holds exactly what
+// the Writer writes for that cluster with no endpoints: the file of a
+// cluster emptied and released. Anything else at the path (another
+// content, someone else's file) is left alone, with an error saying why.
+// A file already gone is not an error. Nothing happens in dry-run.
+//
+// Envoy ignores a file's removal (it reloads on a rename onto the path
+// only), so an Envoy that read the empty file keeps no hosts for it.
+func (w *Writer) Remove(cluster string) (removed bool, err error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.dryRun {
+		return false, nil
+	}
+	_, known := w.files[cluster]
+	if _, pending := w.pending[cluster]; known || pending {
+		return false, ErrInUse
+	}
+	path, err := w.Path(cluster)
+	if err != nil {
+		return false, err
+	}
+	// A throwaway encoder: the Writer's would keep a document for the
+	// cluster, which is what releasing it freed.
+	want, err := newEncoder(w.format).encode(&endpointv3.ClusterLoadAssignment{ClusterName: cluster})
+	if err != nil {
+		return false, err
+	}
+	got, _, err := readFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		w.release(cluster)
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	if !bytes.Equal(got, want.data) {
+		return false, fmt.Errorf("%s: not the empty file of %s; left alone", path, cluster)
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return false, err
+	}
+	w.release(cluster) // a file found at New
+	w.log.Debug("removed", "cluster", cluster, "path", path)
+	return true, nil
+}
+
+// readFile reads the file at path and tells which file it read.
+func readFile(path string) ([]byte, fileIdent, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fileIdent{}, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, fileIdent{}, err
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fileIdent{}, fmt.Errorf("%s: not a regular file (mode %s)", path, fi.Mode())
+	}
+	var b bytes.Buffer
+	b.Grow(int(fi.Size()) + bytes.MinRead) // one read, and one to see EOF
+	if _, err := b.ReadFrom(f); err != nil {
+		return nil, fileIdent{}, err
+	}
+	return b.Bytes(), identOf(fi), nil
+}
