@@ -10,14 +10,14 @@ RUN go mod download
 COPY . .
 ARG VERSION=dev
 ARG TARGETOS TARGETARCH
-# docker_test.go (TestStaticBinary) runs this very line, with /out/edsync
+# test/e2e/docker_test.go (TestStaticBinary) runs this very line, with /out/edsync
 # replaced: keep it one line starting "RUN CGO_ENABLED=0 ".
 # CGO off: a static binary, no libc needed (the distroless static base has none).
 RUN CGO_ENABLED=0 GOOS=$TARGETOS GOARCH=$TARGETARCH go build -trimpath -ldflags "-s -w -X main.version=${VERSION}" -o /out/edsync .
 
 FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /out/edsync /edsync
-# 65532 is distroless' nonroot user; docker_test.go runs the binary as the
+# 65532 is distroless' nonroot user; test/e2e/docker_test.go runs the binary as the
 # uid:gid written here. Envoy reads the files, so the shared volume must be
 # readable by Envoy's user: edsync writes them 0644.
 USER 65532:65532

@@ -1,4 +1,4 @@
-package main
+package e2e
 
 import (
 	"bytes"
@@ -11,12 +11,24 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/edsync/edsync/test/e2e/harness"
 )
+
+// repoRoot is the edsync repository these tests read from.
+func repoRoot(t *testing.T) string {
+	t.Helper()
+	repo, err := harness.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return repo
+}
 
 // dockerfileLine returns the Dockerfile's one line that starts with prefix.
 func dockerfileLine(t *testing.T, prefix string) string {
 	t.Helper()
-	data, err := os.ReadFile("Dockerfile")
+	data, err := os.ReadFile(filepath.Join(repoRoot(t), "Dockerfile"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -37,10 +49,12 @@ func dockerfileLine(t *testing.T, prefix string) string {
 // distroless base (no libc, no loader) needs, and, when the test runs as
 // root, runs it as the image's USER from an empty folder on a copy of the
 // example manifests.
+//
+// It lives here, not beside main.go, because -trimpath makes it compile
+// every package again: on a cold, busy machine that alone outlasted the
+// unit tests' default 10-minute timeout.
 func TestStaticBinary(t *testing.T) {
-	if testing.Short() {
-		t.Skip("-short: builds edsync from scratch")
-	}
+	repo := repoRoot(t)
 	if runtime.GOOS != "linux" {
 		t.Skip("the image is Linux")
 	}
@@ -57,6 +71,7 @@ func TestStaticBinary(t *testing.T) {
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	bin := filepath.Join(dir, "edsync")
 	cmd := exec.CommandContext(t.Context(), "sh", "-c", strings.Replace(build, " -o /out/edsync ", " -o "+bin+" ", 1))
+	cmd.Dir = repo
 	cmd.Env = append(os.Environ(), "VERSION=static-test", "TARGETOS="+runtime.GOOS, "TARGETARCH="+runtime.GOARCH)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("%s: %v\n%s", build, err, out)
@@ -99,12 +114,12 @@ func TestStaticBinary(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	entries, err := os.ReadDir("examples/endpointslices")
+	entries, err := os.ReadDir(filepath.Join(repo, "examples", "endpointslices"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, e := range entries {
-		data, err := os.ReadFile(filepath.Join("examples/endpointslices", e.Name()))
+		data, err := os.ReadFile(filepath.Join(repo, "examples", "endpointslices", e.Name()))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -124,7 +139,7 @@ func TestStaticBinary(t *testing.T) {
 	if err := run.Run(); err != nil {
 		t.Fatalf("edsync as %s: %v\n%s", user, err, stderr.String())
 	}
-	want, err := os.ReadFile(filepath.Join("testdata", "examples-dry-run.json.txt"))
+	want, err := os.ReadFile(filepath.Join(repo, "testdata", "examples-dry-run.json.txt"))
 	if err != nil {
 		t.Fatal(err)
 	}
