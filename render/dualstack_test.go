@@ -287,13 +287,7 @@ func TestDualStackRandom(t *testing.T) {
 			got, _ := memo.Service(web, slices.Clone(in))
 			assertValid(t, got)
 
-			shuffled := slices.Clone(in)
-			rng.Shuffle(len(shuffled), func(a, b int) { shuffled[a], shuffled[b] = shuffled[b], shuffled[a] })
-			for j, s := range shuffled {
-				c := s.DeepCopy()
-				rng.Shuffle(len(c.Endpoints), func(a, b int) { c.Endpoints[a], c.Endpoints[b] = c.Endpoints[b], c.Endpoints[a] })
-				shuffled[j] = c
-			}
+			shuffled := shuffle(rng, in)
 			fresh, _ := New(opts)
 			want, _ := fresh.Service(web, shuffled)
 			if !slices.EqualFunc(marshalAll(t, want), marshalAll(t, got), slices.Equal) {

@@ -486,14 +486,7 @@ func TestShuffledInputGivesIdenticalBytes(t *testing.T) {
 		first, _ := r.Service(web, in)
 		want := marshalAll(t, first)
 		for i := range 5 {
-			shuffled := slices.Clone(in)
-			rng.Shuffle(len(shuffled), func(a, b int) { shuffled[a], shuffled[b] = shuffled[b], shuffled[a] })
-			// Shuffle endpoints within each slice too: a deep copy, new identity.
-			for j, s := range shuffled {
-				c := s.DeepCopy()
-				rng.Shuffle(len(c.Endpoints), func(a, b int) { c.Endpoints[a], c.Endpoints[b] = c.Endpoints[b], c.Endpoints[a] })
-				shuffled[j] = c
-			}
+			shuffled := shuffle(rng, in)
 			fresh, _ := New(opts)
 			got, _ := fresh.Service(web, shuffled)
 			if !slices.EqualFunc(want, marshalAll(t, got), slices.Equal) {
@@ -592,4 +585,17 @@ func TestRenderedCLAsPassValidateAll(t *testing.T) {
 			t.Errorf("validate accepted %v", bad)
 		}
 	}
+}
+
+// shuffle returns in in another order, with each slice's endpoints shuffled
+// too (deep copies: new identities, as an informer's relist gives).
+func shuffle(rng *rand.Rand, in []*discoveryv1.EndpointSlice) []*discoveryv1.EndpointSlice {
+	out := slices.Clone(in)
+	rng.Shuffle(len(out), func(a, b int) { out[a], out[b] = out[b], out[a] })
+	for j, s := range out {
+		c := s.DeepCopy()
+		rng.Shuffle(len(c.Endpoints), func(a, b int) { c.Endpoints[a], c.Endpoints[b] = c.Endpoints[b], c.Endpoints[a] })
+		out[j] = c
+	}
+	return out
 }
