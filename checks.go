@@ -7,6 +7,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"syscall"
 
 	"github.com/edsync/edsync/render"
 )
@@ -65,6 +66,9 @@ func checkPaths(cfg *config, run bool) error {
 	if run && !cfg.dryRun {
 		out, err := os.Stat(cfg.outputDir)
 		switch {
+		case errors.Is(err, syscall.ENOTDIR):
+			// A parent is a file: no folder can be made there.
+			return usagef("--output-dir %s: a parent of it is not a folder", cfg.outputDir)
 		case err != nil:
 			// Missing: created at start. Unreadable: the writer says why.
 		case !out.IsDir():

@@ -273,3 +273,55 @@ func TestPruneAfterSetting(t *testing.T) {
 		t.Errorf("--prune-after -1m: exit %d, stderr %q; want exit 2 and one line", code, stderr)
 	}
 }
+
+// A cluster name one Service gives up and another takes in the same flush
+// is in the batch twice, released then live: the live one must stay
+// published (counted, and known to belong to its new Service, which is how
+// a lost file of it is found to render again).
+func TestClusterNameHandedOverInOneFlush(t *testing.T) {
+	ren, err := render.New(render.Options{ClusterNameTemplate: "{{.Namespace}}/{{.Port}}"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.DiscardHandler)
+	dir := t.TempDir()
+	w, err := writer.New(writer.Options{Dir: dir, Format: writer.FormatJSON, Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &serviceChurn{dir: dir, now: time.Unix(1_700_000_000, 0)}
+	c.p = newPipeline(&pipeline{
+		log:       log,
+		coalescer: watch.NewCoalescer(0, 0),
+		renderer:  ren,
+		writer:    w,
+		now:       func() time.Time { return c.now },
+		files:     outputFiles{pruneAfter: time.Minute},
+	})
+	c.store = c.p.newStore()
+
+	// Both Services name their port's cluster bench/http: a goes and b
+	// comes in one flush, which releases the name and hands it to b.
+	c.store.Upsert("bench/a-1", benchSlice("a", "a-1", 0, 3))
+	c.step(t)
+	c.store.Delete("bench/a-1")
+	c.store.Upsert("bench/b-1", benchSlice("b", "b-1", 10, 3))
+	c.step(t)
+
+	const name = "bench/http"
+	if got, want := c.p.metrics.serviceOf(name), (render.ServiceKey{Namespace: "bench", Name: "b"}); got != want {
+		t.Errorf("cluster %s belongs to %v for the metrics, want %v", name, got, want)
+	}
+	if _, due := c.p.files.pruneAt[name]; due {
+		t.Errorf("cluster %s is due for pruning though b publishes it", name)
+	}
+	c.now = c.now.Add(2 * time.Minute)
+	c.p.prune(c.now)
+	file, err := writer.FileName(name, writer.FormatJSON)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, file)); err != nil {
+		t.Errorf("b's file: %v", err)
+	}
+}

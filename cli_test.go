@@ -120,6 +120,7 @@ current-context: x
 		{"missing from-dir", []string{"--dry-run", "--once", "--from-dir", filepath.Join(dir, "nope")}, nil, "--from-dir " + filepath.Join(dir, "nope")},
 		{"from-dir a socket", []string{"--dry-run", "--once", "--from-dir", sock}, nil, "--from-dir " + sock},
 		{"output dir a file", []string{"--once", "--from-dir", examples, "--output-dir", notAFolder}, nil, "--output-dir " + notAFolder},
+		{"output dir under a file", []string{"--once", "--from-dir", examples, "--output-dir", filepath.Join(notAFolder, "out")}, nil, "a parent of it is not a folder"},
 		{"output dir is the source folder", []string{"--once", "--from-dir", dir, "--output-dir", dir + "/."}, nil, "is the --from-dir folder"},
 		{"missing kubeconfig", []string{"--dry-run", "--once", "--kubeconfig", filepath.Join(dir, "nope")}, nil, "kubeconfig"},
 		{"unknown context", []string{"--dry-run", "--once", "--kubeconfig", kubeconfig, "--context", "nope"}, nil, `"nope"`},

@@ -148,9 +148,20 @@ func (p *pipeline) goneCluster(name string) writer.Cluster {
 // released notes the outcome of a flush's batch for the files: the
 // clusters released are forgotten by the metrics and their files are due
 // for pruning; a cluster published again is not pruned.
+//
+// Only a name's last entry counts, as in the writer: a cluster name one
+// Service gave up and another took in the same flush is in the batch twice,
+// released first, then live.
 func (p *pipeline) released(batch []writer.Cluster) {
 	now := p.now()
-	for _, c := range batch {
+	last := make(map[string]int, len(batch))
+	for i, c := range batch {
+		last[c.Name] = i
+	}
+	for i, c := range batch {
+		if last[c.Name] != i {
+			continue
+		}
 		if !c.Release {
 			if p.files.pruneAt != nil {
 				delete(p.files.pruneAt, c.Name)
