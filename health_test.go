@@ -111,11 +111,15 @@ func TestReadyzAfterAFailedInitialWrite(t *testing.T) {
 	}
 	wantProbe(t, handler, "/readyz", 200, "ok")
 
-	// Fail a later write: still ready.
-	if err := os.Remove(target); err != nil {
+	// Fail a later write: still ready. Not with a folder in the file's
+	// way: the output folder watch writes a removed file again at once, so
+	// the folder would race with that write. A file where the temp folder
+	// should be fails every write instead.
+	tmp := filepath.Join(cfg.outputDir, ".tmp")
+	if err := os.RemoveAll(tmp); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Mkdir(target, 0o755); err != nil {
+	if err := os.WriteFile(tmp, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	replaceFile(t, src, manifest("web", "10.0.0.2"))
