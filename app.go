@@ -9,12 +9,15 @@ import (
 	"os"
 	"slices"
 	"sync"
+	"time"
 
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/klog/v2"
 
+	"github.com/edsync/edsync/internal/metrics"
+	"github.com/edsync/edsync/pipeline"
 	"github.com/edsync/edsync/render"
 	"github.com/edsync/edsync/watch"
 	"github.com/edsync/edsync/writer"
@@ -38,7 +41,13 @@ func start(ctx context.Context, cfg *config, hup <-chan os.Signal, stdout, stder
 		}
 		defer release()
 	}
-	p, err := build(cfg, log, stdout)
+	m := metrics.New(buildVersion())
+	opts, err := pipelineOptions(cfg, log, stdout)
+	if err != nil {
+		return err
+	}
+	opts.Metrics = m
+	p, err := pipeline.New(opts)
 	if err != nil {
 		return err
 	}
@@ -46,11 +55,11 @@ func start(ctx context.Context, cfg *config, hup <-chan os.Signal, stdout, stder
 		"output_dir", cfg.outputDir, "format", cfg.format, "dry_run", cfg.dryRun, "once", cfg.once,
 		"config", cfg.configFile, "topology", cfg.render.Topology, "node_name", cfg.nodes.Name,
 		"node_topology", cfg.nodes.All, "watch_services", cfg.watchServices)
-	p.metrics.configLoadedAtStart(p.now())
+	m.ConfigLoadedAtStart(time.Now())
 	// With --once edsync exits before anyone could scrape or probe it (and
 	// an init container has no probes): it serves nothing.
 	if cfg.httpAddr != "" && !cfg.once {
-		_, stop, err := serveHTTP(cfg.httpAddr, httpHandler(p.metrics, p.health), log.With("component", "http"))
+		_, stop, err := serveHTTP(cfg.httpAddr, httpHandler(m, p), log.With("component", "http"))
 		if err != nil {
 			return err
 		}
@@ -60,7 +69,7 @@ func start(ctx context.Context, cfg *config, hup <-chan os.Signal, stdout, stder
 	done := make(chan struct{})
 	defer func() { stop(); <-done }()
 	if cfg.configFile != "" && !cfg.once {
-		r := p.reloader(cfg, level, log)
+		r := newReloader(cfg, p, m, level, log)
 		r.hup = hup
 		go func() {
 			defer close(done)
@@ -95,30 +104,31 @@ func logHangups(ctx context.Context, hup <-chan os.Signal, log *slog.Logger, why
 	}
 }
 
-// reloader follows the config file for the pipeline, counting each reload.
-func (p *pipeline) reloader(cfg *config, level *slog.LevelVar, log *slog.Logger) *reloader {
+// newReloader follows the config file for the pipeline p, counting each
+// reload in m.
+func newReloader(cfg *config, p *pipeline.Pipeline, m *metrics.Metrics, level *slog.LevelVar, log *slog.Logger) *reloader {
 	return &reloader{
 		current:  cfg,
 		log:      log.With("component", "config"),
-		apply:    func(next *config) error { return p.apply(next, level) },
-		onResult: func(err error) { p.metrics.configReloaded(err, p.now()) },
+		apply:    func(next *config) error { return apply(p, next, level) },
+		onResult: func(err error) { m.ConfigReloaded(err, time.Now()) },
 	}
 }
 
 // apply hands the settings of a reloaded config file that a running
 // pipeline can change to it; see restartOnly for the others.
-func (p *pipeline) apply(next *config, level *slog.LevelVar) error {
+func apply(p *pipeline.Pipeline, next *config, level *slog.LevelVar) error {
 	ren, err := render.New(next.render)
 	if err != nil {
 		return err
 	}
 	level.Set(next.logLevel)
-	p.reconfigure(&liveConfig{
-		renderer:  ren,
-		declared:  declared(next.clusters, ren),
-		debounce:  next.debounce,
-		maxDelay:  next.maxDelay,
-		localZone: next.render.LocalZone,
+	p.Reconfigure(pipeline.Live{
+		Renderer:  ren,
+		Declared:  declared(next.clusters, ren),
+		Debounce:  next.debounce,
+		MaxDelay:  next.maxDelay,
+		LocalZone: next.render.LocalZone,
 	})
 	return nil
 }
@@ -130,11 +140,12 @@ func sourceName(cfg *config) string {
 	return "kubernetes"
 }
 
-// build makes the pipeline and its stages from the config.
-func build(cfg *config, log *slog.Logger, stdout io.Writer) (*pipeline, error) {
+// pipelineOptions makes the pipeline's stages and options from the config;
+// the caller adds metrics and hooks.
+func pipelineOptions(cfg *config, log *slog.Logger, stdout io.Writer) (pipeline.Options, error) {
 	ren, err := render.New(cfg.render)
 	if err != nil {
-		return nil, usageError{err}
+		return pipeline.Options{}, usageError{err}
 	}
 	w, err := writer.New(writer.Options{
 		Dir:    cfg.outputDir,
@@ -144,38 +155,36 @@ func build(cfg *config, log *slog.Logger, stdout io.Writer) (*pipeline, error) {
 		Logger: log,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("output: %w", err)
+		return pipeline.Options{}, fmt.Errorf("output: %w", err)
 	}
-	p := newPipeline(&pipeline{
-		log:         log.With("component", "pipeline"),
-		coalescer:   watch.NewCoalescer(cfg.debounce, cfg.maxDelay),
-		renderer:    ren,
-		writer:      w,
-		declared:    declared(cfg.clusters, ren),
-		once:        cfg.once,
-		dryRun:      cfg.dryRun,
-		syncTimeout: cfg.syncTimeout,
-		files:       outputFiles{pruneAfter: cfg.pruneAfter},
-	})
-	store := p.newStore()
-	p.topo.nodeName, p.topo.nodeTopology, p.topo.localZone = cfg.nodes.Name, cfg.nodes.All, cfg.render.LocalZone
-	var objects *watch.Objects
-	if cfg.watchServices || cfg.nodes.All || cfg.nodes.Name != "" {
-		objects = watch.NewObjects(p.objectsChanged)
-		p.topo.objects = objects
-	}
+	return pipeline.Options{
+		Logger:       log.With("component", "pipeline"),
+		NewSource:    func(s *watch.Store, o *watch.Objects) (pipeline.Source, error) { return newSource(cfg, s, o, log) },
+		WatchObjects: cfg.watchServices || cfg.nodes.All || cfg.nodes.Name != "",
+		Renderer:     ren,
+		Writer:       w,
+		Declared:     declared(cfg.clusters, ren),
+		Debounce:     cfg.debounce,
+		MaxDelay:     cfg.maxDelay,
+		NodeName:     cfg.nodes.Name,
+		NodeTopology: cfg.nodes.All,
+		LocalZone:    cfg.render.LocalZone,
+		Once:         cfg.once,
+		SyncTimeout:  cfg.syncTimeout,
+		DryRun:       cfg.dryRun,
+		PruneAfter:   cfg.pruneAfter,
+	}, nil
+}
 
+// newSource makes the sources the config names, feeding store and objects
+// (nil unless Services or Nodes are read).
+func newSource(cfg *config, store *watch.Store, objects *watch.Objects, log *slog.Logger) (pipeline.Source, error) {
 	if cfg.fromDir != "" {
-		src, err := watch.NewDir(watch.DirOptions{
+		return watch.NewDir(watch.DirOptions{
 			Dir: cfg.fromDir, Namespaces: cfg.namespaces, Selector: cfg.selector, Services: cfg.services,
 			Store: store, Logger: log,
 			Objects: objects, WatchServices: cfg.watchServices, Nodes: cfg.nodes,
 		})
-		if err != nil {
-			return nil, err
-		}
-		p.source = src
-		return p, nil
 	}
 
 	rc, err := restConfig(cfg)
@@ -193,7 +202,7 @@ func build(cfg *config, log *slog.Logger, stdout io.Writer) (*pipeline, error) {
 	if err != nil {
 		return nil, usageError{err}
 	}
-	all := []source{src}
+	all := []pipeline.Source{src}
 	if cfg.watchServices {
 		svc, err := watch.NewKubeServices(watch.KubeServicesOptions{
 			Client: client, Namespaces: cfg.namespaces, Services: cfg.services, Objects: objects, Logger: log,
@@ -210,12 +219,7 @@ func build(cfg *config, log *slog.Logger, stdout io.Writer) (*pipeline, error) {
 		}
 		all = append(all, nodes)
 	}
-	if len(all) == 1 {
-		p.source = src
-	} else {
-		p.source = newSources(all...)
-	}
-	return p, nil
+	return pipeline.Sources(all...), nil
 }
 
 // declared is every cluster whose file must exist: those of --cluster and
@@ -224,20 +228,6 @@ func declared(flagged []string, ren *render.Renderer) []string {
 	out := slices.Concat(flagged, ren.Declared())
 	slices.Sort(out)
 	return slices.Compact(out)
-}
-
-// newStore makes the Store the sources write and the pipeline reads: its
-// events and skips are counted, and the trigger times of the slices that
-// change from now on are kept for the network programming latency.
-func (p *pipeline) newStore() *watch.Store {
-	s := watch.NewStoreWith(watch.StoreOptions{
-		Notify:            p.notify,
-		OnEvent:           p.metrics.sliceEvent,
-		OnSkip:            p.metrics.skip,
-		TriggerTimesSince: p.now(),
-	})
-	p.store = s
-	return s
 }
 
 // restConfig uses in-cluster credentials when edsync runs in a Pod and no

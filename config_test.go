@@ -13,9 +13,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/edsync/edsync/render"
-	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/urfave/cli/v2"
+
+	"github.com/edsync/edsync/render"
 )
 
 // configForTest parses args as edsync's command line does and returns the
@@ -166,21 +166,16 @@ func TestConfigReload(t *testing.T) {
 		t.Fatalf("a Service port not in the list has a file: %v", err)
 	}
 	results := make(chan error, 10)
-	r := tp.p.reloader(cfg, new(slog.LevelVar), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	r := newReloader(cfg, tp.p, tp.m, new(slog.LevelVar), slog.New(slog.DiscardHandler))
 	count := r.onResult
 	r.onResult = func(err error) { count(err); results <- err }
-	m := tp.p.metrics
 	checkReloads := func(success, failure, lastOK float64) {
 		t.Helper()
-		if got := testutil.ToFloat64(m.configReloads.WithLabelValues("success")); got != success {
-			t.Errorf("edsync_config_reloads_total{result=success} = %v, want %v", got, success)
-		}
-		if got := testutil.ToFloat64(m.configReloads.WithLabelValues("failure")); got != failure {
-			t.Errorf("edsync_config_reloads_total{result=failure} = %v, want %v", got, failure)
-		}
-		if got := testutil.ToFloat64(m.configLastReloadOK); got != lastOK {
-			t.Errorf("edsync_config_last_reload_successful = %v, want %v", got, lastOK)
-		}
+		checkMetrics(t, "config reloads", tp.m, map[string]float64{
+			`edsync_config_reloads_total{result="success"}`: success,
+			`edsync_config_reloads_total{result="failure"}`: failure,
+			`edsync_config_last_reload_successful`:          lastOK,
+		})
 	}
 	done := make(chan error, 1)
 	go func() { done <- r.Run(t.Context()) }()
@@ -238,7 +233,7 @@ func TestConfigReloadOnSIGHUP(t *testing.T) {
 	tp.waitFlush(t, "web")
 
 	results := make(chan error, 10)
-	r := tp.p.reloader(cfg, new(slog.LevelVar), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	r := newReloader(cfg, tp.p, tp.m, new(slog.LevelVar), slog.New(slog.DiscardHandler))
 	count := r.onResult
 	r.onResult = func(err error) { count(err); results <- err }
 	hup := make(chan os.Signal, 1)
@@ -256,10 +251,31 @@ func TestConfigReloadOnSIGHUP(t *testing.T) {
 	case <-time.After(30 * time.Second): // a failure guard, not a timing assertion
 		t.Fatal("SIGHUP did not reload the config file")
 	}
-	if got := testutil.ToFloat64(tp.p.metrics.configReloads.WithLabelValues("success")); got != 1 {
-		t.Errorf("edsync_config_reloads_total{result=success} = %v, want 1", got)
-	}
+	checkMetrics(t, "after SIGHUP", tp.m, map[string]float64{`edsync_config_reloads_total{result="success"}`: 1})
 	if f := tp.waitFlush(t, "web"); !f.Reload || f.Written != 0 {
 		t.Errorf("flush after SIGHUP %+v: want a reload flush that rewrites nothing (the bytes are the same)", f)
+	}
+}
+
+// --prune-after comes from the flag, EDSYNC_PRUNE_AFTER or the config
+// file's prune-after, 5m by default; 0 is allowed (keep the files).
+func TestPruneAfterSetting(t *testing.T) {
+	if cfg := configForTest(t, "--dry-run"); cfg.pruneAfter != 5*time.Minute {
+		t.Errorf("default %s, want 5m", cfg.pruneAfter)
+	}
+	if cfg := configForTest(t, "--dry-run", "--prune-after", "0"); cfg.pruneAfter != 0 {
+		t.Errorf("--prune-after 0 gave %s", cfg.pruneAfter)
+	}
+	path := filepath.Join(t.TempDir(), "edsync.yaml")
+	writeFile(t, path, "prune-after: 90s\n")
+	if cfg := configForTest(t, "--dry-run", "--config", path); cfg.pruneAfter != 90*time.Second {
+		t.Errorf("from the config file: %s, want 1m30s", cfg.pruneAfter)
+	}
+	t.Setenv("EDSYNC_PRUNE_AFTER", "1h")
+	if cfg := configForTest(t, "--dry-run", "--config", path); cfg.pruneAfter != time.Hour {
+		t.Errorf("EDSYNC_PRUNE_AFTER over the file: %s, want 1h", cfg.pruneAfter)
+	}
+	if code, _, stderr := edsync(t, "--dry-run", "--prune-after", "-1m"); code != exitUsage || strings.Count(stderr, "\n") != 1 {
+		t.Errorf("--prune-after -1m: exit %d, stderr %q; want exit 2 and one line", code, stderr)
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"k8s.io/klog/v2"
 
+	"github.com/edsync/edsync/pipeline"
 	"github.com/edsync/edsync/render"
 	"github.com/edsync/edsync/watch"
 	"github.com/edsync/edsync/writer"
@@ -133,15 +134,19 @@ func syncClusterNames(ctx context.Context, cfg *config, stderr io.Writer) ([]str
 	run.nodes = watch.NodeOptions{}
 	log := newLogger(&run, new(slog.LevelVar), stderr)
 	klogOnce.Do(func() { klog.SetSlogLogger(log.With("component", "client-go")) })
-	p, err := build(&run, log, io.Discard)
+	opts, err := pipelineOptions(&run, log, io.Discard)
 	if err != nil {
 		return nil, err
 	}
 	var names []string
-	p.onFlush = func(r flushReport) {
+	opts.OnFlush = func(r pipeline.Report) {
 		if r.Initial {
 			names = r.Clusters // sorted
 		}
+	}
+	p, err := pipeline.New(opts)
+	if err != nil {
+		return nil, err
 	}
 	if err := p.Run(ctx); err != nil {
 		return nil, err

@@ -21,6 +21,13 @@ const (
 
 func env(name string) []string { return []string{"EDSYNC_" + name} }
 
+// defaultPruneAfter is --prune-after's default: long enough for every
+// Envoy to have read the emptied file (it does within milliseconds of the
+// rename) and for a Service deleted and created again by a deploy to come
+// back before its file goes; short enough that preview environments and
+// CI namespaces leave no more than a few minutes of files behind.
+const defaultPruneAfter = 5 * time.Minute
+
 // flags are every knob of edsync, each with its EDSYNC_* variable; their
 // long names are also the keys of the --config file.
 func flags() []cli.Flag {

@@ -1,17 +1,16 @@
 package main
 
 import (
-	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
-	"time"
+
+	"github.com/edsync/edsync/internal/metrics"
 )
 
 // get asks the handler for path and returns the status and body.
@@ -30,103 +29,30 @@ func wantProbe(t *testing.T, h http.Handler, path string, code int, body string)
 	}
 }
 
-// /healthz follows the loop: not started, idle, busy, busy too long, stopped.
-func TestHealthzSaysWhenTheLoopIsStuck(t *testing.T) {
-	now := time.Unix(1_000_000, 0)
-	h := newHealth(func() time.Time { return now })
-	handler := httpHandler(newMetrics("test"), h)
+// probeErrors is what the pipeline tells the probes, set by the test.
+type probeErrors struct{ alive, ready error }
 
-	wantProbe(t, handler, "/healthz", 503, "has not started")
-	h.start()
-	wantProbe(t, handler, "/healthz", 200, "ok")
-	h.begin("a flush of 3 Services")
-	now = now.Add(stuckAfter)
-	wantProbe(t, handler, "/healthz", 200, "ok")
-	now = now.Add(time.Second)
-	wantProbe(t, handler, "/healthz", 503, "busy with a flush of 3 Services for 1m1s")
-	h.end()
-	wantProbe(t, handler, "/healthz", 200, "ok")
-	h.stop("source: folder is gone")
-	wantProbe(t, handler, "/healthz", 503, "stopped: source: folder is gone")
-}
+func (p probeErrors) Alive() error { return p.alive }
+func (p probeErrors) Ready() error { return p.ready }
 
-// manualSource is a source whose first sync the test decides.
-type manualSource struct {
-	running chan struct{}
-	synced  chan struct{}
-}
-
-func (s *manualSource) Run(ctx context.Context) error {
-	close(s.running)
-	<-ctx.Done()
-	return nil
-}
-
-func (s *manualSource) Synced() <-chan struct{} { return s.synced }
-
-func TestReadyzWaitsForTheFirstSync(t *testing.T) {
-	out := t.TempDir()
-	src := &manualSource{running: make(chan struct{}), synced: make(chan struct{})}
-	p := newTestPipeline(t, out, &pipeline{declared: []string{"default/declared"}, source: src})
-	p.newStore()
-	handler := httpHandler(p.metrics, p.health)
-
-	wantProbe(t, handler, "/readyz", 503, "not ready: the pipeline has not started")
-	tp := runPipeline(t, p, "", out)
-	<-src.running
-	wantProbe(t, handler, "/readyz", 503, "not ready: waiting for the first full sync")
-	wantProbe(t, handler, "/healthz", 200, "ok") // waiting is not being stuck
-
-	close(src.synced)
-	tp.waitFlush(t, "default/declared")
-	wantProbe(t, handler, "/readyz", 200, "ok")
-}
-
-// A failed write of the first flush keeps edsync not ready until a retry
-// writes it; once ready, a later failure changes nothing (the old files
-// keep serving).
-func TestReadyzAfterAFailedInitialWrite(t *testing.T) {
-	cfg := testConfig(t)
-	src := filepath.Join(cfg.fromDir, "web.yaml")
-	replaceFile(t, src, manifest("web", "10.0.0.1"))
-	target := filepath.Join(cfg.outputDir, "default_web_http.json")
-	if err := os.Mkdir(target, 0o755); err != nil { // a folder in the way fails the write, even as root
-		t.Fatal(err)
-	}
-	tp := startPipeline(t, cfg)
-	handler := httpHandler(tp.p.metrics, tp.p.health)
-
-	if r := tp.waitFlush(t, "default/web/http"); r.Failed != 1 {
-		t.Fatalf("first flush: %+v, want one failure", r)
-	}
-	wantProbe(t, handler, "/readyz", 503, "not every file of the first flush is written (1 pending); retrying (last error: ")
-	checkMetrics(t, "after the failure", tp.p.metrics, map[string]float64{
-		`edsync_cluster_writes_total{result="failed"}`: 1,
+// The probes answer 200 "ok", or 503 and the pipeline's reason, as plain
+// text that is never cached.
+func TestProbes(t *testing.T) {
+	m := metrics.New("test")
+	wantProbe(t, httpHandler(m, probeErrors{}), "/healthz", 200, "ok")
+	wantProbe(t, httpHandler(m, probeErrors{}), "/readyz", 200, "ok")
+	h := httpHandler(m, probeErrors{
+		alive: errors.New("the pipeline stopped: source: folder is gone"),
+		ready: errors.New("not ready: waiting for the first full sync of EndpointSlices"),
 	})
-
-	if err := os.Remove(target); err != nil {
-		t.Fatal(err)
+	wantProbe(t, h, "/healthz", 503, "the pipeline stopped: source: folder is gone\n")
+	wantProbe(t, h, "/readyz", 503, "not ready: waiting for the first full sync of EndpointSlices\n")
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/readyz", nil))
+	if ct, cc := rec.Header().Get("Content-Type"), rec.Header().Get("Cache-Control"); ct != "text/plain; charset=utf-8" || cc != "no-store" {
+		t.Errorf("probe headers: Content-Type %q, Cache-Control %q", ct, cc)
 	}
-	for r := tp.nextFlush(t); !r.Retry || r.Written != 1; r = tp.nextFlush(t) {
-	}
-	wantProbe(t, handler, "/readyz", 200, "ok")
-
-	// Fail a later write: still ready. Not with a folder in the file's
-	// way: the output folder watch writes a removed file again at once, so
-	// the folder would race with that write. A file where the temp folder
-	// should be fails every write instead.
-	tmp := filepath.Join(cfg.outputDir, ".tmp")
-	if err := os.RemoveAll(tmp); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(tmp, nil, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	replaceFile(t, src, manifest("web", "10.0.0.2"))
-	if r := tp.waitFlush(t, "default/web/http"); r.Failed != 1 {
-		t.Fatalf("later flush: %+v, want one failure", r)
-	}
-	wantProbe(t, handler, "/readyz", 200, "ok")
+	wantProbe(t, h, "/metrics", 200, `edsync_build_info{version="test"} 1`)
 }
 
 func TestParseHTTPAddr(t *testing.T) {
@@ -167,9 +93,7 @@ func TestHTTPAddrErrors(t *testing.T) {
 
 // The server answers on its address until stopped.
 func TestServeHTTP(t *testing.T) {
-	h := newHealth(time.Now)
-	h.start()
-	addr, stop, err := serveHTTP("127.0.0.1:0", httpHandler(newMetrics("test"), h), slog.New(slog.DiscardHandler))
+	addr, stop, err := serveHTTP("127.0.0.1:0", httpHandler(metrics.New("test"), probeErrors{}), slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}

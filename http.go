@@ -10,7 +10,7 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/edsync/edsync/internal/metrics"
 )
 
 // defaultHTTPAddr is next to Envoy's usual admin port, 9901.
@@ -33,14 +33,19 @@ func parseHTTPAddr(s string) (string, error) {
 	return s, nil
 }
 
+// probes is what /healthz and /readyz ask: the pipeline.
+type probes interface {
+	Alive() error
+	Ready() error
+}
+
 // httpHandler serves /metrics, /healthz and /readyz. Probe bodies are
 // plain text saying why when not OK.
-func httpHandler(m *metrics, h *health) http.Handler {
+func httpHandler(m *metrics.Metrics, p probes) http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", promhttp.InstrumentMetricHandler(m.reg,
-		promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg})))
-	mux.HandleFunc("GET /healthz", probe(h.alive))
-	mux.HandleFunc("GET /readyz", probe(h.readiness))
+	mux.Handle("GET /metrics", m.Handler())
+	mux.HandleFunc("GET /healthz", probe(p.Alive))
+	mux.HandleFunc("GET /readyz", probe(p.Ready))
 	return mux
 }
 

@@ -11,8 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus/testutil"
-
 	"github.com/edsync/edsync/internal/syncbuf"
 	"github.com/edsync/edsync/render"
 )
@@ -209,14 +207,10 @@ func TestServiceWithoutObjectWarnsOncePerService(t *testing.T) {
 	cfg := configForTest(t, "--from-dir", in, "--output-dir", out, "--debounce", "1ms", "--max-delay", "10ms",
 		"--watch-services", "--cluster-name-template", "{{.Namespace}}-{{.Service}}-{{.PortNumber}}")
 	var logs syncbuf.Buffer
-	p, err := build(cfg, slog.New(slog.NewTextHandler(&logs, nil)), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tp := runPipeline(t, p, in, out)
+	tp := startPipelineLog(t, cfg, slog.New(slog.NewTextHandler(&logs, nil)))
 	warnings := func() int { return strings.Count(logs.String(), "reason="+render.ReasonNoServicePort) }
 	skipped := func() float64 {
-		return testutil.ToFloat64(p.metrics.skipped.WithLabelValues(render.ReasonNoServicePort))
+		return scrape(t, tp.m)[`edsync_skipped_objects_total{reason="`+render.ReasonNoServicePort+`"}`]
 	}
 	if r := tp.nextFlush(t); !r.Initial || len(r.Clusters) != 0 {
 		t.Fatalf("first flush %+v: want the initial one, with no cluster", r)
@@ -245,11 +239,7 @@ func TestDeclaredClusterOfALaterServiceWarnsOnce(t *testing.T) {
 	cfg := configForTest(t, "--from-dir", in, "--output-dir", out, "--debounce", "1ms", "--max-delay", "10ms",
 		"--cluster", "shop/web/htpp")
 	var logs syncbuf.Buffer
-	p, err := build(cfg, slog.New(slog.NewTextHandler(&logs, nil)), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tp := runPipeline(t, p, in, out)
+	tp := startPipelineLog(t, cfg, slog.New(slog.NewTextHandler(&logs, nil)))
 	tp.waitFlush(t, "shop/web/htpp")
 	const warning = `level=WARN msg="declared cluster's port is not a port of its Service; publishing it empty"`
 	if strings.Contains(logs.String(), warning) || !strings.Contains(logs.String(), "declared cluster has no endpoints yet") {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"io"
 	"log/slog"
 	"path/filepath"
 	"slices"
@@ -10,7 +9,6 @@ import (
 	"testing"
 
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
-	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/edsync/edsync/render"
 
@@ -108,7 +106,8 @@ func TestPipelineTopologyFromTheFolder(t *testing.T) {
 		}
 	})
 	t.Run("a bad annotation is counted and left out", func(t *testing.T) {
-		before := testutil.ToFloat64(tp.p.metrics.skipped.WithLabelValues(render.ReasonInvalidAnnotation))
+		const skips = `edsync_skipped_objects_total{reason="` + render.ReasonInvalidAnnotation + `"}`
+		before := scrape(t, tp.m)[skips]
 		replaceFile(t, filepath.Join(in, "service.yaml"), topoService(`edsync.io/overprovisioning-factor: lots`))
 		tp.waitFlush(t, "shop/web/http")
 		cla := readAsEnvoy(t, file)
@@ -118,7 +117,7 @@ func TestPipelineTopologyFromTheFolder(t *testing.T) {
 		if got := len(cla.Endpoints); got != 2 {
 			t.Errorf("%d localities: the Service must still be published", got)
 		}
-		if got := testutil.ToFloat64(tp.p.metrics.skipped.WithLabelValues(render.ReasonInvalidAnnotation)) - before; got != 1 {
+		if got := scrape(t, tp.m)[skips] - before; got != 1 {
 			t.Errorf("invalid-annotation skips +%v, want +1", got)
 		}
 	})
@@ -147,7 +146,7 @@ func TestReloadKeepsServicesAndNodes(t *testing.T) {
 	tp.waitFlush(t, "shop/web/http")
 
 	next := configForTest(t, append(args, "--region", "r9", "--topology", "hints")...)
-	if err := tp.p.apply(next, new(slog.LevelVar)); err != nil {
+	if err := apply(tp.p, next, new(slog.LevelVar)); err != nil {
 		t.Fatal(err)
 	}
 	tp.waitReloadFlush(t)
@@ -164,7 +163,7 @@ func TestReloadKeepsServicesAndNodes(t *testing.T) {
 
 	// And back to zone, with a fixed --local-zone that wins over the Node's.
 	next = configForTest(t, append(args, "--local-zone", "z2")...)
-	if err := tp.p.apply(next, new(slog.LevelVar)); err != nil {
+	if err := apply(tp.p, next, new(slog.LevelVar)); err != nil {
 		t.Fatal(err)
 	}
 	tp.waitReloadFlush(t)
@@ -210,11 +209,7 @@ func TestMissingLocalNode(t *testing.T) {
 	cfg := configForTest(t, "--from-dir", in, "--output-dir", out, "--debounce", "1ms", "--max-delay", "10ms",
 		"--topology", "zone", "--node-name", "n1")
 	var logs syncbuf.Buffer
-	p, err := build(cfg, slog.New(slog.NewTextHandler(&logs, nil)), io.Discard)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tp := runPipeline(t, p, in, out)
+	tp := startPipelineLog(t, cfg, slog.New(slog.NewTextHandler(&logs, nil)))
 	file := filepath.Join(out, "shop_web_http.json")
 	tp.waitFlush(t, "shop/web/http")
 	if !strings.Contains(logs.String(), "level=WARN") || !strings.Contains(logs.String(), "Node is not found") {

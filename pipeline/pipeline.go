@@ -1,7 +1,14 @@
-package main
+// Package pipeline is edsync's loop: the one goroutine that owns the state
+// between the sources and the files. Sources mark Services dirty; the loop
+// debounces them, renders each dirty Service's clusters and writes them in
+// one batch, retries failed writes, writes again files lost behind its back
+// and prunes emptied ones. It imports watch, render and writer; main builds
+// it from the flags and starts it.
+package pipeline
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -14,23 +21,74 @@ import (
 	"github.com/edsync/edsync/writer"
 )
 
-// The stages, as the pipeline needs them. Interfaces belong here, where they
-// are used; tests substitute none of them but the source.
-type (
-	source interface {
-		Run(ctx context.Context) error
-		Synced() <-chan struct{}
-	}
-	sliceStore interface {
-		Slices(render.ServiceKey) []*discoveryv1.EndpointSlice
-		Services() []render.ServiceKey
-		TakeTriggerTimes(render.ServiceKey) []time.Time
-	}
-)
+// Source fills the pipeline's Store (and Objects) from somewhere: the
+// Kubernetes API, or a folder of manifests.
+type Source interface {
+	// Run feeds the Store until ctx ends; it returns nil then, or an
+	// error that ends the pipeline.
+	Run(ctx context.Context) error
+	// Synced is closed once the first full list is in the Store: nothing
+	// is written before it, since a partial cache would publish partial
+	// endpoint sets and drop traffic.
+	Synced() <-chan struct{}
+}
 
-// flushReport describes one flush, for logs and for tests that wait on the
-// flush sequence instead of sleeping.
-type flushReport struct {
+// Options are what a pipeline is built from. Renderer and Writer are
+// required, and NewSource unless the test drives flushes itself.
+type Options struct {
+	Logger *slog.Logger // nil: discard
+	// Clock is the pipeline's time: debounce, retries, pruning, durations.
+	// Nil is time.Now.
+	Clock func() time.Time
+	// NewSource makes the source from the Store the pipeline reads (and
+	// the Objects, nil unless WatchObjects): the pipeline makes both, as
+	// they tell it of each change.
+	NewSource func(store *watch.Store, objects *watch.Objects) (Source, error)
+	// WatchObjects says a source reads Services or Nodes.
+	WatchObjects bool
+
+	Renderer *render.Renderer
+	Writer   *writer.Writer
+	// Declared are the clusters whose files must exist (--cluster and the
+	// config file's list), sorted.
+	Declared           []string
+	Debounce, MaxDelay time.Duration
+
+	// NodeName (--node-name) and NodeTopology (--node-topology) are fixed
+	// for the life of the pipeline, as the informers they need; LocalZone
+	// (--local-zone) may change with Reconfigure.
+	NodeName     string
+	NodeTopology bool
+	LocalZone    string
+
+	// Once makes Run return after the first full flush; SyncTimeout then
+	// bounds the wait for the first sync.
+	Once        bool
+	SyncTimeout time.Duration
+	DryRun      bool // files are printed: logs say "printed", not "written"
+	// PruneAfter is how long the emptied file of a cluster no Service
+	// publishes and nobody declared stays; 0 keeps it.
+	PruneAfter time.Duration
+	// SummaryEvery is the least time between two Info lines summing up
+	// flushes (the others are logged at Debug); 0 is 10 s.
+	SummaryEvery time.Duration
+	// StuckAfter is how long one piece of work may take before Alive
+	// reports the loop stuck; 0 is a minute.
+	StuckAfter time.Duration
+
+	Metrics Metrics // nil: none
+
+	// Test hooks. OnFlush is told of each flush and retry, on the
+	// pipeline's goroutine, so tests wait on the flush sequence instead
+	// of sleeping; OnNotify of each Service marked dirty, on the source's
+	// goroutine; OnPrune of the clusters whose emptied files were removed.
+	OnFlush  func(Report)
+	OnNotify func(render.ServiceKey)
+	OnPrune  func([]string)
+}
+
+// Report describes one flush or retry.
+type Report struct {
 	Seq      int
 	Initial  bool // the first full flush, or (with Reload) one after a config reload
 	Reload   bool
@@ -40,34 +98,36 @@ type flushReport struct {
 	writer.Result
 }
 
-// pipeline is the one goroutine that owns the state between the source and
+// Pipeline is the one goroutine that owns the state between the sources and
 // the files: the dirty set, the coalescer, the renderer and the writer.
 // Source handlers only mark a Service dirty.
-type pipeline struct {
+type Pipeline struct {
 	log         *slog.Logger
 	store       sliceStore
-	source      source
+	source      Source
 	coalescer   *watch.Coalescer
 	renderer    *render.Renderer
 	writer      *writer.Writer
 	declared    []string // --cluster: files that must exist
 	once        bool
-	dryRun      bool // files are printed: logs say "printed", not "written"
+	dryRun      bool
 	syncTimeout time.Duration
 	now         func() time.Time
-	onFlush     func(flushReport)       // test hook, called on the pipeline goroutine
-	onNotify    func(render.ServiceKey) // test hook, called after a Service is marked dirty
-	metrics     *metrics
+	onFlush     func(Report)
+	onNotify    func(render.ServiceKey)
+	metrics     Metrics
 	health      *health
 	// topo holds the Services and Nodes handed to the renderer.
 	topo topology
+	// published is what the files hold, per cluster and summed.
+	published published
 	// summaryEvery is the least time between two Info lines summing up
 	// flushes (the others are logged at Debug).
 	summaryEvery time.Duration
 
 	mu    sync.Mutex
 	dirty map[render.ServiceKey]struct{}
-	next  *liveConfig // from a config reload, not yet installed
+	next  *Live // from a config reload, not yet installed
 	wake  chan struct{}
 	// reloading is set while the full flush after a reload runs.
 	reloading bool
@@ -88,38 +148,110 @@ type pipeline struct {
 	files outputFiles
 }
 
-func newPipeline(p *pipeline) *pipeline {
-	p.dirty = make(map[render.ServiceKey]struct{})
-	p.wake = make(chan struct{}, 1)
-	p.triggers = make(map[render.ServiceKey][]time.Time)
-	p.topo.services = make(map[render.ServiceKey]*render.ServiceInfo)
-	p.topo.nodes = make(map[string]*render.NodeTopology)
+// sliceStore is what the pipeline reads of watch.Store; tests drive a real
+// one.
+type sliceStore interface {
+	Slices(render.ServiceKey) []*discoveryv1.EndpointSlice
+	Services() []render.ServiceKey
+	TakeTriggerTimes(render.ServiceKey) []time.Time
+}
+
+// New makes a pipeline, its Store and Objects, and its source.
+func New(o Options) (*Pipeline, error) {
+	if o.Renderer == nil || o.Writer == nil {
+		return nil, errors.New("pipeline: a Renderer and a Writer are required")
+	}
+	p := newPipeline(o)
+	store := watch.NewStoreWith(watch.StoreOptions{
+		Notify:            p.notify,
+		OnEvent:           p.metrics.SliceEvent,
+		OnSkip:            p.metrics.Skipped,
+		TriggerTimesSince: p.now(),
+	})
+	p.store = store
+	var objects *watch.Objects
+	if o.WatchObjects {
+		objects = watch.NewObjects(p.objectsChanged)
+		p.topo.objects = objects
+	}
+	if o.NewSource != nil {
+		src, err := o.NewSource(store, objects)
+		if err != nil {
+			return nil, err
+		}
+		p.source = src
+	}
+	return p, nil
+}
+
+// newPipeline makes a pipeline without its store or source: New's first
+// half, and what tests that drive flushes themselves start from.
+func newPipeline(o Options) *Pipeline {
+	p := &Pipeline{
+		log:          o.Logger,
+		coalescer:    watch.NewCoalescer(o.Debounce, o.MaxDelay),
+		renderer:     o.Renderer,
+		writer:       o.Writer,
+		declared:     o.Declared,
+		once:         o.Once,
+		dryRun:       o.DryRun,
+		syncTimeout:  o.SyncTimeout,
+		now:          o.Clock,
+		onFlush:      o.OnFlush,
+		onNotify:     o.OnNotify,
+		metrics:      o.Metrics,
+		summaryEvery: o.SummaryEvery,
+		dirty:        make(map[render.ServiceKey]struct{}),
+		wake:         make(chan struct{}, 1),
+		triggers:     make(map[render.ServiceKey][]time.Time),
+		files:        outputFiles{pruneAfter: o.PruneAfter, onPrune: o.OnPrune},
+	}
+	p.topo = topology{
+		nodeName:     o.NodeName,
+		nodeTopology: o.NodeTopology,
+		localZone:    o.LocalZone,
+		services:     make(map[render.ServiceKey]*render.ServiceInfo),
+		nodes:        make(map[string]*render.NodeTopology),
+	}
+	p.published = newPublished()
+	if p.log == nil {
+		p.log = slog.New(slog.DiscardHandler)
+	}
 	if p.now == nil {
 		p.now = time.Now
 	}
 	if p.metrics == nil {
-		p.metrics = newMetrics(buildVersion())
-	}
-	if p.health == nil {
-		p.health = newHealth(p.now)
+		p.metrics = noMetrics{}
 	}
 	if p.summaryEvery == 0 {
 		p.summaryEvery = 10 * time.Second
+	}
+	p.health = newHealth(p.now)
+	if o.StuckAfter > 0 {
+		p.health.stuckAfter = o.StuckAfter
 	}
 	p.coalescer.OnTake = p.taken
 	return p
 }
 
+// Alive returns nil while the loop runs and is not stuck, else why not:
+// what /healthz reports. Safe from any goroutine.
+func (p *Pipeline) Alive() error { return p.health.alive() }
+
+// Ready returns nil once every file of the first full flush is written,
+// else why not: what /readyz reports. Safe from any goroutine.
+func (p *Pipeline) Ready() error { return p.health.readiness() }
+
 // taken records how long a Service's changes waited for their flush; the
 // initial flush takes what the sync marked, which waited for nothing.
-func (p *pipeline) taken(_ render.ServiceKey, first time.Time) {
+func (p *Pipeline) taken(_ render.ServiceKey, first time.Time) {
 	if p.synced {
-		p.metrics.debounceDelay.Observe(p.now().Sub(first).Seconds())
+		p.metrics.DebounceDelay(p.now().Sub(first))
 	}
 }
 
 // notify marks a Service dirty. Sources call it from their goroutines.
-func (p *pipeline) notify(key render.ServiceKey) {
+func (p *Pipeline) notify(key render.ServiceKey) {
 	p.mu.Lock()
 	p.dirty[key] = struct{}{}
 	p.mu.Unlock()
@@ -132,19 +264,20 @@ func (p *pipeline) notify(key render.ServiceKey) {
 	}
 }
 
-// liveConfig is what a config reload changes in a running pipeline.
-type liveConfig struct {
-	renderer           *render.Renderer
-	declared           []string
-	debounce, maxDelay time.Duration
-	localZone          string // --local-zone
+// Live is what a config reload changes in a running pipeline.
+type Live struct {
+	Renderer           *render.Renderer
+	Declared           []string
+	Debounce, MaxDelay time.Duration
+	LocalZone          string // --local-zone
 }
 
-// reconfigure hands the pipeline a new configuration, which its goroutine
-// installs before its next step. The reloader calls it from its goroutine.
-func (p *pipeline) reconfigure(lc *liveConfig) {
+// Reconfigure hands the pipeline a new configuration, which its goroutine
+// installs before its next step, then renders every Service again. Safe
+// from any goroutine (the config file's follower calls it).
+func (p *Pipeline) Reconfigure(lc Live) {
 	p.mu.Lock()
-	p.next = lc
+	p.next = &lc
 	p.mu.Unlock()
 	select {
 	case p.wake <- struct{}{}:
@@ -152,11 +285,11 @@ func (p *pipeline) reconfigure(lc *liveConfig) {
 	}
 }
 
-// install takes the configuration given to reconfigure, if any. The new
+// install takes the configuration given to Reconfigure, if any. The new
 // renderer starts empty, so every Service is rendered again by the full
 // flush that follows; the writer skips the files whose bytes stay the same.
 // It is first told the Services, Nodes and local zone the old one knew.
-func (p *pipeline) install() bool {
+func (p *Pipeline) install() bool {
 	p.mu.Lock()
 	lc := p.next
 	p.next = nil
@@ -164,17 +297,17 @@ func (p *pipeline) install() bool {
 	if lc == nil {
 		return false
 	}
-	p.renderer = lc.renderer
-	p.declared = lc.declared
-	p.coalescer.SetDelays(lc.debounce, lc.maxDelay)
-	p.topo.localZone = lc.localZone
+	p.renderer = lc.Renderer
+	p.declared = lc.Declared
+	p.coalescer.SetDelays(lc.Debounce, lc.MaxDelay)
+	p.topo.localZone = lc.LocalZone
 	p.feedRenderer()
 	return true
 }
 
 // takeDirty moves the dirty keys into the coalescer, after handing the
 // renderer the Services and Nodes that changed.
-func (p *pipeline) takeDirty() {
+func (p *Pipeline) takeDirty() {
 	p.takeObjects()
 	p.mu.Lock()
 	dirty := p.dirty
@@ -197,7 +330,7 @@ const (
 // Run feeds the source's changes through to the files until ctx ends, then
 // flushes what is pending and returns nil. With once, it returns after the
 // first full flush: an error if the sync timed out or a write failed.
-func (p *pipeline) Run(ctx context.Context) (err error) {
+func (p *Pipeline) Run(ctx context.Context) (err error) {
 	p.health.start()
 	defer func() {
 		why := "shut down"
@@ -336,7 +469,7 @@ func (p *pipeline) Run(ctx context.Context) (err error) {
 				p.log.Info("retried failed writes", p.writtenKey(), res.Written, "unchanged", res.Unchanged, "failed", res.Failed)
 				p.seq++
 				if p.onFlush != nil {
-					p.onFlush(flushReport{Seq: p.seq, Retry: true, Result: res})
+					p.onFlush(Report{Seq: p.seq, Retry: true, Result: res})
 				}
 				retryAt = time.Time{}
 				if res.Failed > 0 {

@@ -1,4 +1,4 @@
-package main
+package pipeline
 
 import (
 	"time"
@@ -25,7 +25,7 @@ func (c *flushCounts) worthALine() bool { return c.written > 0 || c.failed > 0 }
 
 // writtenKey names the count of files written in log lines: in a dry run
 // they are printed, and "written" would say they are on disk.
-func (p *pipeline) writtenKey() string {
+func (p *Pipeline) writtenKey() string {
 	if p.dryRun {
 		return "printed"
 	}
@@ -35,7 +35,7 @@ func (p *pipeline) writtenKey() string {
 // summaryDue returns when the next summary line is due, if one is waiting.
 // The first after a quiet spell is due at once, so a lone change shows
 // without delay; under churn, one line per summaryEvery.
-func (p *pipeline) summaryDue() (time.Time, bool) {
+func (p *Pipeline) summaryDue() (time.Time, bool) {
 	if !p.summary.worthALine() {
 		return time.Time{}, false
 	}
@@ -47,7 +47,7 @@ func (p *pipeline) summaryDue() (time.Time, bool) {
 
 // logSummary logs the flushes since the last line at Info if the line is
 // due at now (or force, at shutdown), and starts a new count.
-func (p *pipeline) logSummary(now time.Time, force bool) {
+func (p *Pipeline) logSummary(now time.Time, force bool) {
 	at, ok := p.summaryDue()
 	if !ok || (!force && now.Before(at)) {
 		return

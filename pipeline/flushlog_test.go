@@ -1,4 +1,4 @@
-package main
+package pipeline
 
 import (
 	"context"
@@ -53,13 +53,12 @@ func TestFlushLogsDoNotFlood(t *testing.T) {
 	now := time.Unix(1_000_000, 0)
 	logs := &logRecorder{}
 	out := t.TempDir()
-	p := newTestPipeline(t, out, &pipeline{
-		log: slog.New(logs),
+	p, store := newTestPipeline(t, out, Options{
+		Logger: slog.New(logs),
 		// Every read of the clock moves it on, as a real one does.
-		now:          func() time.Time { now = now.Add(time.Microsecond); return now },
-		summaryEvery: 10 * time.Second,
+		Clock:        func() time.Time { now = now.Add(time.Microsecond); return now },
+		SummaryEvery: 10 * time.Second,
 	})
-	store := p.newStore()
 	version := 0
 	// change puts a new version of Service svc in the store and flushes
 	// what is due, as the loop does when its timer fires.

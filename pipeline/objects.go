@@ -1,4 +1,4 @@
-package main
+package pipeline
 
 import (
 	"cmp"
@@ -41,7 +41,7 @@ type topology struct {
 
 // objectsChanged wakes the pipeline: the sources call it from their
 // goroutines after recording a change in Objects.
-func (p *pipeline) objectsChanged() {
+func (p *Pipeline) objectsChanged() {
 	select {
 	case p.wake <- struct{}{}:
 	default:
@@ -52,7 +52,7 @@ func (p *pipeline) objectsChanged() {
 // the renderer and marks what must be rendered again: a changed Service,
 // and every Service when a Node's region or sub-zone or the local zone
 // changed what render sees (rare: Node labels seldom change).
-func (p *pipeline) takeObjects() {
+func (p *Pipeline) takeObjects() {
 	t := &p.topo
 	if t.objects == nil {
 		return
@@ -110,7 +110,7 @@ func (p *pipeline) takeObjects() {
 // setLocal gives the renderer the local zone (--local-zone, else the
 // --node-name Node's zone label) and node, and reports whether that changed
 // anything.
-func (p *pipeline) setLocal() bool {
+func (p *Pipeline) setLocal() bool {
 	t := &p.topo
 	zone, from := t.localZone, "--local-zone"
 	if zone == "" && t.localNode != nil {
@@ -126,7 +126,7 @@ func (p *pipeline) setLocal() bool {
 
 // warnNoLocalZone says, once per absence after the first sync, why there is
 // no local zone when --node-name should give one.
-func (p *pipeline) warnNoLocalZone() {
+func (p *Pipeline) warnNoLocalZone() {
 	t := &p.topo
 	if t.nodeName == "" || t.zone != "" || t.warned {
 		return
@@ -143,7 +143,7 @@ func (p *pipeline) warnNoLocalZone() {
 // feedRenderer gives a new renderer (a config reload's) what the old one
 // knew of Services, Nodes and the local zone. Annotation problems were
 // reported when their Service changed: they are not counted again.
-func (p *pipeline) feedRenderer() {
+func (p *Pipeline) feedRenderer() {
 	t := &p.topo
 	for key, info := range t.services {
 		p.renderer.SetService(key, info)
@@ -155,10 +155,10 @@ func (p *pipeline) feedRenderer() {
 }
 
 // skipped logs and counts what render left out.
-func (p *pipeline) skipped(skips []render.Skip) {
+func (p *Pipeline) skipped(skips []render.Skip) {
 	for _, s := range skips {
 		p.log.Warn("skipped", "reason", s.Reason, "object", s.Object, "detail", s.Detail)
-		p.metrics.skip(s.Reason)
+		p.metrics.Skipped(s.Reason)
 	}
 }
 
@@ -166,15 +166,18 @@ func compareServiceKeys(a, b render.ServiceKey) int {
 	return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
 }
 
-// sources runs several sources as one, synced once every one is: the
+// Sources runs several sources as one, synced once every one is: the
 // slices, Services and Nodes of the first flush are then all known.
-type sources struct {
-	list   []source
-	synced chan struct{}
+func Sources(list ...Source) Source {
+	if len(list) == 1 {
+		return list[0]
+	}
+	return &sources{list: list, synced: make(chan struct{})}
 }
 
-func newSources(list ...source) *sources {
-	return &sources{list: list, synced: make(chan struct{})}
+type sources struct {
+	list   []Source
+	synced chan struct{}
 }
 
 func (s *sources) Synced() <-chan struct{} { return s.synced }

@@ -1,9 +1,8 @@
-package main
+package pipeline
 
 import (
 	"fmt"
 	"io"
-	"log/slog"
 	"math/rand/v2"
 	"os"
 	"runtime"
@@ -100,28 +99,18 @@ func cpuTime() time.Duration {
 }
 
 type benchPipeline struct {
-	*pipeline
+	*Pipeline
 	store *watch.Store
 }
 
 func newBenchPipeline(b *testing.B, format writer.Format) benchPipeline {
 	b.Helper()
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	ren, err := render.New(render.Options{})
+	w, err := writer.New(writer.Options{Dir: benchDir(b), Format: format, Logger: discard})
 	if err != nil {
 		b.Fatal(err)
 	}
-	w, err := writer.New(writer.Options{Dir: benchDir(b), Format: format, Logger: log})
-	if err != nil {
-		b.Fatal(err)
-	}
-	p := newPipeline(&pipeline{
-		log:       log,
-		coalescer: watch.NewCoalescer(0, 0),
-		renderer:  ren,
-		writer:    w,
-	})
-	return benchPipeline{p, p.newStore()}
+	p, store := newTestPipeline(b, "", Options{Writer: w})
+	return benchPipeline{p, store}
 }
 
 // step flushes what is dirty, as the pipeline goroutine does when its timer fires.

@@ -1,10 +1,11 @@
-package main
+package pipeline
 
 import (
 	"context"
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"time"
 
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
@@ -17,7 +18,7 @@ import (
 // declared clusters exist and that files left from an earlier run (or, after
 // a reload, from the previous configuration) for clusters no longer
 // published are emptied rather than left stale.
-func (p *pipeline) initialFlush(ctx context.Context) flushReport {
+func (p *Pipeline) initialFlush(ctx context.Context) Report {
 	p.takeDirty()
 	keys := p.store.Services()
 	known := make(map[render.ServiceKey]bool, len(keys))
@@ -34,7 +35,7 @@ func (p *pipeline) initialFlush(ctx context.Context) flushReport {
 }
 
 // flush renders the given Services and writes their clusters in one batch.
-func (p *pipeline) flush(ctx context.Context, keys []render.ServiceKey, initial bool) flushReport {
+func (p *Pipeline) flush(ctx context.Context, keys []render.ServiceKey, initial bool) Report {
 	start := p.now()
 	var batch []writer.Cluster
 	names := make(map[string]bool)
@@ -47,7 +48,7 @@ func (p *pipeline) flush(ctx context.Context, keys []render.ServiceKey, initial 
 		for _, c := range clusters {
 			batch = append(batch, writer.Cluster{Name: c.Name, CLA: c.CLA, Release: c.Gone && !slices.Contains(p.declared, c.Name)})
 			names[c.Name] = true
-			p.metrics.publish(c.Name, c.Service, c.CLA)
+			p.published.publish(c.Name, c.Service, c.CLA)
 		}
 	}
 	if initial {
@@ -74,17 +75,18 @@ func (p *pipeline) flush(ctx context.Context, keys []render.ServiceKey, initial 
 	// lost says nothing about its Service's ports.
 	batch = p.addLost(batch, names)
 	rendered := p.now()
-	p.metrics.renderDuration.Observe(rendered.Sub(start).Seconds())
+	p.metrics.RenderDuration(rendered.Sub(start))
 	res := p.writer.Write(ctx, batch)
 	p.wrote(res, rendered)
 	p.released(batch)
+	p.metrics.Published(p.published.total)
 	// A Service refused a cluster name because another held it gets its
 	// turn once that name is free.
 	for _, key := range p.renderer.TakeUnblocked() {
 		p.notify(key)
 	}
 	p.seq++
-	report := flushReport{Seq: p.seq, Initial: initial, Reload: p.reloading, Services: len(keys), Result: res}
+	report := Report{Seq: p.seq, Initial: initial, Reload: p.reloading, Services: len(keys), Result: res}
 	for _, c := range batch {
 		report.Clusters = append(report.Clusters, c.Name)
 	}
@@ -122,7 +124,7 @@ func (p *pipeline) flush(ctx context.Context, keys []render.ServiceKey, initial 
 }
 
 // retry rewrites the files whose last write failed.
-func (p *pipeline) retry(ctx context.Context) writer.Result {
+func (p *Pipeline) retry(ctx context.Context) writer.Result {
 	start := p.now()
 	res := p.writer.Retry(ctx)
 	p.wrote(res, start)
@@ -133,17 +135,16 @@ func (p *pipeline) retry(ctx context.Context) writer.Result {
 // wrote records the outcome of a Write or Retry begun at start: counters,
 // durations, and the network programming latency of the changes whose
 // files were renamed.
-func (p *pipeline) wrote(res writer.Result, start time.Time) {
+func (p *Pipeline) wrote(res writer.Result, start time.Time) {
 	now := p.now()
-	p.metrics.writeDuration.Observe(now.Sub(start).Seconds())
-	p.metrics.writes(res.Written, res.Unchanged, res.Failed, now)
+	p.metrics.Wrote(res, now.Sub(start), now)
 	if len(p.triggers) == 0 {
 		return
 	}
 	for _, name := range res.WrittenClusters {
-		key := p.metrics.serviceOf(name)
+		key := p.published.serviceOf(name)
 		for _, t := range p.triggers[key] {
-			p.metrics.networkProgramming.Observe(max(now.Sub(t), 0).Seconds())
+			p.metrics.NetworkProgramming(max(now.Sub(t), 0))
 		}
 		delete(p.triggers, key)
 	}
@@ -156,14 +157,14 @@ func (p *pipeline) wrote(res writer.Result, start time.Time) {
 
 // checkReady makes edsync ready once the initial flush is done and no file
 // waits for a retry; until then it says why not.
-func (p *pipeline) checkReady(res writer.Result) {
+func (p *Pipeline) checkReady(res writer.Result) {
 	if p.ready {
 		return
 	}
 	if n := p.writer.Pending(); n > 0 {
 		why := fmt.Sprintf("not every file of the first flush is written (%d pending); retrying", n)
 		if res.Err != nil {
-			why += " (last error: " + oneLine(res.Err) + ")"
+			why += " (last error: " + strings.ReplaceAll(res.Err.Error(), "\n", "; ") + ")"
 		}
 		p.health.setNotReady(why)
 		return
@@ -172,8 +173,8 @@ func (p *pipeline) checkReady(res writer.Result) {
 	p.health.setReady()
 }
 
-func (p *pipeline) emptyCluster(name string) writer.Cluster {
+func (p *Pipeline) emptyCluster(name string) writer.Cluster {
 	c := writer.Cluster{Name: name, CLA: &endpointv3.ClusterLoadAssignment{ClusterName: name}}
-	p.metrics.publish(name, render.ServiceKey{}, c.CLA)
+	p.published.publish(name, render.ServiceKey{}, c.CLA)
 	return c
 }

@@ -1,36 +1,33 @@
-package main
+// Package metrics is edsync's Prometheus metrics: it implements the
+// pipeline's Metrics, counts config reloads, and serves /metrics. Every
+// series is created at start, so that it exists (at 0) before its first
+// event and alerts on increase() work.
+package metrics
 
 import (
+	"net/http"
 	"time"
 
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	dto "github.com/prometheus/client_model/go"
 
+	"github.com/edsync/edsync/pipeline"
 	"github.com/edsync/edsync/render"
 	"github.com/edsync/edsync/watch"
+	"github.com/edsync/edsync/writer"
 )
 
-// Label values. Every combination is created at start, so that a series
-// exists (at 0) before its first event and alerts on increase() work.
+// Label values, each created at start.
 var (
-	eventTypes     = []string{watch.EventAdd, watch.EventUpdate, watch.EventDelete}
-	healthStatuses = [...]string{healthHealthy: "healthy", healthDraining: "draining", healthUnhealthy: "unhealthy"}
-	skipReasons    = []string{
+	eventTypes  = []string{watch.EventAdd, watch.EventUpdate, watch.EventDelete}
+	skipReasons = []string{
 		watch.ReasonInvalidManifest, watch.ReasonNoServiceLabel, watch.ReasonOtherKind,
 		render.ReasonFQDN, render.ReasonAddressType, render.ReasonNoAddress, render.ReasonInvalidAddress,
 		render.ReasonInvalidPort, render.ReasonInvalidEndpoint, render.ReasonNameConflict, render.ReasonInvalidCLA,
 		render.ReasonInvalidAnnotation, render.ReasonNoServicePort,
 	}
-)
-
-// Indexes of healthStatuses: the health of a published endpoint.
-const (
-	healthHealthy = iota
-	healthDraining
-	healthUnhealthy
-	numHealth
 )
 
 // Buckets, in seconds. Render and write of a flush take from tens of
@@ -44,20 +41,18 @@ var (
 	programmingBuckets = []float64{.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600}
 )
 
-// metrics holds edsync's Prometheus metrics, registered on a registry of
-// its own (no global state: tests build as many as they like).
-//
-// The published gauges are kept incrementally: published remembers each
-// cluster's counts, and a flush adjusts the totals by the difference for
-// the clusters it renders, never walking all of them. That part is owned
-// by the pipeline's goroutine; the counters may be touched from any.
-type metrics struct {
+// Metrics holds edsync's Prometheus metrics, registered on a registry of
+// its own (no global state: tests build as many as they like). Its methods
+// may be called from any goroutine.
+type Metrics struct {
 	reg *prometheus.Registry
 
 	sliceEvents        map[string]prometheus.Counter // by watch.Event*, resolved once: counted per slice event
 	publishedServices  prometheus.Gauge
 	publishedClusters  prometheus.Gauge
-	publishedEndpoints [numHealth]prometheus.Gauge
+	endpointsHealthy   prometheus.Gauge
+	endpointsDraining  prometheus.Gauge
+	endpointsUnhealthy prometheus.Gauge
 	filesWritten       prometheus.Counter
 	filesUnchanged     prometheus.Counter
 	filesFailed        prometheus.Counter
@@ -71,32 +66,18 @@ type metrics struct {
 	configReloads             *prometheus.CounterVec
 	configLastReloadOK        prometheus.Gauge
 	configLastReloadSuccessTS prometheus.Gauge
-
-	published map[string]publishedCluster
-	// nonEmpty counts, per Service, its clusters holding an endpoint.
-	nonEmpty map[render.ServiceKey]int
 }
 
-// publishedCluster is what the metrics remember of one cluster's file.
-type publishedCluster struct {
-	service   render.ServiceKey // zero for a declared cluster no Service has
-	endpoints [numHealth]int
-}
+var _ pipeline.Metrics = (*Metrics)(nil)
 
-// counts reports whether the cluster makes its Service published: it has
-// a Service and an endpoint.
-func (c publishedCluster) counts() bool {
-	return c.service != (render.ServiceKey{}) && c.endpoints != [numHealth]int{}
-}
-
-// newMetrics makes the metrics and registers them, with the Go runtime and
-// process collectors, on a new registry.
-func newMetrics(version string) *metrics {
+// New makes the metrics and registers them, with the Go runtime and
+// process collectors, on a new registry; version is edsync_build_info's.
+func New(version string) *Metrics {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	f := factory{reg}
 	f.gauge("edsync_build_info", "Always 1; the label says which edsync runs.", "version").WithLabelValues(version).Set(1)
-	m := &metrics{
+	m := &Metrics{
 		reg:         reg,
 		sliceEvents: make(map[string]prometheus.Counter, len(eventTypes)),
 		publishedServices: f.gauge("edsync_published_services",
@@ -122,14 +103,12 @@ func newMetrics(version string) *metrics {
 			"1 if the last load of the --config file succeeded, 0 if it failed (the running config stays).").WithLabelValues(),
 		configLastReloadSuccessTS: f.gauge("edsync_config_last_reload_success_timestamp_seconds",
 			"Unix time of the last successful load of the --config file.").WithLabelValues(),
-		published: make(map[string]publishedCluster),
-		nonEmpty:  make(map[render.ServiceKey]int),
 	}
 	endpoints := f.gauge("edsync_published_endpoints",
 		"Endpoints in the cluster files, by health status (healthy, draining, unhealthy).", "health")
-	for i, s := range healthStatuses {
-		m.publishedEndpoints[i] = endpoints.WithLabelValues(s)
-	}
+	m.endpointsHealthy = endpoints.WithLabelValues("healthy")
+	m.endpointsDraining = endpoints.WithLabelValues("draining")
+	m.endpointsUnhealthy = endpoints.WithLabelValues("unhealthy")
 	writes := f.counter("edsync_cluster_writes_total",
 		"Cluster files handled by flushes and retries, by result: written (renamed into place), unchanged (bytes already right), failed.", "result")
 	m.filesWritten = writes.WithLabelValues("written")
@@ -170,113 +149,52 @@ func (f factory) histogram(name, help string, buckets []float64) prometheus.Hist
 	return h
 }
 
-// sliceEvent and skip are the Store's observers: called from the sources'
-// goroutines.
-func (m *metrics) sliceEvent(kind string) { m.sliceEvents[kind].Inc() }
-func (m *metrics) skip(reason string)     { m.skipped.WithLabelValues(reason).Inc() }
+// Handler serves the metrics, as Prometheus scrapes them.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.InstrumentMetricHandler(m.reg, promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg}))
+}
 
-// writes counts the outcome of one Write or Retry and when it last renamed a file.
-func (m *metrics) writes(written, unchanged, failed int, now time.Time) {
-	m.filesWritten.Add(float64(written))
-	m.filesUnchanged.Add(float64(unchanged))
-	m.filesFailed.Add(float64(failed))
-	if written > 0 {
-		m.lastWriteSuccess.Set(seconds(now))
+// Gather makes Metrics a prometheus.Gatherer: what a scrape reads.
+func (m *Metrics) Gather() ([]*dto.MetricFamily, error) { return m.reg.Gather() }
+
+func (m *Metrics) SliceEvent(kind string) { m.sliceEvents[kind].Inc() }
+func (m *Metrics) Skipped(reason string)  { m.skipped.WithLabelValues(reason).Inc() }
+
+func (m *Metrics) DebounceDelay(d time.Duration)      { m.debounceDelay.Observe(d.Seconds()) }
+func (m *Metrics) RenderDuration(d time.Duration)     { m.renderDuration.Observe(d.Seconds()) }
+func (m *Metrics) NetworkProgramming(d time.Duration) { m.networkProgramming.Observe(d.Seconds()) }
+
+// Wrote counts the outcome of one Write or Retry and when it last renamed
+// a file.
+func (m *Metrics) Wrote(res writer.Result, took time.Duration, end time.Time) {
+	m.writeDuration.Observe(took.Seconds())
+	m.filesWritten.Add(float64(res.Written))
+	m.filesUnchanged.Add(float64(res.Unchanged))
+	m.filesFailed.Add(float64(res.Failed))
+	if res.Written > 0 {
+		m.lastWriteSuccess.Set(seconds(end))
 	}
 }
 
-// publish records the content handed to the writer for one cluster. A
-// failed write is retried with this content, so the gauges follow what the
-// files are about to hold. svc is zero for a cluster of no Service.
-func (m *metrics) publish(name string, svc render.ServiceKey, cla *endpointv3.ClusterLoadAssignment) {
-	next := publishedCluster{service: svc}
-	for _, l := range cla.GetEndpoints() {
-		for _, lb := range l.GetLbEndpoints() {
-			switch lb.GetHealthStatus() {
-			case corev3.HealthStatus_DRAINING:
-				next.endpoints[healthDraining]++
-			case corev3.HealthStatus_UNHEALTHY:
-				next.endpoints[healthUnhealthy]++
-			default: // HEALTHY, or UNKNOWN which Envoy counts as healthy
-				next.endpoints[healthHealthy]++
-			}
-		}
-	}
-	prev, had := m.published[name]
-	if had && prev == next {
-		return
-	}
-	m.published[name] = next
-	if !had {
-		m.publishedClusters.Inc()
-	}
-	for i := range numHealth {
-		if d := next.endpoints[i] - prev.endpoints[i]; d != 0 {
-			m.publishedEndpoints[i].Add(float64(d))
-		}
-	}
-	// A cluster changes Service only when a restart changes the template;
-	// still, count it as leaving one and joining the other.
-	was, is := had && prev.counts(), next.counts()
-	if was && is && prev.service == next.service {
-		return
-	}
-	if was {
-		m.addServiceCluster(prev.service, -1)
-	}
-	if is {
-		m.addServiceCluster(next.service, +1)
-	}
+// Published sets the published gauges.
+func (m *Metrics) Published(p pipeline.Published) {
+	m.publishedServices.Set(float64(p.Services))
+	m.publishedClusters.Set(float64(p.Clusters))
+	m.endpointsHealthy.Set(float64(p.Healthy))
+	m.endpointsDraining.Set(float64(p.Draining))
+	m.endpointsUnhealthy.Set(float64(p.Unhealthy))
 }
 
-// forget drops a cluster whose file is emptied and that no Service
-// publishes any more: the published gauges no longer count it, and nothing
-// is kept for it.
-func (m *metrics) forget(name string) {
-	prev, had := m.published[name]
-	if !had {
-		return
-	}
-	delete(m.published, name)
-	m.publishedClusters.Dec()
-	for i := range numHealth {
-		if n := prev.endpoints[i]; n != 0 {
-			m.publishedEndpoints[i].Sub(float64(n))
-		}
-	}
-	if prev.counts() {
-		m.addServiceCluster(prev.service, -1)
-	}
-}
-
-// addServiceCluster adds d to the Service's count of non-empty clusters;
-// the Service is published while the count is above 0.
-func (m *metrics) addServiceCluster(svc render.ServiceKey, d int) {
-	n := m.nonEmpty[svc] + d
-	switch {
-	case n <= 0:
-		delete(m.nonEmpty, svc)
-		m.publishedServices.Dec()
-		return
-	case n == 1 && d > 0:
-		m.publishedServices.Inc()
-	}
-	m.nonEmpty[svc] = n
-}
-
-// serviceOf returns the Service of a published cluster (zero if none).
-func (m *metrics) serviceOf(cluster string) render.ServiceKey { return m.published[cluster].service }
-
-// configLoadedAtStart records the config edsync started with: the last
+// ConfigLoadedAtStart records the config edsync started with: the last
 // load succeeded (a bad config at start is a usage error, exit 2).
-func (m *metrics) configLoadedAtStart(now time.Time) {
+func (m *Metrics) ConfigLoadedAtStart(now time.Time) {
 	m.configLastReloadOK.Set(1)
 	m.configLastReloadSuccessTS.Set(seconds(now))
 }
 
-// configReloaded records a reload of the --config file, err nil for a
+// ConfigReloaded records a reload of the --config file, err nil for a
 // success; on failure the running config stays.
-func (m *metrics) configReloaded(err error, now time.Time) {
+func (m *Metrics) ConfigReloaded(err error, now time.Time) {
 	if err != nil {
 		m.configReloads.WithLabelValues("failure").Inc()
 		m.configLastReloadOK.Set(0)

@@ -1,4 +1,4 @@
-package main
+package pipeline
 
 import (
 	"os"
@@ -11,12 +11,12 @@ import (
 // written again at once, though its cluster did not change: Envoy cannot
 // start on a missing file. The declared cluster with no Service too.
 func TestRemovedFilesAreWrittenAgain(t *testing.T) {
-	cfg := testConfig(t)
-	cfg.clusters = []string{"default/declared"}
-	replaceFile(t, filepath.Join(cfg.fromDir, "web.yaml"), manifest("web", "10.0.0.1"))
-	tp := startPipeline(t, cfg)
-	web := filepath.Join(cfg.outputDir, "default_web_http.json")
-	declared := filepath.Join(cfg.outputDir, "default_declared.json")
+	f := newFolder(t)
+	f.opts.Declared = []string{"default/declared"}
+	replaceFile(t, filepath.Join(f.in, "web.yaml"), manifest("web", "10.0.0.1"))
+	tp := f.start(t)
+	web := filepath.Join(f.out, "default_web_http.json")
+	declared := filepath.Join(f.out, "default_declared.json")
 	tp.waitFlush(t, "default/web/http")
 
 	if err := os.Remove(web); err != nil {

@@ -1,78 +1,75 @@
-package main
+package metrics
 
 import (
-	"fmt"
-	"log/slog"
+	"context"
 	"os"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
-	dto "github.com/prometheus/client_model/go"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes/fake"
 	"k8s.io/utils/ptr"
 
+	"github.com/edsync/edsync/internal/testutil"
+	"github.com/edsync/edsync/pipeline"
 	"github.com/edsync/edsync/render"
 	"github.com/edsync/edsync/watch"
 	"github.com/edsync/edsync/writer"
 )
 
-// scrape gathers the registry as Prometheus would and flattens it into
-// `name{label="value",...}` -> value; a histogram gives name_count and
-// name_sum.
-func scrape(t *testing.T, m *metrics) map[string]float64 {
+// run runs a pipeline reporting to m, with o's source and declared
+// clusters, writing JSON into a temporary folder; it returns a function
+// that waits for the next flush that wrote cluster.
+func run(t *testing.T, m *Metrics, o pipeline.Options) (waitFlush func(cluster string)) {
 	t.Helper()
-	families, err := m.reg.Gather()
+	ren, err := render.New(render.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	out := map[string]float64{}
-	for _, f := range families {
-		for _, s := range f.GetMetric() {
-			var labels []string
-			for _, l := range s.GetLabel() {
-				labels = append(labels, fmt.Sprintf("%s=%q", l.GetName(), l.GetValue()))
-			}
-			sel := ""
-			if len(labels) > 0 {
-				sel = "{" + strings.Join(labels, ",") + "}"
-			}
-			switch f.GetType() {
-			case dto.MetricType_COUNTER:
-				out[f.GetName()+sel] = s.GetCounter().GetValue()
-			case dto.MetricType_GAUGE:
-				out[f.GetName()+sel] = s.GetGauge().GetValue()
-			case dto.MetricType_HISTOGRAM:
-				out[f.GetName()+"_count"+sel] = float64(s.GetHistogram().GetSampleCount())
-				out[f.GetName()+"_sum"+sel] = s.GetHistogram().GetSampleSum()
+	w, err := writer.New(writer.Options{Dir: t.TempDir(), Format: writer.FormatJSON})
+	if err != nil {
+		t.Fatal(err)
+	}
+	flushes := make(chan pipeline.Report, 100)
+	o.Renderer, o.Writer, o.Metrics = ren, w, m
+	o.Debounce, o.MaxDelay = time.Millisecond, 10*time.Millisecond
+	o.OnFlush = func(r pipeline.Report) { flushes <- r }
+	p, err := pipeline.New(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	ctx, cancel := context.WithCancel(t.Context())
+	go func() { done <- p.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return func(cluster string) {
+		t.Helper()
+		deadline := time.After(30 * time.Second) // a failure guard, not a timing assertion
+		for {
+			select {
+			case r := <-flushes:
+				if slices.Contains(r.Clusters, cluster) {
+					return
+				}
+			case err := <-done:
+				t.Fatalf("pipeline stopped: %v", err)
+			case <-deadline:
+				t.Fatalf("no flush wrote %s", cluster)
 			}
 		}
 	}
-	return out
 }
 
-// checkMetrics compares the scraped values named in want.
-func checkMetrics(t *testing.T, step string, m *metrics, want map[string]float64) {
-	t.Helper()
-	got := scrape(t, m)
-	var diffs []string
-	for name, w := range want {
-		if g, ok := got[name]; !ok {
-			diffs = append(diffs, fmt.Sprintf("%s missing, want %v", name, w))
-		} else if g != w {
-			diffs = append(diffs, fmt.Sprintf("%s = %v, want %v", name, g, w))
-		}
-	}
-	sort.Strings(diffs)
-	if len(diffs) > 0 {
-		t.Errorf("%s:\n  %s", step, strings.Join(diffs, "\n  "))
-	}
-}
+var (
+	checkMetrics = testutil.CheckMetrics
+	scrape       = testutil.Scrape
+	replaceFile  = testutil.ReplaceFile
+)
 
 const webSlice = `apiVersion: discovery.k8s.io/v1
 kind: EndpointSlice
@@ -87,9 +84,8 @@ endpoints:
 
 // The pipeline's metrics after scripted changes to a folder of manifests.
 func TestMetricsFollowThePipeline(t *testing.T) {
-	cfg := testConfig(t)
-	cfg.clusters = []string{"default/declared"}
-	src := filepath.Join(cfg.fromDir, "web.yaml")
+	in := t.TempDir()
+	src := filepath.Join(in, "web.yaml")
 	replaceFile(t, src, webSlice+`
 - addresses: ["10.0.0.1"]
   conditions: {ready: true}
@@ -99,19 +95,24 @@ func TestMetricsFollowThePipeline(t *testing.T) {
   conditions: {ready: false}
 - addresses: ["not-an-ip"]
 `)
-	replaceFile(t, filepath.Join(cfg.fromDir, "orphan.yaml"), `apiVersion: discovery.k8s.io/v1
+	replaceFile(t, filepath.Join(in, "orphan.yaml"), `apiVersion: discovery.k8s.io/v1
 kind: EndpointSlice
 metadata: {name: orphan, namespace: default}
 addressType: IPv4
 endpoints: [{addresses: ["10.0.9.9"]}]
 `)
-	replaceFile(t, filepath.Join(cfg.fromDir, "broken.yaml"), "kind: [")
-	tp := startPipeline(t, cfg)
-	m := tp.p.metrics
+	replaceFile(t, filepath.Join(in, "broken.yaml"), "kind: [")
+	m := New("test")
+	waitFlush := run(t, m, pipeline.Options{
+		Declared: []string{"default/declared"},
+		NewSource: func(store *watch.Store, _ *watch.Objects) (pipeline.Source, error) {
+			return watch.NewDir(watch.DirOptions{Dir: in, Store: store})
+		},
+	})
 
-	tp.waitFlush(t, "default/web/http")
+	waitFlush("default/web/http")
 	checkMetrics(t, "initial flush", m, map[string]float64{
-		`edsync_build_info{version="` + buildVersion() + `"}`:     1,
+		`edsync_build_info{version="test"}`:                       1,
 		`edsync_endpointslice_events_total{type="add"}`:           2, // web-1, orphan
 		`edsync_endpointslice_events_total{type="update"}`:        0,
 		`edsync_endpointslice_events_total{type="delete"}`:        0,
@@ -144,7 +145,7 @@ endpoints: [{addresses: ["10.0.9.9"]}]
 - addresses: ["10.0.0.4"]
   conditions: {ready: true}
 `)
-	tp.waitFlush(t, "default/web/http")
+	waitFlush("default/web/http")
 	checkMetrics(t, "after an update", m, map[string]float64{
 		`edsync_endpointslice_events_total{type="update"}`:       1,
 		`edsync_skipped_objects_total{reason="invalid-address"}`: 1,
@@ -167,7 +168,7 @@ endpoints: [{addresses: ["10.0.9.9"]}]
 - addresses: ["10.0.0.5"]
   conditions: {ready: false}
 `)
-	tp.waitFlush(t, "default/web/http")
+	waitFlush("default/web/http")
 	checkMetrics(t, "after an update that changes no file", m, map[string]float64{
 		`edsync_endpointslice_events_total{type="update"}`: 2,
 		`edsync_cluster_writes_total{result="written"}`:    3,
@@ -180,7 +181,7 @@ endpoints: [{addresses: ["10.0.9.9"]}]
 	if err := os.Remove(src); err != nil {
 		t.Fatal(err)
 	}
-	tp.waitFlush(t, "default/web/http")
+	waitFlush("default/web/http")
 	checkMetrics(t, "after the delete", m, map[string]float64{
 		`edsync_endpointslice_events_total{type="delete"}`: 1,
 		`edsync_published_clusters`:                        1,
@@ -216,46 +217,20 @@ func kubeSlice(name string, trigger time.Time, ips ...string) *discoveryv1.Endpo
 	return s
 }
 
-// newTestPipeline completes p with a default renderer and a JSON writer
-// into out (and a discarding logger and a coalescer with no debounce,
-// unless p has its own), with no source: the test gives one or drives
-// flushes itself.
-func newTestPipeline(t *testing.T, out string, p *pipeline) *pipeline {
-	t.Helper()
-	ren, err := render.New(render.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	w, err := writer.New(writer.Options{Dir: out})
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.renderer, p.writer = ren, w
-	if p.log == nil {
-		p.log = slog.New(slog.DiscardHandler)
-	}
-	if p.coalescer == nil {
-		p.coalescer = watch.NewCoalescer(0, 0)
-	}
-	return newPipeline(p)
-}
-
 // The network programming latency counts each changed slice version that
 // led to a file's rename, and only those: not the initial list's, not one
 // that changed no byte, not one without a trigger time.
 func TestNetworkProgrammingLatency(t *testing.T) {
 	client := fake.NewClientset(kubeSlice("web-a", time.Now().Add(-time.Hour), "10.0.0.1"))
-	out := t.TempDir()
-	p := newTestPipeline(t, out, &pipeline{coalescer: watch.NewCoalescer(time.Millisecond, 10*time.Millisecond)})
-	src, err := watch.NewKube(watch.KubeOptions{Client: client, Store: p.newStore()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.source = src
-	tp := runPipeline(t, p, "", out)
+	m := New("test")
+	waitFlush := run(t, m, pipeline.Options{
+		NewSource: func(store *watch.Store, _ *watch.Objects) (pipeline.Source, error) {
+			return watch.NewKube(watch.KubeOptions{Client: client, Store: store})
+		},
+	})
 	const cluster = "ns/web/http"
-	tp.waitFlush(t, cluster)
-	checkMetrics(t, "initial list, its trigger time before the start", p.metrics, map[string]float64{
+	waitFlush(cluster)
+	checkMetrics(t, "initial list, its trigger time before the start", m, map[string]float64{
 		`edsync_endpointslice_events_total{type="add"}`:     1,
 		`edsync_network_programming_duration_seconds_count`: 0,
 	})
@@ -266,35 +241,35 @@ func TestNetworkProgrammingLatency(t *testing.T) {
 		if _, err := api.Update(t.Context(), s, metav1.UpdateOptions{}); err != nil {
 			t.Fatal(err)
 		}
-		tp.waitFlush(t, cluster)
+		waitFlush(cluster)
 	}
 	update(kubeSlice("web-a", time.Now(), "10.0.0.2"))
-	checkMetrics(t, "a change written", p.metrics, map[string]float64{
+	checkMetrics(t, "a change written", m, map[string]float64{
 		`edsync_network_programming_duration_seconds_count`: 1,
 		`edsync_cluster_writes_total{result="written"}`:     2,
 	})
 	update(kubeSlice("web-a", time.Now(), "10.0.0.2", "!10.0.0.3"))
-	checkMetrics(t, "a change that left the file as it was", p.metrics, map[string]float64{
+	checkMetrics(t, "a change that left the file as it was", m, map[string]float64{
 		`edsync_network_programming_duration_seconds_count`: 1,
 		`edsync_cluster_writes_total{result="unchanged"}`:   1,
 	})
 	update(kubeSlice("web-a", time.Time{}, "10.0.0.4"))
-	checkMetrics(t, "a change without a trigger time", p.metrics, map[string]float64{
+	checkMetrics(t, "a change without a trigger time", m, map[string]float64{
 		`edsync_network_programming_duration_seconds_count`: 1,
 		`edsync_cluster_writes_total{result="written"}`:     3,
 	})
 	if _, err := api.Create(t.Context(), kubeSlice("web-b", time.Now(), "10.0.0.5"), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	tp.waitFlush(t, cluster)
-	checkMetrics(t, "a new slice", p.metrics, map[string]float64{
+	waitFlush(cluster)
+	checkMetrics(t, "a new slice", m, map[string]float64{
 		`edsync_endpointslice_events_total{type="add"}`:     2,
 		`edsync_endpointslice_events_total{type="update"}`:  3,
 		`edsync_network_programming_duration_seconds_count`: 2,
 		`edsync_published_endpoints{health="healthy"}`:      2,
 	})
 	// The hour-old trigger time of the initial list would show in the sum.
-	if sum := scrape(t, p.metrics)["edsync_network_programming_duration_seconds_sum"]; sum < 0 || sum >= 3600 {
+	if sum := scrape(t, m)["edsync_network_programming_duration_seconds_sum"]; sum < 0 || sum >= 3600 {
 		t.Errorf("latency sum %vs: an initial list's trigger time was counted", sum)
 	}
 }

@@ -1,10 +1,8 @@
-package main
+package pipeline
 
 import (
 	"errors"
 	"fmt"
-	"io"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -24,7 +22,7 @@ import (
 // the oldest once alive are up, flushes as the pipeline's timer would, and
 // advances a fake clock by a second (the prune timer's clock).
 type serviceChurn struct {
-	p     *pipeline
+	p     *Pipeline
 	store *watch.Store
 	dir   string
 	now   time.Time
@@ -34,26 +32,12 @@ type serviceChurn struct {
 
 func newChurn(tb testing.TB, dir string, alive int, pruneAfter time.Duration, declared ...string) *serviceChurn {
 	tb.Helper()
-	ren, err := render.New(render.Options{})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	w, err := writer.New(writer.Options{Dir: dir, Format: writer.FormatJSON, Logger: log})
-	if err != nil {
-		tb.Fatal(err)
-	}
 	c := &serviceChurn{dir: dir, now: time.Unix(1_700_000_000, 0), alive: alive}
-	c.p = newPipeline(&pipeline{
-		log:       log,
-		coalescer: watch.NewCoalescer(0, 0),
-		renderer:  ren,
-		writer:    w,
-		declared:  declared,
-		now:       func() time.Time { return c.now },
-		files:     outputFiles{pruneAfter: pruneAfter},
+	c.p, c.store = newTestPipeline(tb, dir, Options{
+		Declared:   declared,
+		Clock:      func() time.Time { return c.now },
+		PruneAfter: pruneAfter,
 	})
-	c.store = c.p.newStore()
 	return c
 }
 
@@ -119,7 +103,7 @@ func TestServiceChurnIsBounded(t *testing.T) {
 		if got := len(c.files(t)); got > files {
 			t.Errorf("%s: %d files in the output folder, want at most %d", step, got, files)
 		}
-		if got := len(c.p.metrics.published); got > published {
+		if got := len(c.p.published.clusters); got > published {
 			t.Errorf("%s: metrics keep %d clusters, want at most %d", step, got, published)
 		}
 		if got := c.p.writer.Tracked(); got > tracked {
@@ -139,7 +123,7 @@ func TestServiceChurnIsBounded(t *testing.T) {
 	if got := len(c.files(t)); got < alive+30 {
 		t.Errorf("under churn: %d files, want the %d emptied within --prune-after kept too", got, 30)
 	}
-	if got := c.p.metrics.published; len(got) < alive {
+	if got := c.p.published.clusters; len(got) < alive {
 		t.Errorf("metrics know %d clusters, fewer than the %d Services alive", len(got), alive)
 	}
 
@@ -206,27 +190,23 @@ func BenchmarkServiceChurn(b *testing.B) {
 	b.ReportMetric(float64(after.HeapAlloc), "heap-bytes")
 	b.ReportMetric(float64(after.HeapAlloc)-float64(before.HeapAlloc), "heap-growth-bytes")
 	b.ReportMetric(float64(len(c.files(b))), "files")
-	b.ReportMetric(float64(len(c.p.metrics.published)), "clusters")
+	b.ReportMetric(float64(len(c.p.published.clusters)), "clusters")
 }
 
 // The running pipeline removes an emptied file once --prune-after has
 // passed on its clock, and keeps it until then.
 func TestPruneRunsOnThePipelineClock(t *testing.T) {
-	cfg := testConfig(t)
-	cfg.pruneAfter = time.Hour
-	src := filepath.Join(cfg.fromDir, "web.yaml")
+	f := newFolder(t)
+	f.opts.PruneAfter = time.Hour
+	src := filepath.Join(f.in, "web.yaml")
 	replaceFile(t, src, manifest("web", "10.0.0.1"))
-	p, err := build(cfg, slog.New(slog.DiscardHandler), io.Discard)
-	if err != nil {
-		t.Fatal(err)
-	}
 	// Time runs, as the debounce needs; the test moves it on by hours.
 	var offset atomic.Int64
-	p.now = func() time.Time { return time.Now().Add(time.Duration(offset.Load())) }
+	f.opts.Clock = func() time.Time { return time.Now().Add(time.Duration(offset.Load())) }
 	pruned := make(chan []string, 10)
-	p.files.onPrune = func(c []string) { pruned <- c }
-	tp := runPipeline(t, p, cfg.fromDir, cfg.outputDir)
-	file := filepath.Join(cfg.outputDir, "default_web_http.json")
+	f.opts.OnPrune = func(c []string) { pruned <- c }
+	tp := f.start(t)
+	file := filepath.Join(f.out, "default_web_http.json")
 	tp.waitFlush(t, "default/web/http")
 	if err := os.Remove(src); err != nil {
 		t.Fatal(err)
@@ -237,7 +217,7 @@ func TestPruneRunsOnThePipelineClock(t *testing.T) {
 	}
 
 	offset.Store(int64(61 * time.Minute))
-	p.objectsChanged() // a wake-up: the loop looks at its timers again
+	tp.p.objectsChanged() // a wake-up: the loop looks at its timers again
 	select {
 	case got := <-pruned:
 		if !slices.Equal(got, []string{"default/web/http"}) {
@@ -251,29 +231,6 @@ func TestPruneRunsOnThePipelineClock(t *testing.T) {
 	}
 }
 
-// --prune-after comes from the flag, EDSYNC_PRUNE_AFTER or the config
-// file's prune-after, 5m by default; 0 is allowed (keep the files).
-func TestPruneAfterSetting(t *testing.T) {
-	if cfg := configForTest(t, "--dry-run"); cfg.pruneAfter != 5*time.Minute {
-		t.Errorf("default %s, want 5m", cfg.pruneAfter)
-	}
-	if cfg := configForTest(t, "--dry-run", "--prune-after", "0"); cfg.pruneAfter != 0 {
-		t.Errorf("--prune-after 0 gave %s", cfg.pruneAfter)
-	}
-	path := filepath.Join(t.TempDir(), "edsync.yaml")
-	writeFile(t, path, "prune-after: 90s\n")
-	if cfg := configForTest(t, "--dry-run", "--config", path); cfg.pruneAfter != 90*time.Second {
-		t.Errorf("from the config file: %s, want 1m30s", cfg.pruneAfter)
-	}
-	t.Setenv("EDSYNC_PRUNE_AFTER", "1h")
-	if cfg := configForTest(t, "--dry-run", "--config", path); cfg.pruneAfter != time.Hour {
-		t.Errorf("EDSYNC_PRUNE_AFTER over the file: %s, want 1h", cfg.pruneAfter)
-	}
-	if code, _, stderr := edsync(t, "--dry-run", "--prune-after", "-1m"); code != exitUsage || strings.Count(stderr, "\n") != 1 {
-		t.Errorf("--prune-after -1m: exit %d, stderr %q; want exit 2 and one line", code, stderr)
-	}
-}
-
 // A cluster name one Service gives up and another takes in the same flush
 // is in the batch twice, released then live: the live one must stay
 // published (counted, and known to belong to its new Service, which is how
@@ -283,22 +240,13 @@ func TestClusterNameHandedOverInOneFlush(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	log := slog.New(slog.DiscardHandler)
 	dir := t.TempDir()
-	w, err := writer.New(writer.Options{Dir: dir, Format: writer.FormatJSON, Logger: log})
-	if err != nil {
-		t.Fatal(err)
-	}
 	c := &serviceChurn{dir: dir, now: time.Unix(1_700_000_000, 0)}
-	c.p = newPipeline(&pipeline{
-		log:       log,
-		coalescer: watch.NewCoalescer(0, 0),
-		renderer:  ren,
-		writer:    w,
-		now:       func() time.Time { return c.now },
-		files:     outputFiles{pruneAfter: time.Minute},
+	c.p, c.store = newTestPipeline(t, dir, Options{
+		Renderer:   ren,
+		Clock:      func() time.Time { return c.now },
+		PruneAfter: time.Minute,
 	})
-	c.store = c.p.newStore()
 
 	// Both Services name their port's cluster bench/http: a goes and b
 	// comes in one flush, which releases the name and hands it to b.
@@ -309,7 +257,7 @@ func TestClusterNameHandedOverInOneFlush(t *testing.T) {
 	c.step(t)
 
 	const name = "bench/http"
-	if got, want := c.p.metrics.serviceOf(name), (render.ServiceKey{Namespace: "bench", Name: "b"}); got != want {
+	if got, want := c.p.published.serviceOf(name), (render.ServiceKey{Namespace: "bench", Name: "b"}); got != want {
 		t.Errorf("cluster %s belongs to %v for the metrics, want %v", name, got, want)
 	}
 	if _, due := c.p.files.pruneAt[name]; due {

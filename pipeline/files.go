@@ -1,4 +1,4 @@
-package main
+package pipeline
 
 import (
 	"context"
@@ -18,13 +18,6 @@ import (
 // edsync's back are written again, and what edsync keeps for a cluster no
 // Service publishes any more is bounded: its memory is freed once its file
 // is emptied, and the emptied file is removed after --prune-after.
-
-// defaultPruneAfter is --prune-after's default: long enough for every
-// Envoy to have read the emptied file (it does within milliseconds of the
-// rename) and for a Service deleted and created again by a deploy to come
-// back before its file goes; short enough that preview environments and
-// CI namespaces leave no more than a few minutes of files behind.
-const defaultPruneAfter = 5 * time.Minute
 
 // outputFiles is the pipeline's state for the files; owned by its goroutine
 // but for lost, which the folder watch fills.
@@ -56,7 +49,7 @@ type pruneItem struct {
 // watchOutput starts the writer's folder watch for the run; the returned
 // function stops it. A dry run writes nothing, and --once exits after its
 // one flush: neither has files to keep.
-func (p *pipeline) watchOutput(ctx context.Context) (stop func()) {
+func (p *Pipeline) watchOutput(ctx context.Context) (stop func()) {
 	if p.once {
 		return func() {}
 	}
@@ -82,7 +75,7 @@ func (p *pipeline) watchOutput(ctx context.Context) (stop func()) {
 
 // filesLost is told by the folder watch, on its goroutine, of the clusters
 // whose files someone removed or replaced.
-func (p *pipeline) filesLost(clusters []string) {
+func (p *Pipeline) filesLost(clusters []string) {
 	p.mu.Lock()
 	if p.files.lost == nil {
 		p.files.lost = make(map[string]bool)
@@ -100,7 +93,7 @@ func (p *pipeline) filesLost(clusters []string) {
 // restoreLost writes the lost files again at once, rendering the Services
 // they belong to: their content is the same as before unless the Service
 // changed meanwhile.
-func (p *pipeline) restoreLost(ctx context.Context) {
+func (p *Pipeline) restoreLost(ctx context.Context) {
 	p.mu.Lock()
 	lost := p.files.lost
 	p.files.lost = nil
@@ -111,7 +104,7 @@ func (p *pipeline) restoreLost(ctx context.Context) {
 	names := slices.Sorted(maps.Keys(lost))
 	var keys []render.ServiceKey
 	for _, name := range names {
-		if key := p.metrics.serviceOf(name); key != (render.ServiceKey{}) && !slices.Contains(keys, key) {
+		if key := p.published.serviceOf(name); key != (render.ServiceKey{}) && !slices.Contains(keys, key) {
 			keys = append(keys, key)
 		}
 	}
@@ -124,7 +117,7 @@ func (p *pipeline) restoreLost(ctx context.Context) {
 
 // addLost adds to a flush's batch the lost declared clusters that no
 // Service rendered: they are written empty, as at start.
-func (p *pipeline) addLost(batch []writer.Cluster, names map[string]bool) []writer.Cluster {
+func (p *Pipeline) addLost(batch []writer.Cluster, names map[string]bool) []writer.Cluster {
 	for _, name := range p.files.restoring {
 		if !names[name] && slices.Contains(p.declared, name) {
 			batch = append(batch, p.emptyCluster(name))
@@ -138,10 +131,10 @@ func (p *pipeline) addLost(batch []writer.Cluster, names map[string]bool) []writ
 // goneCluster is the file content of a cluster no Service publishes any
 // more: no endpoints, which clears Envoy's hosts (Envoy rule 7). Unless
 // declared, the writer forgets the cluster once that is on disk.
-func (p *pipeline) goneCluster(name string) writer.Cluster {
+func (p *Pipeline) goneCluster(name string) writer.Cluster {
 	c := writer.Cluster{Name: name, CLA: &endpointv3.ClusterLoadAssignment{ClusterName: name}}
 	c.Release = !slices.Contains(p.declared, name)
-	p.metrics.publish(name, render.ServiceKey{}, c.CLA)
+	p.published.publish(name, render.ServiceKey{}, c.CLA)
 	return c
 }
 
@@ -152,7 +145,7 @@ func (p *pipeline) goneCluster(name string) writer.Cluster {
 // Only a name's last entry counts, as in the writer: a cluster name one
 // Service gave up and another took in the same flush is in the batch twice,
 // released first, then live.
-func (p *pipeline) released(batch []writer.Cluster) {
+func (p *Pipeline) released(batch []writer.Cluster) {
 	now := p.now()
 	last := make(map[string]int, len(batch))
 	for i, c := range batch {
@@ -168,14 +161,14 @@ func (p *pipeline) released(batch []writer.Cluster) {
 			}
 			continue
 		}
-		p.metrics.forget(c.Name)
+		p.published.forget(c.Name)
 		if p.files.pruneAfter > 0 {
 			p.schedulePrune(c.Name, now.Add(p.files.pruneAfter))
 		}
 	}
 }
 
-func (p *pipeline) schedulePrune(cluster string, at time.Time) {
+func (p *Pipeline) schedulePrune(cluster string, at time.Time) {
 	if p.files.pruneAt == nil {
 		p.files.pruneAt = make(map[string]time.Time)
 	}
@@ -184,7 +177,7 @@ func (p *pipeline) schedulePrune(cluster string, at time.Time) {
 }
 
 // nextPrune returns when the first emptied file is due for removal.
-func (p *pipeline) nextPrune() (time.Time, bool) {
+func (p *Pipeline) nextPrune() (time.Time, bool) {
 	if len(p.files.prunes) == 0 {
 		return time.Time{}, false
 	}
@@ -194,7 +187,7 @@ func (p *pipeline) nextPrune() (time.Time, bool) {
 // prune removes the emptied files due by now. A file whose cluster was
 // published again since is left alone; one whose write is still pending
 // (the emptying failed) waits another --prune-after.
-func (p *pipeline) prune(now time.Time) {
+func (p *Pipeline) prune(now time.Time) {
 	f := &p.files
 	var removed []string
 	for len(f.prunes) > 0 && !f.prunes[0].at.After(now) {

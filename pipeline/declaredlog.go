@@ -1,4 +1,4 @@
-package main
+package pipeline
 
 import (
 	"strings"
@@ -16,7 +16,7 @@ import (
 
 // declaredEmpty logs why a declared cluster is published empty by the
 // initial flush of the Services in keys.
-func (p *pipeline) declaredEmpty(name string, keys []render.ServiceKey) {
+func (p *Pipeline) declaredEmpty(name string, keys []render.ServiceKey) {
 	if p.waiting == nil {
 		p.waiting = make(map[string]string)
 	}
@@ -28,7 +28,7 @@ func (p *pipeline) declaredEmpty(name string, keys []render.ServiceKey) {
 
 // checkDeclared follows the declared clusters published empty after a
 // flush of the Services in keys, which published the clusters in names.
-func (p *pipeline) checkDeclared(keys []render.ServiceKey, names map[string]bool) {
+func (p *Pipeline) checkDeclared(keys []render.ServiceKey, names map[string]bool) {
 	for name := range p.waiting {
 		if names[name] {
 			delete(p.waiting, name)
@@ -40,7 +40,7 @@ func (p *pipeline) checkDeclared(keys []render.ServiceKey, names map[string]bool
 
 // warnMissingPort warns if name is that of a port one of the Services does
 // not have, unless it did for the same ports, and reports whether it is.
-func (p *pipeline) warnMissingPort(name string, keys []render.ServiceKey) bool {
+func (p *Pipeline) warnMissingPort(name string, keys []render.ServiceKey) bool {
 	for _, key := range keys {
 		port, has, ok := p.renderer.MissingPort(key, name)
 		if !ok {

@@ -1,0 +1,55 @@
+package pipeline
+
+import (
+	"time"
+
+	"github.com/edsync/edsync/writer"
+)
+
+// Metrics is what the pipeline reports as it works. It knows no metrics
+// library: internal/metrics implements it with Prometheus.
+type Metrics interface {
+	// SliceEvent (a watch.Event*) and Skipped (a Reason* of watch or
+	// render) may be called from any goroutine: the Store calls them
+	// under its lock, so they must be quick and must not call back.
+	SliceEvent(kind string)
+	Skipped(reason string)
+
+	// The others are called from the pipeline's goroutine.
+
+	// DebounceDelay is the time from a Service's first unwritten change to
+	// the flush that takes it.
+	DebounceDelay(time.Duration)
+	// RenderDuration is the time a flush spent rendering its Services.
+	RenderDuration(time.Duration)
+	// Wrote is the outcome of one Write or Retry, which took took and
+	// ended at end.
+	Wrote(res writer.Result, took time.Duration, end time.Time)
+	// NetworkProgramming is the time from a change's trigger time on an
+	// EndpointSlice to the rename of its Service's file.
+	NetworkProgramming(time.Duration)
+	// Published is what the files hold after a flush.
+	Published(Published)
+}
+
+// Published sums up what the cluster files hold, as handed to the writer
+// (a failed write is retried with that content, so it is what the files
+// are about to hold).
+type Published struct {
+	// Services have a cluster file holding at least one endpoint.
+	Services int
+	// Clusters are the files edsync keeps up to date, empty ones included.
+	Clusters int
+	// Endpoints by health status; UNKNOWN counts as healthy, as in Envoy.
+	Healthy, Draining, Unhealthy int
+}
+
+type noMetrics struct{}
+
+func (noMetrics) SliceEvent(string)                             {}
+func (noMetrics) Skipped(string)                                {}
+func (noMetrics) DebounceDelay(time.Duration)                   {}
+func (noMetrics) RenderDuration(time.Duration)                  {}
+func (noMetrics) Wrote(writer.Result, time.Duration, time.Time) {}
+func (noMetrics) NetworkProgramming(time.Duration)              {}
+func (noMetrics) Published(Published)                           {}
