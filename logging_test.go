@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/edsync/edsync/internal/syncbuf"
+	"github.com/edsync/edsync/internal/testutil"
 	"github.com/edsync/edsync/render"
 )
 
@@ -203,7 +204,7 @@ func TestServiceWithoutObjectIsLogged(t *testing.T) {
 // missing; once it is read, the clusters are published.
 func TestServiceWithoutObjectWarnsOncePerService(t *testing.T) {
 	in, out := t.TempDir(), t.TempDir()
-	replaceFile(t, filepath.Join(in, "web.yaml"), topoSlice)
+	replaceFile(t, filepath.Join(in, "web.yaml"), testutil.TopoSlice)
 	cfg := configForTest(t, "--from-dir", in, "--output-dir", out, "--debounce", "1ms", "--max-delay", "10ms",
 		"--watch-services", "--cluster-name-template", "{{.Namespace}}-{{.Service}}-{{.PortNumber}}")
 	var logs syncbuf.Buffer
@@ -218,41 +219,16 @@ func TestServiceWithoutObjectWarnsOncePerService(t *testing.T) {
 	if warnings() != 1 || skipped() != 1 {
 		t.Fatalf("%d warnings, %v counted; want 1:\n%s", warnings(), skipped(), logs.String())
 	}
-	replaceFile(t, filepath.Join(in, "web.yaml"), strings.Replace(topoSlice, "10.0.2.1", "10.0.2.2", 1))
+	replaceFile(t, filepath.Join(in, "web.yaml"), strings.Replace(testutil.TopoSlice, "10.0.2.1", "10.0.2.2", 1))
 	if r := tp.nextFlush(t); r.Services != 1 || len(r.Clusters) != 0 {
 		t.Fatalf("flush %+v: want web rendered again, with no cluster", r)
 	}
 	if warnings() != 1 || skipped() != 1 {
 		t.Errorf("after a change: %d warnings, %v counted; want still 1:\n%s", warnings(), skipped(), logs.String())
 	}
-	replaceFile(t, filepath.Join(in, "service.yaml"), topoService(""))
+	replaceFile(t, filepath.Join(in, "service.yaml"), testutil.TopoService(""))
 	tp.waitFlush(t, "shop-web-80")
 	if warnings() != 1 {
 		t.Errorf("%d warnings once the Service is read, want 1:\n%s", warnings(), logs.String())
-	}
-}
-
-// A declared cluster whose Service shows up after the start without its
-// port is a warning too, once while the Service's ports stay the same.
-func TestDeclaredClusterOfALaterServiceWarnsOnce(t *testing.T) {
-	in, out := t.TempDir(), t.TempDir()
-	cfg := configForTest(t, "--from-dir", in, "--output-dir", out, "--debounce", "1ms", "--max-delay", "10ms",
-		"--cluster", "shop/web/htpp")
-	var logs syncbuf.Buffer
-	tp := startPipelineLog(t, cfg, slog.New(slog.NewTextHandler(&logs, nil)))
-	tp.waitFlush(t, "shop/web/htpp")
-	const warning = `level=WARN msg="declared cluster's port is not a port of its Service; publishing it empty"`
-	if strings.Contains(logs.String(), warning) || !strings.Contains(logs.String(), "declared cluster has no endpoints yet") {
-		t.Fatalf("before the Service: want the Info line only:\n%s", logs.String())
-	}
-	replaceFile(t, filepath.Join(in, "web.yaml"), topoSlice)
-	tp.waitFlush(t, "shop/web/http")
-	if n := strings.Count(logs.String(), warning); n != 1 || !strings.Contains(logs.String(), `service_ports="admin, http"`) {
-		t.Fatalf("%d warnings, want 1 naming the ports:\n%s", n, logs.String())
-	}
-	replaceFile(t, filepath.Join(in, "web.yaml"), strings.Replace(topoSlice, "10.0.2.1", "10.0.2.2", 1))
-	tp.waitFlush(t, "shop/web/http")
-	if n := strings.Count(logs.String(), warning); n != 1 {
-		t.Errorf("%d warnings after another change, want still 1:\n%s", n, logs.String())
 	}
 }

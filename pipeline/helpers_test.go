@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -48,10 +49,14 @@ func newTestPipeline(tb testing.TB, out string, o Options) (*Pipeline, *watch.St
 }
 
 // folder is a pipeline's set-up on a folder of manifests (in) and an output
-// folder (out): change opts, then start it.
+// folder (out): change opts, render and the Service and Node settings of
+// the folder's source, then start it.
 type folder struct {
-	in, out string
-	opts    Options
+	in, out       string
+	opts          Options
+	render        render.Options
+	watchServices bool
+	nodes         watch.NodeOptions
 }
 
 func newFolder(t *testing.T) *folder {
@@ -64,8 +69,16 @@ func newFolder(t *testing.T) *folder {
 func (f *folder) start(t *testing.T) *testPipeline {
 	t.Helper()
 	o := f.opts
+	ren, err := render.New(f.render)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o.Renderer = ren
+	o.WatchObjects = f.watchServices || f.nodes.All || f.nodes.Name != ""
+	o.NodeName, o.NodeTopology = f.nodes.Name, f.nodes.All
 	o.NewSource = func(store *watch.Store, objects *watch.Objects) (Source, error) {
-		return watch.NewDir(watch.DirOptions{Dir: f.in, Store: store, Logger: o.Logger})
+		return watch.NewDir(watch.DirOptions{Dir: f.in, Store: store, Logger: o.Logger,
+			Objects: objects, WatchServices: f.watchServices, Nodes: f.nodes})
 	}
 	return startTest(t, f.out, o)
 }
@@ -151,6 +164,28 @@ func (tp *testPipeline) waitFlush(t *testing.T, cluster string) Report {
 			t.Fatalf("no flush wrote %s", cluster)
 		}
 	}
+}
+
+// countSkips is a Metrics that counts the skips by reason.
+type countSkips struct {
+	noMetrics
+	mu    sync.Mutex
+	count map[string]int
+}
+
+func (c *countSkips) Skipped(reason string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.count == nil {
+		c.count = make(map[string]int)
+	}
+	c.count[reason]++
+}
+
+func (c *countSkips) get(reason string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.count[reason]
 }
 
 // discard is a logger that drops everything.

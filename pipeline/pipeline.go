@@ -72,11 +72,7 @@ type Options struct {
 	// SummaryEvery is the least time between two Info lines summing up
 	// flushes (the others are logged at Debug); 0 is 10 s.
 	SummaryEvery time.Duration
-	// StuckAfter is how long one piece of work may take before Alive
-	// reports the loop stuck; 0 is a minute.
-	StuckAfter time.Duration
-
-	Metrics Metrics // nil: none
+	Metrics      Metrics // nil: none
 
 	// Test hooks. OnFlush is told of each flush and retry, on the
 	// pipeline's goroutine, so tests wait on the flush sequence instead
@@ -227,9 +223,6 @@ func newPipeline(o Options) *Pipeline {
 		p.summaryEvery = 10 * time.Second
 	}
 	p.health = newHealth(p.now)
-	if o.StuckAfter > 0 {
-		p.health.stuckAfter = o.StuckAfter
-	}
 	p.coalescer.OnTake = p.taken
 	return p
 }
