@@ -42,12 +42,7 @@ func start(ctx context.Context, cfg *config, hup <-chan os.Signal, stdout, stder
 		defer release()
 	}
 	m := metrics.New(buildVersion())
-	opts, err := pipelineOptions(cfg, log, stdout)
-	if err != nil {
-		return err
-	}
-	opts.Metrics = m
-	p, err := pipeline.New(opts)
+	p, err := newPipeline(cfg, log, stdout, m, nil)
 	if err != nil {
 		return err
 	}
@@ -140,12 +135,12 @@ func sourceName(cfg *config) string {
 	return "kubernetes"
 }
 
-// pipelineOptions makes the pipeline's stages and options from the config;
-// the caller adds metrics and hooks.
-func pipelineOptions(cfg *config, log *slog.Logger, stdout io.Writer) (pipeline.Options, error) {
+// newPipeline makes the pipeline and its stages from the config, reporting
+// to m (nil: no metrics); onFlush is a hook for envoy-config and tests.
+func newPipeline(cfg *config, log *slog.Logger, stdout io.Writer, m pipeline.Metrics, onFlush func(pipeline.Report)) (*pipeline.Pipeline, error) {
 	ren, err := render.New(cfg.render)
 	if err != nil {
-		return pipeline.Options{}, usageError{err}
+		return nil, usageError{err}
 	}
 	w, err := writer.New(writer.Options{
 		Dir:    cfg.outputDir,
@@ -155,9 +150,9 @@ func pipelineOptions(cfg *config, log *slog.Logger, stdout io.Writer) (pipeline.
 		Logger: log,
 	})
 	if err != nil {
-		return pipeline.Options{}, fmt.Errorf("output: %w", err)
+		return nil, fmt.Errorf("output: %w", err)
 	}
-	return pipeline.Options{
+	return pipeline.New(pipeline.Options{
 		Logger:       log.With("component", "pipeline"),
 		NewSource:    func(s *watch.Store, o *watch.Objects) (pipeline.Source, error) { return newSource(cfg, s, o, log) },
 		WatchObjects: cfg.watchServices || cfg.nodes.All || cfg.nodes.Name != "",
@@ -173,7 +168,9 @@ func pipelineOptions(cfg *config, log *slog.Logger, stdout io.Writer) (pipeline.
 		SyncTimeout:  cfg.syncTimeout,
 		DryRun:       cfg.dryRun,
 		PruneAfter:   cfg.pruneAfter,
-	}, nil
+		Metrics:      m,
+		OnFlush:      onFlush,
+	})
 }
 
 // newSource makes the sources the config names, feeding store and objects

@@ -123,8 +123,8 @@ func connectTimeoutFlag() cli.Flag {
 // discarded and returns the clusters of its first flush, declared ones
 // included: the clusters a real run publishes. (A dry run reads no output
 // folder, so stale files of an earlier run, which a real run would empty,
-// are not among them.) onFlush, otherwise a test hook, is the one place
-// that sees the flush's cluster names.
+// are not among them.) The flush hook is the one place that sees the
+// flush's cluster names.
 func syncClusterNames(ctx context.Context, cfg *config, stderr io.Writer) ([]string, error) {
 	run := *cfg
 	run.dryRun, run.once = true, true
@@ -134,17 +134,12 @@ func syncClusterNames(ctx context.Context, cfg *config, stderr io.Writer) ([]str
 	run.nodes = watch.NodeOptions{}
 	log := newLogger(&run, new(slog.LevelVar), stderr)
 	klogOnce.Do(func() { klog.SetSlogLogger(log.With("component", "client-go")) })
-	opts, err := pipelineOptions(&run, log, io.Discard)
-	if err != nil {
-		return nil, err
-	}
 	var names []string
-	opts.OnFlush = func(r pipeline.Report) {
+	p, err := newPipeline(&run, log, io.Discard, nil, func(r pipeline.Report) {
 		if r.Initial {
 			names = r.Clusters // sorted
 		}
-	}
-	p, err := pipeline.New(opts)
+	})
 	if err != nil {
 		return nil, err
 	}

@@ -47,18 +47,14 @@ func startPipeline(t *testing.T, cfg *config) *testPipeline {
 // to log, and runs it until the test ends.
 func startPipelineLog(t *testing.T, cfg *config, log *slog.Logger) *testPipeline {
 	t.Helper()
-	opts, err := pipelineOptions(cfg, log, io.Discard)
-	if err != nil {
-		t.Fatal(err)
-	}
 	tp := &testPipeline{
 		m:       metrics.New("test"),
 		flushes: make(chan pipeline.Report, 100),
 		done:    make(chan error, 1),
 	}
-	opts.Metrics = tp.m
-	opts.OnFlush = func(r pipeline.Report) { tp.flushes <- r }
-	if tp.p, err = pipeline.New(opts); err != nil {
+	var err error
+	tp.p, err = newPipeline(cfg, log, io.Discard, tp.m, func(r pipeline.Report) { tp.flushes <- r })
+	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(t.Context())

@@ -84,7 +84,7 @@ func (c *serviceChurn) files(tb testing.TB) []string {
 // Service churn leaves edsync's state bounded: after thousands of
 // short-lived Services, no more than the Services alive, the clusters
 // emptied within --prune-after and the declared ones have files, memory in
-// the writer and metrics, or prune entries; the coalescer, the store and
+// the writer and the published counts, or prune entries; the coalescer, the store and
 // the pending trigger times hold nothing more. Declared clusters are never
 // pruned, and 0 keeps every emptied file.
 func TestServiceChurnIsBounded(t *testing.T) {
@@ -104,7 +104,7 @@ func TestServiceChurnIsBounded(t *testing.T) {
 			t.Errorf("%s: %d files in the output folder, want at most %d", step, got, files)
 		}
 		if got := len(c.p.published.clusters); got > published {
-			t.Errorf("%s: metrics keep %d clusters, want at most %d", step, got, published)
+			t.Errorf("%s: %d published clusters kept, want at most %d", step, got, published)
 		}
 		if got := c.p.writer.Tracked(); got > tracked {
 			t.Errorf("%s: the writer keeps %d clusters, want at most %d", step, got, tracked)
@@ -124,7 +124,7 @@ func TestServiceChurnIsBounded(t *testing.T) {
 		t.Errorf("under churn: %d files, want the %d emptied within --prune-after kept too", got, 30)
 	}
 	if got := c.p.published.clusters; len(got) < alive {
-		t.Errorf("metrics know %d clusters, fewer than the %d Services alive", len(got), alive)
+		t.Errorf("%d published clusters known, fewer than the %d Services alive", len(got), alive)
 	}
 
 	// Every Service gone and --prune-after passed: the declared files stay.
@@ -258,7 +258,7 @@ func TestClusterNameHandedOverInOneFlush(t *testing.T) {
 
 	const name = "bench/http"
 	if got, want := c.p.published.serviceOf(name), (render.ServiceKey{Namespace: "bench", Name: "b"}); got != want {
-		t.Errorf("cluster %s belongs to %v for the metrics, want %v", name, got, want)
+		t.Errorf("cluster %s belongs to %v, want %v", name, got, want)
 	}
 	if _, due := c.p.files.pruneAt[name]; due {
 		t.Errorf("cluster %s is due for pruning though b publishes it", name)

@@ -139,7 +139,7 @@ func (p *Pipeline) goneCluster(name string) writer.Cluster {
 }
 
 // released notes the outcome of a flush's batch for the files: the
-// clusters released are forgotten by the metrics and their files are due
+// clusters released are forgotten (publishedFiles) and their files are due
 // for pruning; a cluster published again is not pruned.
 //
 // Only a name's last entry counts, as in the writer: a cluster name one

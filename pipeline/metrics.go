@@ -28,7 +28,8 @@ type Metrics interface {
 	// NetworkProgramming is the time from a change's trigger time on an
 	// EndpointSlice to the rename of its Service's file.
 	NetworkProgramming(time.Duration)
-	// Published is what the files hold after a flush.
+	// Published is what the files hold, reported once at the end of each
+	// flush (a scrape during a long flush sees the previous totals).
 	Published(Published)
 }
 

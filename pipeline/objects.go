@@ -167,7 +167,8 @@ func compareServiceKeys(a, b render.ServiceKey) int {
 }
 
 // Sources runs several sources as one, synced once every one is: the
-// slices, Services and Nodes of the first flush are then all known.
+// slices, Services and Nodes of the first flush are then all known. One
+// source is returned as it is.
 func Sources(list ...Source) Source {
 	if len(list) == 1 {
 		return list[0]

@@ -2,8 +2,9 @@
 // between the sources and the files. Sources mark Services dirty; the loop
 // debounces them, renders each dirty Service's clusters and writes them in
 // one batch, retries failed writes, writes again files lost behind its back
-// and prunes emptied ones. It imports watch, render and writer; main builds
-// it from the flags and starts it.
+// and prunes emptied ones. It imports watch, render and writer, and reports
+// to a Metrics interface of its own; the edsync command builds its Options
+// from the flags and config file (app.go) and runs it.
 package pipeline
 
 import (
@@ -85,18 +86,18 @@ type Options struct {
 
 // Report describes one flush or retry.
 type Report struct {
-	Seq      int
-	Initial  bool // the first full flush, or (with Reload) one after a config reload
-	Reload   bool
-	Retry    bool
-	Services int
+	Seq      int      // counts the flushes and retries of this pipeline, from 1
+	Initial  bool     // the first full flush, or (with Reload) one after a config reload
+	Reload   bool     // the full flush after Reconfigure
+	Retry    bool     // a retry of failed writes, not a flush
+	Services int      // Services rendered
 	Clusters []string // names handed to the writer, sorted
 	writer.Result
 }
 
-// Pipeline is the one goroutine that owns the state between the sources and
-// the files: the dirty set, the coalescer, the renderer and the writer.
-// Source handlers only mark a Service dirty.
+// Pipeline is the state between the sources and the files: the dirty set,
+// the coalescer, the renderer and the writer, owned by the one goroutine
+// that calls Run. Source handlers only mark a Service dirty.
 type Pipeline struct {
 	log         *slog.Logger
 	store       sliceStore
@@ -116,7 +117,7 @@ type Pipeline struct {
 	// topo holds the Services and Nodes handed to the renderer.
 	topo topology
 	// published is what the files hold, per cluster and summed.
-	published published
+	published publishedFiles
 	// summaryEvery is the least time between two Info lines summing up
 	// flushes (the others are logged at Debug).
 	summaryEvery time.Duration
@@ -174,6 +175,9 @@ func New(o Options) (*Pipeline, error) {
 		src, err := o.NewSource(store, objects)
 		if err != nil {
 			return nil, err
+		}
+		if src == nil {
+			return nil, errors.New("pipeline: NewSource returned no source")
 		}
 		p.source = src
 	}
@@ -321,9 +325,13 @@ const (
 )
 
 // Run feeds the source's changes through to the files until ctx ends, then
-// flushes what is pending and returns nil. With once, it returns after the
-// first full flush: an error if the sync timed out or a write failed.
+// flushes what is pending and returns nil, or an error if the source fails.
+// With Options.Once, it returns after the first full flush: an error if the
+// sync timed out or a write failed.
 func (p *Pipeline) Run(ctx context.Context) (err error) {
+	if p.source == nil {
+		return errors.New("pipeline: no source (Options.NewSource)")
+	}
 	p.health.start()
 	defer func() {
 		why := "shut down"

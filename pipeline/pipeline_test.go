@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edsync/edsync/render"
 	"github.com/edsync/edsync/watch"
 )
 
@@ -213,4 +214,23 @@ func TestReadyzAfterAFailedInitialWrite(t *testing.T) {
 		t.Fatalf("later flush: %+v, want one failure", r)
 	}
 	wantErr(t, "/readyz", tp.p.Ready(), "")
+}
+
+// A pipeline without a source is refused, not a crash on Run.
+func TestNoSource(t *testing.T) {
+	p, _ := newTestPipeline(t, t.TempDir(), Options{})
+	if err := p.Run(t.Context()); err == nil || !strings.Contains(err.Error(), "no source") {
+		t.Errorf("Run without a source: %v, want an error", err)
+	}
+	ren, err := render.New(render.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = New(Options{Renderer: ren, Writer: p.writer, NewSource: func(*watch.Store, *watch.Objects) (Source, error) { return nil, nil }})
+	if err == nil || !strings.Contains(err.Error(), "no source") {
+		t.Errorf("New with a nil source: %v, want an error", err)
+	}
+	if _, err := New(Options{Renderer: ren}); err == nil {
+		t.Error("New without a Writer: want an error")
+	}
 }

@@ -7,14 +7,14 @@ import (
 	"github.com/edsync/edsync/render"
 )
 
-// published is what the pipeline remembers of each cluster file it keeps:
+// publishedFiles is what the pipeline remembers of each cluster file it keeps:
 // the Service it belongs to (to render it again when the file is lost, and
 // to credit a write to its Service's changes) and its endpoint counts.
 //
 // The totals are kept incrementally: a flush adjusts them by the difference
 // for the clusters it renders, never walking all of them. Owned by the
 // pipeline's goroutine.
-type published struct {
+type publishedFiles struct {
 	clusters map[string]publishedCluster
 	// nonEmpty counts, per Service, its clusters holding an endpoint.
 	nonEmpty map[render.ServiceKey]int
@@ -48,8 +48,8 @@ func (c publishedCluster) counts() bool {
 	return c.service != (render.ServiceKey{}) && c.endpoints != endpointCounts{}
 }
 
-func newPublished() published {
-	return published{
+func newPublished() publishedFiles {
+	return publishedFiles{
 		clusters: make(map[string]publishedCluster),
 		nonEmpty: make(map[render.ServiceKey]int),
 	}
@@ -57,7 +57,7 @@ func newPublished() published {
 
 // publish records the content handed to the writer for one cluster. svc is
 // zero for a cluster of no Service.
-func (p *published) publish(name string, svc render.ServiceKey, cla *endpointv3.ClusterLoadAssignment) {
+func (p *publishedFiles) publish(name string, svc render.ServiceKey, cla *endpointv3.ClusterLoadAssignment) {
 	next := publishedCluster{service: svc}
 	for _, l := range cla.GetEndpoints() {
 		for _, lb := range l.GetLbEndpoints() {
@@ -98,7 +98,7 @@ func (p *published) publish(name string, svc render.ServiceKey, cla *endpointv3.
 // forget drops a cluster whose file is emptied and that no Service
 // publishes any more: the totals no longer count it, and nothing is kept
 // for it.
-func (p *published) forget(name string) {
+func (p *publishedFiles) forget(name string) {
 	prev, had := p.clusters[name]
 	if !had {
 		return
@@ -113,7 +113,7 @@ func (p *published) forget(name string) {
 
 // addServiceCluster adds d to the Service's count of non-empty clusters;
 // the Service is published while the count is above 0.
-func (p *published) addServiceCluster(svc render.ServiceKey, d int) {
+func (p *publishedFiles) addServiceCluster(svc render.ServiceKey, d int) {
 	n := p.nonEmpty[svc] + d
 	switch {
 	case n <= 0:
@@ -127,6 +127,6 @@ func (p *published) addServiceCluster(svc render.ServiceKey, d int) {
 }
 
 // serviceOf returns the Service of a published cluster (zero if none).
-func (p *published) serviceOf(cluster string) render.ServiceKey {
+func (p *publishedFiles) serviceOf(cluster string) render.ServiceKey {
 	return p.clusters[cluster].service
 }

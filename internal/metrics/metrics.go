@@ -157,6 +157,8 @@ func (m *Metrics) Handler() http.Handler {
 // Gather makes Metrics a prometheus.Gatherer: what a scrape reads.
 func (m *Metrics) Gather() ([]*dto.MetricFamily, error) { return m.reg.Gather() }
 
+// The methods of pipeline.Metrics, which documents them.
+
 func (m *Metrics) SliceEvent(kind string) { m.sliceEvents[kind].Inc() }
 func (m *Metrics) Skipped(reason string)  { m.skipped.WithLabelValues(reason).Inc() }
 

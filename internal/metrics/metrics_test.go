@@ -23,46 +23,62 @@ import (
 )
 
 // run runs a pipeline reporting to m, with o's source and declared
-// clusters, writing JSON into a temporary folder; it returns a function
-// that waits for the next flush that wrote cluster.
-func run(t *testing.T, m *Metrics, o pipeline.Options) (waitFlush func(cluster string)) {
+// clusters, writing JSON into out (a temporary folder unless given).
+func run(t *testing.T, m *Metrics, out string, o pipeline.Options) *runner {
 	t.Helper()
 	ren, err := render.New(render.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	w, err := writer.New(writer.Options{Dir: t.TempDir(), Format: writer.FormatJSON})
+	if out == "" {
+		out = t.TempDir()
+	}
+	w, err := writer.New(writer.Options{Dir: out, Format: writer.FormatJSON})
 	if err != nil {
 		t.Fatal(err)
 	}
-	flushes := make(chan pipeline.Report, 100)
+	r := &runner{flushes: make(chan pipeline.Report, 100), done: make(chan error, 1)}
 	o.Renderer, o.Writer, o.Metrics = ren, w, m
 	o.Debounce, o.MaxDelay = time.Millisecond, 10*time.Millisecond
-	o.OnFlush = func(r pipeline.Report) { flushes <- r }
+	o.OnFlush = func(rep pipeline.Report) { r.flushes <- rep }
 	p, err := pipeline.New(o)
 	if err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan error, 1)
 	ctx, cancel := context.WithCancel(t.Context())
-	go func() { done <- p.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
-	return func(cluster string) {
-		t.Helper()
-		deadline := time.After(30 * time.Second) // a failure guard, not a timing assertion
-		for {
-			select {
-			case r := <-flushes:
-				if slices.Contains(r.Clusters, cluster) {
-					return
-				}
-			case err := <-done:
-				t.Fatalf("pipeline stopped: %v", err)
-			case <-deadline:
-				t.Fatalf("no flush wrote %s", cluster)
+	go func() { r.done <- p.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-r.done })
+	return r
+}
+
+// runner follows a running pipeline's flushes.
+type runner struct {
+	flushes chan pipeline.Report
+	done    chan error
+}
+
+// wait returns the next flush or retry for which ok is true.
+func (r *runner) wait(t *testing.T, what string, ok func(pipeline.Report) bool) pipeline.Report {
+	t.Helper()
+	deadline := time.After(30 * time.Second) // a failure guard, not a timing assertion
+	for {
+		select {
+		case rep := <-r.flushes:
+			if ok(rep) {
+				return rep
 			}
+		case err := <-r.done:
+			t.Fatalf("pipeline stopped: %v", err)
+		case <-deadline:
+			t.Fatalf("no %s", what)
 		}
 	}
+}
+
+// waitFlush returns the next flush that wrote cluster.
+func (r *runner) waitFlush(t *testing.T, cluster string) pipeline.Report {
+	t.Helper()
+	return r.wait(t, "flush wrote "+cluster, func(rep pipeline.Report) bool { return slices.Contains(rep.Clusters, cluster) })
 }
 
 var (
@@ -102,15 +118,15 @@ addressType: IPv4
 endpoints: [{addresses: ["10.0.9.9"]}]
 `)
 	replaceFile(t, filepath.Join(in, "broken.yaml"), "kind: [")
-	m := New("test")
-	waitFlush := run(t, m, pipeline.Options{
+	m, out := New("test"), t.TempDir()
+	r := run(t, m, out, pipeline.Options{
 		Declared: []string{"default/declared"},
 		NewSource: func(store *watch.Store, _ *watch.Objects) (pipeline.Source, error) {
 			return watch.NewDir(watch.DirOptions{Dir: in, Store: store})
 		},
 	})
 
-	waitFlush("default/web/http")
+	r.waitFlush(t, "default/web/http")
 	checkMetrics(t, "initial flush", m, map[string]float64{
 		`edsync_build_info{version="test"}`:                       1,
 		`edsync_endpointslice_events_total{type="add"}`:           2, // web-1, orphan
@@ -145,7 +161,7 @@ endpoints: [{addresses: ["10.0.9.9"]}]
 - addresses: ["10.0.0.4"]
   conditions: {ready: true}
 `)
-	waitFlush("default/web/http")
+	r.waitFlush(t, "default/web/http")
 	checkMetrics(t, "after an update", m, map[string]float64{
 		`edsync_endpointslice_events_total{type="update"}`:       1,
 		`edsync_skipped_objects_total{reason="invalid-address"}`: 1,
@@ -168,7 +184,7 @@ endpoints: [{addresses: ["10.0.9.9"]}]
 - addresses: ["10.0.0.5"]
   conditions: {ready: false}
 `)
-	waitFlush("default/web/http")
+	r.waitFlush(t, "default/web/http")
 	checkMetrics(t, "after an update that changes no file", m, map[string]float64{
 		`edsync_endpointslice_events_total{type="update"}`: 2,
 		`edsync_cluster_writes_total{result="written"}`:    3,
@@ -181,7 +197,7 @@ endpoints: [{addresses: ["10.0.9.9"]}]
 	if err := os.Remove(src); err != nil {
 		t.Fatal(err)
 	}
-	waitFlush("default/web/http")
+	r.waitFlush(t, "default/web/http")
 	checkMetrics(t, "after the delete", m, map[string]float64{
 		`edsync_endpointslice_events_total{type="delete"}`: 1,
 		`edsync_published_clusters`:                        1,
@@ -189,6 +205,40 @@ endpoints: [{addresses: ["10.0.9.9"]}]
 		`edsync_published_endpoints{health="healthy"}`:     0,
 		`edsync_cluster_writes_total{result="written"}`:    4,
 	})
+	last := scrape(t, m)["edsync_last_write_success_timestamp_seconds"]
+
+	// A write that fails (a folder in the file's way) is counted, its
+	// content already in the published gauges; the retry that writes it
+	// is counted as written.
+	api := filepath.Join(out, "default_api_http.json")
+	if err := os.Mkdir(api, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	replaceFile(t, filepath.Join(in, "api.yaml"), testutil.Manifest("api", "10.0.1.1"))
+	if rep := r.waitFlush(t, "default/api/http"); rep.Failed != 1 {
+		t.Fatalf("flush %+v, want one failure", rep)
+	}
+	checkMetrics(t, "after a failed write", m, map[string]float64{
+		`edsync_cluster_writes_total{result="failed"}`:  1,
+		`edsync_cluster_writes_total{result="written"}`: 4,
+		`edsync_published_clusters`:                     2,
+		`edsync_published_services`:                     1,
+		`edsync_published_endpoints{health="healthy"}`:  1,
+		`edsync_flush_write_duration_seconds_count`:     5,
+		`edsync_last_write_success_timestamp_seconds`:   last,
+	})
+	if err := os.Remove(api); err != nil {
+		t.Fatal(err)
+	}
+	r.wait(t, "retry that wrote the file", func(rep pipeline.Report) bool { return rep.Retry && rep.Written == 1 })
+	checkMetrics(t, "after the retry", m, map[string]float64{
+		`edsync_cluster_writes_total{result="failed"}`:  1,
+		`edsync_cluster_writes_total{result="written"}`: 5,
+		`edsync_flush_write_duration_seconds_count`:     6,
+	})
+	if ts := scrape(t, m)["edsync_last_write_success_timestamp_seconds"]; ts <= last {
+		t.Errorf("edsync_last_write_success_timestamp_seconds = %v after the retry, want more than %v", ts, last)
+	}
 }
 
 // kubeSlice is an EndpointSlice of Service ns/web, port http 8080, whose
@@ -223,13 +273,13 @@ func kubeSlice(name string, trigger time.Time, ips ...string) *discoveryv1.Endpo
 func TestNetworkProgrammingLatency(t *testing.T) {
 	client := fake.NewClientset(kubeSlice("web-a", time.Now().Add(-time.Hour), "10.0.0.1"))
 	m := New("test")
-	waitFlush := run(t, m, pipeline.Options{
+	r := run(t, m, "", pipeline.Options{
 		NewSource: func(store *watch.Store, _ *watch.Objects) (pipeline.Source, error) {
 			return watch.NewKube(watch.KubeOptions{Client: client, Store: store})
 		},
 	})
 	const cluster = "ns/web/http"
-	waitFlush(cluster)
+	r.waitFlush(t, cluster)
 	checkMetrics(t, "initial list, its trigger time before the start", m, map[string]float64{
 		`edsync_endpointslice_events_total{type="add"}`:     1,
 		`edsync_network_programming_duration_seconds_count`: 0,
@@ -241,7 +291,7 @@ func TestNetworkProgrammingLatency(t *testing.T) {
 		if _, err := api.Update(t.Context(), s, metav1.UpdateOptions{}); err != nil {
 			t.Fatal(err)
 		}
-		waitFlush(cluster)
+		r.waitFlush(t, cluster)
 	}
 	update(kubeSlice("web-a", time.Now(), "10.0.0.2"))
 	checkMetrics(t, "a change written", m, map[string]float64{
@@ -261,7 +311,7 @@ func TestNetworkProgrammingLatency(t *testing.T) {
 	if _, err := api.Create(t.Context(), kubeSlice("web-b", time.Now(), "10.0.0.5"), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	waitFlush(cluster)
+	r.waitFlush(t, cluster)
 	checkMetrics(t, "a new slice", m, map[string]float64{
 		`edsync_endpointslice_events_total{type="add"}`:     2,
 		`edsync_endpointslice_events_total{type="update"}`:  3,
