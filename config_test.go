@@ -161,7 +161,7 @@ func TestConfigReload(t *testing.T) {
 		"--debounce", "1ms", "--max-delay", "10ms")
 
 	tp := startPipeline(t, cfg)
-	tp.waitFlush(t, "web")
+	tp.WaitCluster(t, "web")
 	if _, err := os.Stat(filepath.Join(out, "default_web_http.json")); !os.IsNotExist(err) {
 		t.Fatalf("a Service port not in the list has a file: %v", err)
 	}
@@ -195,7 +195,7 @@ func TestConfigReload(t *testing.T) {
 	cm.update(t, "clusters: [{service: default/web, port: http, name: web-v2}]\n")
 	waitResult("")
 	checkReloads(1, 0, 1)
-	f := tp.waitFlush(t, "web-v2")
+	f := tp.WaitCluster(t, "web-v2")
 	if !f.Reload || !slices.Contains(f.Clusters, "web") {
 		t.Errorf("reload flush %+v: want the new cluster written and the old one emptied", f)
 	}
@@ -211,7 +211,7 @@ func TestConfigReload(t *testing.T) {
 	checkReloads(1, 1, 0)
 	// The running config stays: a change is still written to web-v2.
 	replaceFile(t, filepath.Join(in, "web.yaml"), manifest("web", "10.0.0.2"))
-	tp.waitFlush(t, "web-v2")
+	tp.WaitCluster(t, "web-v2")
 	if got := addresses(readAsEnvoy(t, filepath.Join(out, "web-v2.json"))); !slices.Equal(got, []string{"10.0.0.2:8080 HEALTHY"}) {
 		t.Errorf("web-v2 after a refused reload: %v", got)
 	}
@@ -230,7 +230,7 @@ func TestConfigReloadOnSIGHUP(t *testing.T) {
 	replaceFile(t, filepath.Join(in, "web.yaml"), manifest("web", "10.0.0.1"))
 	cfg := configForTest(t, "--config", path, "--from-dir", in, "--output-dir", out, "--debounce", "1ms", "--max-delay", "10ms")
 	tp := startPipeline(t, cfg)
-	tp.waitFlush(t, "web")
+	tp.WaitCluster(t, "web")
 
 	results := make(chan error, 10)
 	r := newReloader(cfg, tp.p, tp.m, new(slog.LevelVar), slog.New(slog.DiscardHandler))
@@ -252,7 +252,7 @@ func TestConfigReloadOnSIGHUP(t *testing.T) {
 		t.Fatal("SIGHUP did not reload the config file")
 	}
 	checkMetrics(t, "after SIGHUP", tp.m, map[string]float64{`edsync_config_reloads_total{result="success"}`: 1})
-	if f := tp.waitFlush(t, "web"); !f.Reload || f.Written != 0 {
+	if f := tp.WaitCluster(t, "web"); !f.Reload || f.Written != 0 {
 		t.Errorf("flush after SIGHUP %+v: want a reload flush that rewrites nothing (the bytes are the same)", f)
 	}
 }

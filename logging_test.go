@@ -213,21 +213,21 @@ func TestServiceWithoutObjectWarnsOncePerService(t *testing.T) {
 	skipped := func() float64 {
 		return scrape(t, tp.m)[`edsync_skipped_objects_total{reason="`+render.ReasonNoServicePort+`"}`]
 	}
-	if r := tp.nextFlush(t); !r.Initial || len(r.Clusters) != 0 {
+	if r := tp.Next(t); !r.Initial || len(r.Clusters) != 0 {
 		t.Fatalf("first flush %+v: want the initial one, with no cluster", r)
 	}
 	if warnings() != 1 || skipped() != 1 {
 		t.Fatalf("%d warnings, %v counted; want 1:\n%s", warnings(), skipped(), logs.String())
 	}
 	replaceFile(t, filepath.Join(in, "web.yaml"), strings.Replace(testutil.TopoSlice, "10.0.2.1", "10.0.2.2", 1))
-	if r := tp.nextFlush(t); r.Services != 1 || len(r.Clusters) != 0 {
+	if r := tp.Next(t); r.Services != 1 || len(r.Clusters) != 0 {
 		t.Fatalf("flush %+v: want web rendered again, with no cluster", r)
 	}
 	if warnings() != 1 || skipped() != 1 {
 		t.Errorf("after a change: %d warnings, %v counted; want still 1:\n%s", warnings(), skipped(), logs.String())
 	}
 	replaceFile(t, filepath.Join(in, "service.yaml"), testutil.TopoService(""))
-	tp.waitFlush(t, "shop-web-80")
+	tp.WaitCluster(t, "shop-web-80")
 	if warnings() != 1 {
 		t.Errorf("%d warnings once the Service is read, want 1:\n%s", warnings(), logs.String())
 	}

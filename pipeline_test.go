@@ -1,16 +1,13 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
-	"slices"
 	"syscall"
 	"testing"
-	"time"
 
 	"github.com/edsync/edsync/internal/metrics"
 	"github.com/edsync/edsync/internal/testutil"
@@ -28,14 +25,12 @@ var (
 	scrape       = testutil.Scrape
 )
 
-// testPipeline runs the pipeline edsync builds from a config and reports
-// each flush on a channel, so tests wait on flushes, not on time.
+// testPipeline is the pipeline edsync builds from a config, running, and
+// the reports of its flushes.
 type testPipeline struct {
-	p       *pipeline.Pipeline
-	m       *metrics.Metrics
-	flushes chan pipeline.Report
-	done    chan error
-	cancel  context.CancelFunc
+	p *pipeline.Pipeline
+	m *metrics.Metrics
+	*testutil.Reports[pipeline.Report]
 }
 
 func startPipeline(t *testing.T, cfg *config) *testPipeline {
@@ -49,54 +44,14 @@ func startPipelineLog(t *testing.T, cfg *config, log *slog.Logger) *testPipeline
 	t.Helper()
 	tp := &testPipeline{
 		m:       metrics.New("test"),
-		flushes: make(chan pipeline.Report, 100),
-		done:    make(chan error, 1),
+		Reports: testutil.NewReports(func(r pipeline.Report) []string { return r.Clusters }),
 	}
 	var err error
-	tp.p, err = newPipeline(cfg, log, io.Discard, tp.m, func(r pipeline.Report) { tp.flushes <- r })
-	if err != nil {
+	if tp.p, err = newPipeline(cfg, log, io.Discard, tp.m, tp.Report); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(t.Context())
-	tp.cancel = cancel
-	go func() { tp.done <- tp.p.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		<-tp.done
-	})
+	tp.Run(t, tp.p.Run)
 	return tp
-}
-
-// nextFlush returns the next flush or retry.
-func (tp *testPipeline) nextFlush(t *testing.T) pipeline.Report {
-	t.Helper()
-	select {
-	case r := <-tp.flushes:
-		return r
-	case err := <-tp.done:
-		t.Fatalf("pipeline stopped: %v", err)
-	case <-time.After(time.Minute): // a failure guard, not a timing assertion
-		t.Fatal("no flush")
-	}
-	return pipeline.Report{}
-}
-
-// waitFlush returns the next flush that wrote the cluster.
-func (tp *testPipeline) waitFlush(t *testing.T, cluster string) pipeline.Report {
-	t.Helper()
-	deadline := time.After(30 * time.Second) // a failure guard, not a timing assertion
-	for {
-		select {
-		case r := <-tp.flushes:
-			if slices.Contains(r.Clusters, cluster) {
-				return r
-			}
-		case err := <-tp.done:
-			t.Fatalf("pipeline stopped: %v", err)
-		case <-deadline:
-			t.Fatalf("no flush wrote %s", cluster)
-		}
-	}
 }
 
 func statFiles(t *testing.T, dir string) map[string]string {

@@ -207,11 +207,11 @@ func TestPruneRunsOnThePipelineClock(t *testing.T) {
 	f.opts.OnPrune = func(c []string) { pruned <- c }
 	tp := f.start(t)
 	file := filepath.Join(f.out, "default_web_http.json")
-	tp.waitFlush(t, "default/web/http")
+	tp.WaitCluster(t, "default/web/http")
 	if err := os.Remove(src); err != nil {
 		t.Fatal(err)
 	}
-	tp.waitFlush(t, "default/web/http")
+	tp.WaitCluster(t, "default/web/http")
 	if cla := readAsEnvoy(t, file); len(cla.Endpoints) != 0 {
 		t.Fatalf("not emptied: %v", cla)
 	}

@@ -17,12 +17,12 @@ func TestRemovedFilesAreWrittenAgain(t *testing.T) {
 	tp := f.start(t)
 	web := filepath.Join(f.out, "default_web_http.json")
 	declared := filepath.Join(f.out, "default_declared.json")
-	tp.waitFlush(t, "default/web/http")
+	tp.WaitCluster(t, "default/web/http")
 
 	if err := os.Remove(web); err != nil {
 		t.Fatal(err)
 	}
-	if r := tp.waitFlush(t, "default/web/http"); r.Written != 1 {
+	if r := tp.WaitCluster(t, "default/web/http"); r.Written != 1 {
 		t.Errorf("flush after the removal: %+v, want default/web/http written", r)
 	}
 	if got := addresses(readAsEnvoy(t, web)); !slices.Equal(got, []string{"10.0.0.1:8080 HEALTHY"}) {
@@ -33,14 +33,14 @@ func TestRemovedFilesAreWrittenAgain(t *testing.T) {
 	if err := os.Rename(declared, declared+".bak"); err != nil {
 		t.Fatal(err)
 	}
-	if r := tp.waitFlush(t, "default/declared"); r.Written != 1 {
+	if r := tp.WaitCluster(t, "default/declared"); r.Written != 1 {
 		t.Errorf("flush after the rename: %+v, want default/declared written", r)
 	}
 	if cla := readAsEnvoy(t, declared); cla.ClusterName != "default/declared" || len(cla.Endpoints) != 0 {
 		t.Errorf("declared cluster file: %v", cla)
 	}
 	replaceFile(t, web, "{}")
-	tp.waitFlush(t, "default/web/http")
+	tp.WaitCluster(t, "default/web/http")
 	if got := addresses(readAsEnvoy(t, web)); !slices.Equal(got, []string{"10.0.0.1:8080 HEALTHY"}) {
 		t.Errorf("file replaced by another: rewritten with %v", got)
 	}

@@ -1,9 +1,7 @@
 package pipeline
 
 import (
-	"context"
 	"log/slog"
-	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -83,14 +81,11 @@ func (f *folder) start(t *testing.T) *testPipeline {
 	return startTest(t, f.out, o)
 }
 
-// testPipeline runs a pipeline in the background and reports each flush on
-// a channel, so tests wait on flushes, not on time.
+// testPipeline is a running pipeline and the reports of its flushes.
 type testPipeline struct {
-	p       *Pipeline
-	flushes chan Report
+	p *Pipeline
+	*testutil.Reports[Report]
 	notices chan render.ServiceKey
-	done    chan error
-	cancel  context.CancelFunc
 }
 
 // startTest runs, until the test ends, a pipeline made by newTestPipeline.
@@ -104,15 +99,14 @@ func startTest(t *testing.T, out string, o Options) *testPipeline {
 
 func newRun() *testPipeline {
 	return &testPipeline{
-		flushes: make(chan Report, 100),
+		Reports: testutil.NewReports(func(r Report) []string { return r.Clusters }),
 		notices: make(chan render.ServiceKey, 100),
-		done:    make(chan error, 1),
 	}
 }
 
 // hook returns o with the flush and notify hooks feeding tp.
 func (tp *testPipeline) hook(o Options) Options {
-	o.OnFlush = func(r Report) { tp.flushes <- r }
+	o.OnFlush = tp.Report
 	o.OnNotify = func(k render.ServiceKey) {
 		select {
 		case tp.notices <- k:
@@ -125,45 +119,7 @@ func (tp *testPipeline) hook(o Options) Options {
 // run runs p until the test ends.
 func (tp *testPipeline) run(t *testing.T, p *Pipeline) {
 	tp.p = p
-	ctx, cancel := context.WithCancel(t.Context())
-	tp.cancel = cancel
-	go func() { tp.done <- p.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		<-tp.done
-	})
-}
-
-// nextFlush returns the next flush or retry.
-func (tp *testPipeline) nextFlush(t *testing.T) Report {
-	t.Helper()
-	select {
-	case r := <-tp.flushes:
-		return r
-	case err := <-tp.done:
-		t.Fatalf("pipeline stopped: %v", err)
-	case <-time.After(time.Minute): // a failure guard, not a timing assertion
-		t.Fatal("no flush")
-	}
-	return Report{}
-}
-
-// waitFlush returns the next flush that wrote the cluster.
-func (tp *testPipeline) waitFlush(t *testing.T, cluster string) Report {
-	t.Helper()
-	deadline := time.After(30 * time.Second) // a failure guard, not a timing assertion
-	for {
-		select {
-		case r := <-tp.flushes:
-			if slices.Contains(r.Clusters, cluster) {
-				return r
-			}
-		case err := <-tp.done:
-			t.Fatalf("pipeline stopped: %v", err)
-		case <-deadline:
-			t.Fatalf("no flush wrote %s", cluster)
-		}
-	}
+	tp.Run(t, p.Run)
 }
 
 // countSkips is a Metrics that counts the skips by reason.

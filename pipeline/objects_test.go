@@ -37,7 +37,7 @@ func TestPipelineTopologyFromTheFolder(t *testing.T) {
 	f.watchServices, f.nodes = true, watch.NodeOptions{Name: "n1", All: true}
 	tp := f.start(t)
 	file := filepath.Join(out, "shop_web_http.json")
-	tp.waitFlush(t, "shop/web/http")
+	tp.WaitCluster(t, "shop/web/http")
 
 	cla := readAsEnvoy(t, file)
 	want := []string{"10.0.1.1 p0 r1/z1/rack-1 w1", "10.0.2.1 p1 r1/z2/ w1"}
@@ -58,7 +58,7 @@ func TestPipelineTopologyFromTheFolder(t *testing.T) {
 
 	t.Run("the local Node moves zone", func(t *testing.T) {
 		replaceFile(t, filepath.Join(in, "nodes.yaml"), topoNodes("z2"))
-		tp.waitFlush(t, "shop/web/http")
+		tp.WaitCluster(t, "shop/web/http")
 		want := []string{"10.0.1.1 p1 r1/z1/rack-1 w1", "10.0.2.1 p0 r1/z2/ w1"}
 		if got := placement(readAsEnvoy(t, file)); !slices.Equal(got, want) {
 			t.Errorf("%q, want %q", got, want)
@@ -67,7 +67,7 @@ func TestPipelineTopologyFromTheFolder(t *testing.T) {
 	t.Run("a bad annotation is counted and left out", func(t *testing.T) {
 		before := skips.get(render.ReasonInvalidAnnotation)
 		replaceFile(t, filepath.Join(in, "service.yaml"), topoService(`edsync.io/overprovisioning-factor: lots`))
-		tp.waitFlush(t, "shop/web/http")
+		tp.WaitCluster(t, "shop/web/http")
 		cla := readAsEnvoy(t, file)
 		if cla.GetPolicy().GetOverprovisioningFactor() != nil {
 			t.Errorf("policy %v: the bad factor was kept", cla.GetPolicy())
@@ -81,7 +81,7 @@ func TestPipelineTopologyFromTheFolder(t *testing.T) {
 	})
 	t.Run("the Service's topology annotation wins", func(t *testing.T) {
 		replaceFile(t, filepath.Join(in, "service.yaml"), topoService(`edsync.io/topology: "off"`))
-		tp.waitFlush(t, "shop/web/http")
+		tp.WaitCluster(t, "shop/web/http")
 		want := []string{"10.0.1.1 p0 r1/z1/rack-1 w1", "10.0.2.1 p0 r1/z2/ w1"}
 		if got := placement(readAsEnvoy(t, file)); !slices.Equal(got, want) {
 			t.Errorf("%q, want %q", got, want)
@@ -102,7 +102,7 @@ func TestReloadKeepsServicesAndNodes(t *testing.T) {
 	f.watchServices, f.nodes = true, watch.NodeOptions{Name: "n1", All: true}
 	tp := f.start(t)
 	file := filepath.Join(out, "shop_web_http.json")
-	tp.waitFlush(t, "shop/web/http")
+	tp.WaitCluster(t, "shop/web/http")
 
 	reconfigure := func(o render.Options, localZone string) {
 		t.Helper()
@@ -136,7 +136,7 @@ func TestReloadKeepsServicesAndNodes(t *testing.T) {
 // waitReloadFlush waits for the full flush after a config reload.
 func (tp *testPipeline) waitReloadFlush(t *testing.T) {
 	t.Helper()
-	for f := tp.nextFlush(t); !f.Reload; f = tp.nextFlush(t) {
+	for f := tp.Next(t); !f.Reload; f = tp.Next(t) {
 	}
 }
 
@@ -152,7 +152,7 @@ func TestMissingLocalNode(t *testing.T) {
 	f.nodes = watch.NodeOptions{Name: "n1"}
 	tp := f.start(t)
 	file := filepath.Join(out, "shop_web_http.json")
-	tp.waitFlush(t, "shop/web/http")
+	tp.WaitCluster(t, "shop/web/http")
 	if !strings.Contains(logs.String(), "level=WARN") || !strings.Contains(logs.String(), "Node is not found") {
 		t.Errorf("no warning about the missing Node in:\n%s", logs.String())
 	}
@@ -163,7 +163,7 @@ func TestMissingLocalNode(t *testing.T) {
 
 	// Without --node-topology the Node gives the local zone only.
 	replaceFile(t, filepath.Join(in, "nodes.yaml"), topoNodes("z2"))
-	tp.waitFlush(t, "shop/web/http")
+	tp.WaitCluster(t, "shop/web/http")
 	want = []string{"10.0.1.1 p1 /z1/ w1", "10.0.2.1 p0 /z2/ w1"}
 	if got := placement(readAsEnvoy(t, file)); !slices.Equal(got, want) {
 		t.Errorf("once the Node appears: %q, want %q", got, want)

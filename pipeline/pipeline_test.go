@@ -21,7 +21,7 @@ func TestPipelineFollowsTheFolder(t *testing.T) {
 	tp := f.start(t)
 	file := filepath.Join(f.out, "default_web_http.json")
 
-	r := tp.waitFlush(t, "default/web/http")
+	r := tp.WaitCluster(t, "default/web/http")
 	if !r.Initial {
 		t.Errorf("first flush is not the initial one: %+v", r)
 	}
@@ -34,7 +34,7 @@ func TestPipelineFollowsTheFolder(t *testing.T) {
 	}
 
 	replaceFile(t, src, manifest("web", "10.0.0.3"))
-	tp.waitFlush(t, "default/web/http")
+	tp.WaitCluster(t, "default/web/http")
 	if got, want := addresses(readAsEnvoy(t, file)), []string{"10.0.0.3:8080 HEALTHY"}; !slices.Equal(got, want) {
 		t.Errorf("after the change: %v, want %v", got, want)
 	}
@@ -43,7 +43,7 @@ func TestPipelineFollowsTheFolder(t *testing.T) {
 	if err := os.Remove(src); err != nil {
 		t.Fatal(err)
 	}
-	tp.waitFlush(t, "default/web/http")
+	tp.WaitCluster(t, "default/web/http")
 	if cla := readAsEnvoy(t, file); cla.ClusterName != "default/web/http" || len(cla.Endpoints) != 0 {
 		t.Errorf("after the slices went: %v, want the name and no endpoints", cla)
 	}
@@ -56,7 +56,7 @@ func TestShutdownFlushesPendingChanges(t *testing.T) {
 	src := filepath.Join(f.in, "web.yaml")
 	replaceFile(t, src, manifest("web", "10.0.0.1"))
 	tp := f.start(t)
-	tp.waitFlush(t, "default/web/http")
+	tp.WaitCluster(t, "default/web/http")
 	for len(tp.notices) > 0 { // notices of the initial sync
 		<-tp.notices
 	}
@@ -67,11 +67,9 @@ func TestShutdownFlushesPendingChanges(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("the change never reached the pipeline")
 	}
-	tp.cancel()
-	if err := <-tp.done; err != nil {
+	if err := tp.Stop(); err != nil {
 		t.Fatalf("Run returned %v on shutdown, want nil", err)
 	}
-	tp.done <- nil // for the cleanup
 	if got := addresses(readAsEnvoy(t, filepath.Join(f.out, "default_web_http.json"))); !slices.Equal(got, []string{"10.0.0.9:8080 HEALTHY"}) {
 		t.Errorf("after shutdown the file holds %v, want the pending change", got)
 	}
@@ -88,25 +86,16 @@ func TestFailedWriteIsRetried(t *testing.T) {
 		t.Fatal(err)
 	}
 	tp := f.start(t)
-	r := tp.waitFlush(t, "default/web/http")
+	r := tp.WaitCluster(t, "default/web/http")
 	if r.Failed != 1 {
 		t.Fatalf("first flush: %+v, want one failure", r)
 	}
 	if err := os.Remove(target); err != nil {
 		t.Fatal(err)
 	}
-	for {
-		select {
-		case r := <-tp.flushes:
-			if r.Retry && r.Written == 1 {
-				if got := addresses(readAsEnvoy(t, target)); !slices.Equal(got, []string{"10.0.0.1:8080 HEALTHY"}) {
-					t.Errorf("after the retry: %v", got)
-				}
-				return
-			}
-		case <-time.After(time.Minute):
-			t.Fatal("the failed write was not retried")
-		}
+	tp.Wait(t, "retry of the failed write", func(r Report) bool { return r.Retry && r.Written == 1 })
+	if got := addresses(readAsEnvoy(t, target)); !slices.Equal(got, []string{"10.0.0.1:8080 HEALTHY"}) {
+		t.Errorf("after the retry: %v", got)
 	}
 }
 
@@ -169,7 +158,7 @@ func TestReadyzWaitsForTheFirstSync(t *testing.T) {
 	wantErr(t, "/healthz", tp.p.Alive(), "") // waiting is not being stuck
 
 	close(src.synced)
-	tp.waitFlush(t, "default/declared")
+	tp.WaitCluster(t, "default/declared")
 	wantErr(t, "/readyz", tp.p.Ready(), "")
 }
 
@@ -186,7 +175,7 @@ func TestReadyzAfterAFailedInitialWrite(t *testing.T) {
 	}
 	tp := f.start(t)
 
-	if r := tp.waitFlush(t, "default/web/http"); r.Failed != 1 {
+	if r := tp.WaitCluster(t, "default/web/http"); r.Failed != 1 {
 		t.Fatalf("first flush: %+v, want one failure", r)
 	}
 	wantErr(t, "/readyz", tp.p.Ready(), "not every file of the first flush is written (1 pending); retrying (last error: ")
@@ -194,7 +183,7 @@ func TestReadyzAfterAFailedInitialWrite(t *testing.T) {
 	if err := os.Remove(target); err != nil {
 		t.Fatal(err)
 	}
-	for r := tp.nextFlush(t); !r.Retry || r.Written != 1; r = tp.nextFlush(t) {
+	for r := tp.Next(t); !r.Retry || r.Written != 1; r = tp.Next(t) {
 	}
 	wantErr(t, "/readyz", tp.p.Ready(), "")
 
@@ -210,7 +199,7 @@ func TestReadyzAfterAFailedInitialWrite(t *testing.T) {
 		t.Fatal(err)
 	}
 	replaceFile(t, src, manifest("web", "10.0.0.2"))
-	if r := tp.waitFlush(t, "default/web/http"); r.Failed != 1 {
+	if r := tp.WaitCluster(t, "default/web/http"); r.Failed != 1 {
 		t.Fatalf("later flush: %+v, want one failure", r)
 	}
 	wantErr(t, "/readyz", tp.p.Ready(), "")

@@ -1,10 +1,8 @@
 package metrics
 
 import (
-	"context"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -24,7 +22,7 @@ import (
 
 // run runs a pipeline reporting to m, with o's source and declared
 // clusters, writing JSON into out (a temporary folder unless given).
-func run(t *testing.T, m *Metrics, out string, o pipeline.Options) *runner {
+func run(t *testing.T, m *Metrics, out string, o pipeline.Options) *testutil.Reports[pipeline.Report] {
 	t.Helper()
 	ren, err := render.New(render.Options{})
 	if err != nil {
@@ -37,48 +35,16 @@ func run(t *testing.T, m *Metrics, out string, o pipeline.Options) *runner {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &runner{flushes: make(chan pipeline.Report, 100), done: make(chan error, 1)}
+	r := testutil.NewReports(func(r pipeline.Report) []string { return r.Clusters })
 	o.Renderer, o.Writer, o.Metrics = ren, w, m
 	o.Debounce, o.MaxDelay = time.Millisecond, 10*time.Millisecond
-	o.OnFlush = func(rep pipeline.Report) { r.flushes <- rep }
+	o.OnFlush = r.Report
 	p, err := pipeline.New(o)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(t.Context())
-	go func() { r.done <- p.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-r.done })
+	r.Run(t, p.Run)
 	return r
-}
-
-// runner follows a running pipeline's flushes.
-type runner struct {
-	flushes chan pipeline.Report
-	done    chan error
-}
-
-// wait returns the next flush or retry for which ok is true.
-func (r *runner) wait(t *testing.T, what string, ok func(pipeline.Report) bool) pipeline.Report {
-	t.Helper()
-	deadline := time.After(30 * time.Second) // a failure guard, not a timing assertion
-	for {
-		select {
-		case rep := <-r.flushes:
-			if ok(rep) {
-				return rep
-			}
-		case err := <-r.done:
-			t.Fatalf("pipeline stopped: %v", err)
-		case <-deadline:
-			t.Fatalf("no %s", what)
-		}
-	}
-}
-
-// waitFlush returns the next flush that wrote cluster.
-func (r *runner) waitFlush(t *testing.T, cluster string) pipeline.Report {
-	t.Helper()
-	return r.wait(t, "flush wrote "+cluster, func(rep pipeline.Report) bool { return slices.Contains(rep.Clusters, cluster) })
 }
 
 var (
@@ -126,7 +92,7 @@ endpoints: [{addresses: ["10.0.9.9"]}]
 		},
 	})
 
-	r.waitFlush(t, "default/web/http")
+	r.WaitCluster(t, "default/web/http")
 	checkMetrics(t, "initial flush", m, map[string]float64{
 		`edsync_build_info{version="test"}`:                       1,
 		`edsync_endpointslice_events_total{type="add"}`:           2, // web-1, orphan
@@ -161,7 +127,7 @@ endpoints: [{addresses: ["10.0.9.9"]}]
 - addresses: ["10.0.0.4"]
   conditions: {ready: true}
 `)
-	r.waitFlush(t, "default/web/http")
+	r.WaitCluster(t, "default/web/http")
 	checkMetrics(t, "after an update", m, map[string]float64{
 		`edsync_endpointslice_events_total{type="update"}`:       1,
 		`edsync_skipped_objects_total{reason="invalid-address"}`: 1,
@@ -184,7 +150,7 @@ endpoints: [{addresses: ["10.0.9.9"]}]
 - addresses: ["10.0.0.5"]
   conditions: {ready: false}
 `)
-	r.waitFlush(t, "default/web/http")
+	r.WaitCluster(t, "default/web/http")
 	checkMetrics(t, "after an update that changes no file", m, map[string]float64{
 		`edsync_endpointslice_events_total{type="update"}`: 2,
 		`edsync_cluster_writes_total{result="written"}`:    3,
@@ -197,7 +163,7 @@ endpoints: [{addresses: ["10.0.9.9"]}]
 	if err := os.Remove(src); err != nil {
 		t.Fatal(err)
 	}
-	r.waitFlush(t, "default/web/http")
+	r.WaitCluster(t, "default/web/http")
 	checkMetrics(t, "after the delete", m, map[string]float64{
 		`edsync_endpointslice_events_total{type="delete"}`: 1,
 		`edsync_published_clusters`:                        1,
@@ -215,7 +181,7 @@ endpoints: [{addresses: ["10.0.9.9"]}]
 		t.Fatal(err)
 	}
 	replaceFile(t, filepath.Join(in, "api.yaml"), testutil.Manifest("api", "10.0.1.1"))
-	if rep := r.waitFlush(t, "default/api/http"); rep.Failed != 1 {
+	if rep := r.WaitCluster(t, "default/api/http"); rep.Failed != 1 {
 		t.Fatalf("flush %+v, want one failure", rep)
 	}
 	checkMetrics(t, "after a failed write", m, map[string]float64{
@@ -230,7 +196,7 @@ endpoints: [{addresses: ["10.0.9.9"]}]
 	if err := os.Remove(api); err != nil {
 		t.Fatal(err)
 	}
-	r.wait(t, "retry that wrote the file", func(rep pipeline.Report) bool { return rep.Retry && rep.Written == 1 })
+	r.Wait(t, "retry that wrote the file", func(rep pipeline.Report) bool { return rep.Retry && rep.Written == 1 })
 	checkMetrics(t, "after the retry", m, map[string]float64{
 		`edsync_cluster_writes_total{result="failed"}`:  1,
 		`edsync_cluster_writes_total{result="written"}`: 5,
@@ -279,7 +245,7 @@ func TestNetworkProgrammingLatency(t *testing.T) {
 		},
 	})
 	const cluster = "ns/web/http"
-	r.waitFlush(t, cluster)
+	r.WaitCluster(t, cluster)
 	checkMetrics(t, "initial list, its trigger time before the start", m, map[string]float64{
 		`edsync_endpointslice_events_total{type="add"}`:     1,
 		`edsync_network_programming_duration_seconds_count`: 0,
@@ -291,7 +257,7 @@ func TestNetworkProgrammingLatency(t *testing.T) {
 		if _, err := api.Update(t.Context(), s, metav1.UpdateOptions{}); err != nil {
 			t.Fatal(err)
 		}
-		r.waitFlush(t, cluster)
+		r.WaitCluster(t, cluster)
 	}
 	update(kubeSlice("web-a", time.Now(), "10.0.0.2"))
 	checkMetrics(t, "a change written", m, map[string]float64{
@@ -311,7 +277,7 @@ func TestNetworkProgrammingLatency(t *testing.T) {
 	if _, err := api.Create(t.Context(), kubeSlice("web-b", time.Now(), "10.0.0.5"), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	r.waitFlush(t, cluster)
+	r.WaitCluster(t, cluster)
 	checkMetrics(t, "a new slice", m, map[string]float64{
 		`edsync_endpointslice_events_total{type="add"}`:     2,
 		`edsync_endpointslice_events_total{type="update"}`:  3,
