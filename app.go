@@ -154,7 +154,7 @@ func newPipeline(cfg *config, log *slog.Logger, stdout io.Writer, m pipeline.Met
 	}
 	return pipeline.New(pipeline.Options{
 		Logger:       log.With("component", "pipeline"),
-		NewSource:    func(s *watch.Store, o *watch.Objects) (pipeline.Source, error) { return newSource(cfg, s, o, log) },
+		NewSource:    func(s *watch.Store, o *watch.Objects) (watch.Source, error) { return newSource(cfg, s, o, log) },
 		WatchObjects: cfg.watchServices || cfg.nodes.All || cfg.nodes.Name != "",
 		Renderer:     ren,
 		Writer:       w,
@@ -175,7 +175,7 @@ func newPipeline(cfg *config, log *slog.Logger, stdout io.Writer, m pipeline.Met
 
 // newSource makes the sources the config names, feeding store and objects
 // (nil unless Services or Nodes are read).
-func newSource(cfg *config, store *watch.Store, objects *watch.Objects, log *slog.Logger) (pipeline.Source, error) {
+func newSource(cfg *config, store *watch.Store, objects *watch.Objects, log *slog.Logger) (watch.Source, error) {
 	if cfg.fromDir != "" {
 		return watch.NewDir(watch.DirOptions{
 			Dir: cfg.fromDir, Namespaces: cfg.namespaces, Selector: cfg.selector, Services: cfg.services,
@@ -199,7 +199,7 @@ func newSource(cfg *config, store *watch.Store, objects *watch.Objects, log *slo
 	if err != nil {
 		return nil, usageError{err}
 	}
-	all := []pipeline.Source{src}
+	all := []watch.Source{src}
 	if cfg.watchServices {
 		svc, err := watch.NewKubeServices(watch.KubeServicesOptions{
 			Client: client, Namespaces: cfg.namespaces, Services: cfg.services, Objects: objects, Logger: log,
@@ -216,7 +216,7 @@ func newSource(cfg *config, store *watch.Store, objects *watch.Objects, log *slo
 		}
 		all = append(all, nodes)
 	}
-	return pipeline.Sources(all...), nil
+	return watch.Group(all...), nil
 }
 
 // declared is every cluster whose file must exist: those of --cluster and

@@ -74,7 +74,7 @@ func (f *folder) start(t *testing.T) *testPipeline {
 	o.Renderer = ren
 	o.WatchObjects = f.watchServices || f.nodes.All || f.nodes.Name != ""
 	o.NodeName, o.NodeTopology = f.nodes.Name, f.nodes.All
-	o.NewSource = func(store *watch.Store, objects *watch.Objects) (Source, error) {
+	o.NewSource = func(store *watch.Store, objects *watch.Objects) (watch.Source, error) {
 		return watch.NewDir(watch.DirOptions{Dir: f.in, Store: store, Logger: o.Logger,
 			Objects: objects, WatchServices: f.watchServices, Nodes: f.nodes})
 	}

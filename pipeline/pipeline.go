@@ -22,18 +22,6 @@ import (
 	"github.com/edsync/edsync/writer"
 )
 
-// Source fills the pipeline's Store (and Objects) from somewhere: the
-// Kubernetes API, or a folder of manifests.
-type Source interface {
-	// Run feeds the Store until ctx ends; it returns nil then, or an
-	// error that ends the pipeline.
-	Run(ctx context.Context) error
-	// Synced is closed once the first full list is in the Store: nothing
-	// is written before it, since a partial cache would publish partial
-	// endpoint sets and drop traffic.
-	Synced() <-chan struct{}
-}
-
 // Options are what a pipeline is built from. Renderer and Writer are
 // required, and NewSource unless the test drives flushes itself.
 type Options struct {
@@ -43,8 +31,10 @@ type Options struct {
 	Clock func() time.Time
 	// NewSource makes the source from the Store the pipeline reads (and
 	// the Objects, nil unless WatchObjects): the pipeline makes both, as
-	// they tell it of each change.
-	NewSource func(store *watch.Store, objects *watch.Objects) (Source, error)
+	// they tell it of each change. Nothing is written before the source
+	// is synced: a partial cache would publish partial endpoint sets and
+	// drop traffic.
+	NewSource func(store *watch.Store, objects *watch.Objects) (watch.Source, error)
 	// WatchObjects says a source reads Services or Nodes.
 	WatchObjects bool
 
@@ -101,7 +91,7 @@ type Report struct {
 type Pipeline struct {
 	log         *slog.Logger
 	store       sliceStore
-	source      Source
+	source      watch.Source
 	coalescer   *watch.Coalescer
 	renderer    *render.Renderer
 	writer      *writer.Writer

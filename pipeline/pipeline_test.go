@@ -147,7 +147,7 @@ func (s *manualSource) Synced() <-chan struct{} { return s.synced }
 func TestReadyzWaitsForTheFirstSync(t *testing.T) {
 	out := t.TempDir()
 	src := &manualSource{running: make(chan struct{}), synced: make(chan struct{})}
-	o := Options{Declared: []string{"default/declared"}, NewSource: func(*watch.Store, *watch.Objects) (Source, error) { return src, nil }}
+	o := Options{Declared: []string{"default/declared"}, NewSource: func(*watch.Store, *watch.Objects) (watch.Source, error) { return src, nil }}
 	tp := newRun()
 	p, _ := newTestPipeline(t, out, tp.hook(o))
 	wantErr(t, "/readyz", p.Ready(), "not ready: the pipeline has not started")
@@ -215,7 +215,7 @@ func TestNoSource(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = New(Options{Renderer: ren, Writer: p.writer, NewSource: func(*watch.Store, *watch.Objects) (Source, error) { return nil, nil }})
+	_, err = New(Options{Renderer: ren, Writer: p.writer, NewSource: func(*watch.Store, *watch.Objects) (watch.Source, error) { return nil, nil }})
 	if err == nil || !strings.Contains(err.Error(), "no source") {
 		t.Errorf("New with a nil source: %v, want an error", err)
 	}

@@ -87,7 +87,7 @@ endpoints: [{addresses: ["10.0.9.9"]}]
 	m, out := New("test"), t.TempDir()
 	r := run(t, m, out, pipeline.Options{
 		Declared: []string{"default/declared"},
-		NewSource: func(store *watch.Store, _ *watch.Objects) (pipeline.Source, error) {
+		NewSource: func(store *watch.Store, _ *watch.Objects) (watch.Source, error) {
 			return watch.NewDir(watch.DirOptions{Dir: in, Store: store})
 		},
 	})
@@ -240,7 +240,7 @@ func TestNetworkProgrammingLatency(t *testing.T) {
 	client := fake.NewClientset(kubeSlice("web-a", time.Now().Add(-time.Hour), "10.0.0.1"))
 	m := New("test")
 	r := run(t, m, "", pipeline.Options{
-		NewSource: func(store *watch.Store, _ *watch.Objects) (pipeline.Source, error) {
+		NewSource: func(store *watch.Store, _ *watch.Objects) (watch.Source, error) {
 			return watch.NewKube(watch.KubeOptions{Client: client, Store: store})
 		},
 	})
