@@ -257,8 +257,9 @@ func (d *DirWatcher) WaitCaughtUp(timeout time.Duration) error {
 }
 
 // WaitFor waits until the file name holds a valid EDS file for cluster on
-// which check returns nil. It looks at the file now and then again after each
-// rename into the folder, never on a timer. After timeout it fails the test
+// which check returns nil, and the watcher has recorded the rename that
+// brought it. It looks at the file now and then again after each rename
+// into the folder, never on a timer. After timeout it fails the test
 // with check's last complaint (what was expected, what was there) and the
 // file's content.
 func (d *DirWatcher) WaitFor(t testing.TB, name, cluster string, timeout time.Duration, check func(*endpointv3.ClusterLoadAssignment) error) *endpointv3.ClusterLoadAssignment {
@@ -288,8 +289,14 @@ func (d *DirWatcher) WaitFor(t testing.TB, name, cluster string, timeout time.Du
 				// A reader must never see a bad file: rename makes writes atomic.
 				t.Fatalf("%s is not a file Envoy would accept: %v\ncontent:\n%s", path, err, data)
 			}
-			if last = check(cla); last == nil {
+			if last = check(cla); last == nil && d.arrived(name, data) {
 				return cla
+			}
+			if last == nil {
+				// Right, but the watcher has not yet recorded the rename
+				// that brought it: wait for it, so that Renames and
+				// Arrivals counted after WaitFor include it.
+				last = fmt.Errorf("the watcher has not seen %s arrive by a rename", name)
 			}
 		}
 		select {
@@ -298,6 +305,18 @@ func (d *DirWatcher) WaitFor(t testing.TB, name, cluster string, timeout time.Du
 			t.Fatalf("%s: still wrong after %v: %v\nfile held:\n%s", path, timeout, last, data)
 		}
 	}
+}
+
+// arrived reports whether the last rename of name recorded brought data.
+func (d *DirWatcher) arrived(name string, data []byte) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for i := len(d.all) - 1; i >= 0; i-- {
+		if d.all[i].Name == name {
+			return string(d.all[i].Data) == string(data)
+		}
+	}
+	return false
 }
 
 // WaitEndpoints waits until the file name for cluster holds exactly want, as
