@@ -169,6 +169,19 @@ func TestKubernetesExampleEdsyncContainer(t *testing.T) {
 		t.Errorf("edsync's securityContext %+v: want non-root, read-only root, no privilege escalation, drop ALL", sc)
 	}
 
+	if _, err := parseContainerArgs(t, c, "examples/kubernetes/edsync-config.yaml"); err != nil {
+		t.Errorf("edsync's args %q do not parse: %v", c.Args, err)
+	}
+	if !strings.Contains(strings.Join(c.Args, " "), "--http-addr :9911") {
+		t.Errorf("args %q: want --http-addr :9911, the probes' port", c.Args)
+	}
+}
+
+// parseContainerArgs parses an edsync container's args with edsync's own
+// flags, in the container's environment, with the --config file taken from
+// the ConfigMap in configMapFile where the container mounts it.
+func parseContainerArgs(t *testing.T, c corev1.Container, configMapFile string) (*config, error) {
+	t.Helper()
 	// --config names a file in the mounted ConfigMap folder: give the
 	// parser that file's content.
 	args := slices.Clone(c.Args)
@@ -177,7 +190,7 @@ func TestKubernetesExampleEdsyncContainer(t *testing.T) {
 		t.Fatalf("args %q: want --config FILE", args)
 	}
 	var cm corev1.ConfigMap
-	readObject(t, "examples/kubernetes/edsync-config.yaml", &cm)
+	readObject(t, configMapFile, &cm)
 	mount := slices.IndexFunc(c.VolumeMounts, func(m corev1.VolumeMount) bool {
 		return m.Name == "edsync-config" && filepath.Dir(args[j+1]) == m.MountPath
 	})
@@ -202,10 +215,5 @@ func TestKubernetesExampleEdsyncContainer(t *testing.T) {
 		}
 		t.Setenv(e.Name, v)
 	}
-	if _, err := parseFlags(args); err != nil {
-		t.Errorf("edsync's args %q do not parse: %v", c.Args, err)
-	}
-	if !strings.Contains(strings.Join(c.Args, " "), "--http-addr :9911") {
-		t.Errorf("args %q: want --http-addr :9911, the probes' port", c.Args)
-	}
+	return parseFlags(args)
 }

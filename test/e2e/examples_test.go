@@ -25,36 +25,68 @@ import (
 )
 
 // TestExamplesKubernetesManifestsApply applies every manifest under
-// examples/kubernetes/ to the real kube-apiserver as `kubectl apply
-// --server-side` would, first as a dry run (DryRun: All) and then for real,
-// with strict field validation: a misspelt or misplaced field, an invalid
-// value or a refused object fails the test. rbac.yaml goes first, as the
-// README says. With no kubelet the gateway's Pods never run; the API
-// server's validation and admission of the Deployment is what is checked.
+// examples/kubernetes/ (the sidecar), then under its node-shared/ folder, to
+// the real kube-apiserver as `kubectl apply --server-side` would, each object
+// first as a dry run (DryRun: All) and then for real, with strict field
+// validation: a misspelt or misplaced field, an invalid value or a refused
+// object fails the test. Each folder's rbac.yaml goes first, as its README says. With no
+// kubelet the Pods never run; the API server's validation and admission of
+// the Deployments and the DaemonSet is what is checked.
 func TestExamplesKubernetesManifestsApply(t *testing.T) {
 	ctx := t.Context()
 	repo, err := harness.RepoRoot()
 	if err != nil {
 		t.Fatal(err)
 	}
-	files, err := filepath.Glob(filepath.Join(repo, "examples", "kubernetes", "*.yaml"))
+	for _, dir := range []string{"examples/kubernetes", "examples/kubernetes/node-shared"} {
+		files, err := filepath.Glob(filepath.Join(repo, filepath.FromSlash(dir), "*.yaml"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		rbac := filepath.Join(repo, filepath.FromSlash(dir), "rbac.yaml")
+		slices.SortFunc(files, func(a, b string) int { // rbac.yaml first, then by name
+			switch {
+			case a == rbac:
+				return -1
+			case b == rbac:
+				return 1
+			}
+			return strings.Compare(a, b)
+		})
+		if len(files) < 4 || files[0] != rbac {
+			t.Fatalf("manifests %q: want rbac.yaml and the Pods'", files)
+		}
+		applyManifests(t, files)
+		if t.Failed() {
+			return
+		}
+	}
+
+	// A field the API server does not know for this version is dropped,
+	// not refused, when a feature gate is off: check that the native
+	// sidecar and its probe survived, and the DaemonSet's node port.
+	dep, err := cluster.Client.AppsV1().Deployments("default").Get(ctx, "gateway", metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	rbac := filepath.Join(repo, filepath.FromSlash(harness.RBACFile))
-	slices.SortFunc(files, func(a, b string) int { // rbac.yaml first, then by name
-		switch {
-		case a == rbac:
-			return -1
-		case b == rbac:
-			return 1
-		}
-		return strings.Compare(a, b)
-	})
-	if len(files) < 4 || files[0] != rbac {
-		t.Fatalf("manifests %q: want rbac.yaml and the gateway's", files)
+	spec := dep.Spec.Template.Spec
+	if len(spec.InitContainers) != 1 || spec.InitContainers[0].RestartPolicy == nil ||
+		*spec.InitContainers[0].RestartPolicy != corev1.ContainerRestartPolicyAlways || spec.InitContainers[0].StartupProbe == nil {
+		t.Errorf("the stored Deployment lost the native sidecar or its startup probe: %+v", spec.InitContainers)
 	}
+	ds, err := cluster.Client.AppsV1().DaemonSets("edsync").Get(ctx, "edsync", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := ds.Spec.Template.Spec.Containers; len(c) != 1 || len(c[0].Ports) != 1 || c[0].Ports[0].HostPort != 9911 {
+		t.Errorf("the stored DaemonSet lost edsync's hostPort: %+v", c)
+	}
+}
 
+// applyManifests applies the objects of the files in order, each as a dry
+// run and then for real.
+func applyManifests(t *testing.T, files []string) {
+	t.Helper()
 	dyn, err := dynamic.NewForConfig(cluster.Config)
 	if err != nil {
 		t.Fatal(err)
@@ -65,55 +97,48 @@ func TestExamplesKubernetesManifestsApply(t *testing.T) {
 	}
 	mapper := restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(disc))
 
-	var objs []*unstructured.Unstructured
 	for _, f := range files {
-		objs = append(objs, readManifests(t, f)...)
-	}
-	for _, dryRun := range []bool{true, false} {
-		for _, obj := range objs {
-			gvk := obj.GroupVersionKind()
-			m, err := mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
-			if err != nil {
-				t.Fatalf("%s %s: %v", gvk, obj.GetName(), err)
-			}
-			res := dyn.Resource(m.Resource)
-			var ri dynamic.ResourceInterface = res
-			if m.Scope.Name() == "namespace" {
-				if obj.GetNamespace() == "" {
-					t.Errorf("%s %s has no namespace: it would land in whatever namespace kubectl is set to", gvk.Kind, obj.GetName())
-				}
-				ri = res.Namespace(obj.GetNamespace())
-			}
-			data, err := obj.MarshalJSON()
-			if err != nil {
-				t.Fatal(err)
-			}
-			// Strict: an unknown or duplicate field is an error, not a
-			// warning (apply refuses unknown fields anyway; this says so).
-			opts := metav1.PatchOptions{FieldManager: "edsync-e2e", Force: new(true), FieldValidation: "Strict"}
-			if dryRun {
-				opts.DryRun = []string{metav1.DryRunAll}
-			}
-			if _, err := ri.Patch(ctx, obj.GetName(), types.ApplyPatchType, data, opts); err != nil {
-				t.Errorf("apply %s %s/%s (dry run %v): %v", gvk.Kind, obj.GetNamespace(), obj.GetName(), dryRun, err)
-			}
+		for _, obj := range readManifests(t, f) {
+			applyObject(t, dyn, mapper, obj)
 		}
 		if t.Failed() {
 			return
 		}
 	}
+}
 
-	// A field the API server does not know for this version is dropped,
-	// not refused, when a feature gate is off: check that the native
-	// sidecar and its probe survived.
-	dep, err := cluster.Client.AppsV1().Deployments("default").Get(ctx, "gateway", metav1.GetOptions{})
+// applyObject applies obj as a dry run, then for real (so that a Namespace
+// exists before the objects after it are tried).
+func applyObject(t *testing.T, dyn *dynamic.DynamicClient, mapper *restmapper.DeferredDiscoveryRESTMapper, obj *unstructured.Unstructured) {
+	t.Helper()
+	gvk := obj.GroupVersionKind()
+	m, err := mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
+	if err != nil {
+		t.Fatalf("%s %s: %v", gvk, obj.GetName(), err)
+	}
+	res := dyn.Resource(m.Resource)
+	var ri dynamic.ResourceInterface = res
+	if m.Scope.Name() == "namespace" {
+		if obj.GetNamespace() == "" {
+			t.Errorf("%s %s has no namespace: it would land in whatever namespace kubectl is set to", gvk.Kind, obj.GetName())
+		}
+		ri = res.Namespace(obj.GetNamespace())
+	}
+	data, err := obj.MarshalJSON()
 	if err != nil {
 		t.Fatal(err)
 	}
-	spec := dep.Spec.Template.Spec
-	if len(spec.InitContainers) != 1 || spec.InitContainers[0].RestartPolicy == nil ||
-		*spec.InitContainers[0].RestartPolicy != corev1.ContainerRestartPolicyAlways || spec.InitContainers[0].StartupProbe == nil {
-		t.Errorf("the stored Deployment lost the native sidecar or its startup probe: %+v", spec.InitContainers)
+	for _, dryRun := range []bool{true, false} {
+		// Strict: an unknown or duplicate field is an error, not a
+		// warning (apply refuses unknown fields anyway; this says so).
+		opts := metav1.PatchOptions{FieldManager: "edsync-e2e", Force: new(true), FieldValidation: "Strict"}
+		if dryRun {
+			opts.DryRun = []string{metav1.DryRunAll}
+		}
+		if _, err := ri.Patch(t.Context(), obj.GetName(), types.ApplyPatchType, data, opts); err != nil {
+			t.Errorf("apply %s %s/%s (dry run %v): %v", gvk.Kind, obj.GetNamespace(), obj.GetName(), dryRun, err)
+			return
+		}
 	}
 }
 
