@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -50,12 +51,24 @@ type KubeOptions struct {
 // client-go informers (resync 0, WatchList where the server has it, a
 // transform that slims objects, see Slim).
 type Kube struct {
-	store   *Store
-	filter  *filter
+	client     kubernetes.Interface
+	namespaces []string
+	selector   string
+	store      *Store
+	// filter is what the handlers keep; SetServices replaces it.
+	filter  atomic.Pointer[filter]
 	log     *slog.Logger
 	synced  chan struct{}
 	started atomic.Bool
-	scopes  []*kubeScope
+
+	// move serializes SetServices calls.
+	move sync.Mutex
+	// mu guards scopes, runCtx and moved.
+	mu     sync.Mutex
+	scopes []*kubeScope
+	runCtx context.Context // Run's, nil until Run
+	// moved is closed (and replaced) when SetServices changes scopes.
+	moved chan struct{}
 }
 
 // kubeScope is one informer: a namespace and selector.
@@ -63,6 +76,17 @@ type kubeScope struct {
 	scope
 	informer informer
 	health   *apiHealth
+	// joining is set while a scope started by SetServices makes its first
+	// list: its events for slices the running scopes also cover are left
+	// to those (they are current; a list may be older than their last
+	// event), so that no slice goes back to an older version.
+	joining atomic.Bool
+	// target is the filter of the move that started a joining scope (its
+	// own slices pass it, not yet the running filter), others the filter
+	// of the scopes running before it (what they keep current).
+	target, others *filter
+	cancel  context.CancelFunc
+	done    chan struct{}
 }
 
 var _ Source = (*Kube)(nil)
@@ -88,11 +112,15 @@ func NewKube(o KubeOptions) (*Kube, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	k := &Kube{
-		store:  o.Store,
-		filter: f,
-		log:    log.With("component", "watch.kube"),
-		synced: make(chan struct{}),
+		client:     o.Client,
+		namespaces: o.Namespaces,
+		selector:   o.Selector,
+		store:      o.Store,
+		log:        log.With("component", "watch.kube"),
+		synced:     make(chan struct{}),
+		moved:      make(chan struct{}),
 	}
+	k.filter.Store(f)
 	for _, sc := range scopes {
 		ks, err := k.newScope(o.Client, sc)
 		if err != nil {
@@ -111,9 +139,9 @@ func (k *Kube) newScope(client kubernetes.Interface, sc scope) (*kubeScope, erro
 		func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) { return api.List(ctx, o) },
 		api.Watch)
 	inf, err := newInformer(client, lw, &discoveryv1.EndpointSlice{}, transform, ks.health, cache.ResourceEventHandlerFuncs{
-		AddFunc:    k.onAdd,
-		UpdateFunc: k.onUpdate,
-		DeleteFunc: k.onDelete,
+		AddFunc:    func(obj any) { k.onAdd(ks, obj) },
+		UpdateFunc: func(oldObj, newObj any) { k.onUpdate(ks, oldObj, newObj) },
+		DeleteFunc: func(obj any) { k.onDelete(ks, obj) },
 	})
 	if err != nil {
 		return nil, err
@@ -223,14 +251,174 @@ func (k *Kube) Run(ctx context.Context) error {
 	if !k.started.CompareAndSwap(false, true) {
 		return errors.New("watch: kube source: Run called twice")
 	}
-	infs := make([]informer, len(k.scopes))
-	for i, ks := range k.scopes {
-		infs[i] = ks.informer
+	ctx = klog.NewContext(ctx, logr.FromSlogHandler(k.log.Handler()))
+	k.mu.Lock()
+	k.runCtx = ctx
+	scopes := slices.Clone(k.scopes)
+	for _, ks := range scopes {
+		ks.start(ctx)
 	}
-	k.log.Info("watching EndpointSlices", "informers", len(k.scopes))
-	runInformers(ctx, k.log, infs, k.synced, func() {
-		k.log.Info("EndpointSlices synced", "informers", len(k.scopes), "slices", k.store.Len())
-	})
+	k.mu.Unlock()
+	k.log.Info("watching EndpointSlices", "informers", len(scopes))
+	go k.waitFirstSync(ctx)
+	<-ctx.Done()
+	k.mu.Lock()
+	scopes = k.scopes
+	k.mu.Unlock()
+	stopScopes(k.log, scopes)
+	return nil
+}
+
+// waitFirstSync closes synced once every scope has listed: those of the
+// latest SetServices if one ran meanwhile.
+func (k *Kube) waitFirstSync(ctx context.Context) {
+	for {
+		k.mu.Lock()
+		scopes, moved := slices.Clone(k.scopes), k.moved
+		k.mu.Unlock()
+		wait, cancel := context.WithCancel(ctx)
+		go func() {
+			select {
+			case <-moved:
+				cancel()
+			case <-wait.Done():
+			}
+		}()
+		err := waitSynced(wait, scopes)
+		cancel()
+		switch {
+		case err == nil:
+			k.log.Info("EndpointSlices synced", "informers", len(scopes), "slices", k.store.Len())
+			close(k.synced)
+			return
+		case ctx.Err() != nil:
+			return
+		}
+	}
+}
+
+// start runs the scope's informer until ctx ends or stop.
+func (ks *kubeScope) start(ctx context.Context) {
+	ctx, ks.cancel = context.WithCancel(ctx)
+	ks.done = make(chan struct{})
+	go func() {
+		defer close(ks.done)
+		ks.informer.informer.RunWithContext(ctx)
+	}()
+}
+
+// waitSynced waits until every scope's handler has handled its initial
+// list, or ctx ends.
+func waitSynced(ctx context.Context, scopes []*kubeScope) error {
+	for _, ks := range scopes {
+		select {
+		case <-ks.informer.reg.HasSyncedChecker().Done():
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
+}
+
+// stopScopes stops the scopes' informers and waits (briefly) for them.
+// client-go's streaming list sleeps out its retry backoff (up to ~30 s)
+// without watching for cancellation, so an informer that cannot reach
+// the API server may take that long to stop: longer than a Pod's grace
+// period. Wait briefly, then let such an informer finish on its own.
+func stopScopes(log *slog.Logger, scopes []*kubeScope) {
+	for _, ks := range scopes {
+		ks.cancel()
+	}
+	grace := time.After(informerStopGrace)
+	for _, ks := range scopes {
+		select {
+		case <-ks.done:
+		case <-grace:
+			log.Debug("an informer is still in client-go's retry backoff; not waiting for it")
+			return
+		}
+	}
+}
+
+// SetServices moves the watch to these Services (Namespaces and Selector
+// stay), without a gap: the informers of the namespaces whose selector
+// changes are started, and once they have listed, those they replace stop;
+// a namespace whose Services stay keeps its informer, and nothing is listed
+// again there. The slices of Services no longer watched leave the Store
+// (their Services are notified). It returns once the move is done, or with
+// an error if ctx ends first (the watch then stays as it was). Before Run,
+// it only changes what Run will start.
+func (k *Kube) SetServices(ctx context.Context, services []render.ServiceKey) error {
+	k.move.Lock()
+	defer k.move.Unlock()
+	f, err := newFilter(k.namespaces, k.selector, services)
+	if err != nil {
+		return fmt.Errorf("watch: kube source: %w", err)
+	}
+	want, err := f.scopes()
+	if err != nil {
+		return fmt.Errorf("watch: kube source: %w", err)
+	}
+	k.mu.Lock()
+	runCtx, current := k.runCtx, slices.Clone(k.scopes)
+	k.mu.Unlock()
+	// Only SetServices changes scopes, and one at a time: current stays
+	// right while it runs; runCtx may be set meanwhile (checked below).
+	var keep, add, drop []*kubeScope
+	for _, sc := range want {
+		if i := slices.IndexFunc(current, func(ks *kubeScope) bool { return ks.scope == sc }); i >= 0 {
+			keep = append(keep, current[i])
+			continue
+		}
+		ks, err := k.newScope(k.client, sc)
+		if err != nil {
+			return fmt.Errorf("watch: kube source: namespace %q: %w", sc.namespace, err)
+		}
+		add = append(add, ks)
+	}
+	for _, ks := range current {
+		if !slices.Contains(keep, ks) {
+			drop = append(drop, ks)
+		}
+	}
+	if runCtx == nil {
+		k.mu.Lock()
+		if runCtx = k.runCtx; runCtx == nil { // still before Run
+			k.scopes = slices.Concat(keep, add)
+			k.filter.Store(f)
+			k.mu.Unlock()
+			return nil
+		}
+		k.mu.Unlock()
+	}
+	if len(add) > 0 {
+		for _, ks := range add {
+			ks.target, ks.others = f, k.filter.Load()
+			ks.joining.Store(true)
+			ks.start(runCtx)
+		}
+		k.log.Info("moving the EndpointSlice watch", "informers_added", len(add), "informers_stopping", len(drop))
+		wait, cancel := context.WithCancel(ctx)
+		stop := context.AfterFunc(runCtx, cancel)
+		err := waitSynced(wait, add)
+		stop()
+		cancel()
+		if err != nil {
+			stopScopes(k.log, add)
+			return fmt.Errorf("watch: kube source: the new informers did not sync: %w", err)
+		}
+	}
+	k.filter.Store(f)
+	for _, ks := range add {
+		ks.joining.Store(false)
+	}
+	k.mu.Lock()
+	k.scopes = slices.Concat(keep, add)
+	close(k.moved)
+	k.moved = make(chan struct{})
+	k.mu.Unlock()
+	stopScopes(k.log, drop)
+	k.store.Retain(f.match)
 	return nil
 }
 
@@ -239,39 +427,54 @@ const informerStopGrace = 500 * time.Millisecond
 
 // The handlers only write the Store: the pipeline does the rest.
 
-func (k *Kube) onAdd(obj any) {
+func (k *Kube) onAdd(ks *kubeScope, obj any) {
 	sl, ok := obj.(*discoveryv1.EndpointSlice)
-	if !ok {
+	if !ok || k.leftToOthers(ks, sl) {
 		return
 	}
-	k.put(sl)
+	k.put(ks, sl)
 }
 
-func (k *Kube) onUpdate(oldObj, newObj any) {
+func (k *Kube) onUpdate(ks *kubeScope, oldObj, newObj any) {
 	sl, ok := newObj.(*discoveryv1.EndpointSlice)
-	if !ok {
+	if !ok || k.leftToOthers(ks, sl) {
 		return
 	}
 	if old, ok := oldObj.(*discoveryv1.EndpointSlice); ok && old.ResourceVersion != "" && old.ResourceVersion == sl.ResourceVersion {
 		return
 	}
-	k.put(sl)
+	k.put(ks, sl)
 }
 
-func (k *Kube) onDelete(obj any) {
+func (k *Kube) onDelete(ks *kubeScope, obj any) {
 	switch o := obj.(type) {
 	case *discoveryv1.EndpointSlice:
-		k.store.Delete(o.Namespace + "/" + o.Name)
+		if !k.leftToOthers(ks, o) {
+			k.store.Delete(o.Namespace + "/" + o.Name)
+		}
 	case cache.DeletedFinalStateUnknown:
 		// The watch missed the delete; the relist found the object gone.
 		// Key is namespace/name, the Store's id.
-		k.store.Delete(o.Key)
+		if sl, ok := o.Obj.(*discoveryv1.EndpointSlice); !ok || !k.leftToOthers(ks, sl) {
+			k.store.Delete(o.Key)
+		}
 	}
 }
 
-func (k *Kube) put(sl *discoveryv1.EndpointSlice) {
+// leftToOthers reports whether an event of a joining scope is about a slice
+// the running scopes cover: they keep it current until the joining scope
+// has listed.
+func (k *Kube) leftToOthers(ks *kubeScope, sl *discoveryv1.EndpointSlice) bool {
+	return ks.joining.Load() && ks.others.match(sl)
+}
+
+func (k *Kube) put(ks *kubeScope, sl *discoveryv1.EndpointSlice) {
 	id := sl.Namespace + "/" + sl.Name
-	if !k.filter.match(sl) {
+	f := k.filter.Load()
+	if ks.joining.Load() {
+		f = ks.target
+	}
+	if !f.match(sl) {
 		// The API server applies the same filter; an object that no
 		// longer matches (a label change seen by a watch that does not
 		// filter) leaves the Store.

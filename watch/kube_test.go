@@ -170,14 +170,14 @@ func TestKubeHandlers(t *testing.T) {
 		t.Fatal(err)
 	}
 	a := Slim(slice("ns", "web-a", "web", "5", "10.0.0.1"))
-	k.onAdd(a)
+	k.onAdd(k.scopes[0], a)
 	if got := rec.take(); !slices.Equal(got, []render.ServiceKey{web}) {
 		t.Fatalf("add notified %v", got)
 	}
 
 	t.Run("update with unchanged resourceVersion is ignored", func(t *testing.T) {
 		b := Slim(slice("ns", "web-a", "web", "5", "10.0.0.9"))
-		k.onUpdate(a, b)
+		k.onUpdate(k.scopes[0], a, b)
 		if got := rec.take(); got != nil {
 			t.Errorf("notified %v", got)
 		}
@@ -186,7 +186,7 @@ func TestKubeHandlers(t *testing.T) {
 		}
 	})
 	t.Run("DeletedFinalStateUnknown", func(t *testing.T) {
-		k.onDelete(cache.DeletedFinalStateUnknown{Key: "ns/web-a", Obj: a})
+		k.onDelete(k.scopes[0], cache.DeletedFinalStateUnknown{Key: "ns/web-a", Obj: a})
 		if got := rec.take(); !slices.Equal(got, []render.ServiceKey{web}) {
 			t.Errorf("notified %v", got)
 		}
@@ -195,9 +195,9 @@ func TestKubeHandlers(t *testing.T) {
 		}
 	})
 	t.Run("DeletedFinalStateUnknown without object", func(t *testing.T) {
-		k.onAdd(a)
+		k.onAdd(k.scopes[0], a)
 		rec.take()
-		k.onDelete(cache.DeletedFinalStateUnknown{Key: "ns/web-a"})
+		k.onDelete(k.scopes[0], cache.DeletedFinalStateUnknown{Key: "ns/web-a"})
 		if got := rec.take(); !slices.Equal(got, []render.ServiceKey{web}) {
 			t.Errorf("notified %v", got)
 		}
@@ -430,5 +430,106 @@ func TestKubeAPIErrorsLogged(t *testing.T) {
 	}
 	if strings.Count(out, "connection refused") != 1 {
 		t.Errorf("the failure is logged more than once:\n%s", out)
+	}
+}
+
+// SetServices moves the watch without a gap: a namespace whose Services
+// change is listed again with the new selector before its old informer
+// stops, a namespace no longer watched is dropped and not listed, an
+// unchanged one keeps its informer; the slices of Services no longer
+// watched leave the Store, and a Service in both never leaves it.
+func TestKubeSetServices(t *testing.T) {
+	client := fake.NewClientset(
+		slice("ns1", "web-a", "web", "", "10.0.0.1"),
+		slice("ns1", "api-a", "api", "", "10.0.0.2"),
+		slice("ns2", "db-a", "db", "", "10.0.0.3"),
+		slice("ns3", "mq-a", "mq", "", "10.0.0.4"),
+	)
+	var mu sync.Mutex
+	var lists []string
+	client.PrependReactor("list", "endpointslices", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		la := a.(k8stesting.ListActionImpl)
+		mu.Lock()
+		lists = append(lists, la.GetNamespace()+"|"+la.GetListOptions().LabelSelector)
+		mu.Unlock()
+		return false, nil, nil
+	})
+	takeLists := func() []string {
+		mu.Lock()
+		defer mu.Unlock()
+		out := slices.Sorted(slices.Values(lists))
+		lists = nil
+		return out
+	}
+	web := svc("ns1", "web")
+	n := newNotifications()
+	var store *Store
+	var gapMu sync.Mutex
+	var gaps []string // notifications that found web without slices
+	store = NewStore(func(k render.ServiceKey) {
+		if len(store.Slices(web)) == 0 {
+			gapMu.Lock()
+			gaps = append(gaps, fmt.Sprintf("web had no slice when %s was notified", k))
+			gapMu.Unlock()
+		}
+		n.notify(k)
+	})
+	k, err := NewKube(KubeOptions{Client: client, Store: store, Services: []render.ServiceKey{web, svc("ns2", "db"), svc("ns3", "mq")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Before Run, a move only changes what Run starts.
+	if err := k.SetServices(t.Context(), []render.ServiceKey{web, svc("ns2", "db")}); err != nil {
+		t.Fatal(err)
+	}
+	runSource(t, k)
+	waitClosed(t, k.Synced(), "Synced")
+	if got, want := takeLists(), []string{"ns1|kubernetes.io/service-name in (web)", "ns2|kubernetes.io/service-name in (db)"}; !slices.Equal(got, want) {
+		t.Errorf("lists at start = %q, want %q", got, want)
+	}
+	if got, want := store.Services(), []render.ServiceKey{web, svc("ns2", "db")}; !slices.Equal(got, want) {
+		t.Fatalf("Services() = %v, want %v", got, want)
+	}
+
+	// api joins web in ns1; db's namespace is no longer watched.
+	if err := k.SetServices(t.Context(), []render.ServiceKey{web, svc("ns1", "api")}); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := takeLists(), []string{"ns1|kubernetes.io/service-name in (api,web)"}; !slices.Equal(got, want) {
+		t.Errorf("lists of the move = %q, want %q (ns2 is dropped, not listed)", got, want)
+	}
+	if got, want := store.Services(), []render.ServiceKey{svc("ns1", "api"), web}; !slices.Equal(got, want) {
+		t.Errorf("Services() after the move = %v, want %v", got, want)
+	}
+
+	// The same Services again: nothing is listed.
+	if err := k.SetServices(t.Context(), []render.ServiceKey{svc("ns1", "api"), web}); err != nil {
+		t.Fatal(err)
+	}
+	if got := takeLists(); len(got) != 0 {
+		t.Errorf("an unchanged move listed %q", got)
+	}
+
+	// Events after the move reach the Store through the new informer.
+	api := client.DiscoveryV1().EndpointSlices("ns1")
+	if _, err := api.Create(t.Context(), slice("ns1", "api-b", "api", "", "10.0.0.5"), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	n.slicesAre(t, store, svc("ns1", "api"), "api-a", "api-b")
+	if _, err := client.DiscoveryV1().EndpointSlices("ns2").Create(t.Context(), slice("ns2", "db-b", "db", "", "10.0.0.6"), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+
+	// Back to web alone: api leaves the Store, web stays throughout.
+	if err := k.SetServices(t.Context(), []render.ServiceKey{web}); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := store.Services(), []render.ServiceKey{web}; !slices.Equal(got, want) {
+		t.Errorf("Services() after the last move = %v, want %v", got, want)
+	}
+	gapMu.Lock()
+	defer gapMu.Unlock()
+	if len(gaps) > 0 {
+		t.Errorf("web lost its slices during the moves: %q", gaps)
 	}
 }

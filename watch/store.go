@@ -210,6 +210,27 @@ func (s *Store) Delete(id string) {
 	}
 }
 
+// Retain removes every slice for which keep is false (a watch that no longer
+// covers it: see Kube.SetServices) and notifies each Service that lost one.
+// These are not counted as delete events: the objects still exist.
+func (s *Store) Retain(keep func(*discoveryv1.EndpointSlice) bool) {
+	s.mu.Lock()
+	lost := map[render.ServiceKey]bool{}
+	for id, e := range s.byID {
+		if !keep(e.slice) {
+			s.removeLocked(id, e.key)
+			lost[e.key] = true
+		}
+	}
+	for id, sl := range s.unlabeled {
+		if !keep(sl) {
+			delete(s.unlabeled, id)
+		}
+	}
+	s.mu.Unlock()
+	s.notifyAll(slices.SortedFunc(maps.Keys(lost), compareKeys))
+}
+
 func (s *Store) removeLocked(id string, key render.ServiceKey) {
 	delete(s.byID, id)
 	m := s.byService[key]

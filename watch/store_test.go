@@ -229,3 +229,34 @@ func TestStoreConcurrent(t *testing.T) {
 	})
 	wg.Wait()
 }
+
+// Retain drops the slices a watch no longer covers, notifies each Service
+// that lost one once, and counts no delete event: the objects still exist.
+func TestStoreRetain(t *testing.T) {
+	var rec recorder
+	events := map[string]int{}
+	s := NewStoreWith(StoreOptions{Notify: rec.notify, OnEvent: func(k string) { events[k]++ }})
+	s.Upsert("a/web-1", slice("a", "web-1", "web", "1", "10.0.0.1"))
+	s.Upsert("a/web-2", slice("a", "web-2", "web", "1", "10.0.0.2"))
+	s.Upsert("b/db-1", slice("b", "db-1", "db", "1", "10.0.0.3"))
+	s.Upsert("b/none", slice("b", "none", "", "1", "10.0.0.4")) // no Service label
+	rec.take()
+	clear(events)
+
+	s.Retain(func(sl *discoveryv1.EndpointSlice) bool { return sl.Namespace == "b" && sl.Name == "db-1" })
+	if got, want := rec.take(), []render.ServiceKey{svc("a", "web")}; !slices.Equal(got, want) {
+		t.Errorf("notified %v, want %v (once)", got, want)
+	}
+	if got, want := s.Services(), []render.ServiceKey{svc("b", "db")}; !slices.Equal(got, want) || s.Len() != 1 {
+		t.Errorf("Services() = %v (Len %d), want %v", got, s.Len(), want)
+	}
+	if len(events) != 0 {
+		t.Errorf("events counted: %v, want none", events)
+	}
+	// The unlabeled slice was forgotten: seen again, it is counted again.
+	before := s.Skipped()[ReasonNoServiceLabel]
+	s.Upsert("b/none", slice("b", "none", "", "1", "10.0.0.4"))
+	if got := s.Skipped()[ReasonNoServiceLabel]; got != before+1 {
+		t.Errorf("no-service-label skips %d -> %d: the unlabeled slice was kept", before, got)
+	}
+}
