@@ -85,8 +85,8 @@ type kubeScope struct {
 	// own slices pass it, not yet the running filter), others the filter
 	// of the scopes running before it (what they keep current).
 	target, others *filter
-	cancel  context.CancelFunc
-	done    chan struct{}
+	cancel         context.CancelFunc
+	done           chan struct{}
 }
 
 var _ Source = (*Kube)(nil)
