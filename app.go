@@ -2,20 +2,15 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
-	goruntime "runtime"
 	"slices"
 	"sync"
 	"time"
 
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/klog/v2"
 
 	"github.com/edsync/edsync/internal/metrics"
@@ -44,7 +39,7 @@ func start(ctx context.Context, cfg *config, hup <-chan os.Signal, stdout, stder
 		defer release()
 	}
 	m := metrics.New(buildVersion())
-	p, err := newPipeline(cfg, log, stdout, m, nil)
+	p, api, err := newPipeline(cfg, log, pipelineDeps{stdout: stdout, metrics: m})
 	if err != nil {
 		return err
 	}
@@ -66,7 +61,7 @@ func start(ctx context.Context, cfg *config, hup <-chan os.Signal, stdout, stder
 	done := make(chan struct{})
 	defer func() { stop(); <-done }()
 	if cfg.configFile != "" && !cfg.once {
-		r := newReloader(cfg, p, m, level, log)
+		r := newReloader(cfg, p, api, m, level, log)
 		r.hup = hup
 		go func() {
 			defer close(done)
@@ -101,23 +96,34 @@ func logHangups(ctx context.Context, hup <-chan os.Signal, log *slog.Logger, why
 	}
 }
 
-// newReloader follows the config file for the pipeline p, counting each
-// reload in m.
-func newReloader(cfg *config, p *pipeline.Pipeline, m *metrics.Metrics, level *slog.LevelVar, log *slog.Logger) *reloader {
+// newReloader follows the config file for the pipeline p and its API
+// watches (nil for a folder), counting each reload in m.
+func newReloader(cfg *config, p *pipeline.Pipeline, api *apiWatch, m *metrics.Metrics, level *slog.LevelVar, log *slog.Logger) *reloader {
 	return &reloader{
 		current:  cfg,
 		log:      log.With("component", "config"),
-		apply:    func(next *config) error { return apply(p, next, level) },
+		apply:    func(next *config) error { return apply(p, api, next, level) },
 		onResult: func(err error) { m.ConfigReloaded(err, time.Now()) },
 	}
 }
 
 // apply hands the settings of a reloaded config file that a running
-// pipeline can change to it; see restartOnly for the others.
-func apply(p *pipeline.Pipeline, next *config, level *slog.LevelVar) error {
+// pipeline can change to it; see restartOnly for the others. The
+// API watches move first, to the Services the new config publishes, so
+// that the full flush after the reload finds their slices.
+func apply(p *pipeline.Pipeline, api *apiWatch, next *config, level *slog.LevelVar) error {
 	ren, err := render.New(next.render)
 	if err != nil {
 		return err
+	}
+	if api != nil {
+		// Bounded as the first sync is; a watch stays as it was if its
+		// new informers cannot list in time.
+		ctx, cancel := context.WithTimeout(context.Background(), next.syncTimeout)
+		defer cancel()
+		if err := api.move(ctx, watchedServices(next)); err != nil {
+			return err
+		}
 	}
 	level.Set(next.logLevel)
 	p.Reconfigure(pipeline.Live{
@@ -137,26 +143,38 @@ func sourceName(cfg *config) string {
 	return "kubernetes"
 }
 
-// newPipeline makes the pipeline and its stages from the config, reporting
-// to m (nil: no metrics); onFlush is a hook for envoy-config and tests.
-func newPipeline(cfg *config, log *slog.Logger, stdout io.Writer, m pipeline.Metrics, onFlush func(pipeline.Report)) (*pipeline.Pipeline, error) {
+// pipelineDeps are what newPipeline takes besides the config.
+type pipelineDeps struct {
+	stdout  io.Writer             // where a dry run prints
+	metrics pipeline.Metrics      // nil: none
+	onFlush func(pipeline.Report) // a hook for envoy-config and tests
+	client  kubernetes.Interface  // nil: made from the config
+}
+
+// newPipeline makes the pipeline and its stages from the config. api is
+// set when its sources read the API server (nil for a folder): a config
+// reload moves their watches.
+func newPipeline(cfg *config, log *slog.Logger, deps pipelineDeps) (p *pipeline.Pipeline, api *apiWatch, err error) {
 	ren, err := render.New(cfg.render)
 	if err != nil {
-		return nil, usageError{err}
+		return nil, nil, usageError{err}
 	}
 	w, err := writer.New(writer.Options{
 		Dir:    cfg.outputDir,
 		Format: cfg.format,
 		DryRun: cfg.dryRun,
-		Out:    stdout,
+		Out:    deps.stdout,
 		Logger: log,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("output: %w", err)
+		return nil, nil, fmt.Errorf("output: %w", err)
 	}
-	return pipeline.New(pipeline.Options{
-		Logger:       log.With("component", "pipeline"),
-		NewSource:    func(s *watch.Store, o *watch.Objects) (watch.Source, error) { return newSource(cfg, s, o, log) },
+	p, err = pipeline.New(pipeline.Options{
+		Logger: log.With("component", "pipeline"),
+		NewSource: func(s *watch.Store, o *watch.Objects) (src watch.Source, err error) {
+			src, api, err = newSource(cfg, deps.client, s, o, log)
+			return src, err
+		},
 		WatchObjects: cfg.watchServices || cfg.nodes.All || cfg.nodes.Name != "",
 		Renderer:     ren,
 		Writer:       w,
@@ -170,63 +188,10 @@ func newPipeline(cfg *config, log *slog.Logger, stdout io.Writer, m pipeline.Met
 		SyncTimeout:  cfg.syncTimeout,
 		DryRun:       cfg.dryRun,
 		PruneAfter:   cfg.pruneAfter,
-		Metrics:      m,
-		OnFlush:      onFlush,
+		Metrics:      deps.metrics,
+		OnFlush:      deps.onFlush,
 	})
-}
-
-// newSource makes the sources the config names, feeding store and objects
-// (nil unless Services or Nodes are read).
-func newSource(cfg *config, store *watch.Store, objects *watch.Objects, log *slog.Logger) (watch.Source, error) {
-	if cfg.fromDir != "" {
-		return watch.NewDir(watch.DirOptions{
-			Dir: cfg.fromDir, Namespaces: cfg.namespaces, Selector: cfg.selector, Services: cfg.services,
-			Store: store, Logger: log,
-			Objects: objects, WatchServices: cfg.watchServices, Nodes: cfg.nodes,
-		})
-	}
-
-	rc, err := restConfig(cfg)
-	if err != nil {
-		return nil, err
-	}
-	// Who is asking, in the API server's logs and audit events: not
-	// client-go's default, which names the binary and an unset version.
-	rc.UserAgent = fmt.Sprintf("edsync/%s (%s/%s)", buildVersion(), goruntime.GOOS, goruntime.GOARCH)
-	// Protobuf on the wire, as kube-proxy and the controllers ask for it:
-	// less CPU per event for the API server and for edsync than JSON,
-	// which stays the fallback for a server (or proxy) without it.
-	rc.ContentType = runtime.ContentTypeProtobuf
-	rc.AcceptContentTypes = runtime.ContentTypeProtobuf + "," + runtime.ContentTypeJSON
-	client, err := kubernetes.NewForConfig(rc)
-	if err != nil {
-		return nil, fmt.Errorf("kubernetes client: %w", err)
-	}
-	src, err := watch.NewKube(watch.KubeOptions{
-		Client: client, Namespaces: cfg.namespaces, Selector: cfg.selector, Services: cfg.services,
-		Store: store, Logger: log,
-	})
-	if err != nil {
-		return nil, usageError{err}
-	}
-	all := []watch.Source{src}
-	if cfg.watchServices {
-		svc, err := watch.NewKubeServices(watch.KubeServicesOptions{
-			Client: client, Namespaces: cfg.namespaces, Services: cfg.services, Objects: objects, Logger: log,
-		})
-		if err != nil {
-			return nil, usageError{err}
-		}
-		all = append(all, svc)
-	}
-	if cfg.nodes.All || cfg.nodes.Name != "" {
-		nodes, err := watch.NewKubeNodes(watch.KubeNodesOptions{Client: client, Nodes: cfg.nodes, Objects: objects, Logger: log})
-		if err != nil {
-			return nil, usageError{err}
-		}
-		all = append(all, nodes)
-	}
-	return watch.Group(all...), nil
+	return p, api, err
 }
 
 // declared is every cluster whose file must exist: those of --cluster and
@@ -235,34 +200,4 @@ func declared(flagged []string, ren *render.Renderer) []string {
 	out := slices.Concat(flagged, ren.Declared())
 	slices.Sort(out)
 	return slices.Compact(out)
-}
-
-// restConfig uses in-cluster credentials when edsync runs in a Pod and no
-// kubeconfig is named, else the kubeconfig (--kubeconfig, $KUBECONFIG or
-// ~/.kube/config) and --context.
-func restConfig(cfg *config) (*rest.Config, error) {
-	if cfg.kubeconfig == "" && cfg.kubeContext == "" {
-		rc, err := rest.InClusterConfig()
-		if err == nil {
-			return rc, nil
-		}
-		if !errors.Is(err, rest.ErrNotInCluster) {
-			return nil, fmt.Errorf("in-cluster credentials: %w", err)
-		}
-	}
-	rules := clientcmd.NewDefaultClientConfigLoadingRules()
-	if cfg.kubeconfig != "" {
-		rules.ExplicitPath = cfg.kubeconfig
-	}
-	cc := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{CurrentContext: cfg.kubeContext})
-	rc, err := cc.ClientConfig()
-	// What the flags name (or fail to name) does not work: usage errors,
-	// before anything starts.
-	if clientcmd.IsEmptyConfig(err) {
-		return nil, usagef("no Kubernetes credentials: not running in a Pod and no kubeconfig found (use --kubeconfig, or --from-dir to read manifests)")
-	}
-	if err != nil {
-		return nil, usagef("kubeconfig: %v", err)
-	}
-	return rc, nil
 }

@@ -166,7 +166,7 @@ func TestConfigReload(t *testing.T) {
 		t.Fatalf("a Service port not in the list has a file: %v", err)
 	}
 	results := make(chan error, 10)
-	r := newReloader(cfg, tp.p, tp.m, new(slog.LevelVar), slog.New(slog.DiscardHandler))
+	r := newReloader(cfg, tp.p, tp.api, tp.m, new(slog.LevelVar), slog.New(slog.DiscardHandler))
 	count := r.onResult
 	r.onResult = func(err error) { count(err); results <- err }
 	checkReloads := func(success, failure, lastOK float64) {
@@ -233,7 +233,7 @@ func TestConfigReloadOnSIGHUP(t *testing.T) {
 	tp.WaitCluster(t, "web")
 
 	results := make(chan error, 10)
-	r := newReloader(cfg, tp.p, tp.m, new(slog.LevelVar), slog.New(slog.DiscardHandler))
+	r := newReloader(cfg, tp.p, tp.api, tp.m, new(slog.LevelVar), slog.New(slog.DiscardHandler))
 	count := r.onResult
 	r.onResult = func(err error) { count(err); results <- err }
 	hup := make(chan os.Signal, 1)

@@ -135,11 +135,11 @@ func syncClusterNames(ctx context.Context, cfg *config, stderr io.Writer) ([]str
 	log := newLogger(&run, new(slog.LevelVar), stderr)
 	klogOnce.Do(func() { klog.SetSlogLogger(log.With("component", "client-go")) })
 	var names []string
-	p, err := newPipeline(&run, log, io.Discard, nil, func(r pipeline.Report) {
+	p, _, err := newPipeline(&run, log, pipelineDeps{stdout: io.Discard, onFlush: func(r pipeline.Report) {
 		if r.Initial {
 			names = r.Clusters // sorted
 		}
-	})
+	}})
 	if err != nil {
 		return nil, err
 	}

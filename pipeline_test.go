@@ -9,6 +9,8 @@ import (
 	"syscall"
 	"testing"
 
+	"k8s.io/client-go/kubernetes"
+
 	"github.com/edsync/edsync/internal/metrics"
 	"github.com/edsync/edsync/internal/testutil"
 	"github.com/edsync/edsync/pipeline"
@@ -28,26 +30,33 @@ var (
 // testPipeline is the pipeline edsync builds from a config, running, and
 // the reports of its flushes.
 type testPipeline struct {
-	p *pipeline.Pipeline
-	m *metrics.Metrics
+	p   *pipeline.Pipeline
+	api *apiWatch // with a client
+	m   *metrics.Metrics
 	*testutil.Reports[pipeline.Report]
 }
 
 func startPipeline(t *testing.T, cfg *config) *testPipeline {
 	t.Helper()
-	return startPipelineLog(t, cfg, slog.New(slog.DiscardHandler))
+	return startPipelineWith(t, cfg, slog.New(slog.DiscardHandler), nil)
 }
 
-// startPipelineLog builds the pipeline from cfg as edsync does, logging
-// to log, and runs it until the test ends.
 func startPipelineLog(t *testing.T, cfg *config, log *slog.Logger) *testPipeline {
+	t.Helper()
+	return startPipelineWith(t, cfg, log, nil)
+}
+
+// startPipelineWith builds the pipeline from cfg as edsync does, logging
+// to log, with client as the API client (nil: from cfg), and runs it until
+// the test ends.
+func startPipelineWith(t *testing.T, cfg *config, log *slog.Logger, client kubernetes.Interface) *testPipeline {
 	t.Helper()
 	tp := &testPipeline{
 		m:       metrics.New("test"),
 		Reports: testutil.NewReports(func(r pipeline.Report) []string { return r.Clusters }),
 	}
 	var err error
-	if tp.p, err = newPipeline(cfg, log, io.Discard, tp.m, tp.Report); err != nil {
+	if tp.p, tp.api, err = newPipeline(cfg, log, pipelineDeps{stdout: io.Discard, metrics: tp.m, onFlush: tp.Report, client: client}); err != nil {
 		t.Fatal(err)
 	}
 	tp.Run(t, tp.p.Run)

@@ -143,7 +143,6 @@ func restartOnly(a, b *config) []string {
 	check("context", a.kubeContext == b.kubeContext)
 	check("namespace", slices.Equal(a.namespaces, b.namespaces))
 	check("selector", a.selector == b.selector)
-	check("service", slices.Equal(a.services, b.services))
 	check("from-dir", a.fromDir == b.fromDir)
 	check("sync-timeout", a.syncTimeout == b.syncTimeout)
 	check("output-dir", a.outputDir == b.outputDir)

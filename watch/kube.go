@@ -61,8 +61,13 @@ type Kube struct {
 	synced  chan struct{}
 	started atomic.Bool
 
-	// move serializes SetServices calls.
-	move sync.Mutex
+	// move serializes SetServices calls, and Run's stop with them.
+	move    sync.Mutex
+	stopped bool // Run has returned: no more moves
+	// handlers is held (read) by every event handler for its whole body,
+	// and (write) by a move while it hands the Store over to the new
+	// scopes, so that no event of a scope lands half-way.
+	handlers sync.RWMutex
 	// mu guards scopes, runCtx and moved.
 	mu     sync.Mutex
 	scopes []*kubeScope
@@ -77,16 +82,10 @@ type kubeScope struct {
 	informer informer
 	health   *apiHealth
 	// joining is set while a scope started by SetServices makes its first
-	// list: its events for slices the running scopes also cover are left
-	// to those (they are current; a list may be older than their last
-	// event), so that no slice goes back to an older version.
-	joining atomic.Bool
-	// target is the filter of the move that started a joining scope (its
-	// own slices pass it, not yet the running filter), others the filter
-	// of the scopes running before it (what they keep current).
-	target, others *filter
-	cancel         context.CancelFunc
-	done           chan struct{}
+	// list, retired once a move has replaced it: the handler of either
+	// writes nothing. The Store takes a joining scope's view from its
+	// cache when the move completes (see SetServices).
+	joining, retired atomic.Bool
 }
 
 var _ Source = (*Kube)(nil)
@@ -172,10 +171,56 @@ func observedListWatch(h *apiHealth, tweak func(*metav1.ListOptions),
 	}
 }
 
-// informer is one client-go informer with the registration of its handler.
+// informer is one client-go informer with the registration of its handler,
+// and, once started, how to stop it.
 type informer struct {
 	informer cache.SharedIndexInformer
 	reg      cache.ResourceEventHandlerRegistration
+	cancel   context.CancelFunc
+	done     chan struct{}
+}
+
+// start runs the informer until ctx ends or stopInformers.
+func (inf *informer) start(ctx context.Context) {
+	ctx, inf.cancel = context.WithCancel(ctx)
+	inf.done = make(chan struct{})
+	go func() {
+		defer close(inf.done)
+		inf.informer.RunWithContext(ctx)
+	}()
+}
+
+// waitSynced waits until every informer's handler has handled its initial
+// list, or ctx ends.
+func waitSynced(ctx context.Context, infs []*informer) error {
+	for _, inf := range infs {
+		select {
+		case <-inf.reg.HasSyncedChecker().Done():
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
+}
+
+// stopInformers stops started informers and waits (briefly) for them.
+// client-go's streaming list sleeps out its retry backoff (up to ~30 s)
+// without watching for cancellation, so an informer that cannot reach the
+// API server may take that long to stop: longer than a Pod's grace period.
+// Wait briefly, then let such an informer finish on its own.
+func stopInformers(log *slog.Logger, infs []*informer) {
+	for _, inf := range infs {
+		inf.cancel()
+	}
+	grace := time.After(informerStopGrace)
+	for _, inf := range infs {
+		select {
+		case <-inf.done:
+		case <-grace:
+			log.Debug("an informer is still in client-go's retry backoff; not waiting for it")
+			return
+		}
+	}
 }
 
 // newInformer makes an informer as every source here wants it: resync 0,
@@ -256,26 +301,36 @@ func (k *Kube) Run(ctx context.Context) error {
 	k.runCtx = ctx
 	scopes := slices.Clone(k.scopes)
 	for _, ks := range scopes {
-		ks.start(ctx)
+		ks.informer.start(ctx)
 	}
 	k.mu.Unlock()
 	k.log.Info("watching EndpointSlices", "informers", len(scopes))
-	go k.waitFirstSync(ctx)
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		if infs := untilSynced(ctx, k.current); infs != nil {
+			k.log.Info("EndpointSlices synced", "informers", len(infs), "slices", k.store.Len())
+			close(k.synced)
+		}
+	})
 	<-ctx.Done()
+	// A move in progress sees ctx end and gives up; none starts after.
+	k.move.Lock()
+	k.stopped = true
 	k.mu.Lock()
 	scopes = k.scopes
 	k.mu.Unlock()
-	stopScopes(k.log, scopes)
+	k.move.Unlock()
+	stopInformers(k.log, informersOf(scopes))
+	wg.Wait()
 	return nil
 }
 
-// waitFirstSync closes synced once every scope has listed: those of the
-// latest SetServices if one ran meanwhile.
-func (k *Kube) waitFirstSync(ctx context.Context) {
+// untilSynced waits until the informers current returns have all listed,
+// starting over whenever the channel it returns with them is closed (a
+// move replaced them). It returns those informers, or nil if ctx ends.
+func untilSynced(ctx context.Context, current func() ([]*informer, <-chan struct{})) []*informer {
 	for {
-		k.mu.Lock()
-		scopes, moved := slices.Clone(k.scopes), k.moved
-		k.mu.Unlock()
+		infs, moved := current()
 		wait, cancel := context.WithCancel(ctx)
 		go func() {
 			select {
@@ -284,73 +339,49 @@ func (k *Kube) waitFirstSync(ctx context.Context) {
 			case <-wait.Done():
 			}
 		}()
-		err := waitSynced(wait, scopes)
+		err := waitSynced(wait, infs)
 		cancel()
 		switch {
 		case err == nil:
-			k.log.Info("EndpointSlices synced", "informers", len(scopes), "slices", k.store.Len())
-			close(k.synced)
-			return
+			return infs
 		case ctx.Err() != nil:
-			return
+			return nil
 		}
 	}
 }
 
-// start runs the scope's informer until ctx ends or stop.
-func (ks *kubeScope) start(ctx context.Context) {
-	ctx, ks.cancel = context.WithCancel(ctx)
-	ks.done = make(chan struct{})
-	go func() {
-		defer close(ks.done)
-		ks.informer.informer.RunWithContext(ctx)
-	}()
+// current returns the running scopes' informers and the channel closed by
+// the next move.
+func (k *Kube) current() ([]*informer, <-chan struct{}) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return informersOf(k.scopes), k.moved
 }
 
-// waitSynced waits until every scope's handler has handled its initial
-// list, or ctx ends.
-func waitSynced(ctx context.Context, scopes []*kubeScope) error {
-	for _, ks := range scopes {
-		select {
-		case <-ks.informer.reg.HasSyncedChecker().Done():
-		case <-ctx.Done():
-			return ctx.Err()
-		}
+// informersOf returns the scopes' informers.
+func informersOf(scopes []*kubeScope) []*informer {
+	out := make([]*informer, len(scopes))
+	for i, ks := range scopes {
+		out[i] = &ks.informer
 	}
-	return nil
-}
-
-// stopScopes stops the scopes' informers and waits (briefly) for them.
-// client-go's streaming list sleeps out its retry backoff (up to ~30 s)
-// without watching for cancellation, so an informer that cannot reach
-// the API server may take that long to stop: longer than a Pod's grace
-// period. Wait briefly, then let such an informer finish on its own.
-func stopScopes(log *slog.Logger, scopes []*kubeScope) {
-	for _, ks := range scopes {
-		ks.cancel()
-	}
-	grace := time.After(informerStopGrace)
-	for _, ks := range scopes {
-		select {
-		case <-ks.done:
-		case <-grace:
-			log.Debug("an informer is still in client-go's retry backoff; not waiting for it")
-			return
-		}
-	}
+	return out
 }
 
 // SetServices moves the watch to these Services (Namespaces and Selector
 // stay), without a gap: the informers of the namespaces whose selector
-// changes are started, and once they have listed, those they replace stop;
-// a namespace whose Services stay keeps its informer, and nothing is listed
-// again there. The slices of Services no longer watched leave the Store
-// (their Services are notified). It returns once the move is done, or with
-// an error if ctx ends first (the watch then stays as it was). Before Run,
-// it only changes what Run will start.
+// changes are started, and once they have listed, the Store takes their
+// view and those they replace stop; a namespace whose Services stay keeps
+// its informer, and nothing is listed again there. The slices of Services
+// no longer watched leave the Store (their Services are notified). It
+// returns once the move is done, or with an error if ctx ends first (the
+// watch and the Store then stay as they were). Before Run, it only changes
+// what Run will start.
 func (k *Kube) SetServices(ctx context.Context, services []render.ServiceKey) error {
 	k.move.Lock()
 	defer k.move.Unlock()
+	if k.stopped {
+		return errors.New("watch: kube source: stopped")
+	}
 	f, err := newFilter(k.namespaces, k.selector, services)
 	if err != nil {
 		return fmt.Errorf("watch: kube source: %w", err)
@@ -392,33 +423,67 @@ func (k *Kube) SetServices(ctx context.Context, services []render.ServiceKey) er
 		k.mu.Unlock()
 	}
 	if len(add) > 0 {
-		for _, ks := range add {
-			ks.target, ks.others = f, k.filter.Load()
-			ks.joining.Store(true)
-			ks.start(runCtx)
-		}
 		k.log.Info("moving the EndpointSlice watch", "informers_added", len(add), "informers_stopping", len(drop))
+		for _, ks := range add {
+			ks.joining.Store(true)
+			ks.informer.start(runCtx)
+		}
 		wait, cancel := context.WithCancel(ctx)
 		stop := context.AfterFunc(runCtx, cancel)
-		err := waitSynced(wait, add)
+		err := waitSynced(wait, informersOf(add))
 		stop()
 		cancel()
 		if err != nil {
-			stopScopes(k.log, add)
+			stopInformers(k.log, informersOf(add))
 			return fmt.Errorf("watch: kube source: the new informers did not sync: %w", err)
 		}
 	}
+
+	// The hand-over, with no event handler running: the replaced scopes
+	// write nothing more (an event they still hold is older than what the
+	// new scopes have listed), and the Store takes the new scopes' view
+	// from their caches, which are at least as new as any event they have
+	// delivered. Their later events apply on top.
+	k.handlers.Lock()
+	for _, ks := range drop {
+		ks.retired.Store(true)
+	}
 	k.filter.Store(f)
+	listed := map[string]bool{} // namespace/name of every slice the new scopes hold
 	for _, ks := range add {
+		for _, obj := range ks.informer.informer.GetStore().List() {
+			if sl, ok := obj.(*discoveryv1.EndpointSlice); ok && f.match(sl) {
+				id := sl.Namespace + "/" + sl.Name
+				listed[id] = true
+				k.store.Upsert(id, sl)
+			}
+		}
 		ks.joining.Store(false)
 	}
+	addedNS := map[string]bool{}
+	for _, ks := range add {
+		addedNS[ks.namespace] = true
+	}
+	k.store.Retain(func(sl *discoveryv1.EndpointSlice) bool {
+		if !f.match(sl) {
+			return false
+		}
+		// In a namespace a new scope serves, what it does not hold is
+		// gone (or was never its): a replaced scope may have missed the
+		// delete. "" serves every namespace.
+		if addedNS[sl.Namespace] || addedNS[""] {
+			return listed[sl.Namespace+"/"+sl.Name]
+		}
+		return true
+	})
+	k.handlers.Unlock()
+
 	k.mu.Lock()
 	k.scopes = slices.Concat(keep, add)
 	close(k.moved)
 	k.moved = make(chan struct{})
 	k.mu.Unlock()
-	stopScopes(k.log, drop)
-	k.store.Retain(f.match)
+	stopInformers(k.log, informersOf(drop))
 	return nil
 }
 
@@ -428,53 +493,51 @@ const informerStopGrace = 500 * time.Millisecond
 // The handlers only write the Store: the pipeline does the rest.
 
 func (k *Kube) onAdd(ks *kubeScope, obj any) {
+	k.handlers.RLock()
+	defer k.handlers.RUnlock()
 	sl, ok := obj.(*discoveryv1.EndpointSlice)
-	if !ok || k.leftToOthers(ks, sl) {
+	if !ok || ks.idle() {
 		return
 	}
-	k.put(ks, sl)
+	k.put(sl)
 }
 
 func (k *Kube) onUpdate(ks *kubeScope, oldObj, newObj any) {
+	k.handlers.RLock()
+	defer k.handlers.RUnlock()
 	sl, ok := newObj.(*discoveryv1.EndpointSlice)
-	if !ok || k.leftToOthers(ks, sl) {
+	if !ok || ks.idle() {
 		return
 	}
 	if old, ok := oldObj.(*discoveryv1.EndpointSlice); ok && old.ResourceVersion != "" && old.ResourceVersion == sl.ResourceVersion {
 		return
 	}
-	k.put(ks, sl)
+	k.put(sl)
 }
 
 func (k *Kube) onDelete(ks *kubeScope, obj any) {
+	k.handlers.RLock()
+	defer k.handlers.RUnlock()
+	if ks.idle() {
+		return
+	}
 	switch o := obj.(type) {
 	case *discoveryv1.EndpointSlice:
-		if !k.leftToOthers(ks, o) {
-			k.store.Delete(o.Namespace + "/" + o.Name)
-		}
+		k.store.Delete(o.Namespace + "/" + o.Name)
 	case cache.DeletedFinalStateUnknown:
 		// The watch missed the delete; the relist found the object gone.
 		// Key is namespace/name, the Store's id.
-		if sl, ok := o.Obj.(*discoveryv1.EndpointSlice); !ok || !k.leftToOthers(ks, sl) {
-			k.store.Delete(o.Key)
-		}
+		k.store.Delete(o.Key)
 	}
 }
 
-// leftToOthers reports whether an event of a joining scope is about a slice
-// the running scopes cover: they keep it current until the joining scope
-// has listed.
-func (k *Kube) leftToOthers(ks *kubeScope, sl *discoveryv1.EndpointSlice) bool {
-	return ks.joining.Load() && ks.others.match(sl)
-}
+// idle reports whether the scope's events are not the Store's: it is
+// joining or retired.
+func (ks *kubeScope) idle() bool { return ks.joining.Load() || ks.retired.Load() }
 
-func (k *Kube) put(ks *kubeScope, sl *discoveryv1.EndpointSlice) {
+func (k *Kube) put(sl *discoveryv1.EndpointSlice) {
 	id := sl.Namespace + "/" + sl.Name
-	f := k.filter.Load()
-	if ks.joining.Load() {
-		f = ks.target
-	}
-	if !f.match(sl) {
+	if !k.filter.Load().match(sl) {
 		// The API server applies the same filter; an object that no
 		// longer matches (a label change seen by a watch that does not
 		// filter) leaves the Store.

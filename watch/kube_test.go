@@ -465,13 +465,16 @@ func TestKubeSetServices(t *testing.T) {
 	n := newNotifications()
 	var store *Store
 	var gapMu sync.Mutex
-	var gaps []string // notifications that found web without slices
+	var seen bool     // web has had a slice
+	var gaps []string // notifications since that found web without slices
 	store = NewStore(func(k render.ServiceKey) {
-		if len(store.Slices(web)) == 0 {
-			gapMu.Lock()
+		has := len(store.Slices(web)) > 0
+		gapMu.Lock()
+		if seen && !has {
 			gaps = append(gaps, fmt.Sprintf("web had no slice when %s was notified", k))
-			gapMu.Unlock()
 		}
+		seen = seen || has
+		gapMu.Unlock()
 		n.notify(k)
 	})
 	k, err := NewKube(KubeOptions{Client: client, Store: store, Services: []render.ServiceKey{web, svc("ns2", "db"), svc("ns3", "mq")}})
@@ -532,4 +535,60 @@ func TestKubeSetServices(t *testing.T) {
 	if len(gaps) > 0 {
 		t.Errorf("web lost its slices during the moves: %q", gaps)
 	}
+}
+
+// A move whose new informers cannot list fails and leaves the watch and
+// the Store as they were; a move made before the first sync (here while the
+// old informer cannot list) completes it with the new informers' view.
+func TestKubeSetServicesFailureAndFirstSync(t *testing.T) {
+	failing := func(client *fake.Clientset, selector string) {
+		client.PrependReactor("list", "endpointslices", func(a k8stesting.Action) (bool, runtime.Object, error) {
+			if a.(k8stesting.ListActionImpl).GetListOptions().LabelSelector == selector {
+				return true, nil, errors.New("no list for you")
+			}
+			return false, nil, nil
+		})
+	}
+	web, api, mq := svc("ns1", "web"), svc("ns1", "api"), svc("ns3", "mq")
+
+	t.Run("failed move", func(t *testing.T) {
+		client := fake.NewClientset(slice("ns1", "web-a", "web", "", "10.0.0.1"), slice("ns1", "api-a", "api", "", "10.0.0.2"),
+			slice("ns3", "mq-a", "mq", "", "10.0.0.3"))
+		failing(client, "kubernetes.io/service-name in (mq)")
+		store := NewStore(nil)
+		k, err := NewKube(KubeOptions{Client: client, Store: store, Services: []render.ServiceKey{web}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		runSource(t, k)
+		waitClosed(t, k.Synced(), "Synced")
+		// The deadline is how a move gives up; the test asserts what is
+		// left after it, not how long it took.
+		ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
+		defer cancel()
+		if err := k.SetServices(ctx, []render.ServiceKey{web, api, mq}); err == nil || !strings.Contains(err.Error(), "did not sync") {
+			t.Fatalf("SetServices = %v, want a sync failure", err)
+		}
+		if got, want := store.Services(), []render.ServiceKey{web}; !slices.Equal(got, want) {
+			t.Errorf("Services() after a failed move = %v, want %v (as before)", got, want)
+		}
+	})
+
+	t.Run("move before the first sync", func(t *testing.T) {
+		client := fake.NewClientset(slice("ns1", "web-a", "web", "", "10.0.0.1"), slice("ns1", "api-a", "api", "", "10.0.0.2"))
+		failing(client, "kubernetes.io/service-name in (web)")
+		store := NewStore(nil)
+		k, err := NewKube(KubeOptions{Client: client, Store: store, Services: []render.ServiceKey{web}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		runSource(t, k)
+		if err := k.SetServices(t.Context(), []render.ServiceKey{web, api}); err != nil {
+			t.Fatal(err)
+		}
+		waitClosed(t, k.Synced(), "Synced after the move")
+		if got, want := store.Services(), []render.ServiceKey{api, web}; !slices.Equal(got, want) {
+			t.Errorf("Services() = %v, want %v: the new informer's view", got, want)
+		}
+	})
 }

@@ -5,15 +5,20 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
+	"sync"
 	"sync/atomic"
 
-	"github.com/edsync/edsync/render"
+	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
+	"k8s.io/klog/v2"
+
+	"github.com/edsync/edsync/render"
 )
 
 // KubeNodesOptions configures NewKubeNodes.
@@ -134,12 +139,27 @@ type KubeServicesOptions struct {
 // to their edsync.io/ annotations and ports (SlimService) and handed to
 // Objects as render.ServiceInfo.
 type KubeServices struct {
-	objects   *Objects
-	filter    *filter
-	log       *slog.Logger
-	synced    chan struct{}
-	started   atomic.Bool
-	informers []informer
+	client     kubernetes.Interface
+	namespaces []string
+	objects    *Objects
+	// filter is what the handlers keep; SetServices replaces it.
+	filter  atomic.Pointer[filter]
+	log     *slog.Logger
+	synced  chan struct{}
+	started atomic.Bool
+
+	move    sync.Mutex // serializes SetServices, and Run's stop with them
+	stopped bool       // Run has returned: no more moves
+	mu      sync.Mutex // guards scopes, runCtx and moved
+	scopes  []*serviceScope
+	runCtx  context.Context
+	moved   chan struct{}
+}
+
+// serviceScope is the informer of one namespace ("" for all).
+type serviceScope struct {
+	namespace string
+	informer  informer
 }
 
 var _ Source = (*KubeServices)(nil)
@@ -162,30 +182,54 @@ func NewKubeServices(o KubeServicesOptions) (*KubeServices, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	k := &KubeServices{objects: o.Objects, filter: f, log: log.With("component", "watch.services"), synced: make(chan struct{})}
+	k := &KubeServices{client: o.Client, namespaces: o.Namespaces, objects: o.Objects,
+		log: log.With("component", "watch.services"), synced: make(chan struct{}), moved: make(chan struct{})}
+	k.filter.Store(f)
+	for _, ns := range f.namespaceScopes() {
+		sc, err := k.newScope(ns)
+		if err != nil {
+			return nil, err
+		}
+		k.scopes = append(k.scopes, sc)
+	}
+	return k, nil
+}
+
+func (k *KubeServices) newScope(ns string) (*serviceScope, error) {
 	slim := func(obj any) (any, error) {
 		if s, ok := obj.(*corev1.Service); ok {
 			return SlimService(s), nil
 		}
 		return obj, nil
 	}
-	for _, ns := range f.namespaceScopes() {
-		health := newAPIHealth(k.log.With("namespace", displayNamespace(ns)), "Services", "services")
-		api := o.Client.CoreV1().Services(ns)
-		lw := observedListWatch(health, func(*metav1.ListOptions) {},
-			func(ctx context.Context, lo metav1.ListOptions) (runtime.Object, error) { return api.List(ctx, lo) },
-			api.Watch)
-		inf, err := newInformer(o.Client, lw, &corev1.Service{}, slim, health, cache.ResourceEventHandlerFuncs{
-			AddFunc:    k.put,
-			UpdateFunc: func(_, obj any) { k.put(obj) },
-			DeleteFunc: k.delete,
-		})
-		if err != nil {
-			return nil, fmt.Errorf("watch: service source: namespace %q: %w", ns, err)
-		}
-		k.informers = append(k.informers, inf)
+	health := newAPIHealth(k.log.With("namespace", displayNamespace(ns)), "Services", "services")
+	api := k.client.CoreV1().Services(ns)
+	lw := observedListWatch(health, func(*metav1.ListOptions) {},
+		func(ctx context.Context, lo metav1.ListOptions) (runtime.Object, error) { return api.List(ctx, lo) },
+		api.Watch)
+	inf, err := newInformer(k.client, lw, &corev1.Service{}, slim, health, cache.ResourceEventHandlerFuncs{
+		AddFunc:    k.put,
+		UpdateFunc: func(_, obj any) { k.put(obj) },
+		DeleteFunc: k.delete,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("watch: service source: namespace %q: %w", ns, err)
 	}
-	return k, nil
+	return &serviceScope{namespace: ns, informer: inf}, nil
+}
+
+func serviceInformers(scopes []*serviceScope) []*informer {
+	out := make([]*informer, len(scopes))
+	for i, sc := range scopes {
+		out[i] = &sc.informer
+	}
+	return out
+}
+
+func (k *KubeServices) current() ([]*informer, <-chan struct{}) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return serviceInformers(k.scopes), k.moved
 }
 
 // Synced is closed once every informer has listed and every Service is in Objects.
@@ -196,12 +240,135 @@ func (k *KubeServices) Run(ctx context.Context) error {
 	if !k.started.CompareAndSwap(false, true) {
 		return errors.New("watch: service source: Run called twice")
 	}
-	k.log.Info("watching Services", "informers", len(k.informers))
-	runInformers(ctx, k.log, k.informers, k.synced, func() {
-		n, _ := k.objects.Len()
-		k.log.Info("Services synced", "informers", len(k.informers), "services", n)
+	ctx = klog.NewContext(ctx, logr.FromSlogHandler(k.log.Handler()))
+	k.mu.Lock()
+	k.runCtx = ctx
+	for _, sc := range k.scopes {
+		sc.informer.start(ctx)
+	}
+	n := len(k.scopes)
+	k.mu.Unlock()
+	k.log.Info("watching Services", "informers", n)
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		if infs := untilSynced(ctx, k.current); infs != nil {
+			services, _ := k.objects.Len()
+			k.log.Info("Services synced", "informers", len(infs), "services", services)
+			close(k.synced)
+		}
 	})
+	<-ctx.Done()
+	k.move.Lock()
+	k.stopped = true
+	infs, _ := k.current()
+	k.move.Unlock()
+	stopInformers(k.log, infs)
+	wg.Wait()
 	return nil
+}
+
+// SetServices moves the watch to these Services, as Kube.SetServices does
+// for their slices: the informers of namespaces no longer needed stop,
+// those of new namespaces start and list before it returns, and Objects
+// gets the Services now watched that a kept informer already holds and
+// loses those no longer watched.
+func (k *KubeServices) SetServices(ctx context.Context, services []render.ServiceKey) error {
+	k.move.Lock()
+	defer k.move.Unlock()
+	if k.stopped {
+		return errors.New("watch: service source: stopped")
+	}
+	f, err := newFilter(k.namespaces, "", services)
+	if err != nil {
+		return fmt.Errorf("watch: service source: %w", err)
+	}
+	k.mu.Lock()
+	runCtx, current := k.runCtx, slices.Clone(k.scopes)
+	k.mu.Unlock()
+	var keep, add, drop []*serviceScope
+	for _, ns := range f.namespaceScopes() {
+		if i := slices.IndexFunc(current, func(sc *serviceScope) bool { return sc.namespace == ns }); i >= 0 {
+			keep = append(keep, current[i])
+			continue
+		}
+		sc, err := k.newScope(ns)
+		if err != nil {
+			return err
+		}
+		add = append(add, sc)
+	}
+	for _, sc := range current {
+		if !slices.Contains(keep, sc) {
+			drop = append(drop, sc)
+		}
+	}
+	old := k.filter.Load()
+	if runCtx == nil {
+		k.mu.Lock()
+		if runCtx = k.runCtx; runCtx == nil { // still before Run
+			k.scopes = slices.Concat(keep, add)
+			k.filter.Store(f)
+			k.mu.Unlock()
+			return nil
+		}
+		k.mu.Unlock()
+	}
+	// One informer per namespace, and a namespace's is never replaced:
+	// no two informers deliver the same Service, so the filter moves first.
+	k.filter.Store(f)
+	for _, sc := range add {
+		sc.informer.start(runCtx)
+	}
+	if len(add) > 0 {
+		wait, cancel := context.WithCancel(ctx)
+		stop := context.AfterFunc(runCtx, cancel)
+		err := waitSynced(wait, serviceInformers(add))
+		stop()
+		cancel()
+		if err != nil {
+			stopInformers(k.log, serviceInformers(add))
+			k.filter.Store(old)
+			// What they handed over before giving up leaves again.
+			k.forget(add, old)
+			return fmt.Errorf("watch: service source: the new informers did not sync: %w", err)
+		}
+	}
+	k.mu.Lock()
+	k.scopes = slices.Concat(keep, add)
+	close(k.moved)
+	k.moved = make(chan struct{})
+	k.mu.Unlock()
+	stopInformers(k.log, serviceInformers(drop))
+	// What the kept informers hold and the filter now takes, or no longer
+	// takes; what the dropped ones held leaves.
+	for _, sc := range keep {
+		for _, obj := range sc.informer.informer.GetStore().List() {
+			if s, ok := obj.(*corev1.Service); ok {
+				key := render.ServiceKey{Namespace: s.Namespace, Name: s.Name}
+				switch was, is := old.matchService(key), f.matchService(key); {
+				case is && !was:
+					k.objects.SetService(key, serviceInfoOf(s))
+				case was && !is:
+					k.objects.SetService(key, nil)
+				}
+			}
+		}
+	}
+	k.forget(drop, f)
+	return nil
+}
+
+// forget removes from Objects the Services the scopes' informers hold that
+// f does not watch.
+func (k *KubeServices) forget(scopes []*serviceScope, f *filter) {
+	for _, sc := range scopes {
+		for _, id := range sc.informer.informer.GetStore().ListKeys() {
+			ns, name, err := cache.SplitMetaNamespaceKey(id)
+			if key := (render.ServiceKey{Namespace: ns, Name: name}); err == nil && !f.matchService(key) {
+				k.objects.SetService(key, nil)
+			}
+		}
+	}
 }
 
 func (k *KubeServices) put(obj any) {
@@ -210,7 +377,7 @@ func (k *KubeServices) put(obj any) {
 		return
 	}
 	key := render.ServiceKey{Namespace: s.Namespace, Name: s.Name}
-	if !k.filter.matchService(key) {
+	if !k.filter.Load().matchService(key) {
 		return
 	}
 	k.objects.SetService(key, serviceInfoOf(s))

@@ -272,3 +272,55 @@ func TestSlimService(t *testing.T) {
 }
 
 func intOrString(s string) intstr.IntOrString { return intstr.FromString(s) }
+
+// KubeServices.SetServices: a kept namespace is not listed again, and the
+// Services it already holds that are now watched reach Objects; a new
+// namespace is listed; a dropped one's Services leave Objects.
+func TestKubeServicesSetServices(t *testing.T) {
+	client := fake.NewClientset(service("ns1", "web", nil), service("ns1", "api", nil), service("ns2", "db", nil))
+	var lists listRecorder
+	lists.watch(client, "services")
+	e := newObjectsEnv()
+	web, api, db := svc("ns1", "web"), svc("ns1", "api"), svc("ns2", "db")
+	k, err := NewKubeServices(KubeServicesOptions{Client: client, Services: []render.ServiceKey{web}, Objects: e.objects})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runSource(t, k)
+	waitClosed(t, k.Synced(), "Synced")
+	has := func() []render.ServiceKey {
+		var out []render.ServiceKey
+		for _, key := range []render.ServiceKey{web, api, db} {
+			if e.objects.Service(key) != nil {
+				out = append(out, key)
+			}
+		}
+		return out
+	}
+	if got, want := has(), []render.ServiceKey{web}; !slices.Equal(got, want) {
+		t.Fatalf("Services in Objects at start = %v, want %v", got, want)
+	}
+
+	if err := k.SetServices(t.Context(), []render.ServiceKey{web, api, db}); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := has(), []render.ServiceKey{web, api, db}; !slices.Equal(got, want) {
+		t.Errorf("after adding api (same namespace) and db = %v, want %v", got, want)
+	}
+	if got, want := lists.lists(), []string{"ns1||", "ns2||"}; !slices.Equal(got, want) {
+		t.Errorf("lists = %q, want %q (ns1 once)", got, want)
+	}
+	lists.mu.Lock()
+	n := len(lists.got)
+	lists.mu.Unlock()
+	if n != 2 {
+		t.Errorf("%d lists, want 2: ns1 was listed again", n)
+	}
+
+	if err := k.SetServices(t.Context(), []render.ServiceKey{db}); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := has(), []render.ServiceKey{db}; !slices.Equal(got, want) {
+		t.Errorf("after dropping ns1 = %v, want %v", got, want)
+	}
+}

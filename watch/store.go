@@ -212,7 +212,8 @@ func (s *Store) Delete(id string) {
 
 // Retain removes every slice for which keep is false (a watch that no longer
 // covers it: see Kube.SetServices) and notifies each Service that lost one.
-// These are not counted as delete events: the objects still exist.
+// These are not counted as delete events: the objects still exist. keep is
+// called under the Store's lock: it must not call the Store.
 func (s *Store) Retain(keep func(*discoveryv1.EndpointSlice) bool) {
 	s.mu.Lock()
 	lost := map[render.ServiceKey]bool{}

@@ -1,0 +1,168 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	goruntime "runtime"
+	"slices"
+	"strings"
+	"time"
+
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/edsync/edsync/render"
+	"github.com/edsync/edsync/watch"
+)
+
+// watchedServices are the Services whose EndpointSlices edsync asks the API
+// server for: the service: list (--service) if given, else the Services of
+// the clusters: list, as edsync publishes nothing else then; none (every
+// slice the namespaces and selector allow) without either. --cluster names
+// files that must exist, not what is published: it does not narrow.
+func watchedServices(cfg *config) []render.ServiceKey {
+	if len(cfg.services) > 0 {
+		return cfg.services
+	}
+	var out []render.ServiceKey
+	for _, c := range cfg.render.Clusters {
+		if !slices.Contains(out, c.Service) {
+			out = append(out, c.Service)
+		}
+	}
+	slices.SortFunc(out, func(a, b render.ServiceKey) int { return strings.Compare(a.String(), b.String()) })
+	return out
+}
+
+// apiWatch is what a config reload moves of the sources that read the API
+// server: the EndpointSlice watch and, with watch-services, the Services'.
+type apiWatch struct {
+	slices   *watch.Kube
+	services *watch.KubeServices // nil without watch-services
+	// current are the Services both watch now (nil: all).
+	current []render.ServiceKey
+}
+
+// move moves both watches to the Services a (reloaded) config publishes,
+// the Services' first, so that their settings are known when their slices
+// come. If either fails, both stay as they were (the Services' watch moves
+// back), and the running config with them.
+func (w *apiWatch) move(ctx context.Context, services []render.ServiceKey) error {
+	if w.services != nil {
+		if err := w.services.SetServices(ctx, services); err != nil {
+			return err
+		}
+	}
+	if err := w.slices.SetServices(ctx, services); err != nil {
+		if w.services != nil {
+			back, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+			defer cancel()
+			if backErr := w.services.SetServices(back, w.current); backErr != nil {
+				return fmt.Errorf("%w; and moving the Services watch back failed: %w", err, backErr)
+			}
+		}
+		return err
+	}
+	w.current = services
+	return nil
+}
+
+// newSource makes the sources the config names, feeding store and objects
+// (nil unless Services or Nodes are read); api is set when they read the
+// API server, with client or else a client made from the config.
+func newSource(cfg *config, client kubernetes.Interface, store *watch.Store, objects *watch.Objects, log *slog.Logger) (src watch.Source, api *apiWatch, err error) {
+	if cfg.fromDir != "" {
+		dir, err := watch.NewDir(watch.DirOptions{
+			Dir: cfg.fromDir, Namespaces: cfg.namespaces, Selector: cfg.selector, Services: cfg.services,
+			Store: store, Logger: log,
+			Objects: objects, WatchServices: cfg.watchServices, Nodes: cfg.nodes,
+		})
+		return dir, nil, err
+	}
+	if client == nil {
+		if client, err = kubeClient(cfg); err != nil {
+			return nil, nil, err
+		}
+	}
+	kube, err := watch.NewKube(watch.KubeOptions{
+		Client: client, Namespaces: cfg.namespaces, Selector: cfg.selector, Services: watchedServices(cfg),
+		Store: store, Logger: log,
+	})
+	if err != nil {
+		return nil, nil, usageError{err}
+	}
+	api = &apiWatch{slices: kube, current: watchedServices(cfg)}
+	all := []watch.Source{kube}
+	if cfg.watchServices {
+		api.services, err = watch.NewKubeServices(watch.KubeServicesOptions{
+			Client: client, Namespaces: cfg.namespaces, Services: watchedServices(cfg), Objects: objects, Logger: log,
+		})
+		if err != nil {
+			return nil, nil, usageError{err}
+		}
+		all = append(all, api.services)
+	}
+	if cfg.nodes.All || cfg.nodes.Name != "" {
+		nodes, err := watch.NewKubeNodes(watch.KubeNodesOptions{Client: client, Nodes: cfg.nodes, Objects: objects, Logger: log})
+		if err != nil {
+			return nil, nil, usageError{err}
+		}
+		all = append(all, nodes)
+	}
+	return watch.Group(all...), api, nil
+}
+
+// kubeClient makes the API client from the config's credentials.
+func kubeClient(cfg *config) (kubernetes.Interface, error) {
+	rc, err := restConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
+	// Who is asking, in the API server's logs and audit events: not
+	// client-go's default, which names the binary and an unset version.
+	rc.UserAgent = fmt.Sprintf("edsync/%s (%s/%s)", buildVersion(), goruntime.GOOS, goruntime.GOARCH)
+	// Protobuf on the wire, as kube-proxy and the controllers ask for it:
+	// less CPU per event for the API server and for edsync than JSON,
+	// which stays the fallback for a server (or proxy) without it.
+	rc.ContentType = runtime.ContentTypeProtobuf
+	rc.AcceptContentTypes = runtime.ContentTypeProtobuf + "," + runtime.ContentTypeJSON
+	client, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes client: %w", err)
+	}
+	return client, nil
+}
+
+// restConfig uses in-cluster credentials when edsync runs in a Pod and no
+// kubeconfig is named, else the kubeconfig (--kubeconfig, $KUBECONFIG or
+// ~/.kube/config) and --context.
+func restConfig(cfg *config) (*rest.Config, error) {
+	if cfg.kubeconfig == "" && cfg.kubeContext == "" {
+		rc, err := rest.InClusterConfig()
+		if err == nil {
+			return rc, nil
+		}
+		if !errors.Is(err, rest.ErrNotInCluster) {
+			return nil, fmt.Errorf("in-cluster credentials: %w", err)
+		}
+	}
+	rules := clientcmd.NewDefaultClientConfigLoadingRules()
+	if cfg.kubeconfig != "" {
+		rules.ExplicitPath = cfg.kubeconfig
+	}
+	cc := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{CurrentContext: cfg.kubeContext})
+	rc, err := cc.ClientConfig()
+	// What the flags name (or fail to name) does not work: usage errors,
+	// before anything starts.
+	if clientcmd.IsEmptyConfig(err) {
+		return nil, usagef("no Kubernetes credentials: not running in a Pod and no kubeconfig found (use --kubeconfig, or --from-dir to read manifests)")
+	}
+	if err != nil {
+		return nil, usagef("kubeconfig: %v", err)
+	}
+	return rc, nil
+}
