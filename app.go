@@ -107,6 +107,13 @@ func newReloader(cfg *config, p *pipeline.Pipeline, api *apiWatch, m *metrics.Me
 	}
 }
 
+// moveError is a failure to move the API watches on a reload: the config
+// is valid, and trying it again may work.
+type moveError struct{ err error }
+
+func (e moveError) Error() string { return e.err.Error() }
+func (e moveError) Unwrap() error { return e.err }
+
 // apply hands the settings of a reloaded config file that a running
 // pipeline can change to it; see restartOnly for the others. The
 // API watches move first, to the Services the new config publishes, so
@@ -122,7 +129,7 @@ func apply(p *pipeline.Pipeline, api *apiWatch, next *config, level *slog.LevelV
 		ctx, cancel := context.WithTimeout(context.Background(), next.syncTimeout)
 		defer cancel()
 		if err := api.move(ctx, watchedServices(next)); err != nil {
-			return err
+			return moveError{err}
 		}
 	}
 	level.Set(next.logLevel)

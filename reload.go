@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -17,6 +18,10 @@ import (
 // file is read again: an editor or `kubectl cp` writing in place fires
 // several events, and reading between them would reject a half-written file.
 const reloadSettle = 100 * time.Millisecond
+
+// reloadRetry is how long a valid config file that could not be applied
+// waits to be tried again.
+const reloadRetry = 30 * time.Second
 
 // reloader follows the --config file and applies each valid new version.
 // It watches the file's folder, not the file: a Kubernetes ConfigMap volume
@@ -71,18 +76,23 @@ func (r *reloader) Run(ctx context.Context) error {
 			r.log.Warn("config file watch error; checking the file", "error", err)
 			settle.Reset(reloadSettle)
 		case <-settle.C:
-			r.check(false)
+			if r.check(false) {
+				settle.Reset(reloadRetry)
+			}
 		case <-r.hup:
 			r.log.Info("SIGHUP: reloading the config file", "path", path)
-			r.check(true)
+			if r.check(true) {
+				settle.Reset(reloadRetry)
+			}
 		}
 	}
 }
 
 // check reads the file and applies it if its bytes changed, or even if not
 // when forced. An invalid file is refused as a whole and the running config
-// stays.
-func (r *reloader) check(force bool) {
+// stays. A valid file that could not be applied (the watch could not move
+// in time) is tried again: check then says to retry.
+func (r *reloader) check(force bool) (retry bool) {
 	path := r.current.configFile
 	if !r.started {
 		r.started = true
@@ -92,7 +102,7 @@ func (r *reloader) check(force bool) {
 	}
 	data, err := os.ReadFile(path)
 	if err == nil && bytes.Equal(data, r.last) && !force {
-		return
+		return false
 	}
 	if err == nil {
 		// A file that could not be read for a moment and comes back the
@@ -101,7 +111,10 @@ func (r *reloader) check(force bool) {
 	}
 	next, err := r.load(data, err)
 	if err == nil {
-		err = r.apply(next)
+		if err = r.apply(next); errors.As(err, new(moveError)) {
+			r.last, retry = nil, true
+			err = fmt.Errorf("%w (trying again in %s)", err, reloadRetry)
+		}
 	}
 	if err != nil {
 		r.log.Error("config file rejected; the running configuration stays", "path", path, "error", oneLine(err))
@@ -115,6 +128,7 @@ func (r *reloader) check(force bool) {
 	if r.onResult != nil {
 		r.onResult(err)
 	}
+	return retry
 }
 
 func (r *reloader) load(data []byte, readErr error) (*config, error) {
@@ -143,6 +157,8 @@ func restartOnly(a, b *config) []string {
 	check("context", a.kubeContext == b.kubeContext)
 	check("namespace", slices.Equal(a.namespaces, b.namespaces))
 	check("selector", a.selector == b.selector)
+	// The API watches follow service: (see apiWatch); a folder's does not.
+	check("service", slices.Equal(a.services, b.services) || a.fromDir == "")
 	check("from-dir", a.fromDir == b.fromDir)
 	check("sync-timeout", a.syncTimeout == b.syncTimeout)
 	check("output-dir", a.outputDir == b.outputDir)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"log/slog"
 	"path/filepath"
 	"slices"
@@ -38,6 +39,12 @@ func TestWatchFollowsTheClusters(t *testing.T) {
 	client := fake.NewClientset(apiSlice("ns1", "web", "10.0.0.1"), apiSlice("ns1", "api", "10.0.0.2"), apiSlice("ns2", "db", "10.0.0.3"))
 	var mu sync.Mutex
 	var lists []string
+	client.PrependReactor("list", "endpointslices", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		if a.GetNamespace() == "blocked" {
+			return true, nil, errors.New("no list for you")
+		}
+		return false, nil, nil
+	})
 	for _, resource := range []string{"endpointslices", "services"} {
 		client.PrependReactor("list", resource, func(a k8stesting.Action) (bool, runtime.Object, error) {
 			la := a.(k8stesting.ListActionImpl)
@@ -83,6 +90,21 @@ func TestWatchFollowsTheClusters(t *testing.T) {
 	}
 	if got, want := takeLists(), []string{"endpointslices ns2|kubernetes.io/service-name in (db)", "services ns2|"}; !slices.Equal(got, want) {
 		t.Errorf("lists of the reload = %q, want %q (ns1 is not listed again)", got, want)
+	}
+
+	// A reload whose watch cannot move in time is refused as a move error
+	// (tried again later) and changes nothing: the Services' watch moved
+	// first and moves back, db's file stays.
+	takeLists()
+	blocked := config("sync-timeout: 300ms\nclusters: [{service: ns1/web, port: http, name: web}, {service: blocked/x, port: http, name: x}]\n")
+	if err := apply(tp.p, tp.api, blocked, new(slog.LevelVar)); !errors.As(err, new(moveError)) {
+		t.Fatalf("apply with a namespace that cannot be listed = %v, want a moveError", err)
+	}
+	if got, want := tp.api.current, watchedServices(next); !slices.Equal(got, want) {
+		t.Errorf("watched after a failed move: %v, want %v (as before)", got, want)
+	}
+	if got := takeLists(); !slices.Contains(got, "services ns2|") {
+		t.Errorf("lists of the failed move %q: want the Services of ns2 listed again (moved back)", got)
 	}
 
 	// An explicit service: list wins over the clusters: list.

@@ -180,6 +180,23 @@ type informer struct {
 	done     chan struct{}
 }
 
+// stale reports whether an event about obj (stored under key, nil for a
+// delete) is older than what the informer's cache holds now. The cache is
+// updated before each event is handed to the handler, with the same
+// object, so an event whose object is no longer the cached one has a newer
+// one queued behind it. Applying it would put an older version back, for
+// a moment, over the view a move took from the cache (see SetServices).
+func (inf *informer) stale(key string, obj any) bool {
+	got, ok, err := inf.informer.GetStore().GetByKey(key)
+	if err != nil {
+		return false
+	}
+	if obj == nil {
+		return ok // deleted, then created again
+	}
+	return !ok || got != obj
+}
+
 // start runs the informer until ctx ends or stopInformers.
 func (inf *informer) start(ctx context.Context) {
 	ctx, inf.cancel = context.WithCancel(ctx)
@@ -496,7 +513,7 @@ func (k *Kube) onAdd(ks *kubeScope, obj any) {
 	k.handlers.RLock()
 	defer k.handlers.RUnlock()
 	sl, ok := obj.(*discoveryv1.EndpointSlice)
-	if !ok || ks.idle() {
+	if !ok || ks.idle() || ks.informer.stale(sl.Namespace+"/"+sl.Name, sl) {
 		return
 	}
 	k.put(sl)
@@ -506,7 +523,7 @@ func (k *Kube) onUpdate(ks *kubeScope, oldObj, newObj any) {
 	k.handlers.RLock()
 	defer k.handlers.RUnlock()
 	sl, ok := newObj.(*discoveryv1.EndpointSlice)
-	if !ok || ks.idle() {
+	if !ok || ks.idle() || ks.informer.stale(sl.Namespace+"/"+sl.Name, sl) {
 		return
 	}
 	if old, ok := oldObj.(*discoveryv1.EndpointSlice); ok && old.ResourceVersion != "" && old.ResourceVersion == sl.ResourceVersion {
@@ -521,13 +538,19 @@ func (k *Kube) onDelete(ks *kubeScope, obj any) {
 	if ks.idle() {
 		return
 	}
+	var id string
 	switch o := obj.(type) {
 	case *discoveryv1.EndpointSlice:
-		k.store.Delete(o.Namespace + "/" + o.Name)
+		id = o.Namespace + "/" + o.Name
 	case cache.DeletedFinalStateUnknown:
 		// The watch missed the delete; the relist found the object gone.
 		// Key is namespace/name, the Store's id.
-		k.store.Delete(o.Key)
+		id = o.Key
+	default:
+		return
+	}
+	if !ks.informer.stale(id, nil) {
+		k.store.Delete(id)
 	}
 }
 

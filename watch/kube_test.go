@@ -169,24 +169,59 @@ func TestKubeHandlers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	ks := k.scopes[0]
+	// The informer puts each object in its cache before the handler sees it.
+	cached := func(t *testing.T, obj any) {
+		t.Helper()
+		if err := ks.informer.informer.GetStore().Update(obj); err != nil {
+			t.Fatal(err)
+		}
+	}
 	a := Slim(slice("ns", "web-a", "web", "5", "10.0.0.1"))
-	k.onAdd(k.scopes[0], a)
+	cached(t, a)
+	k.onAdd(ks, a)
 	if got := rec.take(); !slices.Equal(got, []render.ServiceKey{web}) {
 		t.Fatalf("add notified %v", got)
 	}
 
 	t.Run("update with unchanged resourceVersion is ignored", func(t *testing.T) {
 		b := Slim(slice("ns", "web-a", "web", "5", "10.0.0.9"))
-		k.onUpdate(k.scopes[0], a, b)
+		cached(t, b)
+		k.onUpdate(ks, a, b)
 		if got := rec.take(); got != nil {
 			t.Errorf("notified %v", got)
 		}
 		if got := store.Slices(web)[0]; got != a {
 			t.Error("store took the object of an update with unchanged resourceVersion")
 		}
+		cached(t, a)
+	})
+	t.Run("an event older than the cache is ignored", func(t *testing.T) {
+		b := Slim(slice("ns", "web-a", "web", "6", "10.0.0.2"))
+		c := Slim(slice("ns", "web-a", "web", "7", "10.0.0.3"))
+		cached(t, c) // c reached the cache; b's event comes late
+		k.onUpdate(ks, a, b)
+		if got := store.Slices(web)[0]; got != a {
+			t.Errorf("store took %s, an update older than the cache", got.ResourceVersion)
+		}
+		k.onUpdate(ks, b, c)
+		if got := store.Slices(web)[0]; got != c {
+			t.Errorf("store holds %s, want the cache's 7", got.ResourceVersion)
+		}
+		rec.take()
+		a = c
+	})
+	t.Run("a delete of an object created again is ignored", func(t *testing.T) {
+		k.onDelete(ks, a) // a is still cached: created again since
+		if got := store.Slices(web); len(got) != 1 {
+			t.Errorf("Slices(web) = %v: a delete older than the cache was applied", names(got))
+		}
 	})
 	t.Run("DeletedFinalStateUnknown", func(t *testing.T) {
-		k.onDelete(k.scopes[0], cache.DeletedFinalStateUnknown{Key: "ns/web-a", Obj: a})
+		if err := ks.informer.informer.GetStore().Delete(a); err != nil {
+			t.Fatal(err)
+		}
+		k.onDelete(ks, cache.DeletedFinalStateUnknown{Key: "ns/web-a", Obj: a})
 		if got := rec.take(); !slices.Equal(got, []render.ServiceKey{web}) {
 			t.Errorf("notified %v", got)
 		}
@@ -195,17 +230,19 @@ func TestKubeHandlers(t *testing.T) {
 		}
 	})
 	t.Run("DeletedFinalStateUnknown without object", func(t *testing.T) {
-		k.onAdd(k.scopes[0], a)
+		cached(t, a)
+		k.onAdd(ks, a)
 		rec.take()
-		k.onDelete(k.scopes[0], cache.DeletedFinalStateUnknown{Key: "ns/web-a"})
+		if err := ks.informer.informer.GetStore().Delete(a); err != nil {
+			t.Fatal(err)
+		}
+		k.onDelete(ks, cache.DeletedFinalStateUnknown{Key: "ns/web-a"})
 		if got := rec.take(); !slices.Equal(got, []render.ServiceKey{web}) {
 			t.Errorf("notified %v", got)
 		}
 	})
 }
 
-// TestKubeListOptions checks what the API server is asked for: the label
-// selector of each informer and its namespace.
 func TestKubeListOptions(t *testing.T) {
 	tests := []struct {
 		name    string
@@ -555,7 +592,8 @@ func TestKubeSetServicesFailureAndFirstSync(t *testing.T) {
 		client := fake.NewClientset(slice("ns1", "web-a", "web", "", "10.0.0.1"), slice("ns1", "api-a", "api", "", "10.0.0.2"),
 			slice("ns3", "mq-a", "mq", "", "10.0.0.3"))
 		failing(client, "kubernetes.io/service-name in (mq)")
-		store := NewStore(nil)
+		n := newNotifications()
+		store := NewStore(n.notify)
 		k, err := NewKube(KubeOptions{Client: client, Store: store, Services: []render.ServiceKey{web}})
 		if err != nil {
 			t.Fatal(err)
@@ -572,6 +610,11 @@ func TestKubeSetServicesFailureAndFirstSync(t *testing.T) {
 		if got, want := store.Services(), []render.ServiceKey{web}; !slices.Equal(got, want) {
 			t.Errorf("Services() after a failed move = %v, want %v (as before)", got, want)
 		}
+		// The old informer still delivers.
+		if _, err := client.DiscoveryV1().EndpointSlices("ns1").Create(t.Context(), slice("ns1", "web-b", "web", "", "10.0.0.9"), metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		n.slicesAre(t, store, web, "web-a", "web-b")
 	})
 
 	t.Run("move before the first sync", func(t *testing.T) {

@@ -150,16 +150,21 @@ type KubeServices struct {
 
 	move    sync.Mutex // serializes SetServices, and Run's stop with them
 	stopped bool       // Run has returned: no more moves
-	mu      sync.Mutex // guards scopes, runCtx and moved
-	scopes  []*serviceScope
-	runCtx  context.Context
-	moved   chan struct{}
+	// handlers is held (read) by the event handlers, (write) by a move's
+	// hand-over, as in Kube.
+	handlers sync.RWMutex
+	mu       sync.Mutex // guards scopes, runCtx and moved
+	scopes   []*serviceScope
+	runCtx   context.Context
+	moved    chan struct{}
 }
 
-// serviceScope is the informer of one namespace ("" for all).
+// serviceScope is the informer of one namespace ("" for all). joining and
+// retired are as in kubeScope: the handler of either writes nothing.
 type serviceScope struct {
-	namespace string
-	informer  informer
+	namespace        string
+	informer         informer
+	joining, retired atomic.Bool
 }
 
 var _ Source = (*KubeServices)(nil)
@@ -207,15 +212,17 @@ func (k *KubeServices) newScope(ns string) (*serviceScope, error) {
 	lw := observedListWatch(health, func(*metav1.ListOptions) {},
 		func(ctx context.Context, lo metav1.ListOptions) (runtime.Object, error) { return api.List(ctx, lo) },
 		api.Watch)
+	sc := &serviceScope{namespace: ns}
 	inf, err := newInformer(k.client, lw, &corev1.Service{}, slim, health, cache.ResourceEventHandlerFuncs{
-		AddFunc:    k.put,
-		UpdateFunc: func(_, obj any) { k.put(obj) },
-		DeleteFunc: k.delete,
+		AddFunc:    func(obj any) { k.put(sc, obj) },
+		UpdateFunc: func(_, obj any) { k.put(sc, obj) },
+		DeleteFunc: func(obj any) { k.delete(sc, obj) },
 	})
 	if err != nil {
 		return nil, fmt.Errorf("watch: service source: namespace %q: %w", ns, err)
 	}
-	return &serviceScope{namespace: ns, informer: inf}, nil
+	sc.informer = inf
+	return sc, nil
 }
 
 func serviceInformers(scopes []*serviceScope) []*informer {
@@ -268,10 +275,11 @@ func (k *KubeServices) Run(ctx context.Context) error {
 }
 
 // SetServices moves the watch to these Services, as Kube.SetServices does
-// for their slices: the informers of namespaces no longer needed stop,
-// those of new namespaces start and list before it returns, and Objects
-// gets the Services now watched that a kept informer already holds and
-// loses those no longer watched.
+// for their slices: the informers of new namespaces start and list, then,
+// with no handler running, those of namespaces no longer needed are
+// retired, the filter moves and Objects takes the view of every informer
+// kept or added from its cache (the Services now watched, and no more).
+// If the new informers cannot list before ctx ends, nothing changes.
 func (k *KubeServices) SetServices(ctx context.Context, services []render.ServiceKey) error {
 	k.move.Lock()
 	defer k.move.Unlock()
@@ -302,7 +310,6 @@ func (k *KubeServices) SetServices(ctx context.Context, services []render.Servic
 			drop = append(drop, sc)
 		}
 	}
-	old := k.filter.Load()
 	if runCtx == nil {
 		k.mu.Lock()
 		if runCtx = k.runCtx; runCtx == nil { // still before Run
@@ -313,13 +320,11 @@ func (k *KubeServices) SetServices(ctx context.Context, services []render.Servic
 		}
 		k.mu.Unlock()
 	}
-	// One informer per namespace, and a namespace's is never replaced:
-	// no two informers deliver the same Service, so the filter moves first.
-	k.filter.Store(f)
-	for _, sc := range add {
-		sc.informer.start(runCtx)
-	}
 	if len(add) > 0 {
+		for _, sc := range add {
+			sc.joining.Store(true)
+			sc.informer.start(runCtx)
+		}
 		wait, cancel := context.WithCancel(ctx)
 		stop := context.AfterFunc(runCtx, cancel)
 		err := waitSynced(wait, serviceInformers(add))
@@ -327,53 +332,57 @@ func (k *KubeServices) SetServices(ctx context.Context, services []render.Servic
 		cancel()
 		if err != nil {
 			stopInformers(k.log, serviceInformers(add))
-			k.filter.Store(old)
-			// What they handed over before giving up leaves again.
-			k.forget(add, old)
 			return fmt.Errorf("watch: service source: the new informers did not sync: %w", err)
 		}
 	}
+
+	k.handlers.Lock()
+	for _, sc := range drop {
+		sc.retired.Store(true)
+	}
+	old := k.filter.Swap(f)
+	// What only a retired informer held leaves first; then every kept or
+	// added informer hands over what it holds now.
+	for _, sc := range drop {
+		for _, id := range sc.informer.informer.GetStore().ListKeys() {
+			if ns, name, err := cache.SplitMetaNamespaceKey(id); err == nil {
+				if key := (render.ServiceKey{Namespace: ns, Name: name}); !f.matchService(key) {
+					k.objects.SetService(key, nil)
+				}
+			}
+		}
+	}
+	for _, sc := range slices.Concat(keep, add) {
+		for _, obj := range sc.informer.informer.GetStore().List() {
+			s, ok := obj.(*corev1.Service)
+			if !ok {
+				continue
+			}
+			switch key := (render.ServiceKey{Namespace: s.Namespace, Name: s.Name}); {
+			case f.matchService(key):
+				k.objects.SetService(key, serviceInfoOf(s))
+			case old.matchService(key):
+				k.objects.SetService(key, nil)
+			}
+		}
+		sc.joining.Store(false)
+	}
+	k.handlers.Unlock()
+
 	k.mu.Lock()
 	k.scopes = slices.Concat(keep, add)
 	close(k.moved)
 	k.moved = make(chan struct{})
 	k.mu.Unlock()
 	stopInformers(k.log, serviceInformers(drop))
-	// What the kept informers hold and the filter now takes, or no longer
-	// takes; what the dropped ones held leaves.
-	for _, sc := range keep {
-		for _, obj := range sc.informer.informer.GetStore().List() {
-			if s, ok := obj.(*corev1.Service); ok {
-				key := render.ServiceKey{Namespace: s.Namespace, Name: s.Name}
-				switch was, is := old.matchService(key), f.matchService(key); {
-				case is && !was:
-					k.objects.SetService(key, serviceInfoOf(s))
-				case was && !is:
-					k.objects.SetService(key, nil)
-				}
-			}
-		}
-	}
-	k.forget(drop, f)
 	return nil
 }
 
-// forget removes from Objects the Services the scopes' informers hold that
-// f does not watch.
-func (k *KubeServices) forget(scopes []*serviceScope, f *filter) {
-	for _, sc := range scopes {
-		for _, id := range sc.informer.informer.GetStore().ListKeys() {
-			ns, name, err := cache.SplitMetaNamespaceKey(id)
-			if key := (render.ServiceKey{Namespace: ns, Name: name}); err == nil && !f.matchService(key) {
-				k.objects.SetService(key, nil)
-			}
-		}
-	}
-}
-
-func (k *KubeServices) put(obj any) {
+func (k *KubeServices) put(sc *serviceScope, obj any) {
+	k.handlers.RLock()
+	defer k.handlers.RUnlock()
 	s, ok := obj.(*corev1.Service)
-	if !ok {
+	if !ok || sc.joining.Load() || sc.retired.Load() || sc.informer.stale(s.Namespace+"/"+s.Name, s) {
 		return
 	}
 	key := render.ServiceKey{Namespace: s.Namespace, Name: s.Name}
@@ -383,7 +392,9 @@ func (k *KubeServices) put(obj any) {
 	k.objects.SetService(key, serviceInfoOf(s))
 }
 
-func (k *KubeServices) delete(obj any) {
+func (k *KubeServices) delete(sc *serviceScope, obj any) {
+	k.handlers.RLock()
+	defer k.handlers.RUnlock()
 	var key render.ServiceKey
 	switch o := obj.(type) {
 	case *corev1.Service:
@@ -395,6 +406,9 @@ func (k *KubeServices) delete(obj any) {
 		}
 		key = render.ServiceKey{Namespace: ns, Name: name}
 	default:
+		return
+	}
+	if sc.joining.Load() || sc.retired.Load() || sc.informer.stale(key.String(), nil) {
 		return
 	}
 	k.objects.SetService(key, nil)

@@ -1,19 +1,23 @@
 package watch
 
 import (
+	"context"
+	"errors"
 	"maps"
 	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
-	"github.com/edsync/edsync/render"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
+
+	"github.com/edsync/edsync/render"
 )
 
 func node(name string, labels map[string]string) *corev1.Node {
@@ -322,5 +326,64 @@ func TestKubeServicesSetServices(t *testing.T) {
 	}
 	if got, want := has(), []render.ServiceKey{db}; !slices.Equal(got, want) {
 		t.Errorf("after dropping ns1 = %v, want %v", got, want)
+	}
+}
+
+// A failed move changes nothing (the kept informer still delivers); a move
+// from every namespace to a list and back hands Objects over both ways.
+func TestKubeServicesSetServicesFailureAndAll(t *testing.T) {
+	topology := func(v string) map[string]string { return map[string]string{"edsync.io/topology": v} }
+	client := fake.NewClientset(service("ns1", "web", topology("zone")), service("ns1", "api", nil), service("ns3", "mq", nil))
+	client.PrependReactor("list", "services", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		if a.GetNamespace() == "ns3" {
+			return true, nil, errors.New("no list for you")
+		}
+		return false, nil, nil
+	})
+	e := newObjectsEnv()
+	web, api, mq := svc("ns1", "web"), svc("ns1", "api"), svc("ns3", "mq")
+	k, err := NewKubeServices(KubeServicesOptions{Client: client, Services: []render.ServiceKey{web}, Objects: e.objects})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runSource(t, k)
+	waitClosed(t, k.Synced(), "Synced")
+	annotation := func(key render.ServiceKey) string {
+		if info := e.objects.Service(key); info != nil {
+			return info.Annotations["edsync.io/topology"]
+		}
+		return "(none)"
+	}
+
+	// The deadline is how a move gives up; what is asserted is what is left.
+	ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
+	defer cancel()
+	if err := k.SetServices(ctx, []render.ServiceKey{web, api, mq}); err == nil {
+		t.Fatal("a move whose informer cannot list succeeded")
+	}
+	if got := annotation(api); got != "(none)" {
+		t.Errorf("api is in Objects after a failed move: %q", got)
+	}
+	if _, err := client.CoreV1().Services("ns1").Update(t.Context(), service("ns1", "web", topology("hints")), metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	e.n.until(t, "web's update after the failed move", func() bool { return annotation(web) == "hints" })
+
+	// To every Service (one informer for all namespaces), and back to web.
+	if err := k.SetServices(t.Context(), nil); err != nil {
+		t.Fatal(err)
+	}
+	for key, want := range map[render.ServiceKey]string{web: "hints", api: "", mq: ""} {
+		if got := annotation(key); got != want {
+			t.Errorf("watching every Service: %s has %q, want %q", key, got, want)
+		}
+	}
+	if err := k.SetServices(t.Context(), []render.ServiceKey{web}); err != nil {
+		t.Fatal(err)
+	}
+	for key, want := range map[render.ServiceKey]string{web: "hints", api: "(none)", mq: "(none)"} {
+		if got := annotation(key); got != want {
+			t.Errorf("back to web: %s has %q, want %q", key, got, want)
+		}
 	}
 }
