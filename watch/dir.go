@@ -14,9 +14,10 @@ import (
 	"strings"
 	"sync/atomic"
 
-	"github.com/edsync/edsync/render"
 	"github.com/fsnotify/fsnotify"
 	discoveryv1 "k8s.io/api/discovery/v1"
+
+	"github.com/edsync/edsync/render"
 )
 
 // DirOptions configures NewDir. Namespaces, Selector and Services filter

@@ -12,9 +12,10 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+
 	"github.com/edsync/edsync/internal/syncbuf"
 	"github.com/edsync/edsync/render"
-	corev1 "k8s.io/api/core/v1"
 )
 
 // dirEnv is a Dir source running on a temp folder.

@@ -5,10 +5,11 @@ import (
 	"maps"
 	"slices"
 
-	"github.com/edsync/edsync/render"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/selection"
+
+	"github.com/edsync/edsync/render"
 )
 
 // filter is what a source keeps: the same rules serve the Kube source

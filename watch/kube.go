@@ -11,7 +11,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/edsync/edsync/render"
 	"github.com/go-logr/logr"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -21,6 +20,8 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2"
+
+	"github.com/edsync/edsync/render"
 )
 
 // Source feeds a Store.
@@ -58,34 +59,15 @@ type Kube struct {
 	// filter is what the handlers keep; SetServices replaces it.
 	filter  atomic.Pointer[filter]
 	log     *slog.Logger
-	synced  chan struct{}
 	started atomic.Bool
-
-	// move serializes SetServices calls, and Run's stop with them.
-	move    sync.Mutex
-	stopped bool // Run has returned: no more moves
-	// handlers is held (read) by every event handler for its whole body,
-	// and (write) by a move while it hands the Store over to the new
-	// scopes, so that no event of a scope lands half-way.
-	handlers sync.RWMutex
-	// mu guards scopes, runCtx and moved.
-	mu     sync.Mutex
-	scopes []*kubeScope
-	runCtx context.Context // Run's, nil until Run
-	// moved is closed (and replaced) when SetServices changes scopes.
-	moved chan struct{}
+	scopes  *scopeSet[*kubeScope]
 }
 
 // kubeScope is one informer: a namespace and selector.
 type kubeScope struct {
 	scope
-	informer informer
-	health   *apiHealth
-	// joining is set while a scope started by SetServices makes its first
-	// list, retired once a move has replaced it: the handler of either
-	// writes nothing. The Store takes a joining scope's view from its
-	// cache when the move completes (see SetServices).
-	joining, retired atomic.Bool
+	scopeState
+	health *apiHealth
 }
 
 var _ Source = (*Kube)(nil)
@@ -116,17 +98,17 @@ func NewKube(o KubeOptions) (*Kube, error) {
 		selector:   o.Selector,
 		store:      o.Store,
 		log:        log.With("component", "watch.kube"),
-		synced:     make(chan struct{}),
-		moved:      make(chan struct{}),
 	}
 	k.filter.Store(f)
+	var list []*kubeScope
 	for _, sc := range scopes {
 		ks, err := k.newScope(o.Client, sc)
 		if err != nil {
 			return nil, fmt.Errorf("watch: kube source: namespace %q: %w", sc.namespace, err)
 		}
-		k.scopes = append(k.scopes, ks)
+		list = append(list, ks)
 	}
+	k.scopes = newScopeSet(k.log, "EndpointSlice", list)
 	return k, nil
 }
 
@@ -304,7 +286,7 @@ func runInformers(ctx context.Context, log *slog.Logger, infs []informer, synced
 
 // Synced is closed once every informer has listed and its handler has
 // put the initial objects into the Store.
-func (k *Kube) Synced() <-chan struct{} { return k.synced }
+func (k *Kube) Synced() <-chan struct{} { return k.scopes.synced }
 
 // Run starts the informers and blocks until ctx ends, then waits (briefly)
 // for them to stop and returns nil. client-go's own logs for these informers go to
@@ -313,32 +295,11 @@ func (k *Kube) Run(ctx context.Context) error {
 	if !k.started.CompareAndSwap(false, true) {
 		return errors.New("watch: kube source: Run called twice")
 	}
-	ctx = klog.NewContext(ctx, logr.FromSlogHandler(k.log.Handler()))
-	k.mu.Lock()
-	k.runCtx = ctx
-	scopes := slices.Clone(k.scopes)
-	for _, ks := range scopes {
-		ks.informer.start(ctx)
-	}
-	k.mu.Unlock()
-	k.log.Info("watching EndpointSlices", "informers", len(scopes))
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		if infs := untilSynced(ctx, k.current); infs != nil {
-			k.log.Info("EndpointSlices synced", "informers", len(infs), "slices", k.store.Len())
-			close(k.synced)
-		}
+	infs, _ := k.scopes.current()
+	k.log.Info("watching EndpointSlices", "informers", len(infs))
+	k.scopes.run(ctx, func(n int) {
+		k.log.Info("EndpointSlices synced", "informers", n, "slices", k.store.Len())
 	})
-	<-ctx.Done()
-	// A move in progress sees ctx end and gives up; none starts after.
-	k.move.Lock()
-	k.stopped = true
-	k.mu.Lock()
-	scopes = k.scopes
-	k.mu.Unlock()
-	k.move.Unlock()
-	stopInformers(k.log, informersOf(scopes))
-	wg.Wait()
 	return nil
 }
 
@@ -367,23 +328,6 @@ func untilSynced(ctx context.Context, current func() ([]*informer, <-chan struct
 	}
 }
 
-// current returns the running scopes' informers and the channel closed by
-// the next move.
-func (k *Kube) current() ([]*informer, <-chan struct{}) {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	return informersOf(k.scopes), k.moved
-}
-
-// informersOf returns the scopes' informers.
-func informersOf(scopes []*kubeScope) []*informer {
-	out := make([]*informer, len(scopes))
-	for i, ks := range scopes {
-		out[i] = &ks.informer
-	}
-	return out
-}
-
 // SetServices moves the watch to these Services (Namespaces and Selector
 // stay), without a gap: the informers of the namespaces whose selector
 // changes are started, and once they have listed, the Store takes their
@@ -394,11 +338,6 @@ func informersOf(scopes []*kubeScope) []*informer {
 // watch and the Store then stay as they were). Before Run, it only changes
 // what Run will start.
 func (k *Kube) SetServices(ctx context.Context, services []render.ServiceKey) error {
-	k.move.Lock()
-	defer k.move.Unlock()
-	if k.stopped {
-		return errors.New("watch: kube source: stopped")
-	}
 	f, err := newFilter(k.namespaces, k.selector, services)
 	if err != nil {
 		return fmt.Errorf("watch: kube source: %w", err)
@@ -407,100 +346,55 @@ func (k *Kube) SetServices(ctx context.Context, services []render.ServiceKey) er
 	if err != nil {
 		return fmt.Errorf("watch: kube source: %w", err)
 	}
-	k.mu.Lock()
-	runCtx, current := k.runCtx, slices.Clone(k.scopes)
-	k.mu.Unlock()
-	// Only SetServices changes scopes, and one at a time: current stays
-	// right while it runs; runCtx may be set meanwhile (checked below).
-	var keep, add, drop []*kubeScope
-	for _, sc := range want {
-		if i := slices.IndexFunc(current, func(ks *kubeScope) bool { return ks.scope == sc }); i >= 0 {
-			keep = append(keep, current[i])
-			continue
+	plan := func(current []*kubeScope) (keep, add []*kubeScope, err error) {
+		for _, sc := range want {
+			if i := slices.IndexFunc(current, func(ks *kubeScope) bool { return ks.scope == sc }); i >= 0 {
+				keep = append(keep, current[i])
+				continue
+			}
+			ks, err := k.newScope(k.client, sc)
+			if err != nil {
+				return nil, nil, fmt.Errorf("namespace %q: %w", sc.namespace, err)
+			}
+			add = append(add, ks)
 		}
-		ks, err := k.newScope(k.client, sc)
-		if err != nil {
-			return fmt.Errorf("watch: kube source: namespace %q: %w", sc.namespace, err)
-		}
-		add = append(add, ks)
+		return keep, add, nil
 	}
-	for _, ks := range current {
-		if !slices.Contains(keep, ks) {
-			drop = append(drop, ks)
-		}
-	}
-	if runCtx == nil {
-		k.mu.Lock()
-		if runCtx = k.runCtx; runCtx == nil { // still before Run
-			k.scopes = slices.Concat(keep, add)
-			k.filter.Store(f)
-			k.mu.Unlock()
-			return nil
-		}
-		k.mu.Unlock()
-	}
-	if len(add) > 0 {
-		k.log.Info("moving the EndpointSlice watch", "informers_added", len(add), "informers_stopping", len(drop))
+	// The hand-over: the retired scopes write nothing more (an event they
+	// still hold is older than what the new scopes have listed), and the
+	// Store takes the new scopes' view from their caches, which are at
+	// least as new as any event they have delivered; their later events
+	// apply on top (older ones are stale, see informer.stale).
+	handOver := func(_, add, _ []*kubeScope) {
+		k.filter.Store(f)
+		listed := map[string]bool{} // namespace/name of every slice the new scopes hold
+		addedNS := map[string]bool{}
 		for _, ks := range add {
-			ks.joining.Store(true)
-			ks.informer.start(runCtx)
-		}
-		wait, cancel := context.WithCancel(ctx)
-		stop := context.AfterFunc(runCtx, cancel)
-		err := waitSynced(wait, informersOf(add))
-		stop()
-		cancel()
-		if err != nil {
-			stopInformers(k.log, informersOf(add))
-			return fmt.Errorf("watch: kube source: the new informers did not sync: %w", err)
-		}
-	}
-
-	// The hand-over, with no event handler running: the replaced scopes
-	// write nothing more (an event they still hold is older than what the
-	// new scopes have listed), and the Store takes the new scopes' view
-	// from their caches, which are at least as new as any event they have
-	// delivered. Their later events apply on top.
-	k.handlers.Lock()
-	for _, ks := range drop {
-		ks.retired.Store(true)
-	}
-	k.filter.Store(f)
-	listed := map[string]bool{} // namespace/name of every slice the new scopes hold
-	for _, ks := range add {
-		for _, obj := range ks.informer.informer.GetStore().List() {
-			if sl, ok := obj.(*discoveryv1.EndpointSlice); ok && f.match(sl) {
-				id := sl.Namespace + "/" + sl.Name
-				listed[id] = true
-				k.store.Upsert(id, sl)
+			addedNS[ks.namespace] = true
+			for _, obj := range ks.informer.informer.GetStore().List() {
+				if sl, ok := obj.(*discoveryv1.EndpointSlice); ok && f.match(sl) {
+					id := sl.Namespace + "/" + sl.Name
+					listed[id] = true
+					k.store.Upsert(id, sl)
+				}
 			}
 		}
-		ks.joining.Store(false)
+		k.store.Retain(func(sl *discoveryv1.EndpointSlice) bool {
+			if !f.match(sl) {
+				return false
+			}
+			// In a namespace a new scope serves, what it does not hold is
+			// gone (or was never its): a replaced scope may have missed
+			// the delete. "" serves every namespace.
+			if addedNS[sl.Namespace] || addedNS[""] {
+				return listed[sl.Namespace+"/"+sl.Name]
+			}
+			return true
+		})
 	}
-	addedNS := map[string]bool{}
-	for _, ks := range add {
-		addedNS[ks.namespace] = true
+	if err := k.scopes.move(ctx, plan, func() { k.filter.Store(f) }, handOver); err != nil {
+		return fmt.Errorf("watch: kube source: %w", err)
 	}
-	k.store.Retain(func(sl *discoveryv1.EndpointSlice) bool {
-		if !f.match(sl) {
-			return false
-		}
-		// In a namespace a new scope serves, what it does not hold is
-		// gone (or was never its): a replaced scope may have missed the
-		// delete. "" serves every namespace.
-		if addedNS[sl.Namespace] || addedNS[""] {
-			return listed[sl.Namespace+"/"+sl.Name]
-		}
-		return true
-	})
-	k.handlers.Unlock()
-
-	k.mu.Lock()
-	k.scopes = slices.Concat(keep, add)
-	close(k.moved)
-	k.moved = make(chan struct{})
-	k.mu.Unlock()
-	stopInformers(k.log, informersOf(drop))
 	return nil
 }
 
@@ -510,8 +404,8 @@ const informerStopGrace = 500 * time.Millisecond
 // The handlers only write the Store: the pipeline does the rest.
 
 func (k *Kube) onAdd(ks *kubeScope, obj any) {
-	k.handlers.RLock()
-	defer k.handlers.RUnlock()
+	k.scopes.handlers.RLock()
+	defer k.scopes.handlers.RUnlock()
 	sl, ok := obj.(*discoveryv1.EndpointSlice)
 	if !ok || ks.idle() || ks.informer.stale(sl.Namespace+"/"+sl.Name, sl) {
 		return
@@ -520,8 +414,8 @@ func (k *Kube) onAdd(ks *kubeScope, obj any) {
 }
 
 func (k *Kube) onUpdate(ks *kubeScope, oldObj, newObj any) {
-	k.handlers.RLock()
-	defer k.handlers.RUnlock()
+	k.scopes.handlers.RLock()
+	defer k.scopes.handlers.RUnlock()
 	sl, ok := newObj.(*discoveryv1.EndpointSlice)
 	if !ok || ks.idle() || ks.informer.stale(sl.Namespace+"/"+sl.Name, sl) {
 		return
@@ -533,8 +427,8 @@ func (k *Kube) onUpdate(ks *kubeScope, oldObj, newObj any) {
 }
 
 func (k *Kube) onDelete(ks *kubeScope, obj any) {
-	k.handlers.RLock()
-	defer k.handlers.RUnlock()
+	k.scopes.handlers.RLock()
+	defer k.scopes.handlers.RUnlock()
 	if ks.idle() {
 		return
 	}
@@ -553,10 +447,6 @@ func (k *Kube) onDelete(ks *kubeScope, obj any) {
 		k.store.Delete(id)
 	}
 }
-
-// idle reports whether the scope's events are not the Store's: it is
-// joining or retired.
-func (ks *kubeScope) idle() bool { return ks.joining.Load() || ks.retired.Load() }
 
 func (k *Kube) put(sl *discoveryv1.EndpointSlice) {
 	id := sl.Namespace + "/" + sl.Name

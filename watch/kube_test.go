@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/edsync/edsync/render"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -20,6 +19,8 @@ import (
 	k8stesting "k8s.io/client-go/testing"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/utils/ptr"
+
+	"github.com/edsync/edsync/render"
 
 	"github.com/edsync/edsync/internal/syncbuf"
 )
@@ -169,7 +170,7 @@ func TestKubeHandlers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ks := k.scopes[0]
+	ks := k.scopes.list[0]
 	// The informer puts each object in its cache before the handler sees it.
 	cached := func(t *testing.T, obj any) {
 		t.Helper()

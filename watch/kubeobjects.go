@@ -6,17 +6,14 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
-	"sync"
 	"sync/atomic"
 
-	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
-	"k8s.io/klog/v2"
 
 	"github.com/edsync/edsync/render"
 )
@@ -145,26 +142,14 @@ type KubeServices struct {
 	// filter is what the handlers keep; SetServices replaces it.
 	filter  atomic.Pointer[filter]
 	log     *slog.Logger
-	synced  chan struct{}
 	started atomic.Bool
-
-	move    sync.Mutex // serializes SetServices, and Run's stop with them
-	stopped bool       // Run has returned: no more moves
-	// handlers is held (read) by the event handlers, (write) by a move's
-	// hand-over, as in Kube.
-	handlers sync.RWMutex
-	mu       sync.Mutex // guards scopes, runCtx and moved
-	scopes   []*serviceScope
-	runCtx   context.Context
-	moved    chan struct{}
+	scopes  *scopeSet[*serviceScope]
 }
 
-// serviceScope is the informer of one namespace ("" for all). joining and
-// retired are as in kubeScope: the handler of either writes nothing.
+// serviceScope is the informer of one namespace ("" for all).
 type serviceScope struct {
-	namespace        string
-	informer         informer
-	joining, retired atomic.Bool
+	namespace string
+	scopeState
 }
 
 var _ Source = (*KubeServices)(nil)
@@ -187,16 +172,17 @@ func NewKubeServices(o KubeServicesOptions) (*KubeServices, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	k := &KubeServices{client: o.Client, namespaces: o.Namespaces, objects: o.Objects,
-		log: log.With("component", "watch.services"), synced: make(chan struct{}), moved: make(chan struct{})}
+	k := &KubeServices{client: o.Client, namespaces: o.Namespaces, objects: o.Objects, log: log.With("component", "watch.services")}
 	k.filter.Store(f)
+	var list []*serviceScope
 	for _, ns := range f.namespaceScopes() {
 		sc, err := k.newScope(ns)
 		if err != nil {
 			return nil, err
 		}
-		k.scopes = append(k.scopes, sc)
+		list = append(list, sc)
 	}
+	k.scopes = newScopeSet(k.log, "Service", list)
 	return k, nil
 }
 
@@ -225,52 +211,20 @@ func (k *KubeServices) newScope(ns string) (*serviceScope, error) {
 	return sc, nil
 }
 
-func serviceInformers(scopes []*serviceScope) []*informer {
-	out := make([]*informer, len(scopes))
-	for i, sc := range scopes {
-		out[i] = &sc.informer
-	}
-	return out
-}
-
-func (k *KubeServices) current() ([]*informer, <-chan struct{}) {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	return serviceInformers(k.scopes), k.moved
-}
-
 // Synced is closed once every informer has listed and every Service is in Objects.
-func (k *KubeServices) Synced() <-chan struct{} { return k.synced }
+func (k *KubeServices) Synced() <-chan struct{} { return k.scopes.synced }
 
 // Run starts the informers and blocks until ctx ends; it returns nil.
 func (k *KubeServices) Run(ctx context.Context) error {
 	if !k.started.CompareAndSwap(false, true) {
 		return errors.New("watch: service source: Run called twice")
 	}
-	ctx = klog.NewContext(ctx, logr.FromSlogHandler(k.log.Handler()))
-	k.mu.Lock()
-	k.runCtx = ctx
-	for _, sc := range k.scopes {
-		sc.informer.start(ctx)
-	}
-	n := len(k.scopes)
-	k.mu.Unlock()
-	k.log.Info("watching Services", "informers", n)
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		if infs := untilSynced(ctx, k.current); infs != nil {
-			services, _ := k.objects.Len()
-			k.log.Info("Services synced", "informers", len(infs), "services", services)
-			close(k.synced)
-		}
+	infs, _ := k.scopes.current()
+	k.log.Info("watching Services", "informers", len(infs))
+	k.scopes.run(ctx, func(n int) {
+		services, _ := k.objects.Len()
+		k.log.Info("Services synced", "informers", n, "services", services)
 	})
-	<-ctx.Done()
-	k.move.Lock()
-	k.stopped = true
-	infs, _ := k.current()
-	k.move.Unlock()
-	stopInformers(k.log, infs)
-	wg.Wait()
 	return nil
 }
 
@@ -281,108 +235,63 @@ func (k *KubeServices) Run(ctx context.Context) error {
 // kept or added from its cache (the Services now watched, and no more).
 // If the new informers cannot list before ctx ends, nothing changes.
 func (k *KubeServices) SetServices(ctx context.Context, services []render.ServiceKey) error {
-	k.move.Lock()
-	defer k.move.Unlock()
-	if k.stopped {
-		return errors.New("watch: service source: stopped")
-	}
 	f, err := newFilter(k.namespaces, "", services)
 	if err != nil {
 		return fmt.Errorf("watch: service source: %w", err)
 	}
-	k.mu.Lock()
-	runCtx, current := k.runCtx, slices.Clone(k.scopes)
-	k.mu.Unlock()
-	var keep, add, drop []*serviceScope
-	for _, ns := range f.namespaceScopes() {
-		if i := slices.IndexFunc(current, func(sc *serviceScope) bool { return sc.namespace == ns }); i >= 0 {
-			keep = append(keep, current[i])
-			continue
+	plan := func(current []*serviceScope) (keep, add []*serviceScope, err error) {
+		for _, ns := range f.namespaceScopes() {
+			if i := slices.IndexFunc(current, func(sc *serviceScope) bool { return sc.namespace == ns }); i >= 0 {
+				keep = append(keep, current[i])
+				continue
+			}
+			sc, err := k.newScope(ns)
+			if err != nil {
+				return nil, nil, err
+			}
+			add = append(add, sc)
 		}
-		sc, err := k.newScope(ns)
-		if err != nil {
-			return err
-		}
-		add = append(add, sc)
+		return keep, add, nil
 	}
-	for _, sc := range current {
-		if !slices.Contains(keep, sc) {
-			drop = append(drop, sc)
+	handOver := func(keep, add, drop []*serviceScope) {
+		old := k.filter.Swap(f)
+		// What only a retired informer held leaves first; then every kept
+		// or added informer hands over what it holds now.
+		for _, sc := range drop {
+			for _, id := range sc.informer.informer.GetStore().ListKeys() {
+				if ns, name, err := cache.SplitMetaNamespaceKey(id); err == nil {
+					if key := (render.ServiceKey{Namespace: ns, Name: name}); !f.matchService(key) {
+						k.objects.SetService(key, nil)
+					}
+				}
+			}
 		}
-	}
-	if runCtx == nil {
-		k.mu.Lock()
-		if runCtx = k.runCtx; runCtx == nil { // still before Run
-			k.scopes = slices.Concat(keep, add)
-			k.filter.Store(f)
-			k.mu.Unlock()
-			return nil
-		}
-		k.mu.Unlock()
-	}
-	if len(add) > 0 {
-		for _, sc := range add {
-			sc.joining.Store(true)
-			sc.informer.start(runCtx)
-		}
-		wait, cancel := context.WithCancel(ctx)
-		stop := context.AfterFunc(runCtx, cancel)
-		err := waitSynced(wait, serviceInformers(add))
-		stop()
-		cancel()
-		if err != nil {
-			stopInformers(k.log, serviceInformers(add))
-			return fmt.Errorf("watch: service source: the new informers did not sync: %w", err)
-		}
-	}
-
-	k.handlers.Lock()
-	for _, sc := range drop {
-		sc.retired.Store(true)
-	}
-	old := k.filter.Swap(f)
-	// What only a retired informer held leaves first; then every kept or
-	// added informer hands over what it holds now.
-	for _, sc := range drop {
-		for _, id := range sc.informer.informer.GetStore().ListKeys() {
-			if ns, name, err := cache.SplitMetaNamespaceKey(id); err == nil {
-				if key := (render.ServiceKey{Namespace: ns, Name: name}); !f.matchService(key) {
+		for _, sc := range slices.Concat(keep, add) {
+			for _, obj := range sc.informer.informer.GetStore().List() {
+				s, ok := obj.(*corev1.Service)
+				if !ok {
+					continue
+				}
+				switch key := (render.ServiceKey{Namespace: s.Namespace, Name: s.Name}); {
+				case f.matchService(key):
+					k.objects.SetService(key, serviceInfoOf(s))
+				case old.matchService(key):
 					k.objects.SetService(key, nil)
 				}
 			}
 		}
 	}
-	for _, sc := range slices.Concat(keep, add) {
-		for _, obj := range sc.informer.informer.GetStore().List() {
-			s, ok := obj.(*corev1.Service)
-			if !ok {
-				continue
-			}
-			switch key := (render.ServiceKey{Namespace: s.Namespace, Name: s.Name}); {
-			case f.matchService(key):
-				k.objects.SetService(key, serviceInfoOf(s))
-			case old.matchService(key):
-				k.objects.SetService(key, nil)
-			}
-		}
-		sc.joining.Store(false)
+	if err := k.scopes.move(ctx, plan, func() { k.filter.Store(f) }, handOver); err != nil {
+		return fmt.Errorf("watch: service source: %w", err)
 	}
-	k.handlers.Unlock()
-
-	k.mu.Lock()
-	k.scopes = slices.Concat(keep, add)
-	close(k.moved)
-	k.moved = make(chan struct{})
-	k.mu.Unlock()
-	stopInformers(k.log, serviceInformers(drop))
 	return nil
 }
 
 func (k *KubeServices) put(sc *serviceScope, obj any) {
-	k.handlers.RLock()
-	defer k.handlers.RUnlock()
+	k.scopes.handlers.RLock()
+	defer k.scopes.handlers.RUnlock()
 	s, ok := obj.(*corev1.Service)
-	if !ok || sc.joining.Load() || sc.retired.Load() || sc.informer.stale(s.Namespace+"/"+s.Name, s) {
+	if !ok || sc.idle() || sc.informer.stale(s.Namespace+"/"+s.Name, s) {
 		return
 	}
 	key := render.ServiceKey{Namespace: s.Namespace, Name: s.Name}
@@ -393,8 +302,8 @@ func (k *KubeServices) put(sc *serviceScope, obj any) {
 }
 
 func (k *KubeServices) delete(sc *serviceScope, obj any) {
-	k.handlers.RLock()
-	defer k.handlers.RUnlock()
+	k.scopes.handlers.RLock()
+	defer k.scopes.handlers.RUnlock()
 	var key render.ServiceKey
 	switch o := obj.(type) {
 	case *corev1.Service:
@@ -408,7 +317,7 @@ func (k *KubeServices) delete(sc *serviceScope, obj any) {
 	default:
 		return
 	}
-	if sc.joining.Load() || sc.retired.Load() || sc.informer.stale(key.String(), nil) {
+	if sc.idle() || sc.informer.stale(key.String(), nil) {
 		return
 	}
 	k.objects.SetService(key, nil)

@@ -6,8 +6,9 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/edsync/edsync/render"
 	corev1 "k8s.io/api/core/v1"
+
+	"github.com/edsync/edsync/render"
 )
 
 // DefaultSubZoneLabel is the Node label read as a locality's sub-zone by

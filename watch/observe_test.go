@@ -6,8 +6,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/edsync/edsync/render"
 	corev1 "k8s.io/api/core/v1"
+
+	"github.com/edsync/edsync/render"
 )
 
 // The Store tells its observers of each slice handed over and each object

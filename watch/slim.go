@@ -5,10 +5,11 @@ import (
 	"sync"
 	"unique"
 
-	"github.com/edsync/edsync/render"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/edsync/edsync/render"
 )
 
 // Slim returns a copy of sl holding only what edsync reads, so that a

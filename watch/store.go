@@ -7,9 +7,10 @@ import (
 	"sync"
 	"time"
 
-	"github.com/edsync/edsync/render"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+
+	"github.com/edsync/edsync/render"
 )
 
 // Reasons an object is skipped, the keys of Store.Skipped.

@@ -5,10 +5,11 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/edsync/edsync/render"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
+
+	"github.com/edsync/edsync/render"
 )
 
 // slice builds an EndpointSlice for ns/name of Service service (no label
