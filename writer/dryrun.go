@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"fmt"
 
-	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"google.golang.org/protobuf/encoding/prototext"
 	"google.golang.org/protobuf/proto"
 )
@@ -41,11 +40,11 @@ func (w *Writer) print(j job) (outcome, error) {
 var textOpts = prototext.MarshalOptions{Multiline: true, Indent: "  "}
 
 func pbText(data []byte) ([]byte, error) {
-	var resp discoveryv3.DiscoveryResponse
-	if err := proto.Unmarshal(data, &resp); err != nil {
+	resp := newDiscoveryResponse()
+	if err := proto.Unmarshal(data, resp); err != nil {
 		return nil, err
 	}
-	txt, err := textOpts.Marshal(&resp)
+	txt, err := textOpts.Marshal(resp)
 	if err != nil {
 		return nil, err
 	}

@@ -4,7 +4,6 @@ import (
 	"fmt"
 
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
-	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -22,8 +21,8 @@ var (
 
 	endpointsNum   = protowire.Number(claEndpoints.Number())
 	lbEndpointsNum = protowire.Number(lleLbEndpoints.Number())
-	versionNum     = protowire.Number(fieldOf(&discoveryv3.DiscoveryResponse{}, "version_info").Number())
-	resourcesNum   = protowire.Number(fieldOf(&discoveryv3.DiscoveryResponse{}, "resources").Number())
+	versionNum     = protowire.Number(discoveryResponse.Fields().ByName("version_info").Number())
+	resourcesNum   = protowire.Number(discoveryResponse.Fields().ByName("resources").Number())
 	typeURLNum     = protowire.Number(fieldOf(&anypb.Any{}, "type_url").Number())
 	valueNum       = protowire.Number(fieldOf(&anypb.Any{}, "value").Number())
 )

@@ -7,7 +7,6 @@ import (
 	"slices"
 
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
-	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"sigs.k8s.io/yaml"
@@ -93,26 +92,31 @@ func (w *Writer) readCluster(path string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	var resp discoveryv3.DiscoveryResponse
+	resp := newDiscoveryResponse()
 	switch w.format {
 	case FormatPB:
-		err = proto.Unmarshal(data, &resp)
+		err = proto.Unmarshal(data, resp)
 	case FormatYAML:
 		var js []byte
 		if js, err = yaml.YAMLToJSON(data); err == nil {
-			err = protojson.Unmarshal(js, &resp)
+			err = protojson.Unmarshal(js, resp)
 		}
 	default:
-		err = protojson.Unmarshal(data, &resp)
+		err = protojson.Unmarshal(data, resp)
 	}
 	if err != nil {
 		return "", err
 	}
-	if len(resp.Resources) != 1 {
-		return "", fmt.Errorf("%d resources, not 1", len(resp.Resources))
+	res := resourcesOf(resp)
+	if res.Len() != 1 {
+		return "", fmt.Errorf("%d resources, not 1", res.Len())
+	}
+	typeURL, value := anyOf(res.Get(0).Message())
+	if typeURL != claTypeURL {
+		return "", fmt.Errorf("resource of type %q, not a ClusterLoadAssignment", typeURL)
 	}
 	var cla endpointv3.ClusterLoadAssignment
-	if err := resp.Resources[0].UnmarshalTo(&cla); err != nil {
+	if err := proto.Unmarshal(value, &cla); err != nil {
 		return "", err
 	}
 	return cla.ClusterName, nil
