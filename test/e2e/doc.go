@@ -5,7 +5,7 @@
 //
 //	go test -C test/e2e -count=1 -timeout 60m
 //
-// The first run on a machine builds the Kubernetes binaries (7 to 17
+// The first run on a machine builds the Kubernetes binaries (7 to 30
 // minutes on 2 cores, then cached; see test/k8s/build.sh) before TestMain
 // starts the control plane, so the build counts against -timeout but never
 // against the control plane's start deadline. With no package argument go

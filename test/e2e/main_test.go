@@ -29,7 +29,7 @@ func run(m *testing.M) int {
 		return 0
 	}
 	// The binaries first, with no deadline of their own: a cold build takes
-	// 7 to 17 minutes on 2 cores depending on what else runs, and only go
+	// 7 to 30 minutes on 2 cores depending on what else runs, and only go
 	// test's -timeout bounds it. The control plane's start deadline below
 	// then counts only the start itself.
 	binDir, err := harness.Binaries()

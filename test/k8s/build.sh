@@ -83,7 +83,7 @@ count() {
 # binaries, as Kubernetes builds its own server binaries.
 start=$(date +%s)
 echo "edsync-k8s: building etcd, kube-apiserver and kube-controller-manager into $tmp" >&2
-echo "edsync-k8s: once per machine: 7 to 17 minutes on 2 cores, about 5 GB of Go build cache" >&2
+echo "edsync-k8s: once per machine: 7 to 17 minutes on 2 idle cores (up to 30 when busy), about 5 GB of Go build cache" >&2
 (
   cd etcd
   export CGO_ENABLED=0

@@ -411,7 +411,7 @@ func Binaries() (string, error) {
 // FindBinaries returns the folder with etcd, kube-apiserver and
 // kube-controller-manager: $EDSYNC_K8S_BIN if set, else the last line that
 // test/k8s/build.sh prints (it returns at once when its cache is warm and
-// builds for 7 to 17 minutes when it is cold; its progress goes to stderr).
+// builds for 7 to 30 minutes when it is cold; its progress goes to stderr).
 func FindBinaries(repo string) (string, error) {
 	dir := os.Getenv("EDSYNC_K8S_BIN")
 	if dir == "" {
