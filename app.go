@@ -10,7 +10,6 @@ import (
 	"sync"
 	"time"
 
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/klog/v2"
 
 	"github.com/edsync/edsync/internal/metrics"
@@ -155,7 +154,7 @@ type pipelineDeps struct {
 	stdout  io.Writer             // where a dry run prints
 	metrics pipeline.Metrics      // nil: none
 	onFlush func(pipeline.Report) // a hook for envoy-config and tests
-	client  kubernetes.Interface  // nil: made from the config
+	client  watch.API             // nil: made from the config
 }
 
 // newPipeline makes the pipeline and its stages from the config. api is

@@ -9,11 +9,10 @@ import (
 	"syscall"
 	"testing"
 
-	"k8s.io/client-go/kubernetes"
-
 	"github.com/edsync/edsync/internal/metrics"
 	"github.com/edsync/edsync/internal/testutil"
 	"github.com/edsync/edsync/pipeline"
+	"github.com/edsync/edsync/watch"
 	"github.com/edsync/edsync/writer"
 )
 
@@ -49,7 +48,7 @@ func startPipelineLog(t *testing.T, cfg *config, log *slog.Logger) *testPipeline
 // startPipelineWith builds the pipeline from cfg as edsync does, logging
 // to log, with client as the API client (nil: from cfg), and runs it until
 // the test ends.
-func startPipelineWith(t *testing.T, cfg *config, log *slog.Logger, client kubernetes.Interface) *testPipeline {
+func startPipelineWith(t *testing.T, cfg *config, log *slog.Logger, client watch.API) *testPipeline {
 	t.Helper()
 	tp := &testPipeline{
 		m:       metrics.New("test"),

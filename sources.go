@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
@@ -73,8 +72,8 @@ func (w *apiWatch) move(ctx context.Context, services []render.ServiceKey) error
 
 // newSource makes the sources the config names, feeding store and objects
 // (nil unless Services or Nodes are read); api is set when they read the
-// API server, with client or else a client made from the config.
-func newSource(cfg *config, client kubernetes.Interface, store *watch.Store, objects *watch.Objects, log *slog.Logger) (src watch.Source, api *apiWatch, err error) {
+// API server, through client or else a client made from the config.
+func newSource(cfg *config, client watch.API, store *watch.Store, objects *watch.Objects, log *slog.Logger) (src watch.Source, api *apiWatch, err error) {
 	if cfg.fromDir != "" {
 		dir, err := watch.NewDir(watch.DirOptions{
 			Dir: cfg.fromDir, Namespaces: cfg.namespaces, Selector: cfg.selector, Services: cfg.services,
@@ -89,7 +88,7 @@ func newSource(cfg *config, client kubernetes.Interface, store *watch.Store, obj
 		}
 	}
 	kube, err := watch.NewKube(watch.KubeOptions{
-		Client: client, Namespaces: cfg.namespaces, Selector: cfg.selector, Services: watchedServices(cfg),
+		API: client, Namespaces: cfg.namespaces, Selector: cfg.selector, Services: watchedServices(cfg),
 		Store: store, Logger: log,
 	})
 	if err != nil {
@@ -99,7 +98,7 @@ func newSource(cfg *config, client kubernetes.Interface, store *watch.Store, obj
 	all := []watch.Source{kube}
 	if cfg.watchServices {
 		api.services, err = watch.NewKubeServices(watch.KubeServicesOptions{
-			Client: client, Namespaces: cfg.namespaces, Services: watchedServices(cfg), Objects: objects, Logger: log,
+			API: client, Namespaces: cfg.namespaces, Services: watchedServices(cfg), Objects: objects, Logger: log,
 		})
 		if err != nil {
 			return nil, nil, usageError{err}
@@ -107,7 +106,7 @@ func newSource(cfg *config, client kubernetes.Interface, store *watch.Store, obj
 		all = append(all, api.services)
 	}
 	if cfg.nodes.All || cfg.nodes.Name != "" {
-		nodes, err := watch.NewKubeNodes(watch.KubeNodesOptions{Client: client, Nodes: cfg.nodes, Objects: objects, Logger: log})
+		nodes, err := watch.NewKubeNodes(watch.KubeNodesOptions{API: client, Nodes: cfg.nodes, Objects: objects, Logger: log})
 		if err != nil {
 			return nil, nil, usageError{err}
 		}
@@ -117,7 +116,7 @@ func newSource(cfg *config, client kubernetes.Interface, store *watch.Store, obj
 }
 
 // kubeClient makes the API client from the config's credentials.
-func kubeClient(cfg *config) (kubernetes.Interface, error) {
+func kubeClient(cfg *config) (watch.API, error) {
 	rc, err := restConfig(cfg)
 	if err != nil {
 		return nil, err
@@ -130,11 +129,7 @@ func kubeClient(cfg *config) (kubernetes.Interface, error) {
 	// which stays the fallback for a server (or proxy) without it.
 	rc.ContentType = runtime.ContentTypeProtobuf
 	rc.AcceptContentTypes = runtime.ContentTypeProtobuf + "," + runtime.ContentTypeJSON
-	client, err := kubernetes.NewForConfig(rc)
-	if err != nil {
-		return nil, fmt.Errorf("kubernetes client: %w", err)
-	}
-	return client, nil
+	return watch.NewAPI(rc)
 }
 
 // restConfig uses in-cluster credentials when edsync runs in a Pod and no

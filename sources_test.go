@@ -16,6 +16,7 @@ import (
 	k8stesting "k8s.io/client-go/testing"
 	"k8s.io/utils/ptr"
 
+	"github.com/edsync/edsync/internal/testutil"
 	"github.com/edsync/edsync/pipeline"
 	"github.com/edsync/edsync/render"
 )
@@ -71,7 +72,7 @@ func TestWatchFollowsTheClusters(t *testing.T) {
 	if got, want := watchedServices(cfg), []render.ServiceKey{{Namespace: "ns1", Name: "web"}}; !slices.Equal(got, want) {
 		t.Errorf("watchedServices = %v, want %v", got, want)
 	}
-	tp := startPipelineWith(t, cfg, slog.New(slog.DiscardHandler), client)
+	tp := startPipelineWith(t, cfg, slog.New(slog.DiscardHandler), testutil.ClientsetAPI(client))
 	tp.WaitCluster(t, "web")
 	if got, want := takeLists(), []string{"endpointslices ns1|kubernetes.io/service-name in (web)", "services ns1|"}; !slices.Equal(got, want) {
 		t.Errorf("lists at start = %q, want %q", got, want)

@@ -17,7 +17,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	apiwatch "k8s.io/apimachinery/pkg/watch"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2"
 
@@ -34,7 +33,7 @@ type Source interface {
 
 // KubeOptions configures NewKube.
 type KubeOptions struct {
-	Client kubernetes.Interface
+	API API
 	// Namespaces to watch; empty means all. Each gets its own informer.
 	Namespaces []string
 	// Selector is a label selector on EndpointSlices, sent to the API server.
@@ -52,7 +51,7 @@ type KubeOptions struct {
 // client-go informers (resync 0, WatchList where the server has it, a
 // transform that slims objects, see Slim).
 type Kube struct {
-	client     kubernetes.Interface
+	api        API
 	namespaces []string
 	selector   string
 	store      *Store
@@ -74,8 +73,8 @@ var _ Source = (*Kube)(nil)
 
 // NewKube validates o and sets up the informers; Run starts them.
 func NewKube(o KubeOptions) (*Kube, error) {
-	if o.Client == nil {
-		return nil, errors.New("watch: kube source: no client")
+	if o.API == nil {
+		return nil, errors.New("watch: kube source: no API")
 	}
 	if o.Store == nil {
 		return nil, errors.New("watch: kube source: no store")
@@ -93,7 +92,7 @@ func NewKube(o KubeOptions) (*Kube, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	k := &Kube{
-		client:     o.Client,
+		api:        o.API,
 		namespaces: o.Namespaces,
 		selector:   o.Selector,
 		store:      o.Store,
@@ -102,7 +101,7 @@ func NewKube(o KubeOptions) (*Kube, error) {
 	k.filter.Store(f)
 	var list []*kubeScope
 	for _, sc := range scopes {
-		ks, err := k.newScope(o.Client, sc)
+		ks, err := k.newScope(sc)
 		if err != nil {
 			return nil, fmt.Errorf("watch: kube source: namespace %q: %w", sc.namespace, err)
 		}
@@ -112,14 +111,12 @@ func NewKube(o KubeOptions) (*Kube, error) {
 	return k, nil
 }
 
-func (k *Kube) newScope(client kubernetes.Interface, sc scope) (*kubeScope, error) {
+func (k *Kube) newScope(sc scope) (*kubeScope, error) {
 	log := k.log.With("namespace", displayNamespace(sc.namespace), "selector", sc.selector)
 	ks := &kubeScope{scope: sc, health: newAPIHealth(log, "EndpointSlices", "endpointslices.discovery.k8s.io")}
-	api := client.DiscoveryV1().EndpointSlices(sc.namespace)
-	lw := observedListWatch(ks.health, func(o *metav1.ListOptions) { o.LabelSelector = sc.selector },
-		func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) { return api.List(ctx, o) },
-		api.Watch)
-	inf, err := newInformer(client, lw, &discoveryv1.EndpointSlice{}, transform, ks.health, cache.ResourceEventHandlerFuncs{
+	api := k.api.EndpointSlices(sc.namespace)
+	lw := observedListWatch(ks.health, func(o *metav1.ListOptions) { o.LabelSelector = sc.selector }, api)
+	inf, err := newInformer(k.api, lw, &discoveryv1.EndpointSlice{}, transform, ks.health, cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(obj any) { k.onAdd(ks, obj) },
 		UpdateFunc: func(oldObj, newObj any) { k.onUpdate(ks, oldObj, newObj) },
 		DeleteFunc: func(obj any) { k.onDelete(ks, obj) },
@@ -133,20 +130,17 @@ func (k *Kube) newScope(client kubernetes.Interface, sc scope) (*kubeScope, erro
 
 // observedListWatch wraps list and watch calls so that health sees each
 // outcome, with tweak applied to the options of both.
-func observedListWatch(h *apiHealth, tweak func(*metav1.ListOptions),
-	list func(context.Context, metav1.ListOptions) (runtime.Object, error),
-	watch func(context.Context, metav1.ListOptions) (apiwatch.Interface, error),
-) *cache.ListWatch {
+func observedListWatch(h *apiHealth, tweak func(*metav1.ListOptions), api ListWatch) *cache.ListWatch {
 	return &cache.ListWatch{
 		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
 			tweak(&o)
-			obj, err := list(ctx, o)
+			obj, err := api.List(ctx, o)
 			h.observe(ctx, "list", err)
 			return obj, err
 		},
 		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (apiwatch.Interface, error) {
 			tweak(&o)
-			w, err := watch(ctx, o)
+			w, err := api.Watch(ctx, o)
 			h.observe(ctx, "watch", err)
 			return w, err
 		},
@@ -225,14 +219,14 @@ func stopInformers(log *slog.Logger, infs []*informer) {
 // newInformer makes an informer as every source here wants it: resync 0,
 // WatchList where the server has it, objects slimmed by transform before
 // they enter its cache, watch errors logged by health.
-func newInformer(client kubernetes.Interface, lw *cache.ListWatch, obj runtime.Object, transform cache.TransformFunc,
+func newInformer(api API, lw *cache.ListWatch, obj runtime.Object, transform cache.TransformFunc,
 	health *apiHealth, handler cache.ResourceEventHandler,
 ) (informer, error) {
 	inf := cache.NewSharedIndexInformerWithOptions(
 		// Passing the client lets the reflector use WatchList (streamed
 		// initial list) when the client supports it, as generated
 		// informers do.
-		cache.ToListWatcherWithWatchListSemantics(lw, client),
+		cache.ToListWatcherWithWatchListSemantics(lw, api),
 		obj,
 		cache.SharedIndexInformerOptions{ResyncPeriod: 0},
 	)
@@ -352,7 +346,7 @@ func (k *Kube) SetServices(ctx context.Context, services []render.ServiceKey) er
 				keep = append(keep, current[i])
 				continue
 			}
-			ks, err := k.newScope(k.client, sc)
+			ks, err := k.newScope(sc)
 			if err != nil {
 				return nil, nil, fmt.Errorf("namespace %q: %w", sc.namespace, err)
 			}

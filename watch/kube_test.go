@@ -111,7 +111,7 @@ func TestKubeSyncAndEvents(t *testing.T) {
 	)
 	n := newNotifications()
 	store := NewStore(n.notify)
-	k, err := NewKube(KubeOptions{Client: client, Store: store})
+	k, err := NewKube(KubeOptions{API: clientsetAPI{client}, Store: store})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -166,7 +166,7 @@ func TestKubeHandlers(t *testing.T) {
 	web := svc("ns", "web")
 	var rec recorder
 	store := NewStore(rec.notify)
-	k, err := NewKube(KubeOptions{Client: fake.NewClientset(), Store: store})
+	k, err := NewKube(KubeOptions{API: clientsetAPI{fake.NewClientset()}, Store: store})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -310,7 +310,7 @@ func TestKubeListOptions(t *testing.T) {
 				return false, nil, nil
 			})
 			o := tt.opts
-			o.Client, o.Store = client, NewStore(nil)
+			o.API, o.Store = clientsetAPI{client}, NewStore(nil)
 			k, err := NewKube(o)
 			if tt.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
@@ -342,7 +342,7 @@ func TestKubeServicesFilter(t *testing.T) {
 	)
 	n := newNotifications()
 	store := NewStore(n.notify)
-	k, err := NewKube(KubeOptions{Client: client, Store: store, Services: []render.ServiceKey{svc("ns", "web")}})
+	k, err := NewKube(KubeOptions{API: clientsetAPI{client}, Store: store, Services: []render.ServiceKey{svc("ns", "web")}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -387,7 +387,7 @@ func TestKubeTransform(t *testing.T) {
 
 	client := fake.NewClientset(sl)
 	store := NewStore(nil)
-	k, err := NewKube(KubeOptions{Client: client, Store: store})
+	k, err := NewKube(KubeOptions{API: clientsetAPI{client}, Store: store})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -450,7 +450,7 @@ func TestKubeAPIErrorsLogged(t *testing.T) {
 	var buf syncbuf.Buffer
 	log := slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	store := NewStore(nil)
-	k, err := NewKube(KubeOptions{Client: client, Store: store, Logger: log})
+	k, err := NewKube(KubeOptions{API: clientsetAPI{client}, Store: store, Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -515,7 +515,7 @@ func TestKubeSetServices(t *testing.T) {
 		gapMu.Unlock()
 		n.notify(k)
 	})
-	k, err := NewKube(KubeOptions{Client: client, Store: store, Services: []render.ServiceKey{web, svc("ns2", "db"), svc("ns3", "mq")}})
+	k, err := NewKube(KubeOptions{API: clientsetAPI{client}, Store: store, Services: []render.ServiceKey{web, svc("ns2", "db"), svc("ns3", "mq")}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -595,7 +595,7 @@ func TestKubeSetServicesFailureAndFirstSync(t *testing.T) {
 		failing(client, "kubernetes.io/service-name in (mq)")
 		n := newNotifications()
 		store := NewStore(n.notify)
-		k, err := NewKube(KubeOptions{Client: client, Store: store, Services: []render.ServiceKey{web}})
+		k, err := NewKube(KubeOptions{API: clientsetAPI{client}, Store: store, Services: []render.ServiceKey{web}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -622,7 +622,7 @@ func TestKubeSetServicesFailureAndFirstSync(t *testing.T) {
 		client := fake.NewClientset(slice("ns1", "web-a", "web", "", "10.0.0.1"), slice("ns1", "api-a", "api", "", "10.0.0.2"))
 		failing(client, "kubernetes.io/service-name in (web)")
 		store := NewStore(nil)
-		k, err := NewKube(KubeOptions{Client: client, Store: store, Services: []render.ServiceKey{web}})
+		k, err := NewKube(KubeOptions{API: clientsetAPI{client}, Store: store, Services: []render.ServiceKey{web}})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -11,8 +11,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
-	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/edsync/edsync/render"
@@ -20,7 +18,7 @@ import (
 
 // KubeNodesOptions configures NewKubeNodes.
 type KubeNodesOptions struct {
-	Client  kubernetes.Interface
+	API     API
 	Nodes   NodeOptions
 	Objects *Objects
 	Logger  *slog.Logger
@@ -44,8 +42,8 @@ var _ Source = (*KubeNodes)(nil)
 // NewKubeNodes sets up the informer; Run starts it.
 func NewKubeNodes(o KubeNodesOptions) (*KubeNodes, error) {
 	switch {
-	case o.Client == nil:
-		return nil, errors.New("watch: node source: no client")
+	case o.API == nil:
+		return nil, errors.New("watch: node source: no API")
 	case o.Objects == nil:
 		return nil, errors.New("watch: node source: no objects")
 	case !o.Nodes.enabled():
@@ -62,10 +60,7 @@ func NewKubeNodes(o KubeNodesOptions) (*KubeNodes, error) {
 		k.log = k.log.With("node", o.Nodes.Name)
 	}
 	health := newAPIHealth(k.log, "Nodes", "nodes")
-	api := o.Client.CoreV1().Nodes()
-	lw := observedListWatch(health, func(lo *metav1.ListOptions) { lo.FieldSelector = field },
-		func(ctx context.Context, lo metav1.ListOptions) (runtime.Object, error) { return api.List(ctx, lo) },
-		api.Watch)
+	lw := observedListWatch(health, func(lo *metav1.ListOptions) { lo.FieldSelector = field }, o.API.Nodes())
 	subZone := o.Nodes.subZoneLabel()
 	slim := func(obj any) (any, error) {
 		if n, ok := obj.(*corev1.Node); ok {
@@ -74,7 +69,7 @@ func NewKubeNodes(o KubeNodesOptions) (*KubeNodes, error) {
 		return obj, nil
 	}
 	var err error
-	k.informer, err = newInformer(o.Client, lw, &corev1.Node{}, slim, health, cache.ResourceEventHandlerFuncs{
+	k.informer, err = newInformer(o.API, lw, &corev1.Node{}, slim, health, cache.ResourceEventHandlerFuncs{
 		AddFunc:    k.put,
 		UpdateFunc: func(_, obj any) { k.put(obj) },
 		DeleteFunc: k.delete,
@@ -124,7 +119,7 @@ func (k *KubeNodes) delete(obj any) {
 // scope the watch as in KubeOptions; Services are filtered on the client
 // side (a field selector cannot name several Services).
 type KubeServicesOptions struct {
-	Client     kubernetes.Interface
+	API        API
 	Namespaces []string
 	Services   []render.ServiceKey
 	Objects    *Objects
@@ -136,7 +131,7 @@ type KubeServicesOptions struct {
 // to their edsync.io/ annotations and ports (SlimService) and handed to
 // Objects as render.ServiceInfo.
 type KubeServices struct {
-	client     kubernetes.Interface
+	api        API
 	namespaces []string
 	objects    *Objects
 	// filter is what the handlers keep; SetServices replaces it.
@@ -157,8 +152,8 @@ var _ Source = (*KubeServices)(nil)
 // NewKubeServices sets up the informers; Run starts them.
 func NewKubeServices(o KubeServicesOptions) (*KubeServices, error) {
 	switch {
-	case o.Client == nil:
-		return nil, errors.New("watch: service source: no client")
+	case o.API == nil:
+		return nil, errors.New("watch: service source: no API")
 	case o.Objects == nil:
 		return nil, errors.New("watch: service source: no objects")
 	}
@@ -172,7 +167,7 @@ func NewKubeServices(o KubeServicesOptions) (*KubeServices, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	k := &KubeServices{client: o.Client, namespaces: o.Namespaces, objects: o.Objects, log: log.With("component", "watch.services")}
+	k := &KubeServices{api: o.API, namespaces: o.Namespaces, objects: o.Objects, log: log.With("component", "watch.services")}
 	k.filter.Store(f)
 	var list []*serviceScope
 	for _, ns := range f.namespaceScopes() {
@@ -194,12 +189,9 @@ func (k *KubeServices) newScope(ns string) (*serviceScope, error) {
 		return obj, nil
 	}
 	health := newAPIHealth(k.log.With("namespace", displayNamespace(ns)), "Services", "services")
-	api := k.client.CoreV1().Services(ns)
-	lw := observedListWatch(health, func(*metav1.ListOptions) {},
-		func(ctx context.Context, lo metav1.ListOptions) (runtime.Object, error) { return api.List(ctx, lo) },
-		api.Watch)
+	lw := observedListWatch(health, func(*metav1.ListOptions) {}, k.api.Services(ns))
 	sc := &serviceScope{namespace: ns}
-	inf, err := newInformer(k.client, lw, &corev1.Service{}, slim, health, cache.ResourceEventHandlerFuncs{
+	inf, err := newInformer(k.api, lw, &corev1.Service{}, slim, health, cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(obj any) { k.put(sc, obj) },
 		UpdateFunc: func(_, obj any) { k.put(sc, obj) },
 		DeleteFunc: func(obj any) { k.delete(sc, obj) },

@@ -88,7 +88,7 @@ func TestKubeNodesLocal(t *testing.T) {
 	var lists listRecorder
 	lists.watch(client, "nodes")
 	e := newObjectsEnv()
-	k, err := NewKubeNodes(KubeNodesOptions{Client: client, Nodes: NodeOptions{Name: "n1"}, Objects: e.objects})
+	k, err := NewKubeNodes(KubeNodesOptions{API: clientsetAPI{client}, Nodes: NodeOptions{Name: "n1"}, Objects: e.objects})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -152,7 +152,7 @@ func TestKubeNodesAll(t *testing.T) {
 	var lists listRecorder
 	lists.watch(client, "nodes")
 	e := newObjectsEnv()
-	k, err := NewKubeNodes(KubeNodesOptions{Client: client, Nodes: NodeOptions{All: true, Name: "n2", SubZoneLabel: "example.com/rack"}, Objects: e.objects})
+	k, err := NewKubeNodes(KubeNodesOptions{API: clientsetAPI{client}, Nodes: NodeOptions{All: true, Name: "n2", SubZoneLabel: "example.com/rack"}, Objects: e.objects})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -206,7 +206,7 @@ func TestKubeServices(t *testing.T) {
 	var lists listRecorder
 	lists.watch(client, "services")
 	e := newObjectsEnv()
-	k, err := NewKubeServices(KubeServicesOptions{Client: client, Services: []render.ServiceKey{web}, Objects: e.objects})
+	k, err := NewKubeServices(KubeServicesOptions{API: clientsetAPI{client}, Services: []render.ServiceKey{web}, Objects: e.objects})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -286,7 +286,7 @@ func TestKubeServicesSetServices(t *testing.T) {
 	lists.watch(client, "services")
 	e := newObjectsEnv()
 	web, api, db := svc("ns1", "web"), svc("ns1", "api"), svc("ns2", "db")
-	k, err := NewKubeServices(KubeServicesOptions{Client: client, Services: []render.ServiceKey{web}, Objects: e.objects})
+	k, err := NewKubeServices(KubeServicesOptions{API: clientsetAPI{client}, Services: []render.ServiceKey{web}, Objects: e.objects})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -342,7 +342,7 @@ func TestKubeServicesSetServicesFailureAndAll(t *testing.T) {
 	})
 	e := newObjectsEnv()
 	web, api, mq := svc("ns1", "web"), svc("ns1", "api"), svc("ns3", "mq")
-	k, err := NewKubeServices(KubeServicesOptions{Client: client, Services: []render.ServiceKey{web}, Objects: e.objects})
+	k, err := NewKubeServices(KubeServicesOptions{API: clientsetAPI{client}, Services: []render.ServiceKey{web}, Objects: e.objects})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -241,7 +241,7 @@ func TestNetworkProgrammingLatency(t *testing.T) {
 	m := New("test")
 	r := run(t, m, "", pipeline.Options{
 		NewSource: func(store *watch.Store, _ *watch.Objects) (watch.Source, error) {
-			return watch.NewKube(watch.KubeOptions{Client: client, Store: store})
+			return watch.NewKube(watch.KubeOptions{API: testutil.ClientsetAPI(client), Store: store})
 		},
 	})
 	const cluster = "ns/web/http"
