@@ -11,14 +11,12 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/go-logr/logr"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	apiwatch "k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/tools/cache"
-	"k8s.io/klog/v2"
 
 	"github.com/edsync/edsync/render"
 )
@@ -241,41 +239,6 @@ func newInformer(api API, lw *cache.ListWatch, obj runtime.Object, transform cac
 		return informer{}, err
 	}
 	return informer{informer: inf, reg: reg}, nil
-}
-
-// runInformers runs the informers until ctx ends, closing synced once every
-// handler has handled its informer's initial list (after calling onSynced),
-// then waits (briefly) for them to stop. client-go's own logs for these
-// informers go to log (klog verbosity V(n) becomes slog level -n).
-func runInformers(ctx context.Context, log *slog.Logger, infs []informer, synced chan struct{}, onSynced func()) {
-	ctx = klog.NewContext(ctx, logr.FromSlogHandler(log.Handler()))
-	var wg sync.WaitGroup
-	for _, inf := range infs {
-		wg.Go(func() { inf.informer.RunWithContext(ctx) })
-	}
-	wg.Go(func() {
-		for _, inf := range infs {
-			select {
-			case <-inf.reg.HasSyncedChecker().Done():
-			case <-ctx.Done():
-				return
-			}
-		}
-		onSynced()
-		close(synced)
-	})
-	<-ctx.Done()
-	// client-go's streaming list sleeps out its retry backoff (up to ~30 s)
-	// without watching for cancellation, so an informer that cannot reach
-	// the API server may take that long to stop: longer than a Pod's grace
-	// period. Wait briefly, then let such an informer finish on its own.
-	done := make(chan struct{})
-	go func() { wg.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(informerStopGrace):
-		log.Debug("an informer is still in client-go's retry backoff; not waiting for it")
-	}
 }
 
 // Synced is closed once every informer has listed and its handler has

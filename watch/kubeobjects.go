@@ -29,13 +29,16 @@ type KubeNodesOptions struct {
 // metadata.name=NAME, so the API server sends that Node only). Nodes are
 // slimmed to their topology labels (SlimNode) and handed to Objects.
 type KubeNodes struct {
-	opts     NodeOptions
-	objects  *Objects
-	log      *slog.Logger
-	synced   chan struct{}
-	started  atomic.Bool
-	informer informer
+	opts    NodeOptions
+	objects *Objects
+	log     *slog.Logger
+	started atomic.Bool
+	// scopes is the one informer, never moved: a scopeSet runs it as it
+	// runs the moving ones of Kube and KubeServices.
+	scopes *scopeSet[*nodeScope]
 }
+
+type nodeScope struct{ scopeState }
 
 var _ Source = (*KubeNodes)(nil)
 
@@ -53,7 +56,7 @@ func NewKubeNodes(o KubeNodesOptions) (*KubeNodes, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	k := &KubeNodes{opts: o.Nodes, objects: o.Objects, log: log.With("component", "watch.nodes"), synced: make(chan struct{})}
+	k := &KubeNodes{opts: o.Nodes, objects: o.Objects, log: log.With("component", "watch.nodes")}
 	var field string
 	if !o.Nodes.All {
 		field = fields.OneTermEqualSelector(metav1.ObjectNameField, o.Nodes.Name).String()
@@ -68,8 +71,7 @@ func NewKubeNodes(o KubeNodesOptions) (*KubeNodes, error) {
 		}
 		return obj, nil
 	}
-	var err error
-	k.informer, err = newInformer(o.API, lw, &corev1.Node{}, slim, health, cache.ResourceEventHandlerFuncs{
+	inf, err := newInformer(o.API, lw, &corev1.Node{}, slim, health, cache.ResourceEventHandlerFuncs{
 		AddFunc:    k.put,
 		UpdateFunc: func(_, obj any) { k.put(obj) },
 		DeleteFunc: k.delete,
@@ -77,11 +79,12 @@ func NewKubeNodes(o KubeNodesOptions) (*KubeNodes, error) {
 	if err != nil {
 		return nil, fmt.Errorf("watch: node source: %w", err)
 	}
+	k.scopes = newScopeSet(k.log, "Node", []*nodeScope{{scopeState{informer: inf}}})
 	return k, nil
 }
 
 // Synced is closed once the informer has listed and every Node is in Objects.
-func (k *KubeNodes) Synced() <-chan struct{} { return k.synced }
+func (k *KubeNodes) Synced() <-chan struct{} { return k.scopes.synced }
 
 // Run starts the informer and blocks until ctx ends; it returns nil.
 func (k *KubeNodes) Run(ctx context.Context) error {
@@ -89,7 +92,7 @@ func (k *KubeNodes) Run(ctx context.Context) error {
 		return errors.New("watch: node source: Run called twice")
 	}
 	k.log.Info("watching Nodes", "all", k.opts.All)
-	runInformers(ctx, k.log, []informer{k.informer}, k.synced, func() {
+	k.scopes.run(ctx, func(int) {
 		_, n := k.objects.Len()
 		k.log.Info("Nodes synced", "nodes", n)
 	})

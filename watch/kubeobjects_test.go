@@ -174,7 +174,7 @@ func TestKubeNodesAll(t *testing.T) {
 		t.Errorf("Node(n2) = %+v, %v: want known, with no topology (nil: render needs no event)", n2, ok)
 	}
 	// The informer's cache holds the slim copies only.
-	for _, obj := range k.informer.informer.GetStore().List() {
+	for _, obj := range k.scopes.list[0].informer.informer.GetStore().List() {
 		n := obj.(*corev1.Node)
 		if len(n.Status.Images) > 0 || n.Labels["kubernetes.io/os"] != "" {
 			t.Errorf("cached Node %s not slimmed: %+v", n.Name, n)
