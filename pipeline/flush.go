@@ -138,7 +138,7 @@ func (p *Pipeline) retry(ctx context.Context) writer.Result {
 func (p *Pipeline) wrote(res writer.Result, start time.Time) {
 	now := p.now()
 	p.metrics.Wrote(res, now.Sub(start), now)
-	if len(p.triggers) == 0 {
+	if len(p.triggers) == 0 && len(p.received) == 0 {
 		return
 	}
 	for _, name := range res.WrittenClusters {
@@ -147,11 +147,16 @@ func (p *Pipeline) wrote(res writer.Result, start time.Time) {
 			p.metrics.NetworkProgramming(max(now.Sub(t), 0))
 		}
 		delete(p.triggers, key)
+		if t, ok := p.received[key]; ok {
+			p.metrics.EventToFile(max(now.Sub(t), 0))
+			delete(p.received, key)
+		}
 	}
-	// With no write pending, a trigger time left belongs to a change that
-	// gave the same bytes: it led to no write, so it is not counted.
+	// With no write pending, the times left belong to changes that gave
+	// the same bytes: they led to no write, so they are not counted.
 	if p.writer.Pending() == 0 {
 		clear(p.triggers)
+		clear(p.received)
 	}
 }
 

@@ -28,6 +28,11 @@ type Metrics interface {
 	// NetworkProgramming is the time from a change's trigger time on an
 	// EndpointSlice to the rename of its Service's file.
 	NetworkProgramming(time.Duration)
+	// EventToFile is edsync's own share of a change's latency: from the
+	// arrival of a Service's first unwritten change (an EndpointSlice
+	// event, a Service or Node change that alters its file) to the rename
+	// of its file; the debounce is part of it.
+	EventToFile(time.Duration)
 	// Published is what the files hold, reported once at the end of each
 	// flush (a scrape during a long flush sees the previous totals).
 	Published(Published)
@@ -53,4 +58,5 @@ func (noMetrics) DebounceDelay(time.Duration)                   {}
 func (noMetrics) RenderDuration(time.Duration)                  {}
 func (noMetrics) Wrote(writer.Result, time.Duration, time.Time) {}
 func (noMetrics) NetworkProgramming(time.Duration)              {}
+func (noMetrics) EventToFile(time.Duration)                     {}
 func (noMetrics) Published(Published)                           {}

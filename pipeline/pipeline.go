@@ -112,8 +112,12 @@ type Pipeline struct {
 	// flushes (the others are logged at Debug).
 	summaryEvery time.Duration
 
-	mu    sync.Mutex
-	dirty map[render.ServiceKey]struct{}
+	mu sync.Mutex
+	// dirty holds the Services marked since the loop last looked, with
+	// when their first and last changes arrived: the debounce and the
+	// event-to-file latency count from the arrival, not from when the
+	// loop (busy writing) got to them.
+	dirty map[render.ServiceKey]arrivals
 	next  *Live // from a config reload, not yet installed
 	wake  chan struct{}
 	// reloading is set while the full flush after a reload runs.
@@ -131,6 +135,9 @@ type Pipeline struct {
 	// triggers holds the EndpointSlice trigger times of the Services
 	// flushed whose files are not written yet (a failed write).
 	triggers map[render.ServiceKey][]time.Time
+	// received holds when the first unwritten change of each Service
+	// flushed arrived, until its file is renamed (EventToFile).
+	received map[render.ServiceKey]time.Time
 	// files: lost files and the pruning of emptied ones (files.go).
 	files outputFiles
 }
@@ -191,9 +198,10 @@ func newPipeline(o Options) *Pipeline {
 		onNotify:     o.OnNotify,
 		metrics:      o.Metrics,
 		summaryEvery: o.SummaryEvery,
-		dirty:        make(map[render.ServiceKey]struct{}),
+		dirty:        make(map[render.ServiceKey]arrivals),
 		wake:         make(chan struct{}, 1),
 		triggers:     make(map[render.ServiceKey][]time.Time),
+		received:     make(map[render.ServiceKey]time.Time),
 		files:        outputFiles{pruneAfter: o.PruneAfter, onPrune: o.OnPrune},
 	}
 	p.topo = topology{
@@ -229,18 +237,34 @@ func (p *Pipeline) Alive() error { return p.health.alive() }
 // else why not: what /readyz reports. Safe from any goroutine.
 func (p *Pipeline) Ready() error { return p.health.readiness() }
 
-// taken records how long a Service's changes waited for their flush; the
-// initial flush takes what the sync marked, which waited for nothing.
-func (p *Pipeline) taken(_ render.ServiceKey, first time.Time) {
-	if p.synced {
-		p.metrics.DebounceDelay(p.now().Sub(first))
+// taken records how long a Service's changes waited for their flush, and
+// when the first of them arrived until its file is written; the initial
+// flush takes what the sync marked, which waited for nothing.
+func (p *Pipeline) taken(key render.ServiceKey, first time.Time) {
+	if !p.synced {
+		return
+	}
+	p.metrics.DebounceDelay(p.now().Sub(first))
+	// A Service whose last write failed keeps its earlier arrival.
+	if _, ok := p.received[key]; !ok {
+		p.received[key] = first
 	}
 }
 
+// arrivals are the times of a dirty Service's first and last change since
+// the loop last took the dirty set.
+type arrivals struct{ first, last time.Time }
+
 // notify marks a Service dirty. Sources call it from their goroutines.
 func (p *Pipeline) notify(key render.ServiceKey) {
+	now := p.now()
 	p.mu.Lock()
-	p.dirty[key] = struct{}{}
+	a, ok := p.dirty[key]
+	if !ok {
+		a.first = now
+	}
+	a.last = now
+	p.dirty[key] = a
 	p.mu.Unlock()
 	select {
 	case p.wake <- struct{}{}:
@@ -298,11 +322,13 @@ func (p *Pipeline) takeDirty() {
 	p.takeObjects()
 	p.mu.Lock()
 	dirty := p.dirty
-	p.dirty = make(map[render.ServiceKey]struct{}, len(dirty))
+	p.dirty = make(map[render.ServiceKey]arrivals, len(dirty))
 	p.mu.Unlock()
-	now := p.now()
-	for key := range dirty {
-		p.coalescer.Mark(key, now)
+	for key, a := range dirty {
+		p.coalescer.Mark(key, a.first)
+		if a.last.After(a.first) {
+			p.coalescer.Mark(key, a.last)
+		}
 	}
 }
 

@@ -39,6 +39,11 @@ var (
 	// From the EndpointSlice controller's change to the file's rename: tens
 	// of milliseconds when all is well, minutes when something lags.
 	programmingBuckets = []float64{.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600}
+	// edsync's own share: the debounce plus render and write, a few
+	// milliseconds. Fine steps above the default debounce, so that "50 ms
+	// plus how much" can be read off; coarse ones for the max-delay and
+	// for a slow disk.
+	eventToFileBuckets = []float64{.001, .0025, .005, .01, .025, .05, .055, .06, .07, .08, .1, .15, .25, .5, .75, 1, 2.5, 5, 10}
 )
 
 // Metrics holds edsync's Prometheus metrics, registered on a registry of
@@ -62,6 +67,7 @@ type Metrics struct {
 	skipped            *prometheus.CounterVec
 	lastWriteSuccess   prometheus.Gauge
 	networkProgramming prometheus.Histogram
+	eventToFile        prometheus.Histogram
 
 	configReloads             *prometheus.CounterVec
 	configLastReloadOK        prometheus.Gauge
@@ -97,6 +103,9 @@ func New(version string) *Metrics {
 		networkProgramming: f.histogram("edsync_network_programming_duration_seconds",
 			"Time from a change's endpoints.kubernetes.io/last-change-trigger-time on an EndpointSlice to the rename of its Service's file; "+
 				"only slice versions that led to a write, not those of the initial list.", programmingBuckets),
+		eventToFile: f.histogram("edsync_event_to_file_seconds",
+			"edsync's own share of a change's latency: from the arrival of a Service's first unwritten change (a slice, Service or Node event) "+
+				"to the rename of its file, the debounce included; only changes that led to a write, not the initial sync.", eventToFileBuckets),
 		configReloads: f.counter("edsync_config_reloads_total",
 			"Reloads of the --config file, by result (success, failure).", "result"),
 		configLastReloadOK: f.gauge("edsync_config_last_reload_successful",
@@ -165,6 +174,7 @@ func (m *Metrics) Skipped(reason string)  { m.skipped.WithLabelValues(reason).In
 func (m *Metrics) DebounceDelay(d time.Duration)      { m.debounceDelay.Observe(d.Seconds()) }
 func (m *Metrics) RenderDuration(d time.Duration)     { m.renderDuration.Observe(d.Seconds()) }
 func (m *Metrics) NetworkProgramming(d time.Duration) { m.networkProgramming.Observe(d.Seconds()) }
+func (m *Metrics) EventToFile(d time.Duration)        { m.eventToFile.Observe(d.Seconds()) }
 
 // Wrote counts the outcome of one Write or Retry and when it last renamed
 // a file.

@@ -115,6 +115,7 @@ endpoints: [{addresses: ["10.0.9.9"]}]
 		`edsync_flush_write_duration_seconds_count`:               1,
 		`edsync_debounce_delay_seconds_count`:                     0, // the initial flush waited for no debounce
 		`edsync_network_programming_duration_seconds_count`:       0, // manifests carry no trigger time
+		`edsync_event_to_file_seconds_count`:                      0, // nor is the initial sync a change
 	})
 	if ts := scrape(t, m)["edsync_last_write_success_timestamp_seconds"]; ts <= 0 {
 		t.Errorf("edsync_last_write_success_timestamp_seconds = %v after a write", ts)
@@ -262,16 +263,20 @@ func TestNetworkProgrammingLatency(t *testing.T) {
 	update(kubeSlice("web-a", time.Now(), "10.0.0.2"))
 	checkMetrics(t, "a change written", m, map[string]float64{
 		`edsync_network_programming_duration_seconds_count`: 1,
+		`edsync_event_to_file_seconds_count`:                1,
 		`edsync_cluster_writes_total{result="written"}`:     2,
 	})
 	update(kubeSlice("web-a", time.Now(), "10.0.0.2", "!10.0.0.3"))
 	checkMetrics(t, "a change that left the file as it was", m, map[string]float64{
 		`edsync_network_programming_duration_seconds_count`: 1,
+		`edsync_event_to_file_seconds_count`:                1,
 		`edsync_cluster_writes_total{result="unchanged"}`:   1,
 	})
+	// edsync's own share needs no trigger time: it is timed from the event.
 	update(kubeSlice("web-a", time.Time{}, "10.0.0.4"))
 	checkMetrics(t, "a change without a trigger time", m, map[string]float64{
 		`edsync_network_programming_duration_seconds_count`: 1,
+		`edsync_event_to_file_seconds_count`:                2,
 		`edsync_cluster_writes_total{result="written"}`:     3,
 	})
 	if _, err := api.Create(t.Context(), kubeSlice("web-b", time.Now(), "10.0.0.5"), metav1.CreateOptions{}); err != nil {
@@ -282,6 +287,7 @@ func TestNetworkProgrammingLatency(t *testing.T) {
 		`edsync_endpointslice_events_total{type="add"}`:     2,
 		`edsync_endpointslice_events_total{type="update"}`:  3,
 		`edsync_network_programming_duration_seconds_count`: 2,
+		`edsync_event_to_file_seconds_count`:                3,
 		`edsync_published_endpoints{health="healthy"}`:      2,
 	})
 	// The hour-old trigger time of the initial list would show in the sum.
