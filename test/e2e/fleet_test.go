@@ -4,10 +4,13 @@ import (
 	"bufio"
 	"cmp"
 	"fmt"
+	"maps"
+	"math"
 	"math/rand/v2"
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -21,6 +24,8 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
+
+	"github.com/google/pprof/profile"
 
 	"github.com/edsync/edsync/test/e2e/harness"
 )
@@ -40,9 +45,14 @@ import (
 // all are ready, per edsync; the time until all are ready; edsync's RSS
 // (mean and max); then 50 slice updates per second for a minute, spread over
 // every Service: the API server's CPU above what the same churn costs with
-// no edsync, per 100 edsyncs, and the p99 of edsync_network_programming
-// (trigger time set by the update, to the file's rename) over the files
-// the updates reached. Modes: unscoped (--namespace fleet: every slice),
+// no edsync, per 100 edsyncs, two ways (the process's CPU time, which
+// the churn's own cost blurs by tens of millicores between runs, and a CPU
+// profile of the API server: the time in the stacks that serve watches,
+// which edsync's watches add to); and two latency p99s over the files the
+// updates reached: edsync_network_programming (the update's trigger time to
+// the file's rename: the API server's and the watch's share included) and
+// edsync_event_to_file (edsync's own share: the slice event's arrival to
+// the rename). Modes: unscoped (--namespace fleet: every slice),
 // scoped (a config file whose clusters: list names one Service, so the API
 // server sends that Service's slices only). Node-shared is one edsync per
 // node whatever the number of Envoys: the unscoped row with N = 1.
@@ -108,18 +118,31 @@ func TestFleet(t *testing.T) {
 	}
 	apiCPU := func() time.Duration { return procCPU(t, c.APIServer.PID()) }
 
-	cpu0 := apiCPU()
-	churn(churnFor)
-	baseline := apiCPU() - cpu0
-	t.Logf("API server under the churn alone: %.3f cores", baseline.Seconds()/churnFor.Seconds())
+	// measureChurn runs the churn while profiling the API server: its CPU
+	// time in all, and in the stacks that serve watches.
+	measureChurn := func() (total, watches time.Duration) {
+		cpu0 := apiCPU()
+		var wg sync.WaitGroup
+		wg.Go(func() { watches = watchCPU(t, client.CoreV1().RESTClient(), churnFor) })
+		churn(churnFor)
+		wg.Wait()
+		return apiCPU() - cpu0, watches
+	}
+	baseline, baselineWatches := measureChurn()
+	t.Logf("API server under the churn alone: %.3f cores, %.1f millicores serving watches",
+		baseline.Seconds()/churnFor.Seconds(), baselineWatches.Seconds()/churnFor.Seconds()*1000)
+	perEdsync := func(cpu time.Duration, n int) float64 { // millicores per 100 edsyncs
+		return cpu.Seconds() / churnFor.Seconds() * 1000 / float64(n) * 100
+	}
 
 	type row struct {
-		mode                          string
-		n                             int
-		syncCPUPer                    time.Duration
-		ready                         time.Duration
-		rssMean, rssMax               float64 // MB
-		churnMilliCoresPer100, p99Sec float64
+		mode                       string
+		n                          int
+		syncCPUPer                 time.Duration
+		ready                      time.Duration
+		rssMean, rssMax            float64 // MB
+		churnPer100, watchesPer100 float64 // API server millicores
+		programmingP99, ownP99     quantiles
 	}
 	var rows []row
 	run := func(mode string, n int) {
@@ -153,12 +176,13 @@ func TestFleet(t *testing.T) {
 		for _, r := range edsyncs {
 			rss = append(rss, procRSSMB(t, r.e.PID()))
 		}
-		cpu1 := apiCPU()
-		churn(churnFor)
-		churnCPU := apiCPU() - cpu1 - baseline
-		buckets := map[float64]float64{}
+		total, watches := measureChurn()
+		programming, own := map[float64]float64{}, map[float64]float64{}
 		for _, r := range edsyncs {
-			r.addHistogram(t, buckets)
+			r.addHistograms(t, map[string]map[float64]float64{
+				"edsync_network_programming_duration_seconds": programming,
+				"edsync_event_to_file_seconds":                own,
+			})
 			if err := r.e.Stop(10 * time.Second); err != nil {
 				t.Errorf("edsync stopped with %v", err)
 			}
@@ -166,12 +190,16 @@ func TestFleet(t *testing.T) {
 		rows = append(rows, row{
 			mode: mode, n: n, syncCPUPer: syncCPU / time.Duration(n), ready: ready,
 			rssMean: mean(rss), rssMax: slices.Max(rss),
-			churnMilliCoresPer100: churnCPU.Seconds() / churnFor.Seconds() * 1000 / float64(n) * 100,
-			p99Sec:                quantile(buckets, 0.99),
+			churnPer100:    perEdsync(total-baseline, n),
+			watchesPer100:  perEdsync(watches-baselineWatches, n),
+			programmingP99: quantile(programming, 0.99),
+			ownP99:         quantile(own, 0.99),
 		})
 		r := rows[len(rows)-1]
-		t.Logf("%s N=%d: sync %.3f API CPU-s per edsync, ready in %s, RSS %.1f MB mean %.1f max, churn %.1f API millicores per 100 edsyncs, p99 <= %gs",
-			r.mode, r.n, r.syncCPUPer.Seconds(), r.ready.Round(100*time.Millisecond), r.rssMean, r.rssMax, r.churnMilliCoresPer100, r.p99Sec)
+		t.Logf("%s N=%d: sync %.3f API CPU-s per edsync, ready in %s, RSS %.1f MB mean %.1f max; "+
+			"churn, per 100 edsyncs: %.1f API millicores (process), %.1f (serving watches); p99 %s (network programming), %s (edsync's own)",
+			r.mode, r.n, r.syncCPUPer.Seconds(), r.ready.Round(100*time.Millisecond), r.rssMean, r.rssMax,
+			r.churnPer100, r.watchesPer100, r.programmingP99, r.ownP99)
 	}
 	modes := strings.Split(cmp.Or(os.Getenv("EDSYNC_FLEET_MODES"), "unscoped,scoped"), ",")
 	if slices.Contains(modes, "unscoped") {
@@ -183,10 +211,12 @@ func TestFleet(t *testing.T) {
 		}
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "\n| mode | edsyncs | API server CPU to sync, per edsync | time until all ready | edsync RSS mean / max | API server under churn, per 100 edsyncs | latency p99 |\n|---|---|---|---|---|---|---|\n")
+	fmt.Fprintf(&b, "\n| mode | edsyncs | API server CPU to sync, per edsync | time until all ready | edsync RSS mean / max "+
+		"| API server under churn per 100 edsyncs: process / serving watches | latency p99: network programming / edsync's own |\n"+
+		"|---|---|---|---|---|---|---|\n")
 	for _, r := range rows {
-		fmt.Fprintf(&b, "| %s | %d | %.3f CPU-s | %s | %.1f / %.1f MB | %.1f millicores | <= %g s |\n", r.mode, r.n, r.syncCPUPer.Seconds(),
-			r.ready.Round(100*time.Millisecond), r.rssMean, r.rssMax, r.churnMilliCoresPer100, r.p99Sec)
+		fmt.Fprintf(&b, "| %s | %d | %.3f CPU-s | %s | %.1f / %.1f MB | %.0f / %.1f millicores | %s / %s |\n", r.mode, r.n, r.syncCPUPer.Seconds(),
+			r.ready.Round(100*time.Millisecond), r.rssMean, r.rssMax, r.churnPer100, r.watchesPer100, r.programmingP99, r.ownP99)
 	}
 	t.Log(b.String())
 }
@@ -268,9 +298,9 @@ func (r *edsyncRun) waitReady(t *testing.T) {
 	t.Fatalf("edsync at %s not ready after 5 minutes", r.addr)
 }
 
-// addHistogram adds edsync's network programming histogram (cumulative
-// bucket counts by upper bound) to b.
-func (r *edsyncRun) addHistogram(t *testing.T, b map[float64]float64) {
+// addHistograms adds the histograms of edsync's metrics named in into
+// their maps (cumulative bucket counts by upper bound).
+func (r *edsyncRun) addHistograms(t *testing.T, into map[string]map[float64]float64) {
 	t.Helper()
 	resp, err := http.Get("http://" + r.addr + "/metrics")
 	if err != nil {
@@ -279,9 +309,9 @@ func (r *edsyncRun) addHistogram(t *testing.T, b map[float64]float64) {
 	defer resp.Body.Close()
 	sc := bufio.NewScanner(resp.Body)
 	for sc.Scan() {
-		line := sc.Text()
-		rest, ok := strings.CutPrefix(line, `edsync_network_programming_duration_seconds_bucket{le="`)
-		if !ok {
+		name, rest, ok := strings.Cut(sc.Text(), `_bucket{le="`)
+		b := into[name]
+		if !ok || b == nil {
 			continue
 		}
 		le, count, ok := strings.Cut(rest, `"} `)
@@ -296,26 +326,86 @@ func (r *edsyncRun) addHistogram(t *testing.T, b map[float64]float64) {
 	}
 }
 
-// quantile is the upper bound of the first bucket holding q of the samples
-// (0 with none).
-func quantile(b map[float64]float64, q float64) float64 {
-	bounds := slices.Sorted(func(yield func(float64) bool) {
-		for k := range b {
-			if !yield(k) {
-				return
-			}
-		}
-	})
+// quantiles is a quantile read off a histogram: the bucket holding it, the
+// linear estimate inside it (as Prometheus' histogram_quantile), and the
+// number of samples.
+type quantiles struct {
+	lower, upper, estimate float64
+	samples                float64
+}
+
+func (q quantiles) String() string {
+	if q.samples == 0 {
+		return "no samples"
+	}
+	return fmt.Sprintf("%.0f ms (in %g-%g ms, %.0f samples)", q.estimate*1000, q.lower*1000, q.upper*1000, q.samples)
+}
+
+// quantile reads quantile q off cumulative bucket counts b.
+func quantile(b map[float64]float64, q float64) quantiles {
+	bounds := slices.Sorted(maps.Keys(b))
 	if len(bounds) == 0 || b[bounds[len(bounds)-1]] == 0 {
-		return 0
+		return quantiles{}
 	}
 	total := b[bounds[len(bounds)-1]] // +Inf
+	var lower, below float64
 	for _, le := range bounds {
 		if b[le] >= q*total {
-			return le
+			if math.IsInf(le, 1) {
+				return quantiles{lower: lower, upper: le, estimate: lower, samples: total}
+			}
+			est := lower + (le-lower)*(q*total-below)/(b[le]-below)
+			return quantiles{lower: lower, upper: le, estimate: est, samples: total}
+		}
+		lower, below = le, b[le]
+	}
+	return quantiles{lower: lower, upper: lower, estimate: lower, samples: total}
+}
+
+// watchCPU takes a CPU profile of the API server over d and returns the
+// CPU time of the stacks that serve watches: the watch cache handing each
+// event to each watcher, the watchers filtering and encoding it, and the
+// HTTP handlers streaming it. It leaves out the garbage collection those
+// allocations cause, which the profile does not attribute.
+func watchCPU(t *testing.T, client rest.Interface, d time.Duration) time.Duration {
+	data, err := client.Get().AbsPath("/debug/pprof/profile").Param("seconds", strconv.Itoa(int(d.Seconds()))).
+		Timeout(d + time.Minute).DoRaw(t.Context())
+	if err != nil {
+		t.Errorf("API server CPU profile: %v", err)
+		return 0
+	}
+	prof, err := profile.ParseData(data)
+	if err != nil {
+		t.Errorf("API server CPU profile: %v", err)
+		return 0
+	}
+	cpu := slices.IndexFunc(prof.SampleType, func(st *profile.ValueType) bool { return st.Type == "cpu" })
+	if cpu < 0 {
+		t.Errorf("API server CPU profile has no cpu samples: %v", prof.SampleType)
+		return 0
+	}
+	var total time.Duration
+	for _, s := range prof.Sample {
+		if servesWatch(s) {
+			total += time.Duration(s.Value[cpu])
 		}
 	}
-	return bounds[len(bounds)-1]
+	return total
+}
+
+// watchFuncs match the functions of kube-apiserver that serve watches: the
+// cacher's per-watcher dispatch and the watch HTTP handler.
+var watchFuncs = regexp.MustCompile(`\(\*cacheWatcher\)\.|\(\*Cacher\)\.dispatchEvent|\(\*WatchServer\)\.|serveWatch`)
+
+func servesWatch(s *profile.Sample) bool {
+	for _, loc := range s.Location {
+		for _, line := range loc.Line {
+			if line.Function != nil && watchFuncs.MatchString(line.Function.Name) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func mean(xs []float64) float64 {
