@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/prometheus/client_golang/prometheus"
@@ -24,6 +25,48 @@ import (
 // extension, one DiscoveryResponse holding exactly one CLA, which must pass
 // validation.
 func ReadAsEnvoy(t testing.TB, path string) *endpointv3.ClusterLoadAssignment {
+	t.Helper()
+	resp := readDiscoveryResponse(t, path)
+	if len(resp.Resources) != 1 {
+		t.Fatalf("%s: %d resources, Envoy wants exactly 1", path, len(resp.Resources))
+	}
+	var cla endpointv3.ClusterLoadAssignment
+	if err := resp.Resources[0].UnmarshalTo(&cla); err != nil {
+		t.Fatalf("%s: resource is not a ClusterLoadAssignment: %v", path, err)
+	}
+	if err := cla.ValidateAll(); err != nil {
+		t.Fatalf("%s: invalid CLA: %v", path, err)
+	}
+	return &cla
+}
+
+// ReadCDSAsEnvoy parses a CDS file the way Envoy's file-based CDS does:
+// format by extension, one DiscoveryResponse whose resources are all
+// clusters, each valid, no two of one name. It returns them by name, and
+// the file's version_info.
+func ReadCDSAsEnvoy(t testing.TB, path string) (map[string]*clusterv3.Cluster, string) {
+	t.Helper()
+	resp := readDiscoveryResponse(t, path)
+	out := make(map[string]*clusterv3.Cluster, len(resp.Resources))
+	for i, res := range resp.Resources {
+		var c clusterv3.Cluster
+		if err := res.UnmarshalTo(&c); err != nil {
+			t.Fatalf("%s: resource %d is not a Cluster: %v", path, i, err)
+		}
+		if err := c.ValidateAll(); err != nil {
+			t.Fatalf("%s: invalid cluster %q: %v", path, c.Name, err)
+		}
+		if out[c.Name] != nil {
+			t.Fatalf("%s: cluster %q twice: Envoy rejects the file", path, c.Name)
+		}
+		out[c.Name] = &c
+	}
+	return out, resp.VersionInfo
+}
+
+// readDiscoveryResponse parses a file as Envoy's file-based subscriptions
+// do: format by extension (.pb, .yaml/.yml, else JSON).
+func readDiscoveryResponse(t testing.TB, path string) *discoveryv3.DiscoveryResponse {
 	t.Helper()
 	data, err := os.ReadFile(path)
 	if err != nil {
@@ -44,17 +87,7 @@ func ReadAsEnvoy(t testing.TB, path string) *endpointv3.ClusterLoadAssignment {
 	if err != nil {
 		t.Fatalf("%s: Envoy would reject it: %v", path, err)
 	}
-	if len(resp.Resources) != 1 {
-		t.Fatalf("%s: %d resources, Envoy wants exactly 1", path, len(resp.Resources))
-	}
-	var cla endpointv3.ClusterLoadAssignment
-	if err := resp.Resources[0].UnmarshalTo(&cla); err != nil {
-		t.Fatalf("%s: resource is not a ClusterLoadAssignment: %v", path, err)
-	}
-	if err := cla.ValidateAll(); err != nil {
-		t.Fatalf("%s: invalid CLA: %v", path, err)
-	}
-	return &cla
+	return &resp
 }
 
 // Addresses lists "ip:port health" of a CLA's endpoints in file order.
