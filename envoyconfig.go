@@ -9,12 +9,9 @@ import (
 	"path/filepath"
 	"time"
 
-	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	"github.com/urfave/cli/v2"
 	"go.yaml.in/yaml/v3"
 	"google.golang.org/protobuf/encoding/protojson"
-	"google.golang.org/protobuf/types/known/durationpb"
 	"k8s.io/klog/v2"
 
 	"github.com/edsync/edsync/pipeline"
@@ -159,7 +156,7 @@ func envoyClusters(names []string, dir string, format writer.Format, connectTime
 		if err != nil {
 			return nil, err
 		}
-		c := edsCluster(name, filepath.Join(dir, file), connectTimeout)
+		c := render.EDSCluster(name, filepath.Join(dir, file), render.Upstream{}, render.ClusterOptions{ConnectTimeout: connectTimeout})
 		if err := c.ValidateAll(); err != nil {
 			return nil, fmt.Errorf("cluster %s: %w", name, err)
 		}
@@ -203,34 +200,5 @@ func plain(n *yaml.Node) {
 	n.Style = 0
 	for _, c := range n.Content {
 		plain(c)
-	}
-}
-
-// edsCluster is an Envoy cluster whose endpoints come from one file of ours.
-// Its name is the CLA's cluster_name (Envoy rule 3 needs service_name to
-// match it; using it as the cluster's name too keeps routes readable).
-//
-// The config source is a path_config_source on the file, without
-// watched_directory. Envoy then watches the file's folder for a move onto
-// that very name (inotify IN_MOVED_TO), which is how edsync writes: a temp
-// file in .tmp/ renamed over the target. watched_directory is for a path
-// Envoy cannot see moved onto, such as a file in a ConfigMap volume, whose
-// ..data symlink is swapped instead. With it, every rename into the folder
-// would reload every cluster reading from it: N clusters re-read N files for
-// each changed one.
-func edsCluster(name, path string, connectTimeout time.Duration) *clusterv3.Cluster {
-	return &clusterv3.Cluster{
-		Name:                 name,
-		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS},
-		ConnectTimeout:       durationpb.New(connectTimeout),
-		EdsClusterConfig: &clusterv3.Cluster_EdsClusterConfig{
-			ServiceName: name,
-			EdsConfig: &corev3.ConfigSource{
-				ResourceApiVersion: corev3.ApiVersion_V3,
-				ConfigSourceSpecifier: &corev3.ConfigSource_PathConfigSource{
-					PathConfigSource: &corev3.PathConfigSource{Path: path},
-				},
-			},
-		},
 	}
 }

@@ -159,9 +159,10 @@ func compareEntries(a, b *entry) int {
 
 // preparedPort is one port name of one slice: its entries sorted by compareEntries.
 type preparedPort struct {
-	name    string
-	number  uint32
-	entries []entry
+	name        string
+	number      uint32
+	appProtocol string
+	entries     []entry
 }
 
 // preparedSlice is what render keeps of one slice version.
@@ -233,7 +234,11 @@ func prepare(s *discoveryv1.EndpointSlice, opts *Options, set *serviceSettings, 
 			skip(ReasonInvalidPort, "port %q listed twice", name)
 			continue
 		}
-		p.ports = append(p.ports, preparedPort{name: name, number: uint32(*sp.Port)})
+		pp := preparedPort{name: name, number: uint32(*sp.Port)}
+		if sp.AppProtocol != nil {
+			pp.appProtocol = *sp.AppProtocol
+		}
+		p.ports = append(p.ports, pp)
 	}
 	slices.SortFunc(p.ports, func(a, b preparedPort) int { return cmp.Compare(a.name, b.name) })
 	if len(p.ports) == 0 {

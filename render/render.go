@@ -23,6 +23,8 @@ type Cluster struct {
 	// its slices went away); the CLA has no endpoints, and the Renderer
 	// keeps nothing for the cluster any more.
 	Gone bool
+	// Upstream is what the cluster's CDS entry takes from Kubernetes.
+	Upstream Upstream
 }
 
 // Renderer renders Services one at a time. It remembers, per Service, the
@@ -230,7 +232,7 @@ func (r *Renderer) Service(key ServiceKey, current []*discoveryv1.EndpointSlice)
 			skips = append(skips, Skip{Reason: ReasonInvalidCLA, Object: name, Detail: err.Error()})
 			continue
 		}
-		out = append(out, Cluster{Name: name, Service: key, CLA: cla})
+		out = append(out, Cluster{Name: name, Service: key, CLA: cla, Upstream: Upstream{AppProtocol: st.appProtocol(port)}})
 	}
 	slices.Sort(published)
 	skips = append(skips, st.wait(key, waiting, set, r.opts.Protocol)...)
@@ -247,6 +249,22 @@ func (r *Renderer) Service(key ServiceKey, current []*discoveryv1.EndpointSlice)
 	}
 	slices.SortFunc(out, func(a, b Cluster) int { return cmp.Compare(a.Name, b.Name) })
 	return out, skips
+}
+
+// appProtocol is the appProtocol of port in the Service's slices. The
+// EndpointSlice controller copies the Service port's into every slice; while
+// a change of it rolls through them they differ, and the greatest wins, so
+// that the choice does not depend on map order.
+func (st *serviceState) appProtocol(port string) string {
+	var out string
+	for _, p := range st.prepared {
+		for i := range p.ports {
+			if p.ports[i].name == port && p.ports[i].appProtocol > out {
+				out = p.ports[i].appProtocol
+			}
+		}
+	}
+	return out
 }
 
 // update brings the prepared slices and merged lists in line with current,
