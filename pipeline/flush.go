@@ -46,9 +46,13 @@ func (p *Pipeline) flush(ctx context.Context, keys []render.ServiceKey, initial 
 		clusters, skips := p.renderer.Service(key, p.store.Slices(key))
 		p.skipped(skips)
 		for _, c := range clusters {
-			batch = append(batch, writer.Cluster{Name: c.Name, CLA: c.CLA, Release: c.Gone && !slices.Contains(p.declared, c.Name)})
+			release := c.Gone && !slices.Contains(p.declared, c.Name)
+			batch = append(batch, writer.Cluster{Name: c.Name, CLA: c.CLA, Release: release})
 			names[c.Name] = true
 			p.published.publish(c.Name, c.Service, c.CLA)
+			if p.cds != nil && !release {
+				p.cds.publish(c.Name, c.Upstream, start)
+			}
 		}
 	}
 	if initial {
@@ -58,6 +62,11 @@ func (p *Pipeline) flush(ctx context.Context, keys []render.ServiceKey, initial 
 				p.declaredEmpty(name, keys)
 				batch = append(batch, p.emptyCluster(name))
 				names[name] = true
+				if p.cds != nil {
+					if _, ok := p.cds.up[name]; !ok {
+						p.cds.publish(name, render.Upstream{}, start)
+					}
+				}
 			}
 		}
 		for _, name := range p.writer.Known() {
@@ -76,9 +85,21 @@ func (p *Pipeline) flush(ctx context.Context, keys []render.ServiceKey, initial 
 	batch = p.addLost(batch, names)
 	rendered := p.now()
 	p.metrics.RenderDuration(rendered.Sub(start))
+	// With a CDS file, gone clusters it names keep their EDS files until
+	// it no longer does (writeCDS).
+	batch = p.cdsHold(batch)
 	res := p.writer.Write(ctx, batch)
 	p.wrote(res, rendered)
 	p.released(batch)
+	if p.cds != nil {
+		written := make([]string, 0, len(batch))
+		for _, c := range batch {
+			if !c.Release {
+				written = append(written, c.Name)
+			}
+		}
+		p.cdsWritten(written)
+	}
 	p.metrics.Published(p.published.total)
 	// A Service refused a cluster name because another held it gets its
 	// turn once that name is free.
@@ -128,6 +149,7 @@ func (p *Pipeline) retry(ctx context.Context) writer.Result {
 	start := p.now()
 	res := p.writer.Retry(ctx)
 	p.wrote(res, start)
+	p.cdsWritten(res.WrittenClusters)
 	p.checkReady(res)
 	return res
 }

@@ -65,6 +65,14 @@ type Options struct {
 	SummaryEvery time.Duration
 	Metrics      Metrics // nil: none
 
+	// CDS, if set, gets the CDS file: an EDS cluster for each cluster
+	// published or declared, once its file is on disk (see cdsState),
+	// with ClusterOptions; CDSDebounce is the quiet time its changes wait
+	// for.
+	CDS            CDSWriter
+	CDSDebounce    time.Duration
+	ClusterOptions render.ClusterOptions
+
 	// Test hooks. OnFlush is told of each flush and retry, on the
 	// pipeline's goroutine, so tests wait on the flush sequence instead
 	// of sleeping; OnNotify of each Service marked dirty, on the source's
@@ -140,6 +148,8 @@ type Pipeline struct {
 	received map[render.ServiceKey]time.Time
 	// files: lost files and the pruning of emptied ones (files.go).
 	files outputFiles
+	// cds is the CDS file's state; nil without one.
+	cds *cdsState
 }
 
 // sliceStore is what the pipeline reads of watch.Store; tests drive a real
@@ -212,6 +222,7 @@ func newPipeline(o Options) *Pipeline {
 		nodes:        make(map[string]*render.NodeTopology),
 	}
 	p.published = newPublished()
+	p.cds = newCDSState(o)
 	if p.log == nil {
 		p.log = slog.New(slog.DiscardHandler)
 	}
@@ -403,11 +414,16 @@ func (p *Pipeline) Run(ctx context.Context) (err error) {
 	p.takeObjects()
 	p.warnNoLocalZone()
 	res := p.initialFlush(ctx)
+	// Envoy starting now gets its clusters at once: no debounce.
+	cdsErr := p.writeCDS(ctx)
 	p.health.end()
 	if p.once {
 		if res.Failed > 0 {
 			// Each failure is logged above with its path and reason.
 			return fmt.Errorf("%d of %d files failed to write (see the errors above)", res.Failed, len(res.Clusters))
+		}
+		if cdsErr != nil {
+			return cdsErr
 		}
 		return nil
 	}
@@ -421,6 +437,7 @@ func (p *Pipeline) Run(ctx context.Context) (err error) {
 			p.reloading = true
 			p.health.begin("the full flush after a config reload")
 			p.initialFlush(ctx)
+			p.writeCDS(ctx)
 			p.health.end()
 			p.reloading = false
 		}
@@ -442,6 +459,9 @@ func (p *Pipeline) Run(ctx context.Context) (err error) {
 		if at, due := p.nextPrune(); due && (!ok || at.Before(wakeAt)) {
 			wakeAt, ok = at, true
 		}
+		if at, due := p.cdsDue(); due && (!ok || at.Before(wakeAt)) {
+			wakeAt, ok = at, true
+		}
 		if ok {
 			timer.Reset(max(wakeAt.Sub(p.now()), 0))
 		} else {
@@ -458,6 +478,9 @@ func (p *Pipeline) Run(ctx context.Context) (err error) {
 				retried := p.retry(flushCtx)
 				res.Written += retried.Written
 				res.Failed = retried.Failed
+			}
+			if _, due := p.cdsDue(); due {
+				p.writeCDS(flushCtx)
 			}
 			cancel()
 			p.logSummary(p.now(), true)
@@ -494,6 +517,11 @@ func (p *Pipeline) Run(ctx context.Context) (err error) {
 				} else {
 					retryDelay = retryMin
 				}
+			}
+			if at, due := p.cdsDue(); due && !now.Before(at) {
+				p.health.begin("writing the CDS file")
+				p.writeCDS(ctx)
+				p.health.end()
 			}
 			p.prune(now)
 			p.logSummary(p.now(), false)

@@ -194,6 +194,15 @@ func (w *Writer) Pending() int {
 	return len(w.pending)
 }
 
+// IsPending says whether the last write of cluster failed: its file does
+// not hold what was last given for it.
+func (w *Writer) IsPending(cluster string) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	_, ok := w.pending[cluster]
+	return ok
+}
+
 // job is one file to write.
 type job struct {
 	cluster string

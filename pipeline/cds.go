@@ -1,0 +1,198 @@
+package pipeline
+
+import (
+	"context"
+	"maps"
+	"slices"
+	"time"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+
+	"github.com/edsync/edsync/render"
+	"github.com/edsync/edsync/writer"
+)
+
+// CDSWriter writes the CDS file (writer.CDS): the whole set of clusters
+// each time.
+type CDSWriter interface {
+	Write(clusters []*clusterv3.Cluster) (written bool, err error)
+}
+
+// cdsMaxDelayFactor caps how long CDS changes that keep coming wait: at
+// most this many debounce periods after the first.
+const cdsMaxDelayFactor = 10
+
+// cdsState is the CDS file's side of the pipeline. The file names a
+// cluster only once its EDS file is on disk (Envoy refuses a cluster whose
+// path does not exist), and a cluster leaves the file before its EDS file
+// is emptied (an emptied file would drop the cluster's traffic while Envoy
+// still routes to it). Changes are debounced on their own, longer than
+// the endpoints: each CDS change makes Envoy warm clusters, and a Service
+// that comes and goes within the debounce changes nothing.
+type cdsState struct {
+	w        CDSWriter
+	opts     render.ClusterOptions
+	debounce time.Duration
+
+	// up holds the clusters to publish, with what their entries take from
+	// Kubernetes: published and not gone, or declared.
+	up map[string]render.Upstream
+	// onDisk holds those of them whose EDS file has been written.
+	onDisk map[string]bool
+	// named is what the CDS file on disk holds; until namedKnown (the
+	// first write), the file of an earlier run may hold any cluster.
+	named      map[string]render.Upstream
+	namedKnown bool
+	// held are the emptied CLAs of gone clusters that the CDS file may
+	// still name: written once a CDS file without them is on disk.
+	held map[string]writer.Cluster
+	// first and last are the times of the first and last change not yet
+	// written (zero: none); retryAt is set after a failed write.
+	first, last, retryAt time.Time
+	retryDelay           time.Duration
+}
+
+func newCDSState(o Options) *cdsState {
+	if o.CDS == nil {
+		return nil
+	}
+	return &cdsState{
+		w: o.CDS, opts: o.ClusterOptions, debounce: o.CDSDebounce,
+		up: make(map[string]render.Upstream), onDisk: make(map[string]bool),
+		named: make(map[string]render.Upstream), held: make(map[string]writer.Cluster),
+		retryDelay: retryMin,
+	}
+}
+
+// changed notes a change of the set the CDS file should hold.
+func (s *cdsState) changed(now time.Time) {
+	if s.first.IsZero() {
+		s.first = now
+	}
+	s.last = now
+}
+
+// publish notes a cluster to publish, with its upstream settings.
+func (s *cdsState) publish(name string, up render.Upstream, now time.Time) {
+	if old, ok := s.up[name]; !ok || old != up {
+		s.up[name] = up
+		s.changed(now)
+	}
+}
+
+// hold takes out of the batch the emptied CLAs of released clusters that
+// the CDS file may still name: they wait in held for a CDS file without
+// them. A cluster published again drops its held CLA: its new content is
+// in the batch.
+func (p *Pipeline) cdsHold(batch []writer.Cluster) []writer.Cluster {
+	s := p.cds
+	if s == nil {
+		return batch
+	}
+	now := p.now()
+	out := batch[:0]
+	for _, c := range batch {
+		if !c.Release {
+			delete(s.held, c.Name)
+			out = append(out, c)
+			continue
+		}
+		if _, ok := s.up[c.Name]; ok {
+			delete(s.up, c.Name)
+			delete(s.onDisk, c.Name)
+			s.changed(now)
+		}
+		if _, named := s.named[c.Name]; named || !s.namedKnown {
+			s.held[c.Name] = c
+			continue
+		}
+		out = append(out, c)
+	}
+	return out
+}
+
+// cdsWritten notes the EDS files now on disk: their clusters may enter the
+// CDS file.
+func (p *Pipeline) cdsWritten(names []string) {
+	s := p.cds
+	if s == nil {
+		return
+	}
+	now := p.now()
+	for _, name := range names {
+		if _, ok := s.up[name]; ok && !s.onDisk[name] && !p.writer.IsPending(name) {
+			s.onDisk[name] = true
+			s.changed(now)
+		}
+	}
+}
+
+// cdsDue returns when the CDS file is to be written next, if it is.
+func (p *Pipeline) cdsDue() (time.Time, bool) {
+	s := p.cds
+	if s == nil || s.first.IsZero() {
+		return time.Time{}, false
+	}
+	if !s.retryAt.IsZero() {
+		return s.retryAt, true
+	}
+	due := s.last.Add(s.debounce)
+	if limit := s.first.Add(cdsMaxDelayFactor * s.debounce); limit.Before(due) {
+		due = limit
+	}
+	return due, true
+}
+
+// writeCDS writes the CDS file with every cluster to publish whose EDS file
+// is on disk, then the emptied files of the clusters it no longer names. A
+// failed write is retried (cdsDue) and returned.
+func (p *Pipeline) writeCDS(ctx context.Context) error {
+	s := p.cds
+	if s == nil {
+		return nil
+	}
+	want := make(map[string]render.Upstream, len(s.up))
+	for name, up := range s.up {
+		if s.onDisk[name] {
+			want[name] = up
+		}
+	}
+	names := slices.Sorted(maps.Keys(want))
+	clusters := make([]*clusterv3.Cluster, 0, len(names))
+	for _, name := range names {
+		path, err := p.writer.Path(name)
+		if err != nil {
+			p.log.Error("cluster left out of the CDS file", "cluster", name, "error", err)
+			continue
+		}
+		clusters = append(clusters, render.EDSCluster(name, path, want[name], s.opts))
+	}
+	now := p.now()
+	written, err := s.w.Write(clusters)
+	if err != nil {
+		s.retryAt = now.Add(s.retryDelay)
+		s.retryDelay = min(2*s.retryDelay, retryMax)
+		p.log.Error("CDS file not written; retrying", "error", err, "retry_in", s.retryAt.Sub(now))
+		return err
+	}
+	s.named, s.namedKnown = want, true
+	s.first, s.last, s.retryAt, s.retryDelay = time.Time{}, time.Time{}, time.Time{}, retryMin
+	p.log.Debug("CDS file", "written", written, "clusters", len(clusters))
+
+	// The file names none of the held clusters any more: their EDS files
+	// may be emptied now.
+	if len(s.held) == 0 {
+		return nil
+	}
+	batch := make([]writer.Cluster, 0, len(s.held))
+	for _, name := range slices.Sorted(maps.Keys(s.held)) {
+		batch = append(batch, s.held[name])
+	}
+	clear(s.held)
+	start := p.now()
+	res := p.writer.Write(ctx, batch)
+	p.wrote(res, start)
+	p.released(batch)
+	p.metrics.Published(p.published.total)
+	return nil
+}

@@ -1,0 +1,229 @@
+package pipeline
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+
+	"github.com/edsync/edsync/internal/testutil"
+	"github.com/edsync/edsync/writer"
+)
+
+// checkedCDS writes the CDS file after checking Envoy's ordering rules
+// against the disk at that very moment (the pipeline's goroutine writes
+// every file, so nothing moves meanwhile): every cluster it names has its
+// EDS file, and every cluster it drops still has its endpoints (its file
+// is emptied only after).
+type checkedCDS struct {
+	t     *testing.T
+	w     *writer.CDS
+	dir   string
+	named map[string]bool
+	// versions holds the sets of clusters of the writes that replaced the
+	// file.
+	versions [][]string
+}
+
+func newCheckedCDS(t *testing.T, dir string) *checkedCDS {
+	w, err := writer.NewCDS(writer.CDSOptions{Path: filepath.Join(dir, "cds+clusters.json")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &checkedCDS{t: t, w: w, dir: dir, named: map[string]bool{}}
+}
+
+func (c *checkedCDS) Write(clusters []*clusterv3.Cluster) (bool, error) {
+	c.t.Helper()
+	now := make(map[string]bool, len(clusters))
+	var names []string
+	for _, cl := range clusters {
+		path := cl.GetEdsClusterConfig().GetEdsConfig().GetPathConfigSource().GetPath()
+		if filepath.Dir(path) != c.dir {
+			c.t.Errorf("cluster %s reads %s, outside the output folder", cl.Name, path)
+		}
+		// ReadAsEnvoy fails the test if the file is missing or invalid.
+		testutil.ReadAsEnvoy(c.t, path)
+		now[cl.Name] = true
+		names = append(names, cl.Name)
+	}
+	for name := range c.named {
+		if now[name] {
+			continue
+		}
+		path := filepath.Join(c.dir, fileName(c.t, name))
+		if n := len(testutil.Addresses(testutil.ReadAsEnvoy(c.t, path))); n == 0 {
+			c.t.Errorf("cluster %s leaves the CDS file after its EDS file was emptied", name)
+		}
+	}
+	written, err := c.w.Write(clusters)
+	if err == nil {
+		c.named = now
+		if written {
+			c.versions = append(c.versions, names)
+		}
+	}
+	return written, err
+}
+
+func fileName(t *testing.T, cluster string) string {
+	t.Helper()
+	name, err := writer.FileName(cluster, writer.FormatJSON)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return name
+}
+
+// cdsStep is the loop's work at a moment: flush what is due, write the
+// CDS file if due.
+func cdsStep(ctx context.Context, p *Pipeline, now time.Time) {
+	p.takeDirty()
+	if due := p.coalescer.Due(now); len(due) > 0 {
+		p.flush(ctx, due, false)
+	}
+	if at, due := p.cdsDue(); due && !now.Before(at) {
+		p.writeCDS(ctx)
+	}
+}
+
+// The CDS file names a cluster only once its EDS file is on disk, drops it
+// before its EDS file is emptied, always names the declared clusters, and
+// is not rewritten for a Service that comes and goes within the CDS
+// debounce.
+func TestCDSOrder(t *testing.T) {
+	dir := t.TempDir()
+	now := time.Unix(1_700_000_000, 0)
+	cds := newCheckedCDS(t, dir)
+	p, store := newTestPipeline(t, dir, Options{
+		Clock:       func() time.Time { return now },
+		Declared:    []string{"bench/declared/http"},
+		CDS:         cds,
+		CDSDebounce: 5 * time.Second,
+	})
+	ctx := t.Context()
+	store.Upsert("bench/web-1", benchSlice("web", "web-1", 0, 2))
+	p.initialFlush(ctx)
+	if err := p.writeCDS(ctx); err != nil {
+		t.Fatal(err)
+	}
+	want := func(step string, names ...string) {
+		t.Helper()
+		got, _ := testutil.ReadCDSAsEnvoy(t, cds.w.Path())
+		if len(got) != len(names) {
+			t.Errorf("%s: CDS file holds %d clusters, want %v", step, len(got), names)
+		}
+		for _, n := range names {
+			if got[n] == nil {
+				t.Errorf("%s: CDS file lacks %s", step, n)
+			}
+		}
+	}
+	want("initial", "bench/web/http", "bench/declared/http")
+
+	// A new Service: its EDS file at once, its cluster after the debounce.
+	store.Upsert("bench/api-1", benchSlice("api", "api-1", 10, 1))
+	cdsStep(ctx, p, now)
+	testutil.ReadAsEnvoy(t, filepath.Join(dir, fileName(t, "bench/api/http")))
+	want("api's EDS file written, CDS debounced", "bench/web/http", "bench/declared/http")
+	now = now.Add(5 * time.Second)
+	cdsStep(ctx, p, now)
+	want("after the debounce", "bench/api/http", "bench/web/http", "bench/declared/http")
+
+	// A Service gone: its file keeps its endpoints until the CDS file
+	// drops it (checkedCDS checks), then is emptied.
+	store.Delete("bench/web-1")
+	cdsStep(ctx, p, now)
+	webFile := filepath.Join(dir, fileName(t, "bench/web/http"))
+	if n := len(testutil.Addresses(testutil.ReadAsEnvoy(t, webFile))); n != 2 {
+		t.Errorf("web's file emptied while the CDS file names it: %d endpoints", n)
+	}
+	now = now.Add(5 * time.Second)
+	cdsStep(ctx, p, now)
+	want("web gone", "bench/api/http", "bench/declared/http")
+	if n := len(testutil.Addresses(testutil.ReadAsEnvoy(t, webFile))); n != 0 {
+		t.Errorf("web's file after the CDS file dropped it: %d endpoints, want 0", n)
+	}
+
+	// A Service that comes and goes within the debounce: no new version.
+	versions := len(cds.versions)
+	store.Upsert("bench/flap-1", benchSlice("flap", "flap-1", 20, 1))
+	cdsStep(ctx, p, now)
+	now = now.Add(time.Second)
+	store.Delete("bench/flap-1")
+	cdsStep(ctx, p, now)
+	now = now.Add(5 * time.Second)
+	cdsStep(ctx, p, now)
+	if len(cds.versions) != versions {
+		t.Errorf("a flapping Service changed the CDS file: %v", cds.versions[versions:])
+	}
+	if _, due := p.cdsDue(); due {
+		t.Error("a CDS write still due")
+	}
+
+	// A cluster whose EDS file fails to write stays out until a retry
+	// writes it.
+	brokenFile := filepath.Join(dir, fileName(t, "bench/broken/http"))
+	if err := os.Mkdir(brokenFile, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	store.Upsert("bench/broken-1", benchSlice("broken", "broken-1", 30, 1))
+	cdsStep(ctx, p, now)
+	if !p.writer.IsPending("bench/broken/http") {
+		t.Fatal("the write over a folder did not fail")
+	}
+	now = now.Add(5 * time.Second)
+	cdsStep(ctx, p, now)
+	want("broken's file not written", "bench/api/http", "bench/declared/http")
+	if err := os.Remove(brokenFile); err != nil {
+		t.Fatal(err)
+	}
+	if res := p.retry(ctx); res.Written != 1 {
+		t.Fatalf("retry: %+v", res)
+	}
+	now = now.Add(5 * time.Second)
+	cdsStep(ctx, p, now)
+	want("broken's file written by the retry", "bench/api/http", "bench/broken/http", "bench/declared/http")
+	store.Delete("bench/broken-1")
+	cdsStep(ctx, p, now)
+	now = now.Add(5 * time.Second)
+	cdsStep(ctx, p, now)
+
+	// The declared cluster stays, with no Service.
+	want("end", "bench/api/http", "bench/declared/http")
+	if !slices.Contains(cds.versions[0], "bench/declared/http") {
+		t.Errorf("first version %v lacks the declared cluster", cds.versions[0])
+	}
+}
+
+// At start the CDS file of an earlier run may name any cluster: a file of
+// that run whose cluster is not published any more is emptied only after
+// the first CDS write.
+func TestCDSFirstWriteBeforeStaleFilesAreEmptied(t *testing.T) {
+	dir := t.TempDir()
+	cds := newCheckedCDS(t, dir)
+	// An earlier run published old/svc/http and named it in its CDS file.
+	cds.named["bench/old/http"] = true
+	{
+		p, store := newTestPipeline(t, dir, Options{})
+		store.Upsert("bench/old-1", benchSlice("old", "old-1", 0, 1))
+		p.initialFlush(t.Context())
+	}
+	p, store := newTestPipeline(t, dir, Options{CDS: cds, CDSDebounce: time.Second})
+	store.Upsert("bench/web-1", benchSlice("web", "web-1", 10, 1))
+	p.initialFlush(t.Context())
+	oldFile := filepath.Join(dir, fileName(t, "bench/old/http"))
+	if n := len(testutil.Addresses(testutil.ReadAsEnvoy(t, oldFile))); n != 1 {
+		t.Fatalf("old's file emptied before the first CDS write: %d endpoints", n)
+	}
+	if err := p.writeCDS(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(testutil.Addresses(testutil.ReadAsEnvoy(t, oldFile))); n != 0 {
+		t.Errorf("old's file after the first CDS write: %d endpoints, want 0", n)
+	}
+}
