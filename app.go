@@ -175,6 +175,14 @@ func newPipeline(cfg *config, log *slog.Logger, deps pipelineDeps) (p *pipeline.
 	if err != nil {
 		return nil, nil, fmt.Errorf("output: %w", err)
 	}
+	var cds pipeline.CDSWriter
+	if cfg.cdsFile != "" {
+		c, err := writer.NewCDS(writer.CDSOptions{Path: cfg.cdsFile, DryRun: cfg.dryRun, Out: deps.stdout, Logger: log})
+		if err != nil {
+			return nil, nil, fmt.Errorf("output: %w", err)
+		}
+		cds = c
+	}
 	p, err = pipeline.New(pipeline.Options{
 		Logger: log.With("component", "pipeline"),
 		NewSource: func(s *watch.Store, o *watch.Objects) (src watch.Source, err error) {
@@ -194,6 +202,9 @@ func newPipeline(cfg *config, log *slog.Logger, deps pipelineDeps) (p *pipeline.
 		SyncTimeout:  cfg.syncTimeout,
 		DryRun:       cfg.dryRun,
 		PruneAfter:   cfg.pruneAfter,
+		CDS:            cds,
+		CDSDebounce:    cfg.cdsDebounce,
+		ClusterOptions: cfg.clusterOptions,
 		Metrics:      deps.metrics,
 		OnFlush:      deps.onFlush,
 	})

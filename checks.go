@@ -5,11 +5,13 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"syscall"
 
 	"github.com/edsync/edsync/render"
+	"github.com/edsync/edsync/writer"
 )
 
 // The checks of combinations of settings and of the paths they name, which
@@ -63,6 +65,9 @@ func checkPaths(cfg *config, run bool) error {
 			return usagef("--from-dir %s is %s, not a folder or a file of manifests", cfg.fromDir, fileKind(src.Mode()))
 		}
 	}
+	if err := checkCDSFile(cfg, run); err != nil {
+		return err
+	}
 	if run && !cfg.dryRun {
 		out, err := os.Stat(cfg.outputDir)
 		switch {
@@ -94,4 +99,42 @@ func fileKind(m fs.FileMode) string {
 		return "a device"
 	}
 	return "not a regular file"
+}
+
+// checkCDSFile checks where the CDS file goes. Its clusters name their EDS
+// files by path, which Envoy resolves from its own working folder: the
+// output folder must be absolute. In the output folder, the CDS file must
+// not have a name a cluster's file could have, or a cluster of that name
+// would overwrite it (and the writer would take it for a cluster's file).
+func checkCDSFile(cfg *config, run bool) error {
+	if cfg.cdsFile == "" || !run {
+		return nil
+	}
+	if !filepath.IsAbs(cfg.outputDir) {
+		return usagef("--cds-file: --output-dir must be an absolute path: the clusters in the CDS file name their EDS files by it")
+	}
+	base := filepath.Base(cfg.cdsFile)
+	if filepath.Clean(filepath.Dir(cfg.cdsFile)) == filepath.Clean(cfg.outputDir) {
+		if cluster, ok := writer.ClusterName(base, cfg.format); ok {
+			return usagef("--cds-file %s: in the output folder, that is the file of a cluster named %q; "+
+				"use a name cluster files never have (with a '+', as cds+clusters%s) or another folder", cfg.cdsFile, cluster, cfg.format.Ext())
+		}
+	}
+	if cfg.dryRun {
+		return nil
+	}
+	switch fi, err := os.Stat(filepath.Dir(cfg.cdsFile)); {
+	case err != nil:
+		return usagef("--cds-file %s: its folder: %v", cfg.cdsFile, err)
+	case !fi.IsDir():
+		return usagef("--cds-file %s: %s is not a folder", cfg.cdsFile, filepath.Dir(cfg.cdsFile))
+	}
+	if fi, err := os.Stat(cfg.cdsFile); err == nil && !fi.Mode().IsRegular() {
+		kind := fileKind(fi.Mode())
+		if fi.IsDir() {
+			kind = "a folder"
+		}
+		return usagef("--cds-file %s is %s, not a file", cfg.cdsFile, kind)
+	}
+	return nil
 }

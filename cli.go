@@ -154,6 +154,13 @@ type config struct {
 	debounce, maxDelay time.Duration
 	render             render.Options
 
+	// cdsFile is the CDS file ("" writes none), cdsDebounce how long its
+	// changes wait for quiet; clusterOptions the settings of every
+	// generated cluster (CDS and envoy-config).
+	cdsFile        string
+	cdsDebounce    time.Duration
+	clusterOptions render.ClusterOptions
+
 	// Topology sources. The local zone and node are also in render
 	// (LocalZone is --local-zone's there; the pipeline sets the Node's).
 	nodes         watch.NodeOptions
@@ -241,6 +248,8 @@ func readSettings(c settings) (*config, error) {
 		dryRun:      c.Bool("dry-run"),
 		once:        c.Bool("once"),
 		pruneAfter:  c.Duration("prune-after"),
+		cdsFile:     c.String("cds-file"),
+		cdsDebounce: c.Duration("cds-debounce"),
 		debounce:    c.Duration("debounce"),
 		maxDelay:    c.Duration("max-delay"),
 		logFormat:   c.String("log-format"),
@@ -291,6 +300,18 @@ func readSettings(c settings) (*config, error) {
 	}
 	if cfg.pruneAfter < 0 {
 		return nil, usagef("--prune-after: %s is negative", cfg.pruneAfter)
+	}
+	if cfg.cdsFile != "" {
+		if _, err := writer.CDSFormat(cfg.cdsFile); err != nil {
+			return nil, usagef("--cds-file %v", err)
+		}
+	}
+	if cfg.cdsDebounce < 0 {
+		return nil, usagef("--cds-debounce: %s is negative", cfg.cdsDebounce)
+	}
+	cfg.clusterOptions.ConnectTimeout = c.Duration("connect-timeout")
+	if cfg.clusterOptions.ConnectTimeout <= 0 {
+		return nil, usagef("--connect-timeout: %s is not positive", cfg.clusterOptions.ConnectTimeout)
 	}
 	if cfg.syncTimeout <= 0 {
 		return nil, usagef("--sync-timeout: %s is not positive", cfg.syncTimeout)

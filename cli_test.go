@@ -58,6 +58,9 @@ current-context: x
 		return path
 	}
 	examples := "examples/endpointslices"
+	if err := os.Mkdir(filepath.Join(dir, "cds+x.json"), 0o755); err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
 		name string
 		args []string
@@ -75,6 +78,15 @@ current-context: x
 		{"list without value", []string{"--dry-run", "--service"}, nil, "--service: needs a value"},
 		{"bad bool", []string{"--dry-run", "--once=maybe"}, nil, `--once: want true or false, got "maybe"`},
 		{"bad duration from env", []string{"--dry-run"}, map[string]string{"EDSYNC_DEBOUNCE": "50"}, `--debounce (EDSYNC_DEBOUNCE): missing unit in "50"`},
+		// The CDS file: a format Envoy knows, paths Envoy can follow, a
+		// name no cluster's file can take.
+		{"CDS file without a known extension", []string{"--dry-run", "--output-dir", dir, "--cds-file", filepath.Join(dir, "cds.txt")}, nil, `want .json, .yaml, .yml or .pb, not ".txt"`},
+		{"CDS file with a relative output folder", []string{"--dry-run", "--output-dir", "out", "--cds-file", filepath.Join(dir, "cds.json")}, nil, "--output-dir must be an absolute path"},
+		{"CDS file named like a cluster's", []string{"--dry-run", "--output-dir", dir, "--cds-file", filepath.Join(dir, "cds.json")}, nil, `that is the file of a cluster named "cds"`},
+		{"CDS file in a missing folder", []string{"--output-dir", dir, "--cds-file", filepath.Join(dir, "missing", "cds.json")}, nil, "--cds-file " + filepath.Join(dir, "missing", "cds.json") + ": its folder"},
+		{"CDS file is a folder", []string{"--output-dir", dir, "--cds-file", filepath.Join(dir, "cds+x.json")}, nil, "is a folder, not a file"},
+		{"negative CDS debounce", []string{"--dry-run", "--cds-debounce", "-1s"}, nil, "--cds-debounce: -1s is negative"},
+		{"zero connect timeout", []string{"--dry-run", "--connect-timeout", "0s"}, nil, "--connect-timeout: 0s is not positive"},
 		{"bad bool from env", []string{"--dry-run"}, map[string]string{"EDSYNC_NODE_TOPOLOGY": "sometimes"}, `--node-topology (EDSYNC_NODE_TOPOLOGY): want true or false, got "sometimes"`},
 		{"envoy-config: bad duration", []string{"envoy-config", "--output-dir", "/x", "--connect-timeout", "5"}, nil, `--connect-timeout: missing unit in "5"`},
 		{"envoy-config: unknown flag", []string{"envoy-config", "--nope"}, nil, "--nope: unknown flag"},

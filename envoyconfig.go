@@ -55,16 +55,12 @@ func envoyConfigCommand(stdout, stderr io.Writer, started *bool) *cli.Command {
 				// folder, which is not edsync's.
 				return usagef("envoy-config: --output-dir must be an absolute path: the clusters' paths point into it")
 			}
-			timeout := c.Duration("connect-timeout")
-			if timeout <= 0 {
-				return usagef("--connect-timeout: %s is not positive", timeout)
-			}
 			*started = true
 			names, err := syncClusterNames(c.Context, cfg, stderr)
 			if err != nil {
 				return err
 			}
-			out, err := envoyClusters(names, cfg.outputDir, cfg.format, timeout)
+			out, err := envoyClusters(names, cfg.outputDir, cfg.format, cfg.clusterOptions.ConnectTimeout)
 			if err != nil {
 				return err
 			}
@@ -82,6 +78,7 @@ var envoyClusterFlags = map[string]bool{
 	"config": true, "kubeconfig": true, "context": true, "namespace": true, "selector": true, "service": true,
 	"from-dir": true, "sync-timeout": true, "output-dir": true, "format": true, "cluster-name-template": true,
 	"cluster": true, "protocol": true, "watch-services": true, "log-level": true, "log-format": true,
+	"connect-timeout": true,
 }
 
 // envoyConfigFlags are edsync's flags, those that do not change the
@@ -108,12 +105,12 @@ func envoyConfigFlags() []cli.Flag {
 			}
 		}
 	}
-	return append(fs, connectTimeoutFlag())
+	return fs
 }
 
 func connectTimeoutFlag() cli.Flag {
-	return &cli.DurationFlag{Name: "connect-timeout", Category: "Envoy clusters", EnvVars: env("CONNECT_TIMEOUT"),
-		Value: time.Second, Usage: "the clusters' connect_timeout `DURATION`"}
+	return &cli.DurationFlag{Name: "connect-timeout", Category: catOutput, EnvVars: env("CONNECT_TIMEOUT"),
+		Value: time.Second, Usage: "the connect_timeout `DURATION` of the clusters in the CDS file and in envoy-config's output"}
 }
 
 // syncClusterNames runs the pipeline once as a dry run with its output

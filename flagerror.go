@@ -66,7 +66,7 @@ func valueProblem(name, value, reason string) string {
 
 // flagByName finds a flag of edsync or of envoy-config.
 func flagByName(name string) cli.Flag {
-	for _, f := range append(flags(), connectTimeoutFlag()) {
+	for _, f := range flags() {
 		if f.Names()[0] == name {
 			return f
 		}

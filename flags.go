@@ -28,6 +28,11 @@ func env(name string) []string { return []string{"EDSYNC_" + name} }
 // CI namespaces leave no more than a few minutes of files behind.
 const defaultPruneAfter = 5 * time.Minute
 
+// defaultCDSDebounce is --cds-debounce's default: a Service created with
+// its Deployment gets its cluster within seconds, and one whose Pods come
+// and go during a rollout does not make Envoy warm clusters each time.
+const defaultCDSDebounce = 3 * time.Second
+
 // flags are every knob of edsync, each with its EDSYNC_* variable; their
 // long names are also the keys of the --config file.
 func flags() []cli.Flag {
@@ -63,6 +68,12 @@ func flags() []cli.Flag {
 			Usage: "sync, write every file, exit (non-zero if a write failed or the sync timed out)"},
 		&cli.DurationFlag{Name: "prune-after", Category: catOutput, EnvVars: env("PRUNE_AFTER"), Value: defaultPruneAfter,
 			Usage: "`DURATION` after emptying the file of a cluster no Service publishes any more, remove the file (never a declared cluster's); 0 keeps such files"},
+		&cli.StringFlag{Name: "cds-file", Category: catOutput, EnvVars: env("CDS_FILE"),
+			Usage: "also write the clusters (CDS) into `FILE`, for Envoy's dynamic_resources.cds_config: a cluster per published or declared cluster, " +
+				"so new Services reach Envoy without a restart; its extension (.json, .yaml, .pb) is its format"},
+		&cli.DurationFlag{Name: "cds-debounce", Category: catOutput, EnvVars: env("CDS_DEBOUNCE"), Value: defaultCDSDebounce,
+			Usage: "write a change of the clusters once they have been quiet for `DURATION` (each change makes Envoy warm clusters)"},
+		connectTimeoutFlag(),
 
 		&cli.DurationFlag{Name: "debounce", Category: catTiming, EnvVars: env("DEBOUNCE"), Value: 50 * time.Millisecond,
 			Usage: "write a Service once its changes have been quiet for `DURATION`"},
