@@ -46,6 +46,9 @@ type cdsState struct {
 	// held are the emptied CLAs of gone clusters that the CDS file may
 	// still name: written once a CDS file without them is on disk.
 	held map[string]writer.Cluster
+	// since holds, for each cluster to publish that the file does not name
+	// yet, when its Service's change arrived (CDSClusterAdded).
+	since map[string]time.Time
 	// first and last are the times of the first and last change not yet
 	// written (zero: none); retryAt is set after a failed write.
 	first, last, retryAt time.Time
@@ -60,6 +63,7 @@ func newCDSState(o Options) *cdsState {
 		w: o.CDS, opts: o.ClusterOptions, debounce: o.CDSDebounce,
 		up: make(map[string]render.Upstream), onDisk: make(map[string]bool),
 		named: make(map[string]render.Upstream), held: make(map[string]writer.Cluster),
+		since:      make(map[string]time.Time),
 		retryDelay: retryMin,
 	}
 }
@@ -72,11 +76,17 @@ func (s *cdsState) changed(now time.Time) {
 	s.last = now
 }
 
-// publish notes a cluster to publish, with its upstream settings.
-func (s *cdsState) publish(name string, up render.Upstream, now time.Time) {
-	if old, ok := s.up[name]; !ok || old != up {
-		s.up[name] = up
-		s.changed(now)
+// publish notes a cluster to publish, with its upstream settings; arrived
+// is when the change that published it arrived.
+func (s *cdsState) publish(name string, up render.Upstream, now, arrived time.Time) {
+	old, ok := s.up[name]
+	if ok && old == up {
+		return
+	}
+	s.up[name] = up
+	s.changed(now)
+	if _, named := s.named[name]; !ok && !named && s.namedKnown {
+		s.since[name] = arrived
 	}
 }
 
@@ -100,6 +110,7 @@ func (p *Pipeline) cdsHold(batch []writer.Cluster) []writer.Cluster {
 		if _, ok := s.up[c.Name]; ok {
 			delete(s.up, c.Name)
 			delete(s.onDisk, c.Name)
+			delete(s.since, c.Name)
 			s.changed(now)
 		}
 		if _, named := s.named[c.Name]; named || !s.namedKnown {
@@ -167,13 +178,25 @@ func (p *Pipeline) writeCDS(ctx context.Context) error {
 		}
 		clusters = append(clusters, render.EDSCluster(name, path, want[name], s.opts))
 	}
-	now := p.now()
 	written, err := s.w.Write(clusters)
+	now := p.now()
 	if err != nil {
+		p.metrics.CDSWrote(CDSResultFailed, 0)
 		s.retryAt = now.Add(s.retryDelay)
 		s.retryDelay = min(2*s.retryDelay, retryMax)
 		p.log.Error("CDS file not written; retrying", "error", err, "retry_in", s.retryAt.Sub(now))
 		return err
+	}
+	result := CDSResultUnchanged
+	if written {
+		result = CDSResultWritten
+	}
+	p.metrics.CDSWrote(result, len(clusters))
+	for name := range want {
+		if t, ok := s.since[name]; ok {
+			p.metrics.CDSClusterAdded(max(now.Sub(t), 0))
+			delete(s.since, name)
+		}
 	}
 	s.named, s.namedKnown = want, true
 	s.first, s.last, s.retryAt, s.retryDelay = time.Time{}, time.Time{}, time.Time{}, retryMin

@@ -79,6 +79,22 @@ func fileName(t *testing.T, cluster string) string {
 	return name
 }
 
+// cdsMetrics records what the pipeline reports of the CDS file.
+type cdsMetrics struct {
+	noMetrics
+	writes map[string]int
+	last   int // clusters in the file
+	added  []time.Duration
+}
+
+func (m *cdsMetrics) CDSWrote(result string, clusters int) {
+	m.writes[result]++
+	if result != CDSResultFailed {
+		m.last = clusters
+	}
+}
+func (m *cdsMetrics) CDSClusterAdded(d time.Duration) { m.added = append(m.added, d) }
+
 // cdsStep is the loop's work at a moment: flush what is due, write the
 // CDS file if due.
 func cdsStep(ctx context.Context, p *Pipeline, now time.Time) {
@@ -99,11 +115,13 @@ func TestCDSOrder(t *testing.T) {
 	dir := t.TempDir()
 	now := time.Unix(1_700_000_000, 0)
 	cds := newCheckedCDS(t, dir)
+	m := &cdsMetrics{writes: map[string]int{}}
 	p, store := newTestPipeline(t, dir, Options{
 		Clock:       func() time.Time { return now },
 		Declared:    []string{"bench/declared/http"},
 		CDS:         cds,
 		CDSDebounce: 5 * time.Second,
+		Metrics:     m,
 	})
 	ctx := t.Context()
 	store.Upsert("bench/web-1", benchSlice("web", "web-1", 0, 2))
@@ -125,7 +143,12 @@ func TestCDSOrder(t *testing.T) {
 	}
 	want("initial", "bench/web/http", "bench/declared/http")
 
+	if m.writes[CDSResultWritten] != 1 || m.last != 2 {
+		t.Errorf("after the first write: writes %v, %d clusters", m.writes, m.last)
+	}
+
 	// A new Service: its EDS file at once, its cluster after the debounce.
+	arrived := now
 	store.Upsert("bench/api-1", benchSlice("api", "api-1", 10, 1))
 	cdsStep(ctx, p, now)
 	testutil.ReadAsEnvoy(t, filepath.Join(dir, fileName(t, "bench/api/http")))
@@ -133,6 +156,9 @@ func TestCDSOrder(t *testing.T) {
 	now = now.Add(5 * time.Second)
 	cdsStep(ctx, p, now)
 	want("after the debounce", "bench/api/http", "bench/web/http", "bench/declared/http")
+	if !slices.Equal(m.added, []time.Duration{now.Sub(arrived)}) || m.last != 3 {
+		t.Errorf("cluster added after %v (want [%v]), %d clusters in the file", m.added, now.Sub(arrived), m.last)
+	}
 
 	// A Service gone: its file keeps its endpoints until the CDS file
 	// drops it (checkedCDS checks), then is emptied.
@@ -160,6 +186,9 @@ func TestCDSOrder(t *testing.T) {
 	cdsStep(ctx, p, now)
 	if len(cds.versions) != versions {
 		t.Errorf("a flapping Service changed the CDS file: %v", cds.versions[versions:])
+	}
+	if m.writes[CDSResultUnchanged] != 1 {
+		t.Errorf("writes %v, want the flap's one unchanged", m.writes)
 	}
 	if _, due := p.cdsDue(); due {
 		t.Error("a CDS write still due")

@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
@@ -51,7 +52,7 @@ func (p *Pipeline) flush(ctx context.Context, keys []render.ServiceKey, initial 
 			names[c.Name] = true
 			p.published.publish(c.Name, c.Service, c.CLA)
 			if p.cds != nil && !release {
-				p.cds.publish(c.Name, c.Upstream, start)
+				p.cds.publish(c.Name, c.Upstream, start, cmp.Or(p.received[key], start))
 			}
 		}
 	}
@@ -64,7 +65,7 @@ func (p *Pipeline) flush(ctx context.Context, keys []render.ServiceKey, initial 
 				names[name] = true
 				if p.cds != nil {
 					if _, ok := p.cds.up[name]; !ok {
-						p.cds.publish(name, render.Upstream{}, start)
+						p.cds.publish(name, render.Upstream{}, start, start)
 					}
 				}
 			}

@@ -33,6 +33,13 @@ type Metrics interface {
 	// event, a Service or Node change that alters its file) to the rename
 	// of its file; the debounce is part of it.
 	EventToFile(time.Duration)
+	// CDSWrote is the outcome of a write of the CDS file (one of the
+	// CDSResult* values) and, unless it failed, the clusters it holds.
+	CDSWrote(result string, clusters int)
+	// CDSClusterAdded is the time from the arrival of the first change of
+	// a Service that published a new cluster to the rename of the CDS file
+	// naming that cluster.
+	CDSClusterAdded(time.Duration)
 	// Published is what the files hold, reported once at the end of each
 	// flush (a scrape during a long flush sees the previous totals).
 	Published(Published)
@@ -59,4 +66,14 @@ func (noMetrics) RenderDuration(time.Duration)                  {}
 func (noMetrics) Wrote(writer.Result, time.Duration, time.Time) {}
 func (noMetrics) NetworkProgramming(time.Duration)              {}
 func (noMetrics) EventToFile(time.Duration)                     {}
-func (noMetrics) Published(Published)                           {}
+func (noMetrics) CDSWrote(string, int)                          {}
+func (noMetrics) CDSClusterAdded(time.Duration)                 {}
+
+// The results of a CDS file write.
+const (
+	CDSResultWritten   = "written"
+	CDSResultUnchanged = "unchanged"
+	CDSResultFailed    = "failed"
+)
+
+func (noMetrics) Published(Published) {}

@@ -43,6 +43,8 @@ var (
 	// milliseconds. Fine steps above the default debounce, so that "50 ms
 	// plus how much" can be read off; coarse ones for the max-delay and
 	// for a slow disk.
+	// A new Service's cluster waits for --cds-debounce (3 s by default).
+	cdsAddedBuckets    = []float64{.1, .25, .5, 1, 2, 3, 4, 5, 7.5, 10, 15, 30, 60, 120, 300}
 	eventToFileBuckets = []float64{.001, .0025, .005, .01, .025, .05, .055, .06, .07, .08, .1, .15, .25, .5, .75, 1, 2.5, 5, 10}
 )
 
@@ -68,6 +70,9 @@ type Metrics struct {
 	lastWriteSuccess   prometheus.Gauge
 	networkProgramming prometheus.Histogram
 	eventToFile        prometheus.Histogram
+	cdsClusters        prometheus.Gauge
+	cdsWrites          map[string]prometheus.Counter
+	cdsClusterAdded    prometheus.Histogram
 
 	configReloads             *prometheus.CounterVec
 	configLastReloadOK        prometheus.Gauge
@@ -106,6 +111,11 @@ func New(version string) *Metrics {
 		eventToFile: f.histogram("edsync_event_to_file_seconds",
 			"edsync's own share of a change's latency: from the arrival of a Service's first unwritten change (a slice, Service or Node event) "+
 				"to the rename of its file, the debounce included; only changes that led to a write, not the initial sync.", eventToFileBuckets),
+		cdsClusters: f.gauge("edsync_cds_clusters",
+			"Clusters in the CDS file (--cds-file), as last written.").WithLabelValues(),
+		cdsClusterAdded: f.histogram("edsync_cds_cluster_added_seconds",
+			"Time from the arrival of the change that published a new cluster (a Service's first slice) to the rename of the CDS file naming it; "+
+				"--cds-debounce included.", cdsAddedBuckets),
 		configReloads: f.counter("edsync_config_reloads_total",
 			"Reloads of the --config file, by result (success, failure).", "result"),
 		configLastReloadOK: f.gauge("edsync_config_last_reload_successful",
@@ -123,6 +133,12 @@ func New(version string) *Metrics {
 	m.filesWritten = writes.WithLabelValues("written")
 	m.filesUnchanged = writes.WithLabelValues("unchanged")
 	m.filesFailed = writes.WithLabelValues("failed")
+	cdsWrites := f.counter("edsync_cds_writes_total",
+		"Writes of the CDS file (--cds-file), by result: written (renamed into place), unchanged (bytes already right), failed (the old file stays; retried).", "result")
+	m.cdsWrites = make(map[string]prometheus.Counter, 3)
+	for _, r := range []string{pipeline.CDSResultWritten, pipeline.CDSResultUnchanged, pipeline.CDSResultFailed} {
+		m.cdsWrites[r] = cdsWrites.WithLabelValues(r)
+	}
 	events := f.counter("edsync_endpointslice_events_total",
 		"EndpointSlice events the source delivered, by type (add, update, delete).", "type")
 	for _, t := range eventTypes {
@@ -175,6 +191,16 @@ func (m *Metrics) DebounceDelay(d time.Duration)      { m.debounceDelay.Observe(
 func (m *Metrics) RenderDuration(d time.Duration)     { m.renderDuration.Observe(d.Seconds()) }
 func (m *Metrics) NetworkProgramming(d time.Duration) { m.networkProgramming.Observe(d.Seconds()) }
 func (m *Metrics) EventToFile(d time.Duration)        { m.eventToFile.Observe(d.Seconds()) }
+func (m *Metrics) CDSClusterAdded(d time.Duration)    { m.cdsClusterAdded.Observe(d.Seconds()) }
+
+// CDSWrote counts a write of the CDS file and, unless it failed, sets the
+// clusters it holds.
+func (m *Metrics) CDSWrote(result string, clusters int) {
+	m.cdsWrites[result].Inc()
+	if result != pipeline.CDSResultFailed {
+		m.cdsClusters.Set(float64(clusters))
+	}
+}
 
 // Wrote counts the outcome of one Write or Retry and when it last renamed
 // a file.
