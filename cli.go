@@ -155,11 +155,9 @@ type config struct {
 	render             render.Options
 
 	// cdsFile is the CDS file ("" writes none), cdsDebounce how long its
-	// changes wait for quiet; clusterOptions the settings of every
-	// generated cluster (CDS and envoy-config).
-	cdsFile        string
-	cdsDebounce    time.Duration
-	clusterOptions render.ClusterOptions
+	// changes wait for quiet; render.Cluster has what its clusters get.
+	cdsFile     string
+	cdsDebounce time.Duration
 
 	// Topology sources. The local zone and node are also in render
 	// (LocalZone is --local-zone's there; the pipeline sets the Node's).
@@ -309,9 +307,9 @@ func readSettings(c settings) (*config, error) {
 	if cfg.cdsDebounce < 0 {
 		return nil, usagef("--cds-debounce: %s is negative", cfg.cdsDebounce)
 	}
-	cfg.clusterOptions.ConnectTimeout = c.Duration("connect-timeout")
-	if cfg.clusterOptions.ConnectTimeout <= 0 {
-		return nil, usagef("--connect-timeout: %s is not positive", cfg.clusterOptions.ConnectTimeout)
+	cfg.render.Cluster.ConnectTimeout = c.Duration("connect-timeout")
+	if cfg.render.Cluster.ConnectTimeout <= 0 {
+		return nil, usagef("--connect-timeout: %s is not positive", cfg.render.Cluster.ConnectTimeout)
 	}
 	if cfg.syncTimeout <= 0 {
 		return nil, usagef("--sync-timeout: %s is not positive", cfg.syncTimeout)

@@ -60,7 +60,7 @@ func envoyConfigCommand(stdout, stderr io.Writer, started *bool) *cli.Command {
 			if err != nil {
 				return err
 			}
-			out, err := envoyClusters(names, cfg.outputDir, cfg.format, cfg.clusterOptions.ConnectTimeout)
+			out, err := envoyClusters(names, cfg.outputDir, cfg.format, cfg.render.Cluster)
 			if err != nil {
 				return err
 			}
@@ -146,14 +146,17 @@ func syncClusterNames(ctx context.Context, cfg *config, stderr io.Writer) ([]str
 // envoyClusters renders one EDS cluster per name as YAML: `clusters:` and a
 // list, in the order of the names, each cluster's fields in the order of
 // Envoy's proto (name first), so the same names give the same bytes.
-func envoyClusters(names []string, dir string, format writer.Format, connectTimeout time.Duration) ([]byte, error) {
+func envoyClusters(names []string, dir string, format writer.Format, opts render.ClusterOptions) ([]byte, error) {
 	list := &yaml.Node{Kind: yaml.SequenceNode}
 	for _, name := range names {
 		file, err := writer.FileName(name, format)
 		if err != nil {
 			return nil, err
 		}
-		c := render.EDSCluster(name, filepath.Join(dir, file), render.Upstream{}, render.ClusterOptions{ConnectTimeout: connectTimeout})
+		c, err := render.EDSCluster(name, filepath.Join(dir, file), render.Upstream{}, opts)
+		if err != nil {
+			return nil, fmt.Errorf("cluster %s: %w", name, err)
+		}
 		if err := c.ValidateAll(); err != nil {
 			return nil, fmt.Errorf("cluster %s: %w", name, err)
 		}

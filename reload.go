@@ -168,7 +168,6 @@ func restartOnly(a, b *config) []string {
 	check("prune-after", a.pruneAfter == b.pruneAfter)
 	check("cds-file", a.cdsFile == b.cdsFile)
 	check("cds-debounce", a.cdsDebounce == b.cdsDebounce)
-	check("connect-timeout", a.clusterOptions == b.clusterOptions)
 	check("log-format", a.logFormat == b.logFormat)
 	// The Node and Service informers start with the process.
 	check("node-name", a.nodes.Name == b.nodes.Name)

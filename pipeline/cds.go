@@ -31,7 +31,6 @@ const cdsMaxDelayFactor = 10
 // that comes and goes within the debounce changes nothing.
 type cdsState struct {
 	w        CDSWriter
-	opts     render.ClusterOptions
 	debounce time.Duration
 
 	// up holds the clusters to publish, with what their entries take from
@@ -60,7 +59,7 @@ func newCDSState(o Options) *cdsState {
 		return nil
 	}
 	return &cdsState{
-		w: o.CDS, opts: o.ClusterOptions, debounce: o.CDSDebounce,
+		w: o.CDS, debounce: o.CDSDebounce,
 		up: make(map[string]render.Upstream), onDisk: make(map[string]bool),
 		named: make(map[string]render.Upstream), held: make(map[string]writer.Cluster),
 		since:      make(map[string]time.Time),
@@ -176,7 +175,12 @@ func (p *Pipeline) writeCDS(ctx context.Context) error {
 			p.log.Error("cluster left out of the CDS file", "cluster", name, "error", err)
 			continue
 		}
-		clusters = append(clusters, render.EDSCluster(name, path, want[name], s.opts))
+		c, err := render.EDSCluster(name, path, want[name], p.renderer.ClusterOptions())
+		if err != nil {
+			p.log.Error("cluster left out of the CDS file", "cluster", name, "error", err)
+			continue
+		}
+		clusters = append(clusters, c)
 	}
 	written, err := s.w.Write(clusters)
 	now := p.now()

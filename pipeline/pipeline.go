@@ -66,12 +66,11 @@ type Options struct {
 	Metrics      Metrics // nil: none
 
 	// CDS, if set, gets the CDS file: an EDS cluster for each cluster
-	// published or declared, once its file is on disk (see cdsState),
-	// with ClusterOptions; CDSDebounce is the quiet time its changes wait
-	// for.
-	CDS            CDSWriter
-	CDSDebounce    time.Duration
-	ClusterOptions render.ClusterOptions
+	// published or declared, once its file is on disk (see cdsState), as
+	// the Renderer's ClusterOptions make them; CDSDebounce is the quiet
+	// time its changes wait for.
+	CDS         CDSWriter
+	CDSDebounce time.Duration
 
 	// Test hooks. OnFlush is told of each flush and retry, on the
 	// pipeline's goroutine, so tests wait on the flush sequence instead

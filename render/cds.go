@@ -2,22 +2,60 @@ package render
 
 import (
 	"fmt"
+	"strings"
 	"time"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	// The types a cluster template's typed configs most often hold, so
+	// that a template can be read and checked: TLS to the upstream, the
+	// PROXY protocol, plain sockets.
+	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/proxy_protocol/v3"
+	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/raw_buffer/v3"
+	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 )
 
 // Upstream is what a cluster's entry in the CDS file takes from
-// Kubernetes. It is comparable: a change of it, and only that, changes the
-// entry.
+// Kubernetes: its port's appProtocol and its Service's annotations. It is
+// comparable: a change of it, and only that, changes the entry.
 type Upstream struct {
 	// AppProtocol is the appProtocol of the cluster's port in its
 	// EndpointSlices (copied there from the Service port).
 	AppProtocol string
+	// LbPolicy is the name of an lb_policy value ("" leaves the
+	// template's, or Envoy's default).
+	LbPolicy string
+	// ConnectTimeout overrides the template's and --connect-timeout.
+	ConnectTimeout time.Duration
+	// Limits are circuit breaker thresholds of the default priority.
+	Limits Limits
+	// Template names the cluster template to start from ("" is the
+	// default one).
+	Template string
+}
+
+// Limits are circuit breaker thresholds; each overrides the template's.
+type Limits struct {
+	MaxConnections, MaxPendingRequests, MaxRequests, MaxRetries Limit
+}
+
+// Limit is one threshold, if Set.
+type Limit struct {
+	Value uint32
+	Set   bool
+}
+
+func (l Limit) apply(dst **wrapperspb.UInt32Value) {
+	if l.Set {
+		*dst = wrapperspb.UInt32(l.Value)
+	}
 }
 
 // HTTP2 says whether the port's appProtocol asks for HTTP/2 to the
@@ -31,37 +69,88 @@ func (u Upstream) HTTP2() bool {
 	return false
 }
 
+// ParseLbPolicy reads a load balancing policy: round-robin,
+// least-request, random, ring-hash or maglev (Envoy's names, such as
+// LEAST_REQUEST, too). It returns Envoy's name.
+func ParseLbPolicy(s string) (string, error) {
+	name := strings.ToUpper(strings.ReplaceAll(strings.TrimSpace(s), "-", "_"))
+	switch name {
+	case "ROUND_ROBIN", "LEAST_REQUEST", "RANDOM", "RING_HASH", "MAGLEV":
+		return name, nil
+	}
+	return "", fmt.Errorf("want round-robin, least-request, random, ring-hash or maglev")
+}
+
 // httpOptionsKey is where Envoy looks for a cluster's HTTP protocol
 // options in typed_extension_protocol_options.
 const httpOptionsKey = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 
-// http2Options are HttpProtocolOptions speaking HTTP/2 to every endpoint
-// (prior knowledge, no TLS: h2c), marshalled once.
-var http2Options = func() *anypb.Any {
-	a, err := anypb.New(&httpv3.HttpProtocolOptions{UpstreamProtocolOptions: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_{
-		ExplicitHttpConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig{
-			ProtocolConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions{
-				Http2ProtocolOptions: &corev3.Http2ProtocolOptions{},
-			},
-		},
-	}})
-	if err != nil {
-		panic(fmt.Sprintf("render: HTTP/2 protocol options: %v", err))
-	}
-	return a
-}()
-
 // ClusterOptions are the settings of every generated cluster.
 type ClusterOptions struct {
-	// ConnectTimeout is each cluster's connect_timeout; 0 leaves Envoy's
-	// default (5 s).
+	// ConnectTimeout is each cluster's connect_timeout unless its
+	// template or annotation sets one; 0 leaves Envoy's default (5 s).
 	ConnectTimeout time.Duration
+	// Default is the template every cluster starts from, unless its
+	// Service names another; nil is none.
+	Default *clusterv3.Cluster
+	// Templates are the named templates a Service may pick
+	// (AnnotationClusterTemplate).
+	Templates map[string]*clusterv3.Cluster
+}
+
+// Equal says whether two sets of options give the same clusters.
+func (o ClusterOptions) Equal(p ClusterOptions) bool {
+	if o.ConnectTimeout != p.ConnectTimeout || !proto.Equal(o.Default, p.Default) || len(o.Templates) != len(p.Templates) {
+		return false
+	}
+	for name, t := range o.Templates {
+		if u, ok := p.Templates[name]; !ok || !proto.Equal(t, u) {
+			return false
+		}
+	}
+	return true
+}
+
+// ParseClusterTemplate reads a cluster template: an Envoy Cluster in JSON
+// (the config file's YAML, converted), Envoy's field names. It leaves out
+// what edsync sets itself (the name, the discovery type, the EDS config,
+// inline endpoints) and must give a valid cluster once those are set.
+func ParseClusterTemplate(js []byte) (*clusterv3.Cluster, error) {
+	var t clusterv3.Cluster
+	if err := protojson.Unmarshal(js, &t); err != nil {
+		return nil, err
+	}
+	var owned []string
+	if t.Name != "" {
+		owned = append(owned, "name")
+	}
+	if t.ClusterDiscoveryType != nil {
+		owned = append(owned, "type")
+	}
+	if t.EdsClusterConfig != nil {
+		owned = append(owned, "eds_cluster_config")
+	}
+	if t.LoadAssignment != nil {
+		owned = append(owned, "load_assignment")
+	}
+	if len(owned) > 0 {
+		return nil, fmt.Errorf("sets %s, which edsync sets for each cluster", strings.Join(owned, ", "))
+	}
+	c, err := EDSCluster("template/check", "/template/check.json", Upstream{}, ClusterOptions{Default: &t})
+	if err != nil {
+		return nil, err
+	}
+	if err := c.ValidateAll(); err != nil {
+		return nil, err
+	}
+	return &t, nil
 }
 
 // EDSCluster is the Envoy cluster whose endpoints come from one of our
-// files, at path. Its name is the CLA's cluster_name (Envoy needs
-// service_name to match it; using it as the cluster's name too keeps routes
-// readable).
+// files, at path: its template (the Service's, else the default) with what
+// Kubernetes says of the Service over it. Its name is the CLA's
+// cluster_name (Envoy needs service_name to match it; using it as the
+// cluster's name too keeps routes readable).
 //
 // The config source is a path_config_source on the file, without
 // watched_directory. Envoy then watches the file's folder for a move onto
@@ -71,25 +160,96 @@ type ClusterOptions struct {
 // symlink is swapped instead. With it, every rename into the folder would
 // reload every cluster reading from it: N clusters re-read N files for each
 // changed one.
-func EDSCluster(name, path string, up Upstream, o ClusterOptions) *clusterv3.Cluster {
-	c := &clusterv3.Cluster{
-		Name:                 name,
-		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS},
-		EdsClusterConfig: &clusterv3.Cluster_EdsClusterConfig{
-			ServiceName: name,
-			EdsConfig: &corev3.ConfigSource{
-				ResourceApiVersion: corev3.ApiVersion_V3,
-				ConfigSourceSpecifier: &corev3.ConfigSource_PathConfigSource{
-					PathConfigSource: &corev3.PathConfigSource{Path: path},
-				},
+func EDSCluster(name, path string, up Upstream, o ClusterOptions) (*clusterv3.Cluster, error) {
+	tmpl := o.Default
+	if up.Template != "" {
+		if tmpl = o.Templates[up.Template]; tmpl == nil {
+			return nil, fmt.Errorf("no cluster template %q", up.Template)
+		}
+	}
+	c := &clusterv3.Cluster{}
+	if tmpl != nil {
+		c = proto.Clone(tmpl).(*clusterv3.Cluster)
+	}
+	c.Name = name
+	c.ClusterDiscoveryType = &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS}
+	c.EdsClusterConfig = &clusterv3.Cluster_EdsClusterConfig{
+		ServiceName: name,
+		EdsConfig: &corev3.ConfigSource{
+			ResourceApiVersion: corev3.ApiVersion_V3,
+			ConfigSourceSpecifier: &corev3.ConfigSource_PathConfigSource{
+				PathConfigSource: &corev3.PathConfigSource{Path: path},
 			},
 		},
 	}
-	if o.ConnectTimeout > 0 {
+	switch {
+	case up.ConnectTimeout > 0:
+		c.ConnectTimeout = durationpb.New(up.ConnectTimeout)
+	case c.ConnectTimeout == nil && o.ConnectTimeout > 0:
 		c.ConnectTimeout = durationpb.New(o.ConnectTimeout)
 	}
-	if up.HTTP2() {
-		c.TypedExtensionProtocolOptions = map[string]*anypb.Any{httpOptionsKey: http2Options}
+	if up.LbPolicy != "" {
+		c.LbPolicy = clusterv3.Cluster_LbPolicy(clusterv3.Cluster_LbPolicy_value[up.LbPolicy])
 	}
-	return c
+	if l := up.Limits; l != (Limits{}) {
+		t := defaultThresholds(c)
+		l.MaxConnections.apply(&t.MaxConnections)
+		l.MaxPendingRequests.apply(&t.MaxPendingRequests)
+		l.MaxRequests.apply(&t.MaxRequests)
+		l.MaxRetries.apply(&t.MaxRetries)
+	}
+	if up.HTTP2() {
+		if err := setHTTP2(c); err != nil {
+			return nil, err
+		}
+	}
+	return c, nil
+}
+
+// defaultThresholds returns the cluster's circuit breaker thresholds of
+// the default priority, added if missing.
+func defaultThresholds(c *clusterv3.Cluster) *clusterv3.CircuitBreakers_Thresholds {
+	if c.CircuitBreakers == nil {
+		c.CircuitBreakers = &clusterv3.CircuitBreakers{}
+	}
+	for _, t := range c.CircuitBreakers.Thresholds {
+		if t.Priority == corev3.RoutingPriority_DEFAULT {
+			return t
+		}
+	}
+	t := &clusterv3.CircuitBreakers_Thresholds{Priority: corev3.RoutingPriority_DEFAULT}
+	c.CircuitBreakers.Thresholds = append(c.CircuitBreakers.Thresholds, t)
+	return t
+}
+
+// setHTTP2 makes the cluster speak HTTP/2 (prior knowledge) to its
+// endpoints, keeping the rest of the template's HTTP protocol options.
+func setHTTP2(c *clusterv3.Cluster) error {
+	opts := &httpv3.HttpProtocolOptions{}
+	if a := c.TypedExtensionProtocolOptions[httpOptionsKey]; a != nil {
+		if err := a.UnmarshalTo(opts); err != nil {
+			return fmt.Errorf("the template's %s: %w", httpOptionsKey, err)
+		}
+	}
+	if opts.UpstreamProtocolOptions != nil {
+		// The template chose (TLS with ALPN, say): it knows better than
+		// an appProtocol.
+		return nil
+	}
+	opts.UpstreamProtocolOptions = &httpv3.HttpProtocolOptions_ExplicitHttpConfig_{
+		ExplicitHttpConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig{
+			ProtocolConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions{
+				Http2ProtocolOptions: &corev3.Http2ProtocolOptions{},
+			},
+		},
+	}
+	a := &anypb.Any{}
+	if err := anypb.MarshalFrom(a, opts, proto.MarshalOptions{Deterministic: true}); err != nil {
+		return err
+	}
+	if c.TypedExtensionProtocolOptions == nil {
+		c.TypedExtensionProtocolOptions = make(map[string]*anypb.Any, 1)
+	}
+	c.TypedExtensionProtocolOptions[httpOptionsKey] = a
+	return nil
 }

@@ -131,6 +131,9 @@ type Options struct {
 	// and Family above are then the defaults a spec's Selection starts from
 	// (the caller fills them in).
 	Clusters []ClusterSpec
+	// Cluster sets the clusters of the CDS file: the templates, and what
+	// every cluster gets.
+	Cluster ClusterOptions
 
 	// Topology is the mode of every Service without an edsync.io/topology
 	// annotation; LocalZone and LocalNode are where the Envoy reading the

@@ -232,7 +232,12 @@ func (r *Renderer) Service(key ServiceKey, current []*discoveryv1.EndpointSlice)
 			skips = append(skips, Skip{Reason: ReasonInvalidCLA, Object: name, Detail: err.Error()})
 			continue
 		}
-		out = append(out, Cluster{Name: name, Service: key, CLA: cla, Upstream: Upstream{AppProtocol: st.appProtocol(port)}})
+		var up Upstream
+		if set != nil {
+			up = set.upstream
+		}
+		up.AppProtocol = st.appProtocol(port)
+		out = append(out, Cluster{Name: name, Service: key, CLA: cla, Upstream: up})
 	}
 	slices.Sort(published)
 	skips = append(skips, st.wait(key, waiting, set, r.opts.Protocol)...)
@@ -250,6 +255,9 @@ func (r *Renderer) Service(key ServiceKey, current []*discoveryv1.EndpointSlice)
 	slices.SortFunc(out, func(a, b Cluster) int { return cmp.Compare(a.Name, b.Name) })
 	return out, skips
 }
+
+// ClusterOptions are the settings of every cluster of the CDS file.
+func (r *Renderer) ClusterOptions() ClusterOptions { return r.opts.Cluster }
 
 // appProtocol is the appProtocol of port in the Service's slices. The
 // EndpointSlice controller copies the Service port's into every slice; while

@@ -7,7 +7,9 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
 )
@@ -30,7 +32,34 @@ const (
 	// AnnotationTopology: the Service's topology mode (off, zone, hints),
 	// overriding --topology.
 	AnnotationTopology = AnnotationPrefix + "topology"
+
+	// The annotations below set the Service's clusters in the CDS file.
+
+	// AnnotationLbPolicy: the clusters' lb_policy (round-robin,
+	// least-request, random, ring-hash, maglev).
+	AnnotationLbPolicy = AnnotationPrefix + "lb-policy"
+	// AnnotationConnectTimeout: the clusters' connect_timeout, a duration.
+	AnnotationConnectTimeout = AnnotationPrefix + "connect-timeout"
+	// AnnotationMaxConnections, AnnotationMaxPendingRequests,
+	// AnnotationMaxRequests and AnnotationMaxRetries: the circuit breaker
+	// thresholds of the default priority, whole numbers.
+	AnnotationMaxConnections     = AnnotationPrefix + "max-connections"
+	AnnotationMaxPendingRequests = AnnotationPrefix + "max-pending-requests"
+	AnnotationMaxRequests        = AnnotationPrefix + "max-requests"
+	AnnotationMaxRetries         = AnnotationPrefix + "max-retries"
+	// AnnotationClusterTemplate: the cluster template (a name from the
+	// config file's cluster-templates) the clusters start from, instead
+	// of the default cluster-template.
+	AnnotationClusterTemplate = AnnotationPrefix + "cluster-template"
 )
+
+// annotations lists the known annotations, for the message about an
+// unknown one.
+var annotations = []string{
+	AnnotationHealthCheckPort, AnnotationHealthCheckHostname, AnnotationOverprovisioningFactor, AnnotationTopology,
+	AnnotationLbPolicy, AnnotationConnectTimeout, AnnotationMaxConnections, AnnotationMaxPendingRequests,
+	AnnotationMaxRequests, AnnotationMaxRetries, AnnotationClusterTemplate,
+}
 
 // ReasonInvalidAnnotation is the Skip reason of a bad edsync.io/ annotation;
 // the Service is rendered without it.
@@ -59,6 +88,9 @@ type serviceSettings struct {
 	topology         Topology
 	hasTopology      bool
 	ports            []ServicePort
+	// upstream holds what the annotations set of the clusters' CDS
+	// entries (AppProtocol is the slices', not set here).
+	upstream Upstream
 }
 
 func (s *serviceSettings) equal(o *serviceSettings) bool {
@@ -67,7 +99,7 @@ func (s *serviceSettings) equal(o *serviceSettings) bool {
 	}
 	return s.hcPort == o.hcPort && s.hcPortName == o.hcPortName && s.hcHostname == o.hcHostname &&
 		s.overprovisioning == o.overprovisioning && s.topology == o.topology && s.hasTopology == o.hasTopology &&
-		slices.Equal(s.ports, o.ports)
+		slices.Equal(s.ports, o.ports) && s.upstream == o.upstream
 }
 
 // portNumber is the Service's number of the port name, 0 if unknown.
@@ -84,7 +116,8 @@ func (s *serviceSettings) portNumber(name string, protocol corev1.Protocol) int3
 }
 
 // parseService checks the annotations; each bad one is skipped and reported.
-func parseService(key ServiceKey, info *ServiceInfo) (*serviceSettings, []Skip) {
+// templates are the names of the cluster templates there are.
+func parseService(key ServiceKey, info *ServiceInfo, templates map[string]*clusterv3.Cluster) (*serviceSettings, []Skip) {
 	s := &serviceSettings{ports: slices.Clone(info.Ports)}
 	var skips []Skip
 	bad := func(name, value, format string, args ...any) {
@@ -129,9 +162,49 @@ func parseService(key ServiceKey, info *ServiceInfo) (*serviceSettings, []Skip) 
 				continue
 			}
 			s.topology, s.hasTopology = t, true
+		case AnnotationLbPolicy:
+			p, err := ParseLbPolicy(value)
+			if err != nil {
+				bad(name, value, "%v", err)
+				continue
+			}
+			s.upstream.LbPolicy = p
+		case AnnotationConnectTimeout:
+			d, err := time.ParseDuration(value)
+			if err != nil || d <= 0 {
+				bad(name, value, "want a positive duration such as 2s or 250ms")
+				continue
+			}
+			s.upstream.ConnectTimeout = d
+		case AnnotationMaxConnections, AnnotationMaxPendingRequests, AnnotationMaxRequests, AnnotationMaxRetries:
+			n, err := strconv.ParseUint(value, 10, 32)
+			if err != nil {
+				bad(name, value, "want a whole number")
+				continue
+			}
+			limit := Limit{Value: uint32(n), Set: true}
+			switch name {
+			case AnnotationMaxConnections:
+				s.upstream.Limits.MaxConnections = limit
+			case AnnotationMaxPendingRequests:
+				s.upstream.Limits.MaxPendingRequests = limit
+			case AnnotationMaxRequests:
+				s.upstream.Limits.MaxRequests = limit
+			case AnnotationMaxRetries:
+				s.upstream.Limits.MaxRetries = limit
+			}
+		case AnnotationClusterTemplate:
+			if templates[value] == nil {
+				known := "none"
+				if len(templates) > 0 {
+					known = strings.Join(slices.Sorted(maps.Keys(templates)), ", ")
+				}
+				bad(name, value, "no such cluster template (the config file's cluster-templates has: %s)", known)
+				continue
+			}
+			s.upstream.Template = value
 		default:
-			bad(name, value, "unknown edsync annotation (known: %s, %s, %s, %s)", AnnotationHealthCheckPort,
-				AnnotationHealthCheckHostname, AnnotationOverprovisioningFactor, AnnotationTopology)
+			bad(name, value, "unknown edsync annotation (known: %s)", strings.Join(annotations, ", "))
 		}
 	}
 	return s, skips
@@ -144,7 +217,7 @@ func parseService(key ServiceKey, info *ServiceInfo) (*serviceSettings, []Skip) 
 func (r *Renderer) SetService(key ServiceKey, info *ServiceInfo) (changed bool, skips []Skip) {
 	var next *serviceSettings
 	if info != nil {
-		next, skips = parseService(key, info)
+		next, skips = parseService(key, info, r.opts.Cluster.Templates)
 	}
 	if next.equal(r.settings[key]) {
 		return false, nil
