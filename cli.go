@@ -219,6 +219,9 @@ func configWith(c *cli.Context, fc *fileConfig, run bool) (*config, error) {
 	}
 	cfg.configFile, cfg.file = c.String("config"), fc
 	cfg.reread = func(fc *fileConfig) (*config, error) { return configWith(c, fc, run) }
+	if err := fc.clusterTemplates(&cfg.render.Cluster); err != nil {
+		return nil, usageError{err}
+	}
 	if cfg.render.Clusters, err = fc.clusterSpecs(cfg.render); err != nil {
 		return nil, usageError{err}
 	}

@@ -4,10 +4,13 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"slices"
 	"strings"
 	"time"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 
 	"github.com/urfave/cli/v2"
 	"sigs.k8s.io/yaml"
@@ -22,7 +25,18 @@ type fileConfig struct {
 	data     []byte // as read, to tell a real change from a touch
 	values   map[string]json.RawMessage
 	clusters []clusterEntry
+	// template and templates are the cluster templates, as JSON: the
+	// default one and the named ones.
+	template  json.RawMessage
+	templates map[string]json.RawMessage
 }
+
+// The keys of the config file that are not flags.
+const (
+	keyClusters         = "clusters"
+	keyClusterTemplate  = "cluster-template"
+	keyClusterTemplates = "cluster-templates"
+)
 
 // clusterEntry is one item of the file's clusters list. The option fields
 // are named like the flags they override for this one cluster.
@@ -69,20 +83,30 @@ func parseConfigFile(data []byte, known []cli.Flag) (*fileConfig, error) {
 		names[f.Names()[0]] = !notInFile[f.Names()[0]]
 	}
 	for key := range fc.values {
-		if key == "clusters" {
+		if key == keyClusters || key == keyClusterTemplate || key == keyClusterTemplates {
 			continue
 		}
 		if !names[key] {
-			return nil, fmt.Errorf("unknown key %q (keys are flag names without the dashes, and clusters)", key)
+			return nil, fmt.Errorf("unknown key %q (keys are flag names without the dashes, clusters, cluster-template and cluster-templates)", key)
 		}
 	}
-	if raw, ok := fc.values["clusters"]; ok {
+	if raw, ok := fc.values[keyClusterTemplate]; ok {
+		fc.template = raw
+		delete(fc.values, keyClusterTemplate)
+	}
+	if raw, ok := fc.values[keyClusterTemplates]; ok {
+		if err := json.Unmarshal(raw, &fc.templates); err != nil {
+			return nil, fmt.Errorf("%s: want a mapping of names to clusters: %w", keyClusterTemplates, err)
+		}
+		delete(fc.values, keyClusterTemplates)
+	}
+	if raw, ok := fc.values[keyClusters]; ok {
 		dec := json.NewDecoder(bytes.NewReader(raw))
 		dec.DisallowUnknownFields()
 		if err := dec.Decode(&fc.clusters); err != nil {
 			return nil, fmt.Errorf("clusters: %w", err)
 		}
-		delete(fc.values, "clusters")
+		delete(fc.values, keyClusters)
 	}
 	return fc, nil
 }
@@ -204,4 +228,33 @@ func (fc *fileConfig) clusterSpecs(defaults render.Options) ([]render.ClusterSpe
 	}
 	// Names and duplicates are checked by render.New, which the caller runs.
 	return slices.Clip(specs), nil
+}
+
+// clusterTemplates reads the file's cluster templates into o: each must be
+// a cluster edsync can complete (render.ParseClusterTemplate).
+func (fc *fileConfig) clusterTemplates(o *render.ClusterOptions) error {
+	if fc == nil {
+		return nil
+	}
+	if len(fc.template) > 0 && string(fc.template) != "null" {
+		t, err := render.ParseClusterTemplate(fc.template)
+		if err != nil {
+			return fmt.Errorf("config file %s: %s: %w", fc.path, keyClusterTemplate, err)
+		}
+		o.Default = t
+	}
+	for _, name := range slices.Sorted(maps.Keys(fc.templates)) {
+		if name == "" {
+			return fmt.Errorf("config file %s: %s: a template without a name", fc.path, keyClusterTemplates)
+		}
+		t, err := render.ParseClusterTemplate(fc.templates[name])
+		if err != nil {
+			return fmt.Errorf("config file %s: %s: %s: %w", fc.path, keyClusterTemplates, name, err)
+		}
+		if o.Templates == nil {
+			o.Templates = make(map[string]*clusterv3.Cluster, len(fc.templates))
+		}
+		o.Templates[name] = t
+	}
+	return nil
 }

@@ -184,12 +184,26 @@ func (p *Pipeline) writeCDS(ctx context.Context) error {
 	}
 	written, err := s.w.Write(clusters)
 	now := p.now()
+	report := Report{CDS: true, CDSClusters: names}
+	defer func() {
+		p.seq++
+		report.Seq = p.seq
+		if p.onFlush != nil {
+			p.onFlush(report)
+		}
+	}()
 	if err != nil {
 		p.metrics.CDSWrote(CDSResultFailed, 0)
+		report.Failed, report.Err = 1, err
 		s.retryAt = now.Add(s.retryDelay)
 		s.retryDelay = min(2*s.retryDelay, retryMax)
 		p.log.Error("CDS file not written; retrying", "error", err, "retry_in", s.retryAt.Sub(now))
 		return err
+	}
+	if written {
+		report.Written = 1
+	} else {
+		report.Unchanged = 1
 	}
 	result := CDSResultUnchanged
 	if written {
@@ -202,9 +216,23 @@ func (p *Pipeline) writeCDS(ctx context.Context) error {
 			delete(s.since, name)
 		}
 	}
+	if written {
+		// Rare (debounced) and each makes Envoy warm clusters: worth a line.
+		added, removed := 0, 0
+		for name := range want {
+			if _, ok := s.named[name]; !ok {
+				added++
+			}
+		}
+		for name := range s.named {
+			if _, ok := want[name]; !ok {
+				removed++
+			}
+		}
+		p.log.Info("wrote the CDS file", "clusters", len(clusters), "added", added, "removed", removed)
+	}
 	s.named, s.namedKnown = want, true
 	s.first, s.last, s.retryAt, s.retryDelay = time.Time{}, time.Time{}, time.Time{}, retryMin
-	p.log.Debug("CDS file", "written", written, "clusters", len(clusters))
 
 	// The file names none of the held clusters any more: their EDS files
 	// may be emptied now.
@@ -218,8 +246,17 @@ func (p *Pipeline) writeCDS(ctx context.Context) error {
 	clear(s.held)
 	start := p.now()
 	res := p.writer.Write(ctx, batch)
+	p.log.Info("cleared the endpoints of the clusters the CDS file dropped", "clusters", len(batch), p.writtenKey(), res.Written, "failed", res.Failed)
 	p.wrote(res, start)
 	p.released(batch)
 	p.metrics.Published(p.published.total)
+	report.Written += res.Written
+	report.Unchanged += res.Unchanged
+	report.Failed += res.Failed
+	report.WrittenClusters = res.WrittenClusters
+	report.Err = res.Err
+	for _, c := range batch {
+		report.Clusters = append(report.Clusters, c.Name)
+	}
 	return nil
 }

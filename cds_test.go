@@ -1,0 +1,129 @@
+package main
+
+import (
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+
+	"github.com/edsync/edsync/internal/testutil"
+	"github.com/edsync/edsync/pipeline"
+)
+
+// webService is Service default/web with the given annotations (a YAML
+// flow mapping's inside), its port http 8080.
+func webService(annotations string) string {
+	return `apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: default, annotations: {` + annotations + `}}
+spec: {ports: [{name: http, port: 8080}]}
+`
+}
+
+// The CDS file's clusters follow the config file's templates and the
+// Service's annotations; a reload with a new template rewrites it, one with
+// a template Envoy would refuse is refused and the running one stays.
+func TestCDSClustersFromTemplatesAndAnnotations(t *testing.T) {
+	in, out := t.TempDir(), t.TempDir()
+	cds := filepath.Join(out, "cds+clusters.yaml")
+	cm := &configMapDir{dir: t.TempDir()}
+	cm.update(t, `
+cluster-template: {connect_timeout: 3s, circuit_breakers: {thresholds: [{max_connections: 100}]}}
+cluster-templates:
+  tls:
+    transport_socket:
+      name: envoy.transport_sockets.tls
+      typed_config: {"@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext, sni: web.default}
+`)
+	replaceFile(t, filepath.Join(in, "web.yaml"), manifest("web", "10.0.0.1"))
+	replaceFile(t, filepath.Join(in, "web-service.yaml"), webService(`edsync.io/lb-policy: least-request, edsync.io/max-requests: "7"`))
+	cfg := configForTest(t, "--config", filepath.Join(cm.dir, "edsync.yaml"), "--from-dir", in, "--output-dir", out,
+		"--cds-file", cds, "--cds-debounce", "1ms", "--watch-services", "--debounce", "1ms", "--max-delay", "10ms")
+	tp := startPipeline(t, cfg)
+	waitCDS := func(step string, ok func(map[string]*clusterv3.Cluster) bool) map[string]*clusterv3.Cluster {
+		t.Helper()
+		var got map[string]*clusterv3.Cluster
+		tp.Wait(t, step, func(r pipeline.Report) bool {
+			if !r.CDS || r.Written == 0 {
+				return false
+			}
+			got, _ = testutil.ReadCDSAsEnvoy(t, cds)
+			return ok(got)
+		})
+		return got
+	}
+	const name = "default/web/http"
+	got := waitCDS("first CDS file", func(m map[string]*clusterv3.Cluster) bool { return m[name] != nil })
+	c := got[name]
+	if c.ConnectTimeout.AsDuration() != 3*time.Second || c.LbPolicy != clusterv3.Cluster_LEAST_REQUEST ||
+		c.CircuitBreakers.Thresholds[0].MaxConnections.GetValue() != 100 || c.CircuitBreakers.Thresholds[0].MaxRequests.GetValue() != 7 {
+		t.Errorf("cluster %v: want the template's connect_timeout and max_connections, the annotations' lb_policy and max_requests", c)
+	}
+	if p := c.EdsClusterConfig.EdsConfig.GetPathConfigSource().GetPath(); p != filepath.Join(out, "default_web_http.json") {
+		t.Errorf("EDS path %s", p)
+	}
+
+	// The Service picks the tls template.
+	replaceFile(t, filepath.Join(in, "web-service.yaml"), webService(`edsync.io/cluster-template: tls`))
+	got = waitCDS("the Service's own template", func(m map[string]*clusterv3.Cluster) bool { return m[name].GetTransportSocket() != nil })
+	if c := got[name]; c.ConnectTimeout.AsDuration() != time.Second || c.CircuitBreakers != nil {
+		t.Errorf("cluster %v: want tls's settings only, and --connect-timeout's default", c)
+	}
+
+	r := newReloader(cfg, tp.p, tp.api, tp.m, new(slog.LevelVar), slog.New(slog.DiscardHandler))
+	results := make(chan error, 10)
+	count := r.onResult
+	r.onResult = func(err error) { count(err); results <- err }
+	done := make(chan error, 1)
+	go func() { done <- r.Run(t.Context()) }()
+	t.Cleanup(func() { <-done })
+	waitResult := func(wantErr string) {
+		t.Helper()
+		select {
+		case err := <-results:
+			if (err == nil) != (wantErr == "") || (err != nil && !strings.Contains(err.Error(), wantErr)) {
+				t.Fatalf("reload result %v, want error containing %q", err, wantErr)
+			}
+		case <-time.After(30 * time.Second): // a failure guard, not a timing assertion
+			t.Fatal("no reload")
+		}
+	}
+
+	// A template Envoy would refuse: the reload is refused.
+	cm.update(t, `cluster-templates: {tls: {connect_timeout: -1s}}`)
+	waitResult("cluster-templates: tls")
+	checkMetrics(t, "refused reload", tp.m, map[string]float64{`edsync_config_last_reload_successful`: 0})
+
+	// A new version of the template reaches the file.
+	cm.update(t, `cluster-templates: {tls: {connect_timeout: 4s}}`)
+	waitResult("")
+	got = waitCDS("the reloaded template", func(m map[string]*clusterv3.Cluster) bool {
+		return m[name].GetConnectTimeout().AsDuration() == 4*time.Second
+	})
+	if got[name].TransportSocket != nil {
+		t.Errorf("the old template's transport socket stayed: %v", got[name])
+	}
+	checkMetrics(t, "CDS metrics", tp.m, map[string]float64{`edsync_cds_clusters`: 1, `edsync_cds_writes_total{result="failed"}`: 0})
+}
+
+// At start, a template Envoy would refuse is one line and exit code 2.
+func TestBadClusterTemplateExits2(t *testing.T) {
+	dir := t.TempDir()
+	for body, want := range map[string]string{
+		"cluster-template: {name: x}":                     "cluster-template: sets name",
+		"cluster-template: {connect_timeout: 1}":          "cluster-template:",
+		"cluster-templates: {tls: {nope: 1}}":             "cluster-templates: tls:",
+		"cluster-templates: [a]":                          "cluster-templates: want a mapping",
+		"cluster-template: {lb_policy: FASTEST_POSSIBLE}": "cluster-template:",
+	} {
+		path := filepath.Join(dir, "edsync.yaml")
+		writeFile(t, path, body)
+		code, _, stderr := edsync(t, "--config", path, "--dry-run", "--from-dir", "examples/endpointslices")
+		if code != 2 || strings.Count(stderr, "\n") != 1 || !strings.Contains(stderr, want) {
+			t.Errorf("%s: exit %d, stderr %q; want 2 and one line with %q", body, code, stderr, want)
+		}
+	}
+}
