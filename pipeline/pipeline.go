@@ -83,17 +83,17 @@ type Options struct {
 
 // Report describes one flush or retry.
 type Report struct {
-	Seq      int      // counts the flushes and retries of this pipeline, from 1
-	Initial  bool     // the first full flush, or (with Reload) one after a config reload
-	Reload   bool     // the full flush after Reconfigure
-	Retry    bool     // a retry of failed writes, not a flush
+	Seq     int  // counts the flushes and retries of this pipeline, from 1
+	Initial bool // the first full flush, or (with Reload) one after a config reload
+	Reload  bool // the full flush after Reconfigure
+	Retry   bool // a retry of failed writes, not a flush
 	// CDS: a write of the CDS file, not a flush; CDSClusters are the
 	// clusters it holds, sorted, and Result counts the one file (plus the
 	// emptied EDS files of the clusters it dropped, if any).
 	CDS         bool
 	CDSClusters []string
-	Services int      // Services rendered
-	Clusters []string // names handed to the writer, sorted
+	Services    int      // Services rendered
+	Clusters    []string // names handed to the writer, sorted
 	writer.Result
 }
 
