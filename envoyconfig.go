@@ -3,10 +3,14 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -36,7 +40,9 @@ func envoyConfigCommand(stdout, stderr io.Writer, started *bool) *cli.Command {
 			"It reads the same --config file, EDSYNC_* variables and flags as the edsync it goes with, so it " +
 			"runs with a sidecar's own settings (kubectl exec POD -c edsync -- /edsync envoy-config --config FILE). " +
 			"Listed below are the settings that decide which clusters there are and where their files are; " +
-			"the others (timing, endpoints, topology, listener, --once, --dry-run) are accepted and ignored.",
+			"the others (timing, endpoints, topology, listener, --once, --dry-run) are accepted and ignored.\n\n" +
+			"With --cds, it prints instead an Envoy bootstrap whose clusters come from the CDS file edsync writes " +
+			"(--cds-file): new Services then reach Envoy without a restart.",
 		Flags: envoyConfigFlags(),
 		OnUsageError: func(_ *cli.Context, err error, _ bool) error {
 			return usageError{flagError(err)}
@@ -44,6 +50,14 @@ func envoyConfigCommand(stdout, stderr io.Writer, started *bool) *cli.Command {
 		Action: func(c *cli.Context) error {
 			cfg, err := readConfig(c, false)
 			if err != nil {
+				return err
+			}
+			if c.Bool("cds") {
+				out, err := cdsBootstrap(cfg.cdsFile, c.String("envoy-node-id"), c.String("envoy-node-cluster"), c.String("envoy-admin-address"))
+				if err != nil {
+					return err
+				}
+				_, err = stdout.Write(out)
 				return err
 			}
 			switch {
@@ -78,7 +92,7 @@ var envoyClusterFlags = map[string]bool{
 	"config": true, "kubeconfig": true, "context": true, "namespace": true, "selector": true, "service": true,
 	"from-dir": true, "sync-timeout": true, "output-dir": true, "format": true, "cluster-name-template": true,
 	"cluster": true, "protocol": true, "watch-services": true, "log-level": true, "log-format": true,
-	"connect-timeout": true,
+	"connect-timeout": true, "cds-file": true,
 }
 
 // envoyConfigFlags are edsync's flags, those that do not change the
@@ -105,7 +119,62 @@ func envoyConfigFlags() []cli.Flag {
 			}
 		}
 	}
-	return fs
+	return append(fs,
+		&cli.BoolFlag{Name: "cds", Category: catEnvoyBootstrap,
+			Usage: "print an Envoy bootstrap that reads its clusters from --cds-file (no sync: the clusters come and go with the file)"},
+		&cli.StringFlag{Name: "envoy-node-id", Category: catEnvoyBootstrap, Value: "envoy",
+			Usage: "with --cds: the bootstrap's node.id `ID` (Envoy needs one for dynamic resources)"},
+		&cli.StringFlag{Name: "envoy-node-cluster", Category: catEnvoyBootstrap, Value: "edsync",
+			Usage: "with --cds: the bootstrap's node.cluster `NAME`"},
+		&cli.StringFlag{Name: "envoy-admin-address", Category: catEnvoyBootstrap, Value: "127.0.0.1:9901",
+			Usage: "with --cds: Envoy's admin listener, `HOST:PORT`"},
+	)
+}
+
+const catEnvoyBootstrap = "Envoy bootstrap"
+
+// cdsBootstrap is an Envoy bootstrap whose clusters come from the CDS file
+// at path: node (Envoy needs id and cluster for dynamic resources),
+// dynamic_resources.cds_config on the file, and an admin listener. The
+// listeners are the user's. It is written as text rather than through the
+// bootstrap proto, whose package would link most of Envoy's API into edsync
+// (a test parses the output with it).
+func cdsBootstrap(path, nodeID, nodeCluster, admin string) ([]byte, error) {
+	switch {
+	case path == "":
+		return nil, usagef("envoy-config --cds: the bootstrap points at the CDS file: set --cds-file (or EDSYNC_CDS_FILE, or cds-file in the --config file)")
+	case !filepath.IsAbs(path):
+		return nil, usagef("envoy-config --cds: --cds-file must be an absolute path: Envoy resolves it from its own working folder")
+	case strings.TrimSpace(nodeID) == "" || strings.TrimSpace(nodeCluster) == "":
+		return nil, usagef("envoy-config --cds: --envoy-node-id and --envoy-node-cluster must not be empty")
+	}
+	host, port, err := net.SplitHostPort(admin)
+	if err != nil {
+		return nil, usagef("envoy-config --cds: --envoy-admin-address %q: %v", admin, err)
+	}
+	portNum, err := strconv.ParseUint(port, 10, 16)
+	if err != nil || net.ParseIP(host) == nil {
+		return nil, usagef("envoy-config --cds: --envoy-admin-address %q: want an IP address and a port, such as 127.0.0.1:9901", admin)
+	}
+	q := func(s string) string { b, _ := json.Marshal(s); return string(b) } // JSON strings are YAML
+	var b bytes.Buffer
+	fmt.Fprintf(&b, `# Envoy bootstrap whose clusters come from the CDS file edsync writes (edsync envoy-config --cds).
+# A cluster appears there once its EDS file exists and leaves before that file is emptied;
+# routes name clusters as edsync does (namespace/service/port by default). Add your listeners
+# under static_resources (or an lds_config).
+node:
+  id: %s
+  cluster: %s
+dynamic_resources:
+  cds_config:
+    resource_api_version: V3
+    path_config_source:
+      path: %s
+admin:
+  address:
+    socket_address: {address: %s, port_value: %d}
+`, q(nodeID), q(nodeCluster), q(path), q(host), portNum)
+	return b.Bytes(), nil
 }
 
 func connectTimeoutFlag() cli.Flag {

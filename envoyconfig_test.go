@@ -9,6 +9,7 @@ import (
 
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/testing/protocmp"
@@ -223,5 +224,41 @@ func TestEnvoyConfigOutputDirFromConfigFile(t *testing.T) {
 	want, _ := envoyConfig(t, "--from-dir", "examples/endpointslices", "--output-dir", "/var/run/edsync")
 	if got != want {
 		t.Errorf("output-dir from the config file:\n%s\nwant:\n%s", got, want)
+	}
+}
+
+// envoy-config --cds prints a bootstrap Envoy accepts whose clusters come
+// from the CDS file: node id and cluster set, cds_config a path on the file,
+// an admin listener; it needs an absolute --cds-file and a usable address.
+func TestEnvoyConfigCDSBootstrap(t *testing.T) {
+	code, out, stderr := edsync(t, "envoy-config", "--cds", "--cds-file", "/var/run/edsync/cds+clusters.json",
+		"--envoy-node-id", "gateway-1", "--envoy-admin-address", "[::1]:9000")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	boot := parseBootstrap(t, "envoy-config --cds", []byte(out))
+	if boot.Node.GetId() != "gateway-1" || boot.Node.GetCluster() != "edsync" {
+		t.Errorf("node %v", boot.Node)
+	}
+	cds := boot.GetDynamicResources().GetCdsConfig()
+	if cds.GetPathConfigSource().GetPath() != "/var/run/edsync/cds+clusters.json" || cds.GetResourceApiVersion() != corev3.ApiVersion_V3 {
+		t.Errorf("cds_config %v", cds)
+	}
+	if sa := boot.GetAdmin().GetAddress().GetSocketAddress(); sa.GetAddress() != "::1" || sa.GetPortValue() != 9000 {
+		t.Errorf("admin %v", boot.Admin)
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{nil, "set --cds-file"},
+		{[]string{"--cds-file", "cds.json"}, "--cds-file must be an absolute path"},
+		{[]string{"--cds-file", "/x/cds.json", "--envoy-admin-address", "localhost"}, "--envoy-admin-address"},
+		{[]string{"--cds-file", "/x/cds.json", "--envoy-node-id", ""}, "must not be empty"},
+	} {
+		code, _, stderr := edsync(t, append([]string{"envoy-config", "--cds"}, tc.args...)...)
+		if code != exitUsage || strings.Count(stderr, "\n") != 1 || !strings.Contains(stderr, tc.want) {
+			t.Errorf("%q: exit %d, %q; want %d and one line with %q", tc.args, code, stderr, exitUsage, tc.want)
+		}
 	}
 }
