@@ -195,6 +195,7 @@ func (p *Pipeline) writeCDS(ctx context.Context) error {
 	if err != nil {
 		p.metrics.CDSWrote(CDSResultFailed, 0)
 		report.Failed, report.Err = 1, err
+		s.changed(now) // keeps the write due (cdsDue)
 		s.retryAt = now.Add(s.retryDelay)
 		s.retryDelay = min(2*s.retryDelay, retryMax)
 		p.log.Error("CDS file not written; retrying", "error", err, "retry_in", s.retryAt.Sub(now))
@@ -233,6 +234,9 @@ func (p *Pipeline) writeCDS(ctx context.Context) error {
 	}
 	s.named, s.namedKnown = want, true
 	s.first, s.last, s.retryAt, s.retryDelay = time.Time{}, time.Time{}, time.Time{}, retryMin
+	if p.synced {
+		p.checkReady(writer.Result{})
+	}
 
 	// The file names none of the held clusters any more: their EDS files
 	// may be emptied now.

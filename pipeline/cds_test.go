@@ -2,9 +2,11 @@ package pipeline
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -254,5 +256,45 @@ func TestCDSFirstWriteBeforeStaleFilesAreEmptied(t *testing.T) {
 	}
 	if n := len(testutil.Addresses(testutil.ReadAsEnvoy(t, oldFile))); n != 0 {
 		t.Errorf("old's file after the first CDS write: %d endpoints, want 0", n)
+	}
+}
+
+// failingCDS fails its writes while fail is set.
+type failingCDS struct {
+	fail  bool
+	wrote int
+}
+
+func (f *failingCDS) Write([]*clusterv3.Cluster) (bool, error) {
+	if f.fail {
+		return false, errors.New("disk full")
+	}
+	f.wrote++
+	return true, nil
+}
+
+// With a CDS file, edsync is ready only once it is written: Envoy refuses
+// a bootstrap whose CDS path does not exist.
+func TestReadyWaitsForTheCDSFile(t *testing.T) {
+	cds := &failingCDS{fail: true}
+	p, store := newTestPipeline(t, t.TempDir(), Options{CDS: cds, CDSDebounce: time.Second})
+	p.health.start()
+	store.Upsert("bench/web-1", benchSlice("web", "web-1", 0, 1))
+	p.initialFlush(t.Context())
+	if err := p.writeCDS(t.Context()); err == nil {
+		t.Fatal("the failing CDS write gave no error")
+	}
+	if err := p.Ready(); err == nil || !strings.Contains(err.Error(), "CDS file") {
+		t.Errorf("ready with no CDS file written: %v", err)
+	}
+	if _, due := p.cdsDue(); !due {
+		t.Error("no retry of the CDS write due")
+	}
+	cds.fail = false
+	if err := p.writeCDS(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Ready(); err != nil {
+		t.Errorf("not ready after the CDS file was written: %v", err)
 	}
 }

@@ -197,6 +197,12 @@ func (p *Pipeline) checkReady(res writer.Result) {
 		p.health.setNotReady(why)
 		return
 	}
+	if p.cds != nil && !p.cds.namedKnown {
+		// Envoy refuses a bootstrap whose CDS path does not exist: ready
+		// only once the CDS file is written (writeCDS checks again).
+		p.health.setNotReady("the CDS file is not written yet")
+		return
+	}
 	p.ready = true
 	p.health.setReady()
 }
