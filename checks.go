@@ -114,7 +114,8 @@ func checkCDSFile(cfg *config, run bool) error {
 		return usagef("--cds-file: --output-dir must be an absolute path: the clusters in the CDS file name their EDS files by it")
 	}
 	base := filepath.Base(cfg.cdsFile)
-	if filepath.Clean(filepath.Dir(cfg.cdsFile)) == filepath.Clean(cfg.outputDir) {
+	inOutput := filepath.Clean(filepath.Dir(cfg.cdsFile)) == filepath.Clean(cfg.outputDir)
+	if inOutput {
 		if cluster, ok := writer.ClusterName(base, cfg.format); ok {
 			return usagef("--cds-file %s: in the output folder, that is the file of a cluster named %q; "+
 				"use a name cluster files never have (with a '+', as cds+clusters%s) or another folder", cfg.cdsFile, cluster, cfg.format.Ext())
@@ -124,6 +125,8 @@ func checkCDSFile(cfg *config, run bool) error {
 		return nil
 	}
 	switch fi, err := os.Stat(filepath.Dir(cfg.cdsFile)); {
+	case errors.Is(err, fs.ErrNotExist) && inOutput:
+		// The output folder is created at start.
 	case err != nil:
 		return usagef("--cds-file %s: its folder: %v", cfg.cdsFile, err)
 	case !fi.IsDir():
