@@ -25,7 +25,7 @@ import (
 )
 
 // TestExamplesKubernetesManifestsApply applies every manifest under
-// examples/kubernetes/ (the sidecar), then under its node-shared/ folder, to
+// examples/kubernetes/ (the sidecar), then under its node-shared/ and cds/ folders, to
 // the real kube-apiserver as `kubectl apply --server-side` would, each object
 // first as a dry run (DryRun: All) and then for real, with strict field
 // validation: a misspelt or misplaced field, an invalid value or a refused
@@ -61,6 +61,12 @@ func TestExamplesKubernetesManifestsApply(t *testing.T) {
 			return
 		}
 	}
+	// The CDS variant: two ConfigMaps in place of the sidecar's.
+	cds, err := filepath.Glob(filepath.Join(repo, "examples", "kubernetes", "cds", "*.yaml"))
+	if err != nil || len(cds) != 2 {
+		t.Fatalf("examples/kubernetes/cds: %q, %v; want its two ConfigMaps", cds, err)
+	}
+	applyManifests(t, cds)
 
 	// A field the API server does not know for this version is dropped,
 	// not refused, when a feature gate is off: check that the native
