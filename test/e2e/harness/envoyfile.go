@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/fsnotify/fsnotify"
@@ -48,6 +49,31 @@ func ParseEDS(data []byte, cluster string) (*endpointv3.ClusterLoadAssignment, e
 		return nil, fmt.Errorf("ClusterLoadAssignment invalid: %w", err)
 	}
 	return &cla, nil
+}
+
+// ParseCDS reads a JSON CDS file as Envoy does: one DiscoveryResponse whose
+// resources are all clusters, each valid, no two of one name. It returns
+// them by name.
+func ParseCDS(data []byte) (map[string]*clusterv3.Cluster, error) {
+	var resp discoveryv3.DiscoveryResponse
+	if err := protojson.Unmarshal(data, &resp); err != nil {
+		return nil, fmt.Errorf("not a DiscoveryResponse: %w", err)
+	}
+	out := make(map[string]*clusterv3.Cluster, len(resp.GetResources()))
+	for i, res := range resp.GetResources() {
+		var c clusterv3.Cluster
+		if err := res.UnmarshalTo(&c); err != nil {
+			return nil, fmt.Errorf("resource %d is not a Cluster: %w", i, err)
+		}
+		if err := c.ValidateAll(); err != nil {
+			return nil, fmt.Errorf("cluster %q invalid: %w", c.Name, err)
+		}
+		if out[c.Name] != nil {
+			return nil, fmt.Errorf("cluster %q twice: Envoy rejects the file", c.Name)
+		}
+		out[c.Name] = &c
+	}
+	return out, nil
 }
 
 // Endpoints lists a CLA's endpoints as sorted "ip:port HEALTH" strings,
