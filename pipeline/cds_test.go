@@ -298,3 +298,35 @@ func TestReadyWaitsForTheCDSFile(t *testing.T) {
 		t.Errorf("not ready after the CDS file was written: %v", err)
 	}
 }
+
+// A declared cluster whose Service goes away stays in the CDS file as it
+// was: no rewrite, no re-warming in Envoy.
+func TestCDSDeclaredClusterOutlivesItsService(t *testing.T) {
+	dir := t.TempDir()
+	now := time.Unix(1_700_000_000, 0)
+	cds := newCheckedCDS(t, dir)
+	p, store := newTestPipeline(t, dir, Options{
+		Clock: func() time.Time { return now }, Declared: []string{"bench/grpc/http"}, CDS: cds, CDSDebounce: time.Second,
+	})
+	s := benchSlice("grpc", "grpc-1", 0, 1)
+	s.Ports[0].AppProtocol = ptrTo("grpc")
+	store.Upsert("bench/grpc-1", s)
+	p.initialFlush(t.Context())
+	if err := p.writeCDS(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	versions := len(cds.versions)
+	store.Delete("bench/grpc-1")
+	cdsStep(t.Context(), p, now)
+	now = now.Add(time.Second)
+	cdsStep(t.Context(), p, now)
+	if len(cds.versions) != versions {
+		t.Errorf("the declared cluster's entry changed when its Service went: %v", cds.versions[versions:])
+	}
+	got, _ := testutil.ReadCDSAsEnvoy(t, cds.w.Path())
+	if c := got["bench/grpc/http"]; c == nil || c.TypedExtensionProtocolOptions == nil {
+		t.Errorf("declared cluster after its Service went: %v", c)
+	}
+}
+
+func ptrTo[T any](v T) *T { return &v }

@@ -51,7 +51,15 @@ func (p *Pipeline) flush(ctx context.Context, keys []render.ServiceKey, initial 
 			batch = append(batch, writer.Cluster{Name: c.Name, CLA: c.CLA, Release: release})
 			names[c.Name] = true
 			p.published.publish(c.Name, c.Service, c.CLA)
-			if p.cds != nil && !release {
+			switch {
+			case p.cds == nil || release:
+			case c.Gone:
+				// A declared cluster whose Service went: it stays in the CDS
+				// file as it was (its settings came from that Service).
+				if _, ok := p.cds.up[c.Name]; !ok {
+					p.cds.publish(c.Name, render.Upstream{}, start, start)
+				}
+			default:
 				p.cds.publish(c.Name, c.Upstream, start, cmp.Or(p.received[key], start))
 			}
 		}
