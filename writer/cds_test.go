@@ -2,10 +2,12 @@ package writer
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -220,4 +222,54 @@ func inode(t *testing.T, path string) fileIdent {
 		t.Fatal(err)
 	}
 	return identOf(fi)
+}
+
+// BenchmarkCDSWrite is one write of a CDS file of 10,000 clusters (one per
+// Service of W1), the cost each --cds-debounce period under churn.
+func BenchmarkCDSWrite(b *testing.B) {
+	for _, ext := range []string{".json", ".pb"} {
+		b.Run(ext[1:], func(b *testing.B) {
+			dir := b.TempDir()
+			clusters := make([]*clusterv3.Cluster, 10_000)
+			for i := range clusters {
+				name := fmt.Sprintf("bench/svc-%05d/http", i)
+				clusters[i] = render10k(name, filepath.Join(dir, name+".json"), i%10 == 0)
+			}
+			c, err := NewCDS(CDSOptions{Path: filepath.Join(dir, "cds+clusters"+ext)})
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.ReportAllocs()
+			for i := 0; b.Loop(); i++ {
+				// A different cluster each time, as a Service comes.
+				clusters[i%len(clusters)].ConnectTimeout = durationpb.New(time.Duration(i%1000+1) * time.Millisecond)
+				if written, err := c.Write(clusters); err != nil || !written {
+					b.Fatal(written, err)
+				}
+			}
+		})
+	}
+}
+
+// render10k is the benchmark's cluster: as edsync makes them, a tenth with
+// HTTP/2.
+func render10k(name, path string, h2 bool) *clusterv3.Cluster {
+	c := &clusterv3.Cluster{
+		Name:                 name,
+		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS},
+		ConnectTimeout:       durationpb.New(time.Second),
+		EdsClusterConfig: &clusterv3.Cluster_EdsClusterConfig{ServiceName: name, EdsConfig: &corev3.ConfigSource{
+			ResourceApiVersion:    corev3.ApiVersion_V3,
+			ConfigSourceSpecifier: &corev3.ConfigSource_PathConfigSource{PathConfigSource: &corev3.PathConfigSource{Path: path}},
+		}},
+	}
+	if h2 {
+		opts, _ := anypb.New(&httpv3.HttpProtocolOptions{UpstreamProtocolOptions: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_{
+			ExplicitHttpConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig{
+				ProtocolConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions{Http2ProtocolOptions: &corev3.Http2ProtocolOptions{}},
+			},
+		}})
+		c.TypedExtensionProtocolOptions = map[string]*anypb.Any{"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": opts}
+	}
+	return c
 }
