@@ -1,7 +1,6 @@
 package main
 
 import (
-	"log/slog"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -73,24 +72,7 @@ cluster-templates:
 		t.Errorf("cluster %v: want tls's settings only, and --connect-timeout's default", c)
 	}
 
-	r := newReloader(cfg, tp.p, tp.api, tp.m, new(slog.LevelVar), slog.New(slog.DiscardHandler))
-	results := make(chan error, 10)
-	count := r.onResult
-	r.onResult = func(err error) { count(err); results <- err }
-	done := make(chan error, 1)
-	go func() { done <- r.Run(t.Context()) }()
-	t.Cleanup(func() { <-done })
-	waitResult := func(wantErr string) {
-		t.Helper()
-		select {
-		case err := <-results:
-			if (err == nil) != (wantErr == "") || (err != nil && !strings.Contains(err.Error(), wantErr)) {
-				t.Fatalf("reload result %v, want error containing %q", err, wantErr)
-			}
-		case <-time.After(30 * time.Second): // a failure guard, not a timing assertion
-			t.Fatal("no reload")
-		}
-	}
+	waitResult := runReloader(t, cfg, tp, nil)
 
 	// A template Envoy would refuse: the reload is refused.
 	cm.update(t, `cluster-templates: {tls: {connect_timeout: -1s}}`)

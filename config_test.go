@@ -165,10 +165,7 @@ func TestConfigReload(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(out, "default_web_http.json")); !os.IsNotExist(err) {
 		t.Fatalf("a Service port not in the list has a file: %v", err)
 	}
-	results := make(chan error, 10)
-	r := newReloader(cfg, tp.p, tp.api, tp.m, new(slog.LevelVar), slog.New(slog.DiscardHandler))
-	count := r.onResult
-	r.onResult = func(err error) { count(err); results <- err }
+	waitResult := runReloader(t, cfg, tp, nil)
 	checkReloads := func(success, failure, lastOK float64) {
 		t.Helper()
 		checkMetrics(t, "config reloads", tp.m, map[string]float64{
@@ -176,20 +173,6 @@ func TestConfigReload(t *testing.T) {
 			`edsync_config_reloads_total{result="failure"}`: failure,
 			`edsync_config_last_reload_successful`:          lastOK,
 		})
-	}
-	done := make(chan error, 1)
-	go func() { done <- r.Run(t.Context()) }()
-	t.Cleanup(func() { <-done })
-	waitResult := func(wantErr string) {
-		t.Helper()
-		select {
-		case err := <-results:
-			if (err == nil) != (wantErr == "") || (err != nil && !strings.Contains(err.Error(), wantErr)) {
-				t.Fatalf("reload result %v, want error containing %q", err, wantErr)
-			}
-		case <-time.After(30 * time.Second): // a failure guard, not a timing assertion
-			t.Fatal("no reload")
-		}
 	}
 
 	cm.update(t, "clusters: [{service: default/web, port: http, name: web-v2}]\n")
@@ -232,25 +215,10 @@ func TestConfigReloadOnSIGHUP(t *testing.T) {
 	tp := startPipeline(t, cfg)
 	tp.WaitCluster(t, "web")
 
-	results := make(chan error, 10)
-	r := newReloader(cfg, tp.p, tp.api, tp.m, new(slog.LevelVar), slog.New(slog.DiscardHandler))
-	count := r.onResult
-	r.onResult = func(err error) { count(err); results <- err }
 	hup := make(chan os.Signal, 1)
-	r.hup = hup
-	done := make(chan error, 1)
-	go func() { done <- r.Run(t.Context()) }()
-	t.Cleanup(func() { <-done })
-
+	waitResult := runReloader(t, cfg, tp, hup)
 	hup <- syscall.SIGHUP
-	select {
-	case err := <-results:
-		if err != nil {
-			t.Fatalf("reload on SIGHUP: %v", err)
-		}
-	case <-time.After(30 * time.Second): // a failure guard, not a timing assertion
-		t.Fatal("SIGHUP did not reload the config file")
-	}
+	waitResult("")
 	checkMetrics(t, "after SIGHUP", tp.m, map[string]float64{`edsync_config_reloads_total{result="success"}`: 1})
 	if f := tp.WaitCluster(t, "web"); !f.Reload || f.Written != 0 {
 		t.Errorf("flush after SIGHUP %+v: want a reload flush that rewrites nothing (the bytes are the same)", f)
@@ -277,5 +245,34 @@ func TestPruneAfterSetting(t *testing.T) {
 	}
 	if code, _, stderr := edsync(t, "--dry-run", "--prune-after", "-1m"); code != exitUsage || strings.Count(stderr, "\n") != 1 {
 		t.Errorf("--prune-after -1m: exit %d, stderr %q; want exit 2 and one line", code, stderr)
+	}
+}
+
+// runReloader runs the reloader of the test pipeline's config until the
+// test ends (hup, if not nil, stands for SIGHUP) and returns a function
+// that waits for its next result: success if wantErr is empty, else an
+// error containing it.
+func runReloader(t *testing.T, cfg *config, tp *testPipeline, hup chan os.Signal) (waitResult func(wantErr string)) {
+	t.Helper()
+	results := make(chan error, 10)
+	r := newReloader(cfg, tp.p, tp.api, tp.m, new(slog.LevelVar), slog.New(slog.DiscardHandler))
+	count := r.onResult
+	r.onResult = func(err error) { count(err); results <- err }
+	if hup != nil {
+		r.hup = hup
+	}
+	done := make(chan error, 1)
+	go func() { done <- r.Run(t.Context()) }()
+	t.Cleanup(func() { <-done })
+	return func(wantErr string) {
+		t.Helper()
+		select {
+		case err := <-results:
+			if (err == nil) != (wantErr == "") || (err != nil && !strings.Contains(err.Error(), wantErr)) {
+				t.Fatalf("reload result %v, want error containing %q", err, wantErr)
+			}
+		case <-time.After(30 * time.Second): // a failure guard, not a timing assertion
+			t.Fatal("no reload")
+		}
 	}
 }

@@ -19,14 +19,14 @@ import (
 	"github.com/edsync/edsync/internal/testutil"
 )
 
-// testCluster is an EDS cluster reading path; h2 adds HTTP/2 upstream
-// options (an Any inside the cluster, which the encoder must expand).
-func testCluster(t *testing.T, name, path string, h2 bool) *clusterv3.Cluster {
-	t.Helper()
+// testCluster is an EDS cluster reading path, as edsync makes them; h2
+// adds HTTP/2 upstream options (an Any inside the cluster, which the encoder
+// must expand).
+func testCluster(name, path string, h2 bool) *clusterv3.Cluster {
 	c := &clusterv3.Cluster{
 		Name:                 name,
 		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS},
-		ConnectTimeout:       durationpb.New(1e9),
+		ConnectTimeout:       durationpb.New(time.Second),
 		EdsClusterConfig: &clusterv3.Cluster_EdsClusterConfig{
 			ServiceName: name,
 			EdsConfig: &corev3.ConfigSource{
@@ -42,7 +42,7 @@ func testCluster(t *testing.T, name, path string, h2 bool) *clusterv3.Cluster {
 			},
 		}})
 		if err != nil {
-			t.Fatal(err)
+			panic(err)
 		}
 		c.TypedExtensionProtocolOptions = map[string]*anypb.Any{"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": opts}
 	}
@@ -62,8 +62,8 @@ func TestCDSFileParsesAsEnvoy(t *testing.T) {
 				t.Fatal(err)
 			}
 			want := []*clusterv3.Cluster{
-				testCluster(t, "default/api/grpc", filepath.Join(dir, "default_api_grpc.json"), true),
-				testCluster(t, "default/web/http 'quoted' \"name\" ünïcode", filepath.Join(dir, "web.json"), false),
+				testCluster("default/api/grpc", filepath.Join(dir, "default_api_grpc.json"), true),
+				testCluster("default/web/http 'quoted' \"name\" ünïcode", filepath.Join(dir, "web.json"), false),
 			}
 			if written, err := c.Write(want); err != nil || !written {
 				t.Fatalf("Write = %v, %v; want written", written, err)
@@ -106,7 +106,7 @@ func TestCDSFileParsesAsEnvoy(t *testing.T) {
 func TestCDSSkipsUnchanged(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "cds.json")
-	clusters := []*clusterv3.Cluster{testCluster(t, "a", filepath.Join(dir, "a.json"), false)}
+	clusters := []*clusterv3.Cluster{testCluster("a", filepath.Join(dir, "a.json"), false)}
 	write := func(c *CDS, want bool, step string) {
 		t.Helper()
 		written, err := c.Write(clusters)
@@ -154,7 +154,7 @@ func TestCDSRefusesWhatEnvoyRejects(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	good := testCluster(t, "a", filepath.Join(dir, "a.json"), false)
+	good := testCluster("a", filepath.Join(dir, "a.json"), false)
 	if _, err := c.Write([]*clusterv3.Cluster{good}); err != nil {
 		t.Fatal(err)
 	}
@@ -162,11 +162,11 @@ func TestCDSRefusesWhatEnvoyRejects(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	invalid := testCluster(t, "b", filepath.Join(dir, "b.json"), false)
+	invalid := testCluster("b", filepath.Join(dir, "b.json"), false)
 	invalid.ConnectTimeout = durationpb.New(-1)
 	for name, set := range map[string][]*clusterv3.Cluster{
 		"invalid cluster": {good, invalid},
-		"two of one name": {good, testCluster(t, "a", filepath.Join(dir, "other.json"), false)},
+		"two of one name": {good, testCluster("a", filepath.Join(dir, "other.json"), false)},
 	} {
 		written, err := c.Write(set)
 		if err == nil || written {
@@ -199,7 +199,7 @@ func TestCDSDryRun(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	clusters := []*clusterv3.Cluster{testCluster(t, "a", "/eds/a.json", false)}
+	clusters := []*clusterv3.Cluster{testCluster("a", "/eds/a.json", false)}
 	for i, want := range []bool{true, false} {
 		written, err := c.Write(clusters)
 		if err != nil || written != want {
@@ -233,7 +233,7 @@ func BenchmarkCDSWrite(b *testing.B) {
 			clusters := make([]*clusterv3.Cluster, 10_000)
 			for i := range clusters {
 				name := fmt.Sprintf("bench/svc-%05d/http", i)
-				clusters[i] = render10k(name, filepath.Join(dir, name+".json"), i%10 == 0)
+				clusters[i] = testCluster(name, filepath.Join(dir, name+".json"), i%10 == 0) // a tenth with HTTP/2
 			}
 			c, err := NewCDS(CDSOptions{Path: filepath.Join(dir, "cds+clusters"+ext)})
 			if err != nil {
@@ -249,27 +249,4 @@ func BenchmarkCDSWrite(b *testing.B) {
 			}
 		})
 	}
-}
-
-// render10k is the benchmark's cluster: as edsync makes them, a tenth with
-// HTTP/2.
-func render10k(name, path string, h2 bool) *clusterv3.Cluster {
-	c := &clusterv3.Cluster{
-		Name:                 name,
-		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS},
-		ConnectTimeout:       durationpb.New(time.Second),
-		EdsClusterConfig: &clusterv3.Cluster_EdsClusterConfig{ServiceName: name, EdsConfig: &corev3.ConfigSource{
-			ResourceApiVersion:    corev3.ApiVersion_V3,
-			ConfigSourceSpecifier: &corev3.ConfigSource_PathConfigSource{PathConfigSource: &corev3.PathConfigSource{Path: path}},
-		}},
-	}
-	if h2 {
-		opts, _ := anypb.New(&httpv3.HttpProtocolOptions{UpstreamProtocolOptions: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_{
-			ExplicitHttpConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig{
-				ProtocolConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions{Http2ProtocolOptions: &corev3.Http2ProtocolOptions{}},
-			},
-		}})
-		c.TypedExtensionProtocolOptions = map[string]*anypb.Any{"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": opts}
-	}
-	return c
 }
