@@ -113,6 +113,9 @@ func checkCDSFile(cfg *config, run bool) error {
 	if !filepath.IsAbs(cfg.outputDir) {
 		return usagef("--cds-file: --output-dir must be an absolute path: the clusters in the CDS file name their EDS files by it")
 	}
+	if !filepath.IsAbs(cfg.cdsFile) {
+		return usagef("--cds-file must be an absolute path, as Envoy's bootstrap names it")
+	}
 	base := filepath.Base(cfg.cdsFile)
 	inOutput := filepath.Clean(filepath.Dir(cfg.cdsFile)) == filepath.Clean(cfg.outputDir)
 	if inOutput {

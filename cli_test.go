@@ -82,6 +82,7 @@ current-context: x
 		// name no cluster's file can take.
 		{"CDS file without a known extension", []string{"--dry-run", "--output-dir", dir, "--cds-file", filepath.Join(dir, "cds.txt")}, nil, `want .json, .yaml, .yml or .pb, not ".txt"`},
 		{"CDS file with a relative output folder", []string{"--dry-run", "--output-dir", "out", "--cds-file", filepath.Join(dir, "cds.json")}, nil, "--output-dir must be an absolute path"},
+		{"relative CDS file", []string{"--dry-run", "--output-dir", dir, "--cds-file", "cds+clusters.json"}, nil, "--cds-file must be an absolute path"},
 		{"CDS file named like a cluster's", []string{"--dry-run", "--output-dir", dir, "--cds-file", filepath.Join(dir, "cds.json")}, nil, `that is the file of a cluster named "cds"`},
 		{"CDS file in a missing folder", []string{"--output-dir", dir, "--cds-file", filepath.Join(dir, "missing", "cds.json")}, nil, "--cds-file " + filepath.Join(dir, "missing", "cds.json") + ": its folder"},
 		{"CDS file is a folder", []string{"--output-dir", dir, "--cds-file", filepath.Join(dir, "cds+x.json")}, nil, "is a folder, not a file"},

@@ -2,6 +2,8 @@ package pipeline
 
 import (
 	"context"
+	"fmt"
+	"os"
 	"maps"
 	"slices"
 	"time"
@@ -99,8 +101,18 @@ func (p *Pipeline) cdsHold(batch []writer.Cluster) []writer.Cluster {
 		return batch
 	}
 	now := p.now()
+	// Only a name's last entry counts, as for the files: a cluster name
+	// one Service gave up and another took in the same flush is in the
+	// batch twice, released first, then live.
+	last := make(map[string]int, len(batch))
+	for i, c := range batch {
+		last[c.Name] = i
+	}
 	out := batch[:0]
-	for _, c := range batch {
+	for i, c := range batch {
+		if last[c.Name] != i {
+			continue
+		}
 		if !c.Release {
 			delete(s.held, c.Name)
 			out = append(out, c)
@@ -167,21 +179,18 @@ func (p *Pipeline) writeCDS(ctx context.Context) error {
 			want[name] = up
 		}
 	}
-	names := slices.Sorted(maps.Keys(want))
-	clusters := make([]*clusterv3.Cluster, 0, len(names))
-	for _, name := range names {
-		path, err := p.writer.Path(name)
+	opts := p.renderer.ClusterOptions()
+	clusters := make([]*clusterv3.Cluster, 0, len(want))
+	for _, name := range slices.Sorted(maps.Keys(want)) {
+		c, err := p.cdsCluster(name, want[name], opts)
 		if err != nil {
 			p.log.Error("cluster left out of the CDS file", "cluster", name, "error", err)
-			continue
-		}
-		c, err := render.EDSCluster(name, path, want[name], p.renderer.ClusterOptions())
-		if err != nil {
-			p.log.Error("cluster left out of the CDS file", "cluster", name, "error", err)
+			delete(want, name)
 			continue
 		}
 		clusters = append(clusters, c)
 	}
+	names := slices.Sorted(maps.Keys(want))
 	written, err := s.w.Write(clusters)
 	now := p.now()
 	report := Report{CDS: true, CDSClusters: names}
@@ -263,4 +272,27 @@ func (p *Pipeline) writeCDS(ctx context.Context) error {
 		report.Clusters = append(report.Clusters, c.Name)
 	}
 	return nil
+}
+
+// cdsCluster is the CDS entry of a cluster, if its EDS file is there: Envoy
+// refuses a cluster whose path does not exist (and with it the whole
+// file), and a file can be lost behind our back and not yet written again.
+// A template a reload removed gives way to the default one: the cluster
+// (a declared one whose Service went, say) must stay in the file.
+func (p *Pipeline) cdsCluster(name string, up render.Upstream, opts render.ClusterOptions) (*clusterv3.Cluster, error) {
+	path, err := p.writer.Path(name)
+	if err != nil {
+		return nil, err
+	}
+	if !p.dryRun {
+		if _, err := os.Stat(path); err != nil {
+			delete(p.cds.onDisk, name)
+			return nil, fmt.Errorf("its EDS file: %w", err)
+		}
+	}
+	if up.Template != "" && opts.Templates[up.Template] == nil {
+		p.log.Warn("cluster template gone; the cluster takes the default one", "cluster", name, "template", up.Template)
+		up.Template = ""
+	}
+	return render.EDSCluster(name, path, up, opts)
 }

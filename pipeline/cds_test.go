@@ -3,6 +3,7 @@ package pipeline
 import (
 	"context"
 	"errors"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -13,6 +14,7 @@ import (
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 
 	"github.com/edsync/edsync/internal/testutil"
+	"github.com/edsync/edsync/render"
 	"github.com/edsync/edsync/writer"
 )
 
@@ -330,3 +332,143 @@ func TestCDSDeclaredClusterOutlivesItsService(t *testing.T) {
 }
 
 func ptrTo[T any](v T) *T { return &v }
+
+// A cluster name one Service gives up and another takes in the same flush
+// (a name template that drops the Service) stays in the CDS file: only the
+// name's last entry in the batch counts, as for the files.
+func TestCDSNameHandedOverInOneFlush(t *testing.T) {
+	dir := t.TempDir()
+	now := time.Unix(1_700_000_000, 0)
+	cds := newCheckedCDS(t, dir)
+	ren, err := render.New(render.Options{ClusterNameTemplate: "{{.Port}}"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, store := newTestPipeline(t, dir, Options{Clock: func() time.Time { return now }, Renderer: ren, CDS: cds, CDSDebounce: time.Second})
+	store.Upsert("bench/a-1", benchSlice("a", "a-1", 0, 1))
+	p.initialFlush(t.Context())
+	if err := p.writeCDS(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	store.Delete("bench/a-1")
+	store.Upsert("bench/b-1", benchSlice("b", "b-1", 10, 1))
+	for range 2 { // b may be handed the name back for the next flush
+		cdsStep(t.Context(), p, now)
+	}
+	now = now.Add(time.Second)
+	cdsStep(t.Context(), p, now)
+	got, _ := testutil.ReadCDSAsEnvoy(t, cds.w.Path())
+	if got["http"] == nil {
+		t.Errorf("the CDS file lost cluster http, which b publishes now: %v", got)
+	}
+	if a := testutil.Addresses(testutil.ReadAsEnvoy(t, filepath.Join(dir, "http.json"))); len(a) != 1 || !strings.HasPrefix(a[0], benchAddr(10)+":") {
+		t.Errorf("http's file: %v, want b's endpoint", a)
+	}
+}
+
+// A cluster whose EDS write failed and that a reload renames away must
+// not stay in cdsState, nor enter the CDS file when the writer's retry
+// later succeeds.
+func TestCDSReloadForgetsAFailedCluster(t *testing.T) {
+	dir := t.TempDir()
+	now := time.Unix(1_700_000_000, 0)
+	cds := newCheckedCDS(t, dir)
+	p, store := newTestPipeline(t, dir, Options{Clock: func() time.Time { return now }, CDS: cds, CDSDebounce: time.Second})
+	ctx := t.Context()
+	old := filepath.Join(dir, fileName(t, "bench/web/http"))
+	if err := os.Mkdir(old, 0o755); err != nil { // the write fails
+		t.Fatal(err)
+	}
+	store.Upsert("bench/web-1", benchSlice("web", "web-1", 0, 1))
+	p.initialFlush(ctx)
+	p.writeCDS(ctx)
+	ren, err := render.New(render.Options{ClusterNameTemplate: `{{.Namespace}}/renamed-{{.Service}}{{with .Port}}/{{.}}{{end}}`})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Reconfigure(Live{Renderer: ren})
+	p.install()
+	p.initialFlush(ctx)
+	p.writeCDS(ctx)
+	if _, ok := p.cds.up["bench/web/http"]; ok {
+		t.Errorf("cdsState.up still holds the renamed-away cluster: %v", p.cds.up)
+	}
+	os.Remove(old)
+	p.retry(ctx)
+	now = now.Add(2 * time.Second)
+	p.writeCDS(ctx)
+	got, _ := testutil.ReadCDSAsEnvoy(t, cds.w.Path())
+	if got["bench/web/http"] != nil {
+		t.Errorf("the CDS file names bench/web/http, which no Service publishes since the reload: %v", slices.Sorted(maps.Keys(got)))
+	}
+}
+
+// A declared cluster whose Service went keeps its old entry; a reload that
+// drops the template it used must not take it out of the CDS file.
+func TestCDSDeclaredClusterOutlivesItsTemplate(t *testing.T) {
+	dir := t.TempDir()
+	now := time.Unix(1_700_000_000, 0)
+	cds := newCheckedCDS(t, dir)
+	ren, err := render.New(render.Options{Cluster: render.ClusterOptions{Templates: map[string]*clusterv3.Cluster{"tls": {}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := render.ServiceKey{Namespace: "bench", Name: "grpc"}
+	ren.SetService(key, &render.ServiceInfo{Annotations: map[string]string{render.AnnotationClusterTemplate: "tls"}})
+	declared := []string{"bench/grpc/http"}
+	p, store := newTestPipeline(t, dir, Options{Clock: func() time.Time { return now }, Renderer: ren, Declared: declared, CDS: cds, CDSDebounce: time.Second})
+	ctx := t.Context()
+	store.Upsert("bench/grpc-1", benchSlice("grpc", "grpc-1", 0, 1))
+	p.initialFlush(ctx)
+	p.writeCDS(ctx)
+	store.Delete("bench/grpc-1")
+	cdsStep(ctx, p, now)
+	now = now.Add(2 * time.Second)
+	cdsStep(ctx, p, now)
+	ren2, err := render.New(render.Options{}) // the config no longer has "tls"
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Reconfigure(Live{Renderer: ren2, Declared: declared})
+	p.install()
+	p.initialFlush(ctx)
+	p.writeCDS(ctx)
+	got, _ := testutil.ReadCDSAsEnvoy(t, cds.w.Path())
+	if got["bench/grpc/http"] == nil {
+		t.Errorf("declared cluster left the CDS file; file has %v, cdsState.named %v", slices.Sorted(maps.Keys(got)), p.cds.named)
+	}
+}
+
+// A cluster whose EDS file is lost before the debounced CDS write (and not
+// yet written again) stays out of it: Envoy would refuse the whole file.
+func TestCDSLeavesOutAClusterWithoutItsFile(t *testing.T) {
+	dir := t.TempDir()
+	now := time.Unix(1_700_000_000, 0)
+	cds := newCheckedCDS(t, dir)
+	p, store := newTestPipeline(t, dir, Options{Clock: func() time.Time { return now }, CDS: cds, CDSDebounce: time.Second})
+	ctx := t.Context()
+	p.initialFlush(ctx)
+	if err := p.writeCDS(ctx); err != nil {
+		t.Fatal(err)
+	}
+	store.Upsert("bench/web-1", benchSlice("web", "web-1", 0, 1))
+	cdsStep(ctx, p, now) // the EDS file is written; the CDS file waits
+	if err := os.Remove(filepath.Join(dir, fileName(t, "bench/web/http"))); err != nil {
+		t.Fatal(err)
+	}
+	now = now.Add(time.Second)
+	cdsStep(ctx, p, now) // checkedCDS fails if the file names the cluster
+	if got, _ := testutil.ReadCDSAsEnvoy(t, cds.w.Path()); got["bench/web/http"] != nil {
+		t.Error("the CDS file names a cluster whose EDS file is gone")
+	}
+	// Written again (a change, or the folder watch), it comes in.
+	next := benchSlice("web", "web-1", 5, 1)
+	next.ResourceVersion = "2"
+	store.Upsert("bench/web-1", next)
+	cdsStep(ctx, p, now)
+	now = now.Add(time.Second)
+	cdsStep(ctx, p, now)
+	if got, _ := testutil.ReadCDSAsEnvoy(t, cds.w.Path()); got["bench/web/http"] == nil {
+		t.Error("the cluster did not come back once its file was written again")
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -81,6 +82,19 @@ func (p *Pipeline) flush(ctx context.Context, keys []render.ServiceKey, initial 
 		for _, name := range p.writer.Known() {
 			if !names[name] && p.writer.Owns(name) {
 				p.log.Info("cluster no longer published; clearing its endpoints", "cluster", name)
+				batch = append(batch, p.goneCluster(name))
+				names[name] = true
+			}
+		}
+		// After a reload: a cluster whose write failed has no file the
+		// writer knows, but a retry would write its old content; and one
+		// the CDS file is to hold must leave it.
+		stale := p.writer.PendingClusters()
+		if p.cds != nil {
+			stale = append(stale, slices.Sorted(maps.Keys(p.cds.up))...)
+		}
+		for _, name := range stale {
+			if !names[name] {
 				batch = append(batch, p.goneCluster(name))
 				names[name] = true
 			}
@@ -205,10 +219,11 @@ func (p *Pipeline) checkReady(res writer.Result) {
 		p.health.setNotReady(why)
 		return
 	}
-	if p.cds != nil && !p.cds.namedKnown {
-		// Envoy refuses a bootstrap whose CDS path does not exist: ready
-		// only once the CDS file is written (writeCDS checks again).
-		p.health.setNotReady("the CDS file is not written yet")
+	if p.cds != nil && (!p.cds.namedKnown || !p.cds.first.IsZero()) {
+		// Envoy refuses a bootstrap whose CDS path does not exist, and
+		// the first flush's clusters (retried ones included) belong in
+		// it: ready once it holds them (writeCDS checks again).
+		p.health.setNotReady("the CDS file does not hold every cluster of the first flush yet")
 		return
 	}
 	p.ready = true

@@ -136,12 +136,16 @@ func ParseClusterTemplate(js []byte) (*clusterv3.Cluster, error) {
 	if len(owned) > 0 {
 		return nil, fmt.Errorf("sets %s, which edsync sets for each cluster", strings.Join(owned, ", "))
 	}
-	c, err := EDSCluster("template/check", "/template/check.json", Upstream{}, ClusterOptions{Default: &t})
-	if err != nil {
-		return nil, err
-	}
-	if err := c.ValidateAll(); err != nil {
-		return nil, err
+	// Checked as the clusters will be made from it, HTTP/2 (which reads
+	// the template's HTTP options) included.
+	for _, up := range []Upstream{{}, {AppProtocol: "grpc"}} {
+		c, err := EDSCluster("template/check", "/template/check.json", up, ClusterOptions{Default: &t})
+		if err != nil {
+			return nil, err
+		}
+		if err := c.ValidateAll(); err != nil {
+			return nil, err
+		}
 	}
 	return &t, nil
 }

@@ -121,6 +121,9 @@ typed_extension_protocol_options:
 		"load_assignment: {cluster_name: x}":    "sets load_assignment",
 		"connect_timeout: -1s":                  "ConnectTimeout",
 		"no_such_field: 1":                      "no_such_field",
+		// The HTTP options' key holding another type breaks every HTTP/2 cluster.
+		"typed_extension_protocol_options: {envoy.extensions.upstreams.http.v3.HttpProtocolOptions: " +
+			"{\"@type\": type.googleapis.com/envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer}}": "HttpProtocolOptions",
 		"transport_socket: {name: t, typed_config: {\"@type\": type.googleapis.com/not.a.Type}}": "not.a.Type",
 	} {
 		js, err := yaml.YAMLToJSON([]byte(y))

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -201,6 +202,13 @@ func (w *Writer) IsPending(cluster string) bool {
 	defer w.mu.Unlock()
 	_, ok := w.pending[cluster]
 	return ok
+}
+
+// PendingClusters returns, sorted, the clusters whose last write failed.
+func (w *Writer) PendingClusters() []string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return slices.Sorted(maps.Keys(w.pending))
 }
 
 // job is one file to write.
