@@ -3,8 +3,8 @@ package pipeline
 import (
 	"context"
 	"fmt"
-	"os"
 	"maps"
+	"os"
 	"slices"
 	"time"
 
