@@ -2,6 +2,8 @@ package render
 
 import (
 	"cmp"
+	"fmt"
+	"net/netip"
 	"slices"
 	"unique"
 
@@ -16,6 +18,10 @@ type hostWalk struct {
 	sel   *Selection
 	pairs *pairing // nil: every entry is a host of its own
 	last  *entry   // the (primary) entry of the host published last
+	// conflicts describes the ip:ports two sources published, the
+	// preferred source's copy kept (only when conflicts is wanted).
+	conflicts    *[]string
+	lastConflict *entry
 }
 
 // next reports whether e publishes a host, with the host's health and, for
@@ -37,7 +43,15 @@ func (w *hostWalk) next(e *entry) (g *podGroup, sec *entry, h health, ok bool) {
 			h = min(h, sec.m.health)
 		}
 	}
-	if !w.sel.keeps(e, h) || (w.last != nil && w.last.addr == e.addr && w.last.port() == e.port()) {
+	if !w.sel.keeps(e, h) {
+		return nil, nil, 0, false
+	}
+	if w.last != nil && w.last.addr == e.addr && w.last.port() == e.port() {
+		if w.conflicts != nil && w.last.src.source != e.src.source && w.lastConflict != w.last {
+			w.lastConflict = w.last
+			*w.conflicts = append(*w.conflicts, fmt.Sprintf("%s published by sources %s and %s; %s's kept",
+				netip.AddrPortFrom(e.addr, uint16(e.port())), w.last.src.source.name, e.src.source.name, w.last.src.source.name))
+		}
 		return nil, nil, 0, false
 	}
 	w.last = e
@@ -56,7 +70,7 @@ type slot struct {
 // sorted by their primary address), grouped by priority level and locality,
 // each group weighted by its endpoint count; groups sorted by priority then
 // locality, endpoints by ip then port.
-func assemble(name string, merged []*entry, sel *Selection, pairs *pairing, pl *placement, scratch *[]slot) *endpointv3.ClusterLoadAssignment {
+func assemble(name string, merged []*entry, sel *Selection, pairs *pairing, pl *placement, scratch *[]slot) (cla *endpointv3.ClusterLoadAssignment, conflicts []string) {
 	// Two passes: place each entry and count each group's endpoints, then
 	// fill one backing array cut per group, so a big Service costs one
 	// allocation, not a growing slice per group. The first pass notes each
@@ -66,7 +80,8 @@ func assemble(name string, merged []*entry, sel *Selection, pairs *pairing, pl *
 	type bucket struct {
 		level int
 		loc   localityKey
-		n     int
+		n     int // endpoints
+		w     int // weight: endpoints, times their source's weight
 		lbs   []*endpointv3.LbEndpoint
 	}
 	var buckets []*bucket // few groups: a linear search beats a map
@@ -89,9 +104,13 @@ func assemble(name string, merged []*entry, sel *Selection, pairs *pairing, pl *
 	hinted := pl.mode == TopologyHints && pl.hinted(merged, sel, pairs)
 	group := (*scratch)[:0]
 	w := hostWalk{sel: sel, pairs: pairs}
+	if pl.sources {
+		w.conflicts = &conflicts
+	}
 	var (
 		loc      localityKey
 		lastNode unique.Handle[string]
+		lastSrc  *sourcePlace
 		placed   bool
 	)
 	cur := int32(-1)
@@ -105,18 +124,23 @@ func assemble(name string, merged []*entry, sel *Selection, pairs *pairing, pl *
 		if g != nil {
 			lb = g.merged(e, sec)
 		}
-		level := 0
+		src := e.src.source
+		level := src.Priority * levelsPerSource
 		if pl.mode != TopologyOff {
-			level = pl.level(e, hinted)
+			level += pl.level(e, hinted)
 		}
 		// Pod IPs come from per-Node ranges, so in IP order an entry is
 		// mostly on the Node of the one before: its locality then needs
 		// no lookup.
-		if !placed || e.node != lastNode || e.zone != loc.zone {
-			loc, lastNode, placed = pl.locality(e), e.node, true
+		if !placed || e.node != lastNode || e.zone != loc.zone || src != lastSrc {
+			loc, lastNode, lastSrc, placed = pl.locality(e), e.node, src, true
+			if src.Region != "" {
+				loc.region = src.Region
+			}
 		}
 		cur = find(cur, level, &loc)
 		buckets[cur].n++
+		buckets[cur].w += src.weight()
 		group = append(group, slot{lb: lb, group: cur})
 	}
 	*scratch = group
@@ -141,7 +165,7 @@ func assemble(name string, merged []*entry, sel *Selection, pairs *pairing, pl *
 	}
 	clear(group) // keeps no message alive until the next call
 
-	cla := &endpointv3.ClusterLoadAssignment{ClusterName: name}
+	cla = &endpointv3.ClusterLoadAssignment{ClusterName: name}
 	if pl.overprovisioning > 0 {
 		cla.Policy = &endpointv3.ClusterLoadAssignment_Policy{OverprovisioningFactor: wrapperspb.UInt32(pl.overprovisioning)}
 	}
@@ -156,12 +180,12 @@ func assemble(name string, merged []*entry, sel *Selection, pairs *pairing, pl *
 		lle := &endpointv3.LocalityLbEndpoints{
 			LbEndpoints:         b.lbs,
 			Priority:            priority,
-			LoadBalancingWeight: wrapperspb.UInt32(uint32(b.n)),
+			LoadBalancingWeight: wrapperspb.UInt32(uint32(b.w)),
 		}
 		if b.loc != (localityKey{}) {
 			lle.Locality = &corev3.Locality{Region: b.loc.region, Zone: b.loc.zone, SubZone: b.loc.subZone}
 		}
 		cla.Endpoints = append(cla.Endpoints, lle)
 	}
-	return cla
+	return cla, conflicts
 }

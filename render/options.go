@@ -142,6 +142,11 @@ type Options struct {
 	LocalZone, LocalNode string
 	// Region is the region of every locality whose Node gives none.
 	Region string
+	// Sources places the endpoints of the slices labelled LabelSource by
+	// source name; empty for one source (every endpoint at the topology's
+	// levels, as without sources).
+	Sources map[string]Source
+	sources map[string]*sourcePlace // Sources, indexed by New
 	// EndpointMetadata adds each endpoint's pod, namespace, node and zone
 	// to its metadata under filter_metadata[MetadataKey].
 	EndpointMetadata bool

@@ -150,6 +150,17 @@ func compareEntries(a, b *entry) int {
 	if c := a.addr.Compare(b.addr); c != 0 {
 		return c
 	}
+	// Entries of one slice share their source: only copies of an ip:port
+	// from two sources are ordered by source, the preferred first, so that
+	// the walk keeps its copy (see hostWalk).
+	if a.src != b.src && a.src != nil && b.src != nil && a.src.source != b.src.source {
+		if c := cmp.Compare(a.port(), b.port()); c != 0 {
+			return c
+		}
+		if c := compareSources(a.src.source, b.src.source); c != 0 {
+			return c
+		}
+	}
 	k := endpointKey{addr: b.addr, port: b.m.port.PortValue, health: b.m.health, zone: b.zone, hostname: b.m.ep.Hostname}
 	if b.m.extra != nil {
 		k.extra = *b.m.extra
@@ -167,9 +178,10 @@ type preparedPort struct {
 
 // preparedSlice is what render keeps of one slice version.
 type preparedSlice struct {
-	ports []preparedPort // sorted by name
-	skips []Skip
-	v6    bool // an IPv6 slice; else IPv4 (or no entries)
+	ports  []preparedPort // sorted by name
+	source *sourcePlace   // where its endpoints go (LabelSource)
+	skips  []Skip
+	v6     bool // an IPv6 slice; else IPv4 (or no entries)
 	// gone is set when a newer version of the slice, or its deletion, has
 	// replaced it; its entries are then dropped from the merged lists.
 	gone bool
@@ -189,7 +201,7 @@ type preparedSlice struct {
 // which of them a cluster publishes is its Selection's choice, made in
 // assemble.
 func prepare(s *discoveryv1.EndpointSlice, opts *Options, set *serviceSettings, prev *preparedSlice) *preparedSlice {
-	p := &preparedSlice{}
+	p := &preparedSlice{source: opts.sourceOf(s.Labels)}
 	id := s.Namespace + "/" + s.Name
 	skip := func(reason, format string, args ...any) {
 		p.skips = append(p.skips, Skip{Reason: reason, Object: id, Detail: fmt.Sprintf(format, args...)})

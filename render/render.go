@@ -117,6 +117,9 @@ func New(opts Options) (*Renderer, error) {
 		owners:         make(map[string]ServiceKey),
 		blocked:        make(map[string]map[ServiceKey]bool),
 	}
+	if err := r.opts.checkSources(); err != nil {
+		return nil, err
+	}
 	if len(opts.Clusters) == 0 {
 		return r, nil
 	}
@@ -227,7 +230,10 @@ func (r *Renderer) Service(key ServiceKey, current []*discoveryv1.EndpointSlice)
 		r.owners[name] = key
 		published = append(published, name)
 		ps := st.port(port)
-		cla := assemble(name, ps.merged, &sel, ps.pairsFor(&sel), r.placement(set), &r.scratch)
+		cla, conflicts := assemble(name, ps.merged, &sel, ps.pairsFor(&sel), r.placement(set), &r.scratch)
+		for _, c := range conflicts {
+			skips = append(skips, Skip{Reason: ReasonAddressConflict, Object: name, Detail: c})
+		}
 		if err := validate(cla); err != nil {
 			skips = append(skips, Skip{Reason: ReasonInvalidCLA, Object: name, Detail: err.Error()})
 			continue

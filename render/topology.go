@@ -104,11 +104,12 @@ type placement struct {
 	nodes                map[unique.Handle[string]]NodeTopology
 	region               string
 	overprovisioning     uint32 // 0: Envoy's default
+	sources              bool   // several sources: report their conflicts
 }
 
 func (r *Renderer) placement(set *serviceSettings) *placement {
 	pl := &placement{mode: r.opts.Topology, localZone: r.opts.LocalZone, localNode: r.opts.LocalNode,
-		nodes: r.nodes, region: r.opts.Region}
+		nodes: r.nodes, region: r.opts.Region, sources: len(r.opts.Sources) > 0}
 	if set != nil {
 		if set.hasTopology {
 			pl.mode = set.topology
