@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -41,8 +42,13 @@ type KubeOptions struct {
 	// `kubernetes.io/service-name in (...)`, so the API server sends only
 	// their slices. With Namespaces also set, every Service must be in one.
 	Services []render.ServiceKey
-	Store    *Store
-	Logger   *slog.Logger
+	// Source names the source (Kubernetes cluster) when there are several:
+	// each slice is labelled render.LabelSource with it, and its Store id
+	// is prefixed with it, so that two clusters' slices of one name do not
+	// meet. Empty for one source.
+	Source string
+	Store  *Store
+	Logger *slog.Logger
 }
 
 // Kube is the Source that watches discovery.k8s.io/v1 EndpointSlices with
@@ -52,6 +58,7 @@ type Kube struct {
 	api        API
 	namespaces []string
 	selector   string
+	source     string
 	store      *Store
 	// filter is what the handlers keep; SetServices replaces it.
 	filter  atomic.Pointer[filter]
@@ -93,8 +100,12 @@ func NewKube(o KubeOptions) (*Kube, error) {
 		api:        o.API,
 		namespaces: o.Namespaces,
 		selector:   o.Selector,
+		source:     o.Source,
 		store:      o.Store,
 		log:        log.With("component", "watch.kube"),
+	}
+	if o.Source != "" {
+		k.log = k.log.With("source", o.Source)
 	}
 	k.filter.Store(f)
 	var list []*kubeScope
@@ -114,7 +125,7 @@ func (k *Kube) newScope(sc scope) (*kubeScope, error) {
 	ks := &kubeScope{scope: sc, health: newAPIHealth(log, "EndpointSlices", "endpointslices.discovery.k8s.io")}
 	api := k.api.EndpointSlices(sc.namespace)
 	lw := observedListWatch(ks.health, func(o *metav1.ListOptions) { o.LabelSelector = sc.selector }, api)
-	inf, err := newInformer(k.api, lw, &discoveryv1.EndpointSlice{}, transform, ks.health, cache.ResourceEventHandlerFuncs{
+	inf, err := newInformer(k.api, lw, &discoveryv1.EndpointSlice{}, k.transform, ks.health, cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(obj any) { k.onAdd(ks, obj) },
 		UpdateFunc: func(oldObj, newObj any) { k.onUpdate(ks, oldObj, newObj) },
 		DeleteFunc: func(obj any) { k.onDelete(ks, obj) },
@@ -330,13 +341,16 @@ func (k *Kube) SetServices(ctx context.Context, services []render.ServiceKey) er
 			addedNS[ks.namespace] = true
 			for _, obj := range ks.informer.informer.GetStore().List() {
 				if sl, ok := obj.(*discoveryv1.EndpointSlice); ok && f.match(sl) {
-					id := sl.Namespace + "/" + sl.Name
+					id := k.id(sl.Namespace + "/" + sl.Name)
 					listed[id] = true
 					k.store.Upsert(id, sl)
 				}
 			}
 		}
 		k.store.Retain(func(sl *discoveryv1.EndpointSlice) bool {
+			if k.source != "" && sl.Labels[render.LabelSource] != k.source {
+				return true // another source's
+			}
 			if !f.match(sl) {
 				return false
 			}
@@ -344,7 +358,7 @@ func (k *Kube) SetServices(ctx context.Context, services []render.ServiceKey) er
 			// gone (or was never its): a replaced scope may have missed
 			// the delete. "" serves every namespace.
 			if addedNS[sl.Namespace] || addedNS[""] {
-				return listed[sl.Namespace+"/"+sl.Name]
+				return listed[k.id(sl.Namespace+"/"+sl.Name)]
 			}
 			return true
 		})
@@ -401,12 +415,12 @@ func (k *Kube) onDelete(ks *kubeScope, obj any) {
 		return
 	}
 	if !ks.informer.stale(id, nil) {
-		k.store.Delete(id)
+		k.store.Delete(k.id(id))
 	}
 }
 
 func (k *Kube) put(sl *discoveryv1.EndpointSlice) {
-	id := sl.Namespace + "/" + sl.Name
+	id := k.id(sl.Namespace + "/" + sl.Name)
 	if !k.filter.Load().match(sl) {
 		// The API server applies the same filter; an object that no
 		// longer matches (a label change seen by a watch that does not
@@ -421,12 +435,31 @@ func (k *Kube) put(sl *discoveryv1.EndpointSlice) {
 }
 
 // transform is the informer's transform: it slims EndpointSlices before
-// they enter the informer's cache, so only the slim copy stays in memory.
-func transform(obj any) (any, error) {
-	if sl, ok := obj.(*discoveryv1.EndpointSlice); ok {
-		return Slim(sl), nil
+// they enter the informer's cache, so only the slim copy stays in memory,
+// and labels them with the source, if named.
+func (k *Kube) transform(obj any) (any, error) {
+	sl, ok := obj.(*discoveryv1.EndpointSlice)
+	if !ok {
+		return obj, nil
 	}
-	return obj, nil
+	out := Slim(sl)
+	if k.source != "" {
+		// Slim's label map may be shared (interned): a copy.
+		labels := make(map[string]string, len(out.Labels)+1)
+		maps.Copy(labels, out.Labels)
+		labels[render.LabelSource] = k.source
+		out.Labels = labels
+	}
+	return out, nil
+}
+
+// id is the Store's id of the slice namespace/name: prefixed with the
+// source, if named.
+func (k *Kube) id(nsName string) string {
+	if k.source == "" {
+		return nsName
+	}
+	return k.source + "/" + nsName
 }
 
 // apiHealth makes failures to reach the API server visible: client-go's

@@ -26,7 +26,7 @@ var (
 		watch.ReasonInvalidManifest, watch.ReasonNoServiceLabel, watch.ReasonOtherKind,
 		render.ReasonFQDN, render.ReasonAddressType, render.ReasonNoAddress, render.ReasonInvalidAddress,
 		render.ReasonInvalidPort, render.ReasonInvalidEndpoint, render.ReasonNameConflict, render.ReasonInvalidCLA,
-		render.ReasonInvalidAnnotation, render.ReasonNoServicePort,
+		render.ReasonInvalidAnnotation, render.ReasonNoServicePort, render.ReasonAddressConflict,
 	}
 )
 
