@@ -155,6 +155,9 @@ type pipelineDeps struct {
 	metrics pipeline.Metrics      // nil: none
 	onFlush func(pipeline.Report) // a hook for envoy-config and tests
 	client  watch.API             // nil: made from the config
+	// clients are the API clients of the config's named sources (tests);
+	// a source missing here gets one made from the config.
+	clients map[string]watch.API
 }
 
 // newPipeline makes the pipeline and its stages from the config. api is
@@ -186,7 +189,11 @@ func newPipeline(cfg *config, log *slog.Logger, deps pipelineDeps) (p *pipeline.
 	p, err = pipeline.New(pipeline.Options{
 		Logger: log.With("component", "pipeline"),
 		NewSource: func(s *watch.Store, o *watch.Objects) (src watch.Source, err error) {
-			src, api, err = newSource(cfg, deps.client, s, o, log)
+			clients := deps.clients
+			if deps.client != nil {
+				clients = map[string]watch.API{"": deps.client}
+			}
+			src, api, err = newSource(cfg, clients, s, o, log)
 			return src, err
 		},
 		WatchObjects: cfg.watchServices || cfg.nodes.All || cfg.nodes.Name != "",

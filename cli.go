@@ -159,6 +159,11 @@ type config struct {
 	cdsFile     string
 	cdsDebounce time.Duration
 
+	// sources are the Kubernetes clusters of the config file's sources
+	// list (their places in render.Sources); nil: one source, from the
+	// flags.
+	sources []sourceConfig
+
 	// Topology sources. The local zone and node are also in render
 	// (LocalZone is --local-zone's there; the pipeline sets the Node's).
 	nodes         watch.NodeOptions
@@ -219,6 +224,9 @@ func configWith(c *cli.Context, fc *fileConfig, run bool) (*config, error) {
 	}
 	cfg.configFile, cfg.file = c.String("config"), fc
 	cfg.reread = func(fc *fileConfig) (*config, error) { return configWith(c, fc, run) }
+	if err := fc.readSources(cfg); err != nil {
+		return nil, usageError{err}
+	}
 	if err := fc.clusterTemplates(&cfg.render.Cluster); err != nil {
 		return nil, usageError{err}
 	}

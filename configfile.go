@@ -11,6 +11,8 @@ import (
 	"time"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/urfave/cli/v2"
 	"sigs.k8s.io/yaml"
@@ -29,6 +31,25 @@ type fileConfig struct {
 	// default one and the named ones.
 	template  json.RawMessage
 	templates map[string]json.RawMessage
+	sources   []sourceEntry
+}
+
+// sourceEntry is one item of the file's sources list: a Kubernetes cluster
+// to read, and where its endpoints go.
+type sourceEntry struct {
+	Name       string `json:"name"`
+	Kubeconfig string `json:"kubeconfig"`
+	Context    string `json:"context"`
+	// InCluster reads the cluster edsync runs in, with the Pod's
+	// credentials.
+	InCluster bool `json:"in-cluster"`
+	// Namespace and Selector narrow the source as the flags do; unset,
+	// the flags' values.
+	Namespace []string `json:"namespace"`
+	Selector  *string  `json:"selector"`
+	Priority  int      `json:"priority"`
+	Region    string   `json:"region"`
+	Weight    uint32   `json:"weight"`
 }
 
 // The keys of the config file that are not flags.
@@ -36,6 +57,7 @@ const (
 	keyClusters         = "clusters"
 	keyClusterTemplate  = "cluster-template"
 	keyClusterTemplates = "cluster-templates"
+	keySources          = "sources"
 )
 
 // clusterEntry is one item of the file's clusters list. The option fields
@@ -83,11 +105,11 @@ func parseConfigFile(data []byte, known []cli.Flag) (*fileConfig, error) {
 		names[f.Names()[0]] = !notInFile[f.Names()[0]]
 	}
 	for key := range fc.values {
-		if key == keyClusters || key == keyClusterTemplate || key == keyClusterTemplates {
+		if key == keyClusters || key == keyClusterTemplate || key == keyClusterTemplates || key == keySources {
 			continue
 		}
 		if !names[key] {
-			return nil, fmt.Errorf("unknown key %q (keys are flag names without the dashes, clusters, cluster-template and cluster-templates)", key)
+			return nil, fmt.Errorf("unknown key %q (keys are flag names without the dashes, clusters, cluster-template, cluster-templates and sources)", key)
 		}
 	}
 	if raw, ok := fc.values[keyClusterTemplate]; ok {
@@ -99,6 +121,14 @@ func parseConfigFile(data []byte, known []cli.Flag) (*fileConfig, error) {
 			return nil, fmt.Errorf("%s: want a mapping of names to clusters: %w", keyClusterTemplates, err)
 		}
 		delete(fc.values, keyClusterTemplates)
+	}
+	if raw, ok := fc.values[keySources]; ok {
+		dec := json.NewDecoder(bytes.NewReader(raw))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&fc.sources); err != nil {
+			return nil, fmt.Errorf("%s: %w", keySources, err)
+		}
+		delete(fc.values, keySources)
 	}
 	if raw, ok := fc.values[keyClusters]; ok {
 		dec := json.NewDecoder(bytes.NewReader(raw))
@@ -255,6 +285,65 @@ func (fc *fileConfig) clusterTemplates(o *render.ClusterOptions) error {
 			o.Templates = make(map[string]*clusterv3.Cluster, len(fc.templates))
 		}
 		o.Templates[name] = t
+	}
+	return nil
+}
+
+// sourceConfig is one source of a run: a Kubernetes cluster, how to reach
+// it and what to read of it.
+type sourceConfig struct {
+	name                string
+	kubeconfig, context string
+	inCluster           bool
+	namespaces          []string
+	selector            string
+}
+
+// readSources reads the file's sources list into cfg: each source's
+// connection and scope, and its place for render. Sources replace
+// --kubeconfig, --context and --from-dir.
+func (fc *fileConfig) readSources(cfg *config) error {
+	if fc == nil || len(fc.sources) == 0 {
+		return nil
+	}
+	where := fmt.Sprintf("config file %s: %s", fc.path, keySources)
+	switch {
+	case cfg.fromDir != "":
+		return fmt.Errorf("%s: the sources are Kubernetes clusters: drop --from-dir", where)
+	case cfg.kubeconfig != "" || cfg.kubeContext != "":
+		return fmt.Errorf("%s: each source names its kubeconfig and context: drop --kubeconfig and --context", where)
+	}
+	cfg.render.Sources = make(map[string]render.Source, len(fc.sources))
+	for i, e := range fc.sources {
+		at := fmt.Sprintf("%s[%d]", where, i)
+		if errs := validation.IsDNS1123Label(e.Name); len(errs) > 0 {
+			return fmt.Errorf("%s: name %q: %s", at, e.Name, strings.Join(errs, "; "))
+		}
+		if _, dup := cfg.render.Sources[e.Name]; dup {
+			return fmt.Errorf("%s: a second source named %s", at, e.Name)
+		}
+		if e.InCluster && (e.Kubeconfig != "" || e.Context != "") {
+			return fmt.Errorf("%s (%s): in-cluster or a kubeconfig and context, not both", at, e.Name)
+		}
+		if !e.InCluster && e.Kubeconfig == "" {
+			return fmt.Errorf("%s (%s): give a kubeconfig (and context), or in-cluster: true", at, e.Name)
+		}
+		if e.Priority < 0 || e.Priority > 127 {
+			return fmt.Errorf("%s (%s): priority %d: want 0 (preferred) to 127", at, e.Name, e.Priority)
+		}
+		sc := sourceConfig{name: e.Name, kubeconfig: e.Kubeconfig, context: e.Context, inCluster: e.InCluster,
+			namespaces: cfg.namespaces, selector: cfg.selector}
+		if len(e.Namespace) > 0 {
+			sc.namespaces = e.Namespace
+		}
+		if e.Selector != nil {
+			if _, err := labels.Parse(*e.Selector); err != nil {
+				return fmt.Errorf("%s (%s): selector %q: %w", at, e.Name, *e.Selector, err)
+			}
+			sc.selector = *e.Selector
+		}
+		cfg.sources = append(cfg.sources, sc)
+		cfg.render.Sources[e.Name] = render.Source{Priority: e.Priority, Region: e.Region, Weight: e.Weight}
 	}
 	return nil
 }

@@ -50,12 +50,20 @@ func startPipelineLog(t *testing.T, cfg *config, log *slog.Logger) *testPipeline
 // the test ends.
 func startPipelineWith(t *testing.T, cfg *config, log *slog.Logger, client watch.API) *testPipeline {
 	t.Helper()
+	return startPipelineDeps(t, cfg, log, pipelineDeps{client: client})
+}
+
+// startPipelineDeps is startPipelineWith with the API clients of deps
+// (client, or clients by source name).
+func startPipelineDeps(t *testing.T, cfg *config, log *slog.Logger, deps pipelineDeps) *testPipeline {
+	t.Helper()
 	tp := &testPipeline{
 		m:       metrics.New("test"),
 		Reports: testutil.NewReports(func(r pipeline.Report) []string { return r.Clusters }),
 	}
+	deps.stdout, deps.metrics, deps.onFlush = io.Discard, tp.m, tp.Report
 	var err error
-	if tp.p, tp.api, err = newPipeline(cfg, log, pipelineDeps{stdout: io.Discard, metrics: tp.m, onFlush: tp.Report, client: client}); err != nil {
+	if tp.p, tp.api, err = newPipeline(cfg, log, deps); err != nil {
 		t.Fatal(err)
 	}
 	tp.Run(t, tp.p.Run)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -110,7 +111,12 @@ func (r *reloader) check(force bool) (retry bool) {
 		r.last = data
 	}
 	next, err := r.load(data, err)
+	var changed []string
 	if err == nil {
+		changed = restartOnly(r.current, next)
+		// The sources' connections start with the process; their places
+		// stay with them until the restart too.
+		next.sources, next.render.Sources = r.current.sources, r.current.render.Sources
 		if err = r.apply(next); errors.As(err, new(moveError)) {
 			r.last, retry = nil, true
 			err = fmt.Errorf("%w (trying again in %s)", err, reloadRetry)
@@ -119,7 +125,7 @@ func (r *reloader) check(force bool) (retry bool) {
 	if err != nil {
 		r.log.Error("config file rejected; the running configuration stays", "path", path, "error", oneLine(err))
 	} else {
-		if changed := restartOnly(r.current, next); len(changed) > 0 {
+		if len(changed) > 0 {
 			r.log.Warn("config file changes settings that take effect at the next restart", "path", path, "settings", changed)
 		}
 		r.current = next
@@ -166,6 +172,10 @@ func restartOnly(a, b *config) []string {
 	check("dry-run", a.dryRun == b.dryRun)
 	check("once", a.once == b.once)
 	check("prune-after", a.pruneAfter == b.pruneAfter)
+	check("sources", slices.EqualFunc(a.sources, b.sources, func(x, y sourceConfig) bool {
+		return x.name == y.name && x.kubeconfig == y.kubeconfig && x.context == y.context && x.inCluster == y.inCluster &&
+			slices.Equal(x.namespaces, y.namespaces) && x.selector == y.selector
+	}) && maps.Equal(a.render.Sources, b.render.Sources))
 	check("cds-file", a.cdsFile == b.cdsFile)
 	check("cds-debounce", a.cdsDebounce == b.cdsDebounce)
 	check("log-format", a.logFormat == b.logFormat)

@@ -40,7 +40,7 @@ func watchedServices(cfg *config) []render.ServiceKey {
 // apiWatch is what a config reload moves of the sources that read the API
 // server: the EndpointSlice watch and, with watch-services, the Services'.
 type apiWatch struct {
-	slices   *watch.Kube
+	slices   []*watch.Kube        // one per source
 	services *watch.KubeServices // nil without watch-services
 	// current are the Services both watch now (nil: all).
 	current []render.ServiceKey
@@ -56,15 +56,22 @@ func (w *apiWatch) move(ctx context.Context, services []render.ServiceKey) error
 			return err
 		}
 	}
-	if err := w.slices.SetServices(ctx, services); err != nil {
-		if w.services != nil {
+	for i, k := range w.slices {
+		if err := k.SetServices(ctx, services); err != nil {
 			back, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
 			defer cancel()
-			if backErr := w.services.SetServices(back, w.current); backErr != nil {
-				return fmt.Errorf("%w; and moving the Services watch back failed: %w", err, backErr)
+			var backErrs []error
+			for _, moved := range w.slices[:i] {
+				backErrs = append(backErrs, moved.SetServices(back, w.current))
 			}
+			if w.services != nil {
+				backErrs = append(backErrs, w.services.SetServices(back, w.current))
+			}
+			if backErr := errors.Join(backErrs...); backErr != nil {
+				return fmt.Errorf("%w; and moving the other watches back failed: %w", err, backErr)
+			}
+			return err
 		}
-		return err
 	}
 	w.current = services
 	return nil
@@ -73,7 +80,7 @@ func (w *apiWatch) move(ctx context.Context, services []render.ServiceKey) error
 // newSource makes the sources the config names, feeding store and objects
 // (nil unless Services or Nodes are read); api is set when they read the
 // API server, through client or else a client made from the config.
-func newSource(cfg *config, client watch.API, store *watch.Store, objects *watch.Objects, log *slog.Logger) (src watch.Source, api *apiWatch, err error) {
+func newSource(cfg *config, clients map[string]watch.API, store *watch.Store, objects *watch.Objects, log *slog.Logger) (src watch.Source, api *apiWatch, err error) {
 	if cfg.fromDir != "" {
 		dir, err := watch.NewDir(watch.DirOptions{
 			Dir: cfg.fromDir, Namespaces: cfg.namespaces, Selector: cfg.selector, Services: cfg.services,
@@ -82,20 +89,37 @@ func newSource(cfg *config, client watch.API, store *watch.Store, objects *watch
 		})
 		return dir, nil, err
 	}
-	if client == nil {
-		if client, err = kubeClient(cfg); err != nil {
-			return nil, nil, err
+	sources := cfg.sources
+	if len(sources) == 0 {
+		// One source, from the flags: its slices carry no source name.
+		sources = []sourceConfig{{kubeconfig: cfg.kubeconfig, context: cfg.kubeContext, namespaces: cfg.namespaces, selector: cfg.selector}}
+	}
+	api = &apiWatch{current: watchedServices(cfg)}
+	var all []watch.Source
+	// The Services and Nodes are read from the first source: the cluster
+	// Envoy runs in, or the one listed first.
+	var first watch.API
+	for _, sc := range sources {
+		c := clients[sc.name]
+		if c == nil {
+			if c, err = kubeClient(sc); err != nil {
+				return nil, nil, err
+			}
 		}
+		if first == nil {
+			first = c
+		}
+		kube, err := watch.NewKube(watch.KubeOptions{
+			API: c, Namespaces: sc.namespaces, Selector: sc.selector, Services: watchedServices(cfg),
+			Source: sc.name, Store: store, Logger: log,
+		})
+		if err != nil {
+			return nil, nil, usageError{err}
+		}
+		api.slices = append(api.slices, kube)
+		all = append(all, kube)
 	}
-	kube, err := watch.NewKube(watch.KubeOptions{
-		API: client, Namespaces: cfg.namespaces, Selector: cfg.selector, Services: watchedServices(cfg),
-		Store: store, Logger: log,
-	})
-	if err != nil {
-		return nil, nil, usageError{err}
-	}
-	api = &apiWatch{slices: kube, current: watchedServices(cfg)}
-	all := []watch.Source{kube}
+	client := first
 	if cfg.watchServices {
 		api.services, err = watch.NewKubeServices(watch.KubeServicesOptions{
 			API: client, Namespaces: cfg.namespaces, Services: watchedServices(cfg), Objects: objects, Logger: log,
@@ -115,10 +139,13 @@ func newSource(cfg *config, client watch.API, store *watch.Store, objects *watch
 	return watch.Group(all...), api, nil
 }
 
-// kubeClient makes the API client from the config's credentials.
-func kubeClient(cfg *config) (watch.API, error) {
-	rc, err := restConfig(cfg)
+// kubeClient makes the API client of a source from its credentials.
+func kubeClient(sc sourceConfig) (watch.API, error) {
+	rc, err := restConfig(sc)
 	if err != nil {
+		if sc.name != "" {
+			err = fmt.Errorf("source %s: %w", sc.name, err)
+		}
 		return nil, err
 	}
 	// Who is asking, in the API server's logs and audit events: not
@@ -133,23 +160,26 @@ func kubeClient(cfg *config) (watch.API, error) {
 }
 
 // restConfig uses in-cluster credentials when edsync runs in a Pod and no
-// kubeconfig is named, else the kubeconfig (--kubeconfig, $KUBECONFIG or
-// ~/.kube/config) and --context.
-func restConfig(cfg *config) (*rest.Config, error) {
-	if cfg.kubeconfig == "" && cfg.kubeContext == "" {
+// kubeconfig is named (or the source says in-cluster), else the kubeconfig
+// (--kubeconfig, $KUBECONFIG or ~/.kube/config) and --context.
+func restConfig(sc sourceConfig) (*rest.Config, error) {
+	if sc.inCluster || (sc.kubeconfig == "" && sc.context == "") {
 		rc, err := rest.InClusterConfig()
 		if err == nil {
 			return rc, nil
+		}
+		if sc.inCluster {
+			return nil, usagef("in-cluster credentials: %v", err)
 		}
 		if !errors.Is(err, rest.ErrNotInCluster) {
 			return nil, fmt.Errorf("in-cluster credentials: %w", err)
 		}
 	}
 	rules := clientcmd.NewDefaultClientConfigLoadingRules()
-	if cfg.kubeconfig != "" {
-		rules.ExplicitPath = cfg.kubeconfig
+	if sc.kubeconfig != "" {
+		rules.ExplicitPath = sc.kubeconfig
 	}
-	cc := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{CurrentContext: cfg.kubeContext})
+	cc := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{CurrentContext: sc.context})
 	rc, err := cc.ClientConfig()
 	// What the flags name (or fail to name) does not work: usage errors,
 	// before anything starts.

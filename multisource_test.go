@@ -1,0 +1,68 @@
+package main
+
+import (
+	"log/slog"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"k8s.io/client-go/kubernetes/fake"
+
+	"github.com/edsync/edsync/internal/testutil"
+	"github.com/edsync/edsync/watch"
+)
+
+// The config file's sources are read together: the same Service in both
+// is one cluster, each source's endpoints at its priority and in its
+// region; an address both publish is the preferred source's, and counted.
+func TestSourcesMergeIntoOneCluster(t *testing.T) {
+	out := t.TempDir()
+	config := filepath.Join(t.TempDir(), "edsync.yaml")
+	writeFile(t, config, `
+sources:
+- {name: east, kubeconfig: /etc/edsync/east.kubeconfig, priority: 0, region: us-east}
+- {name: west, kubeconfig: /etc/edsync/west.kubeconfig, context: west, priority: 1, region: us-west, weight: 3}
+`)
+	cfg := configForTest(t, "--config", config, "--output-dir", out, "--debounce", "1ms", "--max-delay", "10ms")
+	both := apiSlice("ns", "web", "10.0.0.9")
+	both.Name = "web-2"
+	east := fake.NewClientset(apiSlice("ns", "web", "10.0.0.1"), both)
+	west := fake.NewClientset(apiSlice("ns", "web", "10.1.0.1"), both.DeepCopy())
+	tp := startPipelineDeps(t, cfg, slog.New(slog.DiscardHandler), pipelineDeps{clients: map[string]watch.API{
+		"east": testutil.ClientsetAPI(east), "west": testutil.ClientsetAPI(west),
+	}})
+	tp.WaitCluster(t, "ns/web/http")
+	got := testutil.Placement(testutil.ReadAsEnvoy(t, filepath.Join(out, "ns_web_http.json")))
+	want := []string{"10.0.0.1 p0 us-east// w2", "10.0.0.9 p0 us-east// w2", "10.1.0.1 p1 us-west// w3"}
+	if !slices.Equal(got, want) {
+		t.Errorf("placement\n got %v\nwant %v", got, want)
+	}
+	checkMetrics(t, "the conflict", tp.m, map[string]float64{`edsync_skipped_objects_total{reason="address-conflict"}`: 1})
+}
+
+// A bad sources list is one line and exit code 2.
+func TestBadSourcesExit2(t *testing.T) {
+	dir := t.TempDir()
+	for body, want := range map[string]string{
+		"sources: [{name: a, kubeconfig: k}, {name: a, kubeconfig: k}]": "a second source named a",
+		"sources: [{name: A_b, kubeconfig: k}]":                         `name "A_b"`,
+		"sources: [{name: a}]":                                          "give a kubeconfig",
+		"sources: [{name: a, in-cluster: true, kubeconfig: k}]":         "not both",
+		"sources: [{name: a, kubeconfig: k, priority: 200}]":            "priority 200",
+		"sources: [{name: a, kubeconfig: k, zone: x}]":                  `unknown field "zone"`,
+		"sources: [{name: a, kubeconfig: k, selector: '=='}]":           "selector",
+	} {
+		path := filepath.Join(dir, "edsync.yaml")
+		writeFile(t, path, body)
+		code, _, stderr := edsync(t, "--config", path, "--dry-run")
+		if code != exitUsage || strings.Count(stderr, "\n") != 1 || !strings.Contains(stderr, want) {
+			t.Errorf("%s: exit %d, %q; want %d and one line with %q", body, code, stderr, exitUsage, want)
+		}
+	}
+	path := filepath.Join(dir, "edsync.yaml")
+	writeFile(t, path, "sources: [{name: a, kubeconfig: k}]")
+	if code, _, stderr := edsync(t, "--config", path, "--dry-run", "--from-dir", "examples/endpointslices"); code != exitUsage || !strings.Contains(stderr, "drop --from-dir") {
+		t.Errorf("sources with --from-dir: exit %d, %q", code, stderr)
+	}
+}
