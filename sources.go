@@ -40,7 +40,7 @@ func watchedServices(cfg *config) []render.ServiceKey {
 // apiWatch is what a config reload moves of the sources that read the API
 // server: the EndpointSlice watch and, with watch-services, the Services'.
 type apiWatch struct {
-	slices   []*watch.Kube        // one per source
+	slices   []*watch.Kube       // one per source
 	services *watch.KubeServices // nil without watch-services
 	// current are the Services both watch now (nil: all).
 	current []render.ServiceKey
