@@ -49,6 +49,8 @@ type KubeOptions struct {
 	Source string
 	Store  *Store
 	Logger *slog.Logger
+	// Clock times the API server's failures (Health); nil is time.Now.
+	Clock func() time.Time
 }
 
 // Kube is the Source that watches discovery.k8s.io/v1 EndpointSlices with
@@ -59,7 +61,11 @@ type Kube struct {
 	namespaces []string
 	selector   string
 	source     string
+	clock      func() time.Time
 	store      *Store
+	// dropped: Drop took the slices out of the Store; the handlers write
+	// nothing until Restore (under scopes.handlers).
+	dropped bool
 	// filter is what the handlers keep; SetServices replaces it.
 	filter  atomic.Pointer[filter]
 	log     *slog.Logger
@@ -101,11 +107,15 @@ func NewKube(o KubeOptions) (*Kube, error) {
 		namespaces: o.Namespaces,
 		selector:   o.Selector,
 		source:     o.Source,
+		clock:      o.Clock,
 		store:      o.Store,
 		log:        log.With("component", "watch.kube"),
 	}
 	if o.Source != "" {
 		k.log = k.log.With("source", o.Source)
+	}
+	if k.clock == nil {
+		k.clock = time.Now
 	}
 	k.filter.Store(f)
 	var list []*kubeScope
@@ -123,6 +133,7 @@ func NewKube(o KubeOptions) (*Kube, error) {
 func (k *Kube) newScope(sc scope) (*kubeScope, error) {
 	log := k.log.With("namespace", displayNamespace(sc.namespace), "selector", sc.selector)
 	ks := &kubeScope{scope: sc, health: newAPIHealth(log, "EndpointSlices", "endpointslices.discovery.k8s.io")}
+	ks.health.now = k.clock
 	api := k.api.EndpointSlices(sc.namespace)
 	lw := observedListWatch(ks.health, func(o *metav1.ListOptions) { o.LabelSelector = sc.selector }, api)
 	inf, err := newInformer(k.api, lw, &discoveryv1.EndpointSlice{}, k.transform, ks.health, cache.ResourceEventHandlerFuncs{
@@ -369,6 +380,54 @@ func (k *Kube) SetServices(ctx context.Context, services []render.ServiceKey) er
 	return nil
 }
 
+// Source is the source's name (KubeOptions.Source).
+func (k *Kube) Source() string { return k.source }
+
+// Health says whether the source's API server answers: downSince is when
+// it stopped (zero while every informer's last list or watch succeeded),
+// err the last failure, lastOK the last time one succeeded.
+func (k *Kube) Health() (downSince time.Time, err error, lastOK time.Time) {
+	for _, ks := range k.scopes.scopes() {
+		d, e, ok := ks.health.state()
+		if !d.IsZero() && (downSince.IsZero() || d.Before(downSince)) {
+			downSince, err = d, e
+		}
+		if ok.After(lastOK) {
+			lastOK = ok
+		}
+	}
+	return downSince, err, lastOK
+}
+
+// Drop removes the source's slices from the Store, as if they were gone:
+// for a source whose API server has been unreachable too long. Its
+// informers keep their caches and keep trying; Restore brings the slices
+// back.
+func (k *Kube) Drop() {
+	k.scopes.handlers.Lock()
+	defer k.scopes.handlers.Unlock()
+	k.dropped = true
+	k.store.Retain(func(sl *discoveryv1.EndpointSlice) bool {
+		return k.source != "" && sl.Labels[render.LabelSource] != k.source
+	})
+}
+
+// Restore puts the source's slices back from its informers' caches, after
+// Drop: a relist that finds them unchanged tells no handler.
+func (k *Kube) Restore() {
+	k.scopes.handlers.Lock()
+	defer k.scopes.handlers.Unlock()
+	k.dropped = false
+	f := k.filter.Load()
+	for _, ks := range k.scopes.scopes() {
+		for _, obj := range ks.informer.informer.GetStore().List() {
+			if sl, ok := obj.(*discoveryv1.EndpointSlice); ok && f.match(sl) {
+				k.store.Upsert(k.id(sl.Namespace+"/"+sl.Name), sl)
+			}
+		}
+	}
+}
+
 // informerStopGrace bounds how long Run waits for informers after cancel.
 const informerStopGrace = 500 * time.Millisecond
 
@@ -378,7 +437,7 @@ func (k *Kube) onAdd(ks *kubeScope, obj any) {
 	k.scopes.handlers.RLock()
 	defer k.scopes.handlers.RUnlock()
 	sl, ok := obj.(*discoveryv1.EndpointSlice)
-	if !ok || ks.idle() || ks.informer.stale(sl.Namespace+"/"+sl.Name, sl) {
+	if !ok || ks.idle() || k.dropped || ks.informer.stale(sl.Namespace+"/"+sl.Name, sl) {
 		return
 	}
 	k.put(sl)
@@ -388,7 +447,7 @@ func (k *Kube) onUpdate(ks *kubeScope, oldObj, newObj any) {
 	k.scopes.handlers.RLock()
 	defer k.scopes.handlers.RUnlock()
 	sl, ok := newObj.(*discoveryv1.EndpointSlice)
-	if !ok || ks.idle() || ks.informer.stale(sl.Namespace+"/"+sl.Name, sl) {
+	if !ok || ks.idle() || k.dropped || ks.informer.stale(sl.Namespace+"/"+sl.Name, sl) {
 		return
 	}
 	if old, ok := oldObj.(*discoveryv1.EndpointSlice); ok && old.ResourceVersion != "" && old.ResourceVersion == sl.ResourceVersion {
@@ -400,7 +459,7 @@ func (k *Kube) onUpdate(ks *kubeScope, oldObj, newObj any) {
 func (k *Kube) onDelete(ks *kubeScope, obj any) {
 	k.scopes.handlers.RLock()
 	defer k.scopes.handlers.RUnlock()
-	if ks.idle() {
+	if ks.idle() || k.dropped {
 		return
 	}
 	var id string
@@ -476,10 +535,22 @@ type apiHealth struct {
 	mu       sync.Mutex
 	failures int
 	lastErr  error
+	// downSince is the time of the first failure since the last success
+	// (zero while up); lastOK that of the last success.
+	downSince, lastOK time.Time
+	now               func() time.Time
 }
 
 func newAPIHealth(log *slog.Logger, what, resource string) *apiHealth {
-	return &apiHealth{log: log, what: what, resource: resource}
+	return &apiHealth{log: log, what: what, resource: resource, now: time.Now}
+}
+
+// state returns when the API server stopped answering (zero: it answers)
+// and the last error, and when it last answered.
+func (h *apiHealth) state() (downSince time.Time, err error, lastOK time.Time) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.downSince, h.lastErr, h.lastOK
 }
 
 func (h *apiHealth) observe(ctx context.Context, verb string, err error) {
@@ -492,8 +563,11 @@ func (h *apiHealth) observe(ctx context.Context, verb string, err error) {
 		if h.failures > 0 {
 			h.log.Info("API server reachable again", "verb", verb, "failures", h.failures)
 		}
-		h.failures, h.lastErr = 0, nil
+		h.failures, h.lastErr, h.downSince, h.lastOK = 0, nil, time.Time{}, h.now()
 		return
+	}
+	if h.failures == 0 {
+		h.downSince = h.now()
 	}
 	h.failures++
 	h.lastErr = err

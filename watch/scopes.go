@@ -67,6 +67,13 @@ func informersOf[S scoped](list []S) []*informer {
 	return out
 }
 
+// scopes returns the running scopes.
+func (s *scopeSet[S]) scopes() []S {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.list)
+}
+
 // current returns the running scopes' informers and the channel the next
 // move closes.
 func (s *scopeSet[S]) current() ([]*informer, <-chan struct{}) {
