@@ -38,7 +38,7 @@ func start(ctx context.Context, cfg *config, hup <-chan os.Signal, stdout, stder
 		defer release()
 	}
 	m := metrics.New(buildVersion())
-	p, api, err := newPipeline(cfg, log, pipelineDeps{stdout: stdout, metrics: m})
+	p, api, err := newPipeline(cfg, log, pipelineDeps{stdout: stdout, metrics: m, sourceStatus: m.Sources})
 	if err != nil {
 		return err
 	}
@@ -50,7 +50,11 @@ func start(ctx context.Context, cfg *config, hup <-chan os.Signal, stdout, stder
 	// With --once edsync exits before anyone could scrape or probe it (and
 	// an init container has no probes): it serves nothing.
 	if cfg.httpAddr != "" && !cfg.once {
-		_, stop, err := serveHTTP(cfg.httpAddr, httpHandler(m, p), log.With("component", "http"))
+		var sources func() []watch.SourceStatus
+		if api != nil && api.clusters != nil {
+			sources = api.clusters.Status
+		}
+		_, stop, err := serveHTTP(cfg.httpAddr, httpHandler(m, p, sources), log.With("component", "http"))
 		if err != nil {
 			return err
 		}
@@ -158,6 +162,9 @@ type pipelineDeps struct {
 	// clients are the API clients of the config's named sources (tests);
 	// a source missing here gets one made from the config.
 	clients map[string]watch.API
+	// sourceStatus gets the sources' status after each check (metrics);
+	// only with the config file's sources.
+	sourceStatus func([]watch.SourceStatus)
 }
 
 // newPipeline makes the pipeline and its stages from the config. api is
@@ -193,7 +200,7 @@ func newPipeline(cfg *config, log *slog.Logger, deps pipelineDeps) (p *pipeline.
 			if deps.client != nil {
 				clients = map[string]watch.API{"": deps.client}
 			}
-			src, api, err = newSource(cfg, clients, s, o, log)
+			src, api, err = newSource(cfg, clients, s, o, log, deps.sourceStatus)
 			return src, err
 		},
 		WatchObjects: cfg.watchServices || cfg.nodes.All || cfg.nodes.Name != "",

@@ -163,6 +163,8 @@ type config struct {
 	// list (their places in render.Sources); nil: one source, from the
 	// flags.
 	sources []sourceConfig
+	// sourceStaleAfter is how long an unreachable source's endpoints stay.
+	sourceStaleAfter time.Duration
 
 	// Topology sources. The local zone and node are also in render
 	// (LocalZone is --local-zone's there; the pipeline sets the Node's).
@@ -246,22 +248,23 @@ func configWith(c *cli.Context, fc *fileConfig, run bool) (*config, error) {
 
 func readSettings(c settings) (*config, error) {
 	cfg := &config{
-		kubeconfig:  c.String("kubeconfig"),
-		kubeContext: c.String("context"),
-		namespaces:  nonEmpty(c.StringSlice("namespace")),
-		selector:    c.String("selector"),
-		fromDir:     c.String("from-dir"),
-		syncTimeout: c.Duration("sync-timeout"),
-		outputDir:   c.String("output-dir"),
-		clusters:    nonEmpty(c.StringSlice("cluster")),
-		dryRun:      c.Bool("dry-run"),
-		once:        c.Bool("once"),
-		pruneAfter:  c.Duration("prune-after"),
-		cdsFile:     c.String("cds-file"),
-		cdsDebounce: c.Duration("cds-debounce"),
-		debounce:    c.Duration("debounce"),
-		maxDelay:    c.Duration("max-delay"),
-		logFormat:   c.String("log-format"),
+		kubeconfig:       c.String("kubeconfig"),
+		kubeContext:      c.String("context"),
+		namespaces:       nonEmpty(c.StringSlice("namespace")),
+		selector:         c.String("selector"),
+		fromDir:          c.String("from-dir"),
+		syncTimeout:      c.Duration("sync-timeout"),
+		sourceStaleAfter: c.Duration("source-stale-after"),
+		outputDir:        c.String("output-dir"),
+		clusters:         nonEmpty(c.StringSlice("cluster")),
+		dryRun:           c.Bool("dry-run"),
+		once:             c.Bool("once"),
+		pruneAfter:       c.Duration("prune-after"),
+		cdsFile:          c.String("cds-file"),
+		cdsDebounce:      c.Duration("cds-debounce"),
+		debounce:         c.Duration("debounce"),
+		maxDelay:         c.Duration("max-delay"),
+		logFormat:        c.String("log-format"),
 	}
 	var err error
 	if cfg.fromDir != "" && (cfg.kubeconfig != "" || cfg.kubeContext != "") {
@@ -321,6 +324,9 @@ func readSettings(c settings) (*config, error) {
 	cfg.render.Cluster.ConnectTimeout = c.Duration("connect-timeout")
 	if cfg.render.Cluster.ConnectTimeout <= 0 {
 		return nil, usagef("--connect-timeout: %s is not positive", cfg.render.Cluster.ConnectTimeout)
+	}
+	if cfg.sourceStaleAfter < 0 {
+		return nil, usagef("--source-stale-after: %s is negative", cfg.sourceStaleAfter)
 	}
 	if cfg.syncTimeout <= 0 {
 		return nil, usagef("--sync-timeout: %s is not positive", cfg.syncTimeout)

@@ -52,7 +52,9 @@ func flags() []cli.Flag {
 		&cli.StringFlag{Name: "from-dir", Category: catSource, EnvVars: env("FROM_DIR"),
 			Usage: "read EndpointSlice manifests (YAML or JSON) from `PATH`, a folder or one file, instead of a cluster, and follow changes"},
 		&cli.DurationFlag{Name: "sync-timeout", Category: catSource, EnvVars: env("SYNC_TIMEOUT"), Value: time.Minute,
-			Usage: "with --once: give up if the first full sync takes longer than `DURATION`"},
+			Usage: "with --once: give up if the first full sync takes longer than `DURATION`; with the config file's sources: publish without those not synced by then"},
+		&cli.DurationFlag{Name: "source-stale-after", Category: catSource, EnvVars: env("SOURCE_STALE_AFTER"), Value: 5 * time.Minute,
+			Usage: "with the config file's sources: keep the endpoints of a source whose API server stops answering for `DURATION`, then remove them until it answers (0 keeps them)"},
 
 		&cli.StringFlag{Name: "output-dir", Category: catOutput, EnvVars: env("OUTPUT_DIR"),
 			Usage: "`DIR` to write one file per cluster into, created if missing; one edsync per folder (required unless --dry-run)"},

@@ -9,8 +9,10 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/edsync/edsync/internal/metrics"
+	"github.com/edsync/edsync/watch"
 )
 
 // get asks the handler for path and returns the status and body.
@@ -39,12 +41,12 @@ func (p probeErrors) Ready() error { return p.ready }
 // text that is never cached.
 func TestProbes(t *testing.T) {
 	m := metrics.New("test")
-	wantProbe(t, httpHandler(m, probeErrors{}), "/healthz", 200, "ok")
-	wantProbe(t, httpHandler(m, probeErrors{}), "/readyz", 200, "ok")
+	wantProbe(t, httpHandler(m, probeErrors{}, nil), "/healthz", 200, "ok")
+	wantProbe(t, httpHandler(m, probeErrors{}, nil), "/readyz", 200, "ok")
 	h := httpHandler(m, probeErrors{
 		alive: errors.New("the pipeline stopped: source: folder is gone"),
 		ready: errors.New("not ready: waiting for the first full sync of EndpointSlices"),
-	})
+	}, nil)
 	wantProbe(t, h, "/healthz", 503, "the pipeline stopped: source: folder is gone\n")
 	wantProbe(t, h, "/readyz", 503, "not ready: waiting for the first full sync of EndpointSlices\n")
 	rec := httptest.NewRecorder()
@@ -53,6 +55,25 @@ func TestProbes(t *testing.T) {
 		t.Errorf("probe headers: Content-Type %q, Cache-Control %q", ct, cc)
 	}
 	wantProbe(t, h, "/metrics", 200, `edsync_build_info{version="test"} 1`)
+
+	// With several sources, /readyz says how each is.
+	down := time.Date(2026, 12, 1, 6, 0, 0, 0, time.UTC)
+	h = httpHandler(m, probeErrors{}, func() []watch.SourceStatus {
+		return []watch.SourceStatus{
+			{Name: "east", Synced: true, Up: true},
+			{Name: "west", Synced: true, DownSince: down, Err: errors.New("connection refused")},
+			{Name: "north", Synced: true, Stale: true, DownSince: down, Err: errors.New("connection refused")},
+			{Name: "south", Up: true},
+		}
+	})
+	wantProbe(t, h, "/readyz", 200, "ok\nsource east: synced\n"+
+		"source west: unreachable since 2026-12-01T06:00:00Z, endpoints kept (connection refused)\n"+
+		"source north: unreachable since 2026-12-01T06:00:00Z, endpoints removed (connection refused)\n"+
+		"source south: not synced yet\n")
+	wantProbe(t, h, "/healthz", 200, "ok\n")
+	if _, body := get(t, h, "/healthz"); strings.Contains(body, "source") {
+		t.Errorf("/healthz lists the sources: %q", body)
+	}
 }
 
 func TestParseHTTPAddr(t *testing.T) {
@@ -93,7 +114,7 @@ func TestHTTPAddrErrors(t *testing.T) {
 
 // The server answers on its address until stopped.
 func TestServeHTTP(t *testing.T) {
-	addr, stop, err := serveHTTP("127.0.0.1:0", httpHandler(metrics.New("test"), probeErrors{}), slog.New(slog.DiscardHandler))
+	addr, stop, err := serveHTTP("127.0.0.1:0", httpHandler(metrics.New("test"), probeErrors{}, nil), slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}

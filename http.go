@@ -8,9 +8,11 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/edsync/edsync/internal/metrics"
+	"github.com/edsync/edsync/watch"
 )
 
 // defaultHTTPAddr is next to Envoy's usual admin port, 9901.
@@ -40,26 +42,51 @@ type probes interface {
 }
 
 // httpHandler serves /metrics, /healthz and /readyz. Probe bodies are
-// plain text saying why when not OK.
-func httpHandler(m *metrics.Metrics, p probes) http.Handler {
+// plain text saying why when not OK; with several sources (sources not
+// nil), /readyz adds a line per source.
+func httpHandler(m *metrics.Metrics, p probes, sources func() []watch.SourceStatus) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", m.Handler())
-	mux.HandleFunc("GET /healthz", probe(p.Alive))
-	mux.HandleFunc("GET /readyz", probe(p.Ready))
+	mux.HandleFunc("GET /healthz", probe(p.Alive, nil))
+	mux.HandleFunc("GET /readyz", probe(p.Ready, sources))
 	return mux
 }
 
-func probe(check func() error) http.HandlerFunc {
+func probe(check func() error, sources func() []watch.SourceStatus) http.HandlerFunc {
 	return func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		w.Header().Set("Cache-Control", "no-store")
 		if err := check(); err != nil {
 			w.WriteHeader(http.StatusServiceUnavailable)
 			fmt.Fprintln(w, err)
-			return
+		} else {
+			fmt.Fprintln(w, "ok")
 		}
-		fmt.Fprintln(w, "ok")
+		if sources != nil {
+			for _, st := range sources() {
+				fmt.Fprintln(w, sourceLine(st))
+			}
+		}
 	}
+}
+
+// sourceLine says how a source is, for /readyz.
+func sourceLine(st watch.SourceStatus) string {
+	line := "source " + st.Name + ": "
+	switch {
+	case st.Stale:
+		line += "unreachable since " + st.DownSince.UTC().Format(time.RFC3339) + ", endpoints removed"
+	case !st.Up && !st.DownSince.IsZero():
+		line += "unreachable since " + st.DownSince.UTC().Format(time.RFC3339) + ", endpoints kept"
+	case !st.Synced:
+		line += "not synced yet"
+	default:
+		line += "synced"
+	}
+	if st.Err != nil && !st.Up {
+		line += " (" + strings.ReplaceAll(st.Err.Error(), "\n", "; ") + ")"
+	}
+	return line
 }
 
 // serveHTTP listens on addr at once, so that a port in use fails the start

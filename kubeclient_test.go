@@ -35,7 +35,7 @@ contexts: [{name: test, context: {cluster: test, user: test}}]
 current-context: test
 `, srv.URL))
 	cfg := configForTest(t, "--kubeconfig", kubeconfig, "--dry-run")
-	src, _, err := newSource(cfg, nil, watch.NewStore(nil), nil, slog.New(slog.DiscardHandler))
+	src, _, err := newSource(cfg, nil, watch.NewStore(nil), nil, slog.New(slog.DiscardHandler), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

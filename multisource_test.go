@@ -38,7 +38,12 @@ sources:
 	if !slices.Equal(got, want) {
 		t.Errorf("placement\n got %v\nwant %v", got, want)
 	}
-	checkMetrics(t, "the conflict", tp.m, map[string]float64{`edsync_skipped_objects_total{reason="address-conflict"}`: 1})
+	checkMetrics(t, "the conflict and the sources", tp.m, map[string]float64{
+		`edsync_skipped_objects_total{reason="address-conflict"}`: 1,
+		`edsync_source_up{source="east"}`:                         1,
+		`edsync_source_synced{source="west"}`:                     1,
+		`edsync_source_stale{source="west"}`:                      0,
+	})
 }
 
 // A bad sources list is one line and exit code 2.

@@ -61,7 +61,7 @@ func startPipelineDeps(t *testing.T, cfg *config, log *slog.Logger, deps pipelin
 		m:       metrics.New("test"),
 		Reports: testutil.NewReports(func(r pipeline.Report) []string { return r.Clusters }),
 	}
-	deps.stdout, deps.metrics, deps.onFlush = io.Discard, tp.m, tp.Report
+	deps.stdout, deps.metrics, deps.onFlush, deps.sourceStatus = io.Discard, tp.m, tp.Report, tp.m.Sources
 	var err error
 	if tp.p, tp.api, err = newPipeline(cfg, log, deps); err != nil {
 		t.Fatal(err)

@@ -41,6 +41,7 @@ func watchedServices(cfg *config) []render.ServiceKey {
 // server: the EndpointSlice watch and, with watch-services, the Services'.
 type apiWatch struct {
 	slices   []*watch.Kube       // one per source
+	clusters *watch.Clusters     // nil for one source
 	services *watch.KubeServices // nil without watch-services
 	// current are the Services both watch now (nil: all).
 	current []render.ServiceKey
@@ -80,7 +81,8 @@ func (w *apiWatch) move(ctx context.Context, services []render.ServiceKey) error
 // newSource makes the sources the config names, feeding store and objects
 // (nil unless Services or Nodes are read); api is set when they read the
 // API server, through client or else a client made from the config.
-func newSource(cfg *config, clients map[string]watch.API, store *watch.Store, objects *watch.Objects, log *slog.Logger) (src watch.Source, api *apiWatch, err error) {
+func newSource(cfg *config, clients map[string]watch.API, store *watch.Store, objects *watch.Objects, log *slog.Logger,
+	onStatus func([]watch.SourceStatus)) (src watch.Source, api *apiWatch, err error) {
 	if cfg.fromDir != "" {
 		dir, err := watch.NewDir(watch.DirOptions{
 			Dir: cfg.fromDir, Namespaces: cfg.namespaces, Selector: cfg.selector, Services: cfg.services,
@@ -95,7 +97,7 @@ func newSource(cfg *config, clients map[string]watch.API, store *watch.Store, ob
 		sources = []sourceConfig{{kubeconfig: cfg.kubeconfig, context: cfg.kubeContext, namespaces: cfg.namespaces, selector: cfg.selector}}
 	}
 	api = &apiWatch{current: watchedServices(cfg)}
-	var all []watch.Source
+	var others []watch.Source
 	// The Services and Nodes are read from the first source: the cluster
 	// Envoy runs in, or the one listed first.
 	var first watch.API
@@ -117,7 +119,6 @@ func newSource(cfg *config, clients map[string]watch.API, store *watch.Store, ob
 			return nil, nil, usageError{err}
 		}
 		api.slices = append(api.slices, kube)
-		all = append(all, kube)
 	}
 	client := first
 	if cfg.watchServices {
@@ -127,16 +128,23 @@ func newSource(cfg *config, clients map[string]watch.API, store *watch.Store, ob
 		if err != nil {
 			return nil, nil, usageError{err}
 		}
-		all = append(all, api.services)
+		others = append(others, api.services)
 	}
 	if cfg.nodes.All || cfg.nodes.Name != "" {
 		nodes, err := watch.NewKubeNodes(watch.KubeNodesOptions{API: client, Nodes: cfg.nodes, Objects: objects, Logger: log})
 		if err != nil {
 			return nil, nil, usageError{err}
 		}
-		all = append(all, nodes)
+		others = append(others, nodes)
 	}
-	return watch.Group(all...), api, nil
+	if len(cfg.sources) == 0 {
+		return watch.Group(append([]watch.Source{api.slices[0]}, others...)...), api, nil
+	}
+	api.clusters = watch.NewClusters(watch.ClustersOptions{
+		Sources: api.slices, Others: others, SyncTimeout: cfg.syncTimeout, StaleAfter: cfg.sourceStaleAfter,
+		Logger: log, OnStatus: onStatus,
+	})
+	return api.clusters, api, nil
 }
 
 // kubeClient makes the API client of a source from its credentials.

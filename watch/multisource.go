@@ -131,6 +131,7 @@ func (c *Clusters) waitSynced(ctx context.Context, all Source) {
 	}
 	select {
 	case <-all.Synced():
+		c.checkSources() // the status is known from the start on
 		close(c.synced)
 		return
 	case <-ctx.Done():
@@ -154,6 +155,7 @@ func (c *Clusters) waitSynced(ctx context.Context, all Source) {
 	}
 	c.log.Warn("sources not synced in time; publishing without them until they are",
 		"missing", strings.Join(missing, ","), "sync_timeout", c.o.SyncTimeout)
+	c.checkSources()
 	close(c.synced)
 }
 

@@ -74,6 +74,8 @@ type Metrics struct {
 	cdsWrites          map[string]prometheus.Counter
 	cdsClusterAdded    prometheus.Histogram
 
+	sourceUp, sourceSynced, sourceStale, sourceLastOK *prometheus.GaugeVec
+
 	configReloads             *prometheus.CounterVec
 	configLastReloadOK        prometheus.Gauge
 	configLastReloadSuccessTS prometheus.Gauge
@@ -111,6 +113,14 @@ func New(version string) *Metrics {
 		eventToFile: f.histogram("edsync_event_to_file_seconds",
 			"edsync's own share of a change's latency: from the arrival of a Service's first unwritten change (a slice, Service or Node event) "+
 				"to the rename of its file, the debounce included; only changes that led to a write, not the initial sync.", eventToFileBuckets),
+		sourceUp: f.gauge("edsync_source_up",
+			"1 if the source's API server answers (config file sources), else 0.", "source"),
+		sourceSynced: f.gauge("edsync_source_synced",
+			"1 once the source's first list is done, else 0.", "source"),
+		sourceStale: f.gauge("edsync_source_stale",
+			"1 while the source has been unreachable longer than --source-stale-after and its endpoints are removed.", "source"),
+		sourceLastOK: f.gauge("edsync_source_last_ok_timestamp_seconds",
+			"Unix time the source's API server last answered a list or watch.", "source"),
 		cdsClusters: f.gauge("edsync_cds_clusters",
 			"Clusters in the CDS file (--cds-file), as last written.").WithLabelValues(),
 		cdsClusterAdded: f.histogram("edsync_cds_cluster_added_seconds",
@@ -244,3 +254,21 @@ func (m *Metrics) ConfigReloaded(err error, now time.Time) {
 }
 
 func seconds(t time.Time) float64 { return float64(t.UnixNano()) / 1e9 }
+
+// Sources sets the gauges of the config file's sources from their status.
+func (m *Metrics) Sources(status []watch.SourceStatus) {
+	b := func(v bool) float64 {
+		if v {
+			return 1
+		}
+		return 0
+	}
+	for _, st := range status {
+		m.sourceUp.WithLabelValues(st.Name).Set(b(st.Up))
+		m.sourceSynced.WithLabelValues(st.Name).Set(b(st.Synced))
+		m.sourceStale.WithLabelValues(st.Name).Set(b(st.Stale))
+		if !st.LastOK.IsZero() {
+			m.sourceLastOK.WithLabelValues(st.Name).Set(seconds(st.LastOK))
+		}
+	}
+}
