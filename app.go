@@ -213,7 +213,7 @@ func newPipeline(cfg *config, log *slog.Logger, deps pipelineDeps) (p *pipeline.
 		NodeTopology: cfg.nodes.All,
 		LocalZone:    cfg.render.LocalZone,
 		Once:         cfg.once,
-		SyncTimeout:  cfg.syncTimeout,
+		SyncTimeout:  onceTimeout(cfg),
 		DryRun:       cfg.dryRun,
 		PruneAfter:   cfg.pruneAfter,
 		CDS:          cds,
@@ -230,4 +230,15 @@ func declared(flagged []string, ren *render.Renderer) []string {
 	out := slices.Concat(flagged, ren.Declared())
 	slices.Sort(out)
 	return slices.Compact(out)
+}
+
+// onceTimeout bounds --once's wait for the first sync. With the config
+// file's sources, watch.Clusters gives up on the missing ones at
+// --sync-timeout and publishes what it has: the pipeline's own limit comes
+// later, for a sync stuck elsewhere (the Services or Nodes).
+func onceTimeout(cfg *config) time.Duration {
+	if len(cfg.sources) > 0 {
+		return cfg.syncTimeout + cfg.syncTimeout/2
+	}
+	return cfg.syncTimeout
 }
