@@ -263,12 +263,19 @@ func (c *Cluster) waitControllerManager(ctx context.Context) error {
 // (each by its PID, SIGTERM then SIGKILL after 10 s), and edsync processes
 // started by StartEdsync that are still running.
 func (c *Cluster) Stop() {
+	c.StopProcesses()
+	KillAll()
+}
+
+// StopProcesses stops this control plane's processes only: for a second
+// one a test starts beside the main one (Stop kills every process the
+// harness started).
+func (c *Cluster) StopProcesses() {
 	for _, p := range []*Proc{c.ControllerManager, c.APIServer, c.Etcd} {
 		if p != nil {
 			_ = p.Stop(10 * time.Second)
 		}
 	}
-	KillAll()
 }
 
 // writeCredentials writes the CA, the API server's serving certificate, the

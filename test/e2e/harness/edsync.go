@@ -190,17 +190,24 @@ type Edsync struct {
 // logged.
 func (c *Cluster) StartEdsync(t testing.TB, args ...string) *Edsync {
 	t.Helper()
-	return c.startEdsync(t, true, args...)
-}
-
-// startEdsync is StartEdsync; checkRefusals says whether to fail the test
-// if the API server refused edsync anything.
-func (c *Cluster) startEdsync(t testing.TB, checkRefusals bool, args ...string) *Edsync {
-	t.Helper()
 	kubeconfig, err := c.EdsyncKubeconfig(t.Context())
 	if err != nil {
 		t.Fatal(err)
 	}
+	return c.startEdsync(t, true, append([]string{"--kubeconfig", kubeconfig}, args...)...)
+}
+
+// StartEdsyncArgs runs the edsync binary with args only: for a config
+// file that names its sources' kubeconfigs itself.
+func (c *Cluster) StartEdsyncArgs(t testing.TB, args ...string) *Edsync {
+	t.Helper()
+	return c.startEdsync(t, true, args...)
+}
+
+// startEdsync runs edsync with args; checkRefusals says whether to fail
+// the test if the API server refused edsync anything.
+func (c *Cluster) startEdsync(t testing.TB, checkRefusals bool, args ...string) *Edsync {
+	t.Helper()
 	c.mu.Lock()
 	c.nEdsync++
 	n := c.nEdsync
@@ -213,7 +220,7 @@ func (c *Cluster) startEdsync(t testing.TB, checkRefusals bool, args ...string) 
 		// the first one when several run at once (here or in another
 		// checkout on the machine). A test's own --http-addr comes
 		// later and wins.
-		Args:   append([]string{"--kubeconfig", kubeconfig, "--http-addr", "127.0.0.1:0"}, args...),
+		Args:   append([]string{"--http-addr", "127.0.0.1:0"}, args...),
 		Log:    filepath.Join(c.Dir, fmt.Sprintf("edsync-%d.log", n)),
 		Stdout: &e.stdout,
 		Stderr: &e.stderr,

@@ -91,7 +91,11 @@ func (c *Cluster) RestartControllerManagerSameArgs(ctx context.Context) error {
 // themselves, only once the file has caught up (ForbiddenLines).
 func (c *Cluster) StartEdsyncDuringFaults(t testing.TB, args ...string) *Edsync {
 	t.Helper()
-	return c.startEdsync(t, false, args...)
+	kubeconfig, err := c.EdsyncKubeconfig(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c.startEdsync(t, false, append([]string{"--kubeconfig", kubeconfig}, args...)...)
 }
 
 // ForbiddenLines are the lines of an edsync log that show the API server
