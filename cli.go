@@ -165,6 +165,8 @@ type config struct {
 	sources []sourceConfig
 	// sourceStaleAfter is how long an unreachable source's endpoints stay.
 	sourceStaleAfter time.Duration
+	// mcs reads the slices of ServiceImports too.
+	mcs bool
 
 	// Topology sources. The local zone and node are also in render
 	// (LocalZone is --local-zone's there; the pipeline sets the Node's).
@@ -255,6 +257,7 @@ func readSettings(c settings) (*config, error) {
 		fromDir:          c.String("from-dir"),
 		syncTimeout:      c.Duration("sync-timeout"),
 		sourceStaleAfter: c.Duration("source-stale-after"),
+		mcs:              c.Bool("mcs"),
 		outputDir:        c.String("output-dir"),
 		clusters:         nonEmpty(c.StringSlice("cluster")),
 		dryRun:           c.Bool("dry-run"),
@@ -324,6 +327,9 @@ func readSettings(c settings) (*config, error) {
 	cfg.render.Cluster.ConnectTimeout = c.Duration("connect-timeout")
 	if cfg.render.Cluster.ConnectTimeout <= 0 {
 		return nil, usagef("--connect-timeout: %s is not positive", cfg.render.Cluster.ConnectTimeout)
+	}
+	if cfg.mcs && cfg.fromDir != "" {
+		return nil, usagef("--mcs reads ServiceImports' slices from the API server, not with --from-dir")
 	}
 	if cfg.sourceStaleAfter < 0 {
 		return nil, usagef("--source-stale-after: %s is negative", cfg.sourceStaleAfter)

@@ -53,6 +53,8 @@ func flags() []cli.Flag {
 			Usage: "read EndpointSlice manifests (YAML or JSON) from `PATH`, a folder or one file, instead of a cluster, and follow changes"},
 		&cli.DurationFlag{Name: "sync-timeout", Category: catSource, EnvVars: env("SYNC_TIMEOUT"), Value: time.Minute,
 			Usage: "with --once: give up if the first full sync takes longer than `DURATION`; with the config file's sources: publish without those not synced by then"},
+		&cli.BoolFlag{Name: "mcs", Category: catSource, EnvVars: env("MCS"),
+			Usage: "read the EndpointSlices of ServiceImports (Multi-Cluster Services) too: each is its Service's, its endpoints placed as the source its multicluster.kubernetes.io/source-cluster label names"},
 		&cli.DurationFlag{Name: "source-stale-after", Category: catSource, EnvVars: env("SOURCE_STALE_AFTER"), Value: 5 * time.Minute,
 			Usage: "with the config file's sources: keep the endpoints of a source whose API server stops answering for `DURATION`, then remove them until it answers (0 keeps them)"},
 

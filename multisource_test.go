@@ -15,7 +15,8 @@ import (
 
 // The config file's sources are read together: the same Service in both
 // is one cluster, each source's endpoints at its priority and in its
-// region; an address both publish is the preferred source's, and counted.
+// region; an address both publish is the preferred source's, and counted;
+// with --mcs, a ServiceImport's slice is placed as the source it names.
 func TestSourcesMergeIntoOneCluster(t *testing.T) {
 	out := t.TempDir()
 	config := filepath.Join(t.TempDir(), "edsync.yaml")
@@ -24,17 +25,21 @@ sources:
 - {name: east, kubeconfig: /etc/edsync/east.kubeconfig, priority: 0, region: us-east}
 - {name: west, kubeconfig: /etc/edsync/west.kubeconfig, context: west, priority: 1, region: us-west, weight: 3}
 `)
-	cfg := configForTest(t, "--config", config, "--output-dir", out, "--debounce", "1ms", "--max-delay", "10ms")
+	cfg := configForTest(t, "--config", config, "--output-dir", out, "--debounce", "1ms", "--max-delay", "10ms", "--mcs")
 	both := apiSlice("ns", "web", "10.0.0.9")
 	both.Name = "web-2"
-	east := fake.NewClientset(apiSlice("ns", "web", "10.0.0.1"), both)
+	// A ServiceImport's slice in east of endpoints in west.
+	imported := apiSlice("ns", "web", "10.1.0.7")
+	imported.Name, imported.Labels = "web-imported", map[string]string{
+		watch.LabelMCSServiceName: "web", watch.LabelMCSSourceCluster: "west"}
+	east := fake.NewClientset(apiSlice("ns", "web", "10.0.0.1"), both, imported)
 	west := fake.NewClientset(apiSlice("ns", "web", "10.1.0.1"), both.DeepCopy())
 	tp := startPipelineDeps(t, cfg, slog.New(slog.DiscardHandler), pipelineDeps{clients: map[string]watch.API{
 		"east": testutil.ClientsetAPI(east), "west": testutil.ClientsetAPI(west),
 	}})
 	tp.WaitCluster(t, "ns/web/http")
 	got := testutil.Placement(testutil.ReadAsEnvoy(t, filepath.Join(out, "ns_web_http.json")))
-	want := []string{"10.0.0.1 p0 us-east// w2", "10.0.0.9 p0 us-east// w2", "10.1.0.1 p1 us-west// w3"}
+	want := []string{"10.0.0.1 p0 us-east// w2", "10.0.0.9 p0 us-east// w2", "10.1.0.1 p1 us-west// w6", "10.1.0.7 p1 us-west// w6"}
 	if !slices.Equal(got, want) {
 		t.Errorf("placement\n got %v\nwant %v", got, want)
 	}

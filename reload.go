@@ -173,6 +173,7 @@ func restartOnly(a, b *config) []string {
 	check("once", a.once == b.once)
 	check("prune-after", a.pruneAfter == b.pruneAfter)
 	check("source-stale-after", a.sourceStaleAfter == b.sourceStaleAfter)
+	check("mcs", a.mcs == b.mcs)
 	check("sources", slices.EqualFunc(a.sources, b.sources, func(x, y sourceConfig) bool {
 		return x.name == y.name && x.kubeconfig == y.kubeconfig && x.context == y.context && x.inCluster == y.inCluster &&
 			slices.Equal(x.namespaces, y.namespaces) && x.selector == y.selector

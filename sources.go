@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	goruntime "runtime"
 	"slices"
 	"strings"
@@ -113,7 +114,7 @@ func newSource(cfg *config, clients map[string]watch.API, store *watch.Store, ob
 		}
 		kube, err := watch.NewKube(watch.KubeOptions{
 			API: c, Namespaces: sc.namespaces, Selector: sc.selector, Services: watchedServices(cfg),
-			Source: sc.name, Store: store, Logger: log,
+			Source: sc.name, MCS: cfg.mcs, Sources: slices.Sorted(maps.Keys(cfg.render.Sources)), Store: store, Logger: log,
 		})
 		if err != nil {
 			return nil, nil, usageError{err}

@@ -19,6 +19,10 @@ type filter struct {
 	namespaces map[string]bool // empty: all
 	selector   labels.Selector // never nil
 	services   map[render.ServiceKey]bool
+	// mcs: the slices of ServiceImports (LabelMCSServiceName) are read
+	// too; with services set, each namespace gets a second list/watch
+	// for them.
+	mcs bool
 }
 
 // scope is one list/watch: a namespace ("" for all) and the label selector
@@ -87,15 +91,21 @@ func (f *filter) scopes() ([]scope, error) {
 		for k := range f.services {
 			byNS[k.Namespace] = append(byNS[k.Namespace], k.Name)
 		}
+		labelNames := []string{discoveryv1.LabelServiceName}
+		if f.mcs {
+			labelNames = append(labelNames, LabelMCSServiceName)
+		}
 		var out []scope
 		for _, ns := range slices.Sorted(maps.Keys(byNS)) {
 			names := byNS[ns]
 			slices.Sort(names)
-			req, err := labels.NewRequirement(discoveryv1.LabelServiceName, selection.In, names)
-			if err != nil {
-				return nil, fmt.Errorf("services in namespace %s: %w", ns, err)
+			for _, label := range labelNames {
+				req, err := labels.NewRequirement(label, selection.In, names)
+				if err != nil {
+					return nil, fmt.Errorf("services in namespace %s: %w", ns, err)
+				}
+				out = append(out, scope{namespace: ns, selector: f.selector.Add(*req).String()})
 			}
-			out = append(out, scope{namespace: ns, selector: f.selector.Add(*req).String()})
 		}
 		return out, nil
 	}

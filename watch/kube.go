@@ -51,6 +51,12 @@ type KubeOptions struct {
 	Logger *slog.Logger
 	// Clock times the API server's failures (Health); nil is time.Now.
 	Clock func() time.Time
+	// MCS reads the EndpointSlices of ServiceImports too (KEP-1645): a
+	// slice labelled LabelMCSServiceName is its Service's, and placed by
+	// its LabelMCSSourceCluster when that names one of Sources (else as
+	// this source's).
+	MCS     bool
+	Sources []string
 }
 
 // Kube is the Source that watches discovery.k8s.io/v1 EndpointSlices with
@@ -61,6 +67,8 @@ type Kube struct {
 	namespaces []string
 	selector   string
 	source     string
+	mcs        bool
+	sources    []string // the known source names, for MCS
 	clock      func() time.Time
 	store      *Store
 	// dropped: Drop took the slices out of the Store; the handlers write
@@ -94,6 +102,7 @@ func NewKube(o KubeOptions) (*Kube, error) {
 	if err != nil {
 		return nil, fmt.Errorf("watch: kube source: %w", err)
 	}
+	f.mcs = o.MCS
 	scopes, err := f.scopes()
 	if err != nil {
 		return nil, fmt.Errorf("watch: kube source: %w", err)
@@ -107,6 +116,8 @@ func NewKube(o KubeOptions) (*Kube, error) {
 		namespaces: o.Namespaces,
 		selector:   o.Selector,
 		source:     o.Source,
+		mcs:        o.MCS,
+		sources:    o.Sources,
 		clock:      o.Clock,
 		store:      o.Store,
 		log:        log.With("component", "watch.kube"),
@@ -321,6 +332,7 @@ func (k *Kube) SetServices(ctx context.Context, services []render.ServiceKey) er
 	if err != nil {
 		return fmt.Errorf("watch: kube source: %w", err)
 	}
+	f.mcs = k.mcs
 	want, err := f.scopes()
 	if err != nil {
 		return fmt.Errorf("watch: kube source: %w", err)
@@ -359,7 +371,7 @@ func (k *Kube) SetServices(ctx context.Context, services []render.ServiceKey) er
 			}
 		}
 		k.store.Retain(func(sl *discoveryv1.EndpointSlice) bool {
-			if k.source != "" && sl.Labels[render.LabelSource] != k.source {
+			if k.source != "" && sl.Labels[labelReadFrom] != k.source {
 				return true // another source's
 			}
 			if !f.match(sl) {
@@ -408,7 +420,7 @@ func (k *Kube) Drop() {
 	defer k.scopes.handlers.Unlock()
 	k.dropped = true
 	k.store.Retain(func(sl *discoveryv1.EndpointSlice) bool {
-		return k.source != "" && sl.Labels[render.LabelSource] != k.source
+		return k.source != "" && sl.Labels[labelReadFrom] != k.source
 	})
 }
 
@@ -502,15 +514,48 @@ func (k *Kube) transform(obj any) (any, error) {
 		return obj, nil
 	}
 	out := Slim(sl)
-	if k.source != "" {
+	source := k.source
+	mcsName, imported := out.Labels[LabelMCSServiceName]
+	// Idempotent: client-go may hand the transform an object it made.
+	imported = imported && k.mcs && (out.Labels[discoveryv1.LabelServiceName] == "" || out.Labels[labelImported] != "")
+	if imported {
+		if from := out.Labels[LabelMCSSourceCluster]; slices.Contains(k.sources, from) {
+			source = from
+		}
+	}
+	if source != "" || imported {
 		// Slim's label map may be shared (interned): a copy.
-		labels := make(map[string]string, len(out.Labels)+1)
+		labels := make(map[string]string, len(out.Labels)+3)
 		maps.Copy(labels, out.Labels)
-		labels[render.LabelSource] = k.source
+		if source != "" {
+			labels[render.LabelSource] = source
+			labels[labelReadFrom] = k.source
+		}
+		if imported {
+			// The slice of a ServiceImport is its Service's.
+			labels[discoveryv1.LabelServiceName] = mcsName
+			labels[labelImported] = "true"
+		}
 		out.Labels = labels
 	}
 	return out, nil
 }
+
+// The labels of the EndpointSlices of a ServiceImport (Multi-Cluster
+// Services, KEP-1645).
+const (
+	LabelMCSServiceName   = "multicluster.kubernetes.io/service-name"
+	LabelMCSSourceCluster = "multicluster.kubernetes.io/source-cluster"
+)
+
+// labelReadFrom names the source that read a slice: the one whose Retain
+// and Drop it belongs to. With MCS, render.LabelSource may name another
+// (the cluster the endpoints are in).
+const labelReadFrom = "edsync.io/read-from"
+
+// labelImported marks a ServiceImport's slice the transform gave its
+// Service's label, so that a second pass finds it imported too.
+const labelImported = "edsync.io/imported"
 
 // id is the Store's id of the slice namespace/name: prefixed with the
 // source, if named.

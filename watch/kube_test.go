@@ -483,22 +483,7 @@ func TestKubeSetServices(t *testing.T) {
 		slice("ns2", "db-a", "db", "", "10.0.0.3"),
 		slice("ns3", "mq-a", "mq", "", "10.0.0.4"),
 	)
-	var mu sync.Mutex
-	var lists []string
-	client.PrependReactor("list", "endpointslices", func(a k8stesting.Action) (bool, runtime.Object, error) {
-		la := a.(k8stesting.ListActionImpl)
-		mu.Lock()
-		lists = append(lists, la.GetNamespace()+"|"+la.GetListOptions().LabelSelector)
-		mu.Unlock()
-		return false, nil, nil
-	})
-	takeLists := func() []string {
-		mu.Lock()
-		defer mu.Unlock()
-		out := slices.Sorted(slices.Values(lists))
-		lists = nil
-		return out
-	}
+	takeLists := recordLists(client)
 	web := svc("ns1", "web")
 	n := newNotifications()
 	var store *Store

@@ -13,7 +13,11 @@ import (
 	"time"
 
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
 
 	"github.com/edsync/edsync/test/e2e/harness"
 	"github.com/edsync/edsync/writer"
@@ -38,7 +42,8 @@ func sourcePlacement(cla *endpointv3.ClusterLoadAssignment) []string {
 // cluster, each side at its priority and in its region; with the preferred
 // side scaled to zero the other is priority 0; with one API server stopped
 // the other's changes keep flowing, and the stopped one's endpoints stay
-// until --source-stale-after, then leave.
+// until --source-stale-after, then leave. With --mcs, a ServiceImport's
+// slice in one cluster is placed as the source its source-cluster names.
 func TestTwoClusters(t *testing.T) {
 	ctx := t.Context()
 	binDir, err := harness.Binaries()
@@ -87,6 +92,21 @@ func TestTwoClusters(t *testing.T) {
 		kubeconfigs = append(kubeconfigs, kc)
 	}
 
+	// A ServiceImport's slice in east, as an MCS implementation writes it:
+	// endpoints of west's, which --mcs places as west's.
+	imported := &discoveryv1.EndpointSlice{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "web-imported-west", Labels: map[string]string{
+			"multicluster.kubernetes.io/service-name": svc, "multicluster.kubernetes.io/source-cluster": "west",
+			discoveryv1.LabelManagedBy: "mcs-controller.example",
+		}},
+		AddressType: discoveryv1.AddressTypeIPv4,
+		Ports:       []discoveryv1.EndpointPort{{Name: ptr.To("http"), Port: ptr.To[int32](8080), Protocol: ptr.To(corev1.ProtocolTCP)}},
+		Endpoints:   []discoveryv1.Endpoint{{Addresses: []string{"10.30.0.7"}, Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true)}}},
+	}
+	if _, err := cluster.Client.DiscoveryV1().EndpointSlices(ns).Create(ctx, imported, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+
 	out := t.TempDir()
 	config := filepath.Join(t.TempDir(), "edsync.yaml")
 	if err := os.WriteFile(config, fmt.Appendf(nil, `namespace: [%s]
@@ -97,7 +117,7 @@ sources:
 		t.Fatal(err)
 	}
 	files := harness.WatchDir(t, out)
-	e := cluster.StartEdsyncArgs(t, "--config", config, "--output-dir", out, "--debounce", "50ms",
+	e := cluster.StartEdsyncArgs(t, "--config", config, "--output-dir", out, "--debounce", "50ms", "--mcs",
 		"--source-stale-after", "10s", "--sync-timeout", "30s")
 	const name = ns + "/" + svc + "/http"
 	file, err := writer.FileName(name, writer.FormatJSON)
@@ -113,17 +133,17 @@ sources:
 			return nil
 		})
 	}
-	placed("both sides", "10.20.0.1 p0 east", "10.30.0.1 p1 west")
+	placed("both sides, and the imported slice as west's", "10.20.0.1 p0 east", "10.30.0.1 p1 west", "10.30.0.7 p1 west")
 
 	// The preferred side scaled to zero: the other is priority 0.
 	if err := cluster.SetPodStatus(ctx, ns, "web-1", "10.20.0.1", false); err != nil {
 		t.Fatal(err)
 	}
-	placed("east at zero", "10.30.0.1 p0 west")
+	placed("east at zero", "10.30.0.1 p0 west", "10.30.0.7 p0 west")
 	if err := cluster.SetPodStatus(ctx, ns, "web-1", "10.20.0.1", true); err != nil {
 		t.Fatal(err)
 	}
-	placed("east back", "10.20.0.1 p0 east", "10.30.0.1 p1 west")
+	placed("east back", "10.20.0.1 p0 east", "10.30.0.1 p1 west", "10.30.0.7 p1 west")
 
 	// West's API server stops: east's changes still flow, and west's
 	// endpoint stays until it has been unreachable for 10 s, then leaves.
@@ -136,8 +156,9 @@ sources:
 	if err := cluster.SetPodStatus(ctx, ns, "web-2", "10.20.0.2", true); err != nil {
 		t.Fatal(err)
 	}
-	placed("east's change, west's endpoint kept", "10.20.0.1 p0 east", "10.20.0.2 p0 east", "10.30.0.1 p1 west")
-	placed("west stale, removed", "10.20.0.1 p0 east", "10.20.0.2 p0 east")
+	placed("east's change, west's endpoint kept", "10.20.0.1 p0 east", "10.20.0.2 p0 east", "10.30.0.1 p1 west", "10.30.0.7 p1 west")
+	// The imported slice was read from east, which still answers: it stays.
+	placed("west stale, removed", "10.20.0.1 p0 east", "10.20.0.2 p0 east", "10.30.0.7 p1 west")
 
 	addr := e.HTTPAddr(t)
 	resp, err := http.Get("http://" + addr + "/readyz")
