@@ -48,6 +48,8 @@ sources:
 		`edsync_source_up{source="east"}`:                         1,
 		`edsync_source_synced{source="west"}`:                     1,
 		`edsync_source_stale{source="west"}`:                      0,
+		`edsync_source_endpoints{source="east"}`:                  2,
+		`edsync_source_endpoints{source="west"}`:                  3, // the imported slice's too
 	})
 }
 

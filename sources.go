@@ -143,7 +143,7 @@ func newSource(cfg *config, clients map[string]watch.API, store *watch.Store, ob
 	}
 	api.clusters = watch.NewClusters(watch.ClustersOptions{
 		Sources: api.slices, Others: others, SyncTimeout: cfg.syncTimeout, StaleAfter: cfg.sourceStaleAfter,
-		Logger: log, OnStatus: onStatus,
+		Logger: log, OnStatus: onStatus, Endpoints: store.SourceEndpoints,
 	})
 	return api.clusters, api, nil
 }

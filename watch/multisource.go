@@ -22,6 +22,9 @@ type SourceStatus struct {
 	Stale bool
 	// LastOK is when its API server last answered (zero: never).
 	LastOK time.Time
+	// Endpoints are those of the slices placed as this source, every
+	// condition counted (ClustersOptions.Endpoints).
+	Endpoints int
 }
 
 // ClustersOptions configures NewClusters.
@@ -45,6 +48,8 @@ type ClustersOptions struct {
 	Logger *slog.Logger
 	// OnStatus, if set, gets every source's status after each check.
 	OnStatus func([]SourceStatus)
+	// Endpoints, if set, counts a source's endpoints (Store.SourceEndpoints).
+	Endpoints func(source string) int
 }
 
 // Clusters runs the sources of several Kubernetes clusters as one: a
@@ -178,6 +183,9 @@ func (c *Clusters) checkSources() {
 		case <-k.Synced():
 			st.Synced = true
 		default:
+		}
+		if c.o.Endpoints != nil {
+			st.Endpoints = c.o.Endpoints(st.Name)
 		}
 		down, err, lastOK := k.Health()
 		wasUp := st.Up || st.DownSince.IsZero() && !st.Stale

@@ -75,6 +75,9 @@ type Store struct {
 	// so that an unchanged re-delivery is not counted twice.
 	unlabeled map[string]*discoveryv1.EndpointSlice
 	skipped   map[string]uint64
+	// endpoints counts the endpoints of the stored slices by their
+	// render.LabelSource (slices without it are not counted).
+	endpoints map[string]int
 	// triggers holds, per Service, the trigger times of its changed slice
 	// versions not yet taken (only with TriggerTimesSince).
 	triggers map[render.ServiceKey][]time.Time
@@ -103,6 +106,7 @@ func NewStoreWith(o StoreOptions) *Store {
 		unlabeled:    map[string]*discoveryv1.EndpointSlice{},
 		skipped:      map[string]uint64{},
 		triggers:     map[render.ServiceKey][]time.Time{},
+		endpoints:    map[string]int{},
 	}
 	if s.notify == nil {
 		s.notify = func(render.ServiceKey) {}
@@ -161,6 +165,8 @@ func (s *Store) Upsert(id string, sl *discoveryv1.EndpointSlice) {
 	delete(s.unlabeled, id)
 
 	if had && old.key == key {
+		s.countLocked(old.slice, -1)
+		s.countLocked(sl, 1)
 		s.byID[id] = entry{key: key, slice: sl}
 		s.byService[key][id] = sl
 		same := sameObject(old.slice, sl)
@@ -180,6 +186,7 @@ func (s *Store) Upsert(id string, sl *discoveryv1.EndpointSlice) {
 		changed = append(changed, old.key)
 	}
 	s.byID[id] = entry{key: key, slice: sl}
+	s.countLocked(sl, 1)
 	m := s.byService[key]
 	if m == nil {
 		m = map[string]*discoveryv1.EndpointSlice{}
@@ -234,6 +241,7 @@ func (s *Store) Retain(keep func(*discoveryv1.EndpointSlice) bool) {
 }
 
 func (s *Store) removeLocked(id string, key render.ServiceKey) {
+	s.countLocked(s.byID[id].slice, -1)
 	delete(s.byID, id)
 	m := s.byService[key]
 	delete(m, id)
@@ -400,4 +408,29 @@ func compareKeys(a, b render.ServiceKey) int {
 		return c
 	}
 	return strings.Compare(a.Name, b.Name)
+}
+
+// countLocked adds (sign 1) or takes away (-1) a slice's endpoints from
+// its source's count.
+func (s *Store) countLocked(sl *discoveryv1.EndpointSlice, sign int) {
+	if sl == nil {
+		return
+	}
+	src := sl.Labels[render.LabelSource]
+	if src == "" {
+		return
+	}
+	if n := s.endpoints[src] + sign*len(sl.Endpoints); n != 0 {
+		s.endpoints[src] = n
+	} else {
+		delete(s.endpoints, src)
+	}
+}
+
+// SourceEndpoints returns the endpoints of the stored slices of a source
+// (render.LabelSource), every condition counted.
+func (s *Store) SourceEndpoints(source string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.endpoints[source]
 }

@@ -261,3 +261,32 @@ func TestStoreRetain(t *testing.T) {
 		t.Errorf("no-service-label skips %d -> %d: the unlabeled slice was kept", before, got)
 	}
 }
+
+// The Store counts the endpoints of each source's slices through every
+// change: add, update, move to another Service, delete, Retain.
+func TestStoreSourceEndpoints(t *testing.T) {
+	s := NewStore(nil)
+	from := func(sl *discoveryv1.EndpointSlice, source string) *discoveryv1.EndpointSlice {
+		sl.Labels[render.LabelSource] = source
+		return sl
+	}
+	check := func(step string, east, west int) {
+		t.Helper()
+		if e, w := s.SourceEndpoints("east"), s.SourceEndpoints("west"); e != east || w != west {
+			t.Errorf("%s: east %d, west %d; want %d, %d", step, e, w, east, west)
+		}
+	}
+	s.Upsert("east/ns/a", from(slice("ns", "a", "web", "1", "10.0.0.1", "10.0.0.2"), "east"))
+	s.Upsert("west/ns/a", from(slice("ns", "a", "web", "1", "10.1.0.1"), "west"))
+	s.Upsert("ns/plain", slice("ns", "plain", "web", "1", "10.2.0.1"))
+	check("added", 2, 1)
+	s.Upsert("east/ns/a", from(slice("ns", "a", "web", "2", "10.0.0.1"), "east"))
+	check("updated", 1, 1)
+	s.Upsert("east/ns/a", from(slice("ns", "a", "api", "3", "10.0.0.1", "10.0.0.3", "10.0.0.4"), "east"))
+	check("moved to another Service", 3, 1)
+	s.Delete("west/ns/a")
+	check("deleted", 3, 0)
+	s.Upsert("west/ns/b", from(slice("ns", "b", "web", "1", "10.1.0.2"), "west"))
+	s.Retain(func(sl *discoveryv1.EndpointSlice) bool { return sl.Labels[render.LabelSource] != "east" })
+	check("east retained away", 0, 1)
+}

@@ -74,7 +74,7 @@ type Metrics struct {
 	cdsWrites          map[string]prometheus.Counter
 	cdsClusterAdded    prometheus.Histogram
 
-	sourceUp, sourceSynced, sourceStale, sourceLastOK *prometheus.GaugeVec
+	sourceUp, sourceSynced, sourceStale, sourceLastOK, sourceEndpoints *prometheus.GaugeVec
 
 	configReloads             *prometheus.CounterVec
 	configLastReloadOK        prometheus.Gauge
@@ -119,6 +119,8 @@ func New(version string) *Metrics {
 			"1 once the source's first list is done, else 0.", "source"),
 		sourceStale: f.gauge("edsync_source_stale",
 			"1 while the source has been unreachable longer than --source-stale-after and its endpoints are removed.", "source"),
+		sourceEndpoints: f.gauge("edsync_source_endpoints",
+			"Endpoints of the slices placed as the source, every condition counted (0 while its endpoints are removed as stale).", "source"),
 		sourceLastOK: f.gauge("edsync_source_last_ok_timestamp_seconds",
 			"Unix time the source's API server last answered a list or watch.", "source"),
 		cdsClusters: f.gauge("edsync_cds_clusters",
@@ -267,6 +269,7 @@ func (m *Metrics) Sources(status []watch.SourceStatus) {
 		m.sourceUp.WithLabelValues(st.Name).Set(b(st.Up))
 		m.sourceSynced.WithLabelValues(st.Name).Set(b(st.Synced))
 		m.sourceStale.WithLabelValues(st.Name).Set(b(st.Stale))
+		m.sourceEndpoints.WithLabelValues(st.Name).Set(float64(st.Endpoints))
 		if !st.LastOK.IsZero() {
 			m.sourceLastOK.WithLabelValues(st.Name).Set(seconds(st.LastOK))
 		}
