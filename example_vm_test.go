@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // unitSettings reads the Key=Value lines of a systemd unit, in order.
@@ -138,4 +139,21 @@ func TestVMExampleScriptIsPOSIX(t *testing.T) {
 		return
 	}
 	t.Skip("no POSIX sh")
+}
+
+// The multi-cluster example parses with edsync's own checks: two sources,
+// with their places.
+func TestMulticlusterExampleConfig(t *testing.T) {
+	cfg, err := parseFlags([]string{"--config", "examples/multicluster/edsync.yaml"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.sources) != 2 || cfg.render.Sources["east"].Priority != 0 || cfg.render.Sources["west"].Priority != 1 ||
+		cfg.render.Sources["west"].Region != "us-west-2" || !cfg.mcs || cfg.sourceStaleAfter != 5*time.Minute {
+		t.Errorf("config: sources %+v, places %+v, mcs %v, stale after %v", cfg.sources, cfg.render.Sources, cfg.mcs, cfg.sourceStaleAfter)
+	}
+	unit := unitSettings(t, "examples/vm/edsync.service")
+	if unit["ReadWritePaths"][0] != cfg.outputDir {
+		t.Errorf("output-dir %s: the unit lets edsync write %s", cfg.outputDir, unit["ReadWritePaths"][0])
+	}
 }
