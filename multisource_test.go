@@ -1,13 +1,16 @@
 package main
 
 import (
+	"errors"
 	"log/slog"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/edsync/edsync/internal/testutil"
 	"github.com/edsync/edsync/watch"
@@ -76,5 +79,26 @@ func TestBadSourcesExit2(t *testing.T) {
 	writeFile(t, path, "sources: [{name: a, kubeconfig: k}]")
 	if code, _, stderr := edsync(t, "--config", path, "--dry-run", "--from-dir", "examples/endpointslices"); code != exitUsage || !strings.Contains(stderr, "drop --from-dir") {
 		t.Errorf("sources with --from-dir: exit %d, %q", code, stderr)
+	}
+}
+
+// A first source down at start (the Services come from it) holds the others
+// back for --sync-timeout only.
+func TestFirstSourceDownAtStart(t *testing.T) {
+	out := t.TempDir()
+	config := filepath.Join(t.TempDir(), "edsync.yaml")
+	writeFile(t, config, "sources:\n- {name: east, kubeconfig: /k/east}\n- {name: west, kubeconfig: /k/west, priority: 1}\n")
+	cfg := configForTest(t, "--config", config, "--output-dir", out, "--debounce", "1ms", "--max-delay", "10ms",
+		"--watch-services", "--sync-timeout", "200ms")
+	east := fake.NewClientset()
+	east.PrependReactor("list", "*", func(k8stesting.Action) (bool, runtime.Object, error) {
+		return true, nil, errors.New("connection refused")
+	})
+	west := fake.NewClientset(apiSlice("ns1", "web", "10.1.0.1"))
+	tp := startPipelineDeps(t, cfg, slog.New(slog.DiscardHandler), pipelineDeps{clients: map[string]watch.API{
+		"east": testutil.ClientsetAPI(east), "west": testutil.ClientsetAPI(west)}})
+	tp.WaitCluster(t, "ns1/web/http")
+	if got := testutil.Addresses(testutil.ReadAsEnvoy(t, filepath.Join(out, "ns1_web_http.json"))); !slices.Equal(got, []string{"10.1.0.1:8080 HEALTHY"}) {
+		t.Errorf("west's web: %v", got)
 	}
 }

@@ -99,12 +99,22 @@ func (f *filter) scopes() ([]scope, error) {
 		for _, ns := range slices.Sorted(maps.Keys(byNS)) {
 			names := byNS[ns]
 			slices.Sort(names)
-			for _, label := range labelNames {
+			for i, label := range labelNames {
 				req, err := labels.NewRequirement(label, selection.In, names)
 				if err != nil {
 					return nil, fmt.Errorf("services in namespace %s: %w", ns, err)
 				}
-				out = append(out, scope{namespace: ns, selector: f.selector.Add(*req).String()})
+				sel := f.selector.Add(*req)
+				if i > 0 {
+					// A slice with both labels is the first scope's only,
+					// so that it never has two scopes to leave.
+					noService, err := labels.NewRequirement(discoveryv1.LabelServiceName, selection.DoesNotExist, nil)
+					if err != nil {
+						return nil, err
+					}
+					sel = sel.Add(*noService)
+				}
+				out = append(out, scope{namespace: ns, selector: sel.String()})
 			}
 		}
 		return out, nil

@@ -362,6 +362,9 @@ func (k *Kube) SetServices(ctx context.Context, services []render.ServiceKey) er
 		addedNS := map[string]bool{}
 		for _, ks := range add {
 			addedNS[ks.namespace] = true
+			if k.dropped {
+				continue // Restore puts them in when the source answers
+			}
 			for _, obj := range ks.informer.informer.GetStore().List() {
 				if sl, ok := obj.(*discoveryv1.EndpointSlice); ok && f.match(sl) {
 					id := k.id(sl.Namespace + "/" + sl.Name)

@@ -143,14 +143,17 @@ func (c *Clusters) waitSynced(ctx context.Context, all Source) {
 		return
 	case <-timeout:
 	}
+	var missing []string
+	// The Services and Nodes come from the first source: if it is the one
+	// missing, they are published without (annotations, port numbers and
+	// Node topology come when it answers).
 	for _, o := range c.o.Others {
 		select {
 		case <-o.Synced():
-		case <-ctx.Done():
-			return
+		default:
+			missing = append(missing, "the first source's Services or Nodes")
 		}
 	}
-	var missing []string
 	for _, k := range c.o.Sources {
 		select {
 		case <-k.Synced():

@@ -101,7 +101,7 @@ func TestKubeMCS(t *testing.T) {
 	n.until(t, "the imported slices", func() bool {
 		return slices.Equal(sourcesOf(store.Slices(web)), []string{"east:imported-mars", "east:web-a", "west:imported-west"})
 	})
-	if got, want := lists(), []string{"ns|kubernetes.io/service-name in (web)", "ns|multicluster.kubernetes.io/service-name in (web)"}; !slices.Equal(got, want) {
+	if got, want := lists(), []string{"ns|!kubernetes.io/service-name,multicluster.kubernetes.io/service-name in (web)", "ns|kubernetes.io/service-name in (web)"}; !slices.Equal(got, want) {
 		t.Errorf("lists %q, want %q", got, want)
 	}
 	// client-go may transform an object twice (a list through watch): the
@@ -147,5 +147,30 @@ func recordLists(client *fake.Clientset) func() []string {
 		out := slices.Sorted(slices.Values(lists))
 		lists = nil
 		return out
+	}
+}
+
+// A move while the source is dropped (stale) puts none of its slices back:
+// Restore does, when it answers again.
+func TestKubeMoveWhileDropped(t *testing.T) {
+	c := fake.NewClientset(slice("ns", "web-a", "web", "", "10.0.0.1"), slice("ns", "api-a", "api", "", "10.0.0.2"))
+	n := newNotifications()
+	store := NewStore(n.notify)
+	k, err := NewKube(KubeOptions{API: clientsetAPI{c}, Store: store, Source: "east", Services: []render.ServiceKey{svc("ns", "web")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runSource(t, k)
+	waitClosed(t, k.Synced(), "Synced")
+	k.Drop()
+	if err := k.SetServices(t.Context(), []render.ServiceKey{svc("ns", "web"), svc("ns", "api")}); err != nil {
+		t.Fatal(err)
+	}
+	if got := store.Services(); len(got) != 0 {
+		t.Errorf("a dropped source's slices are back after a move: %v", got)
+	}
+	k.Restore()
+	if got := store.Services(); !slices.Equal(got, []render.ServiceKey{svc("ns", "api"), svc("ns", "web")}) {
+		t.Errorf("after Restore: %v", got)
 	}
 }
