@@ -314,6 +314,8 @@ func (fc *fileConfig) readSources(cfg *config) error {
 		return fmt.Errorf("%s: each source names its kubeconfig and context: drop --kubeconfig and --context", where)
 	}
 	cfg.render.Sources = make(map[string]render.Source, len(fc.sources))
+	// The Services and Nodes are read from the first source.
+	cfg.render.NodesFrom = fc.sources[0].Name
 	for i, e := range fc.sources {
 		at := fmt.Sprintf("%s[%d]", where, i)
 		if errs := validation.IsDNS1123Label(e.Name); len(errs) > 0 {
@@ -330,6 +332,9 @@ func (fc *fileConfig) readSources(cfg *config) error {
 		}
 		if e.Priority < 0 || e.Priority > 127 {
 			return fmt.Errorf("%s (%s): priority %d: want 0 (preferred) to 127", at, e.Name, e.Priority)
+		}
+		if e.Weight > 128 {
+			return fmt.Errorf("%s (%s): weight %d: want 1 to 128", at, e.Name, e.Weight)
 		}
 		sc := sourceConfig{name: e.Name, kubeconfig: e.Kubeconfig, context: e.Context, inCluster: e.InCluster,
 			namespaces: cfg.namespaces, selector: cfg.selector}

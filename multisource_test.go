@@ -65,6 +65,7 @@ func TestBadSourcesExit2(t *testing.T) {
 		"sources: [{name: a}]":                                          "give a kubeconfig",
 		"sources: [{name: a, in-cluster: true, kubeconfig: k}]":         "not both",
 		"sources: [{name: a, kubeconfig: k, priority: 200}]":            "priority 200",
+		"sources: [{name: a, kubeconfig: k, weight: 1000}]":             "weight 1000",
 		"sources: [{name: a, kubeconfig: k, zone: x}]":                  `unknown field "zone"`,
 		"sources: [{name: a, kubeconfig: k, selector: '=='}]":           "selector",
 	} {

@@ -116,7 +116,7 @@ func (r *reloader) check(force bool) (retry bool) {
 		changed = restartOnly(r.current, next)
 		// The sources' connections start with the process; their places
 		// stay with them until the restart too.
-		next.sources, next.render.Sources = r.current.sources, r.current.render.Sources
+		next.sources, next.render.Sources, next.render.NodesFrom = r.current.sources, r.current.render.Sources, r.current.render.NodesFrom
 		if err = r.apply(next); errors.As(err, new(moveError)) {
 			r.last, retry = nil, true
 			err = fmt.Errorf("%w (trying again in %s)", err, reloadRetry)

@@ -3,6 +3,7 @@ package render
 import (
 	"cmp"
 	"fmt"
+	"math"
 	"net/netip"
 	"slices"
 	"unique"
@@ -18,10 +19,12 @@ type hostWalk struct {
 	sel   *Selection
 	pairs *pairing // nil: every entry is a host of its own
 	last  *entry   // the (primary) entry of the host published last
-	// conflicts describes the ip:ports two sources published, the
-	// preferred source's copy kept (only when conflicts is wanted).
-	conflicts    *[]string
-	lastConflict *entry
+	// conflicts describes the ip:ports two sources hold (only when
+	// conflicts is wanted); seen is the entry looked at last, published or
+	// not, and reported the last ip:port reported.
+	conflicts *[]string
+	seen      *entry
+	reported  netip.AddrPort
 }
 
 // next reports whether e publishes a host, with the host's health and, for
@@ -34,6 +37,19 @@ type hostWalk struct {
 // and in between the host is published if either address would be.
 func (w *hostWalk) next(e *entry) (g *podGroup, sec *entry, h health, ok bool) {
 	h = e.m.health
+	if w.conflicts != nil {
+		// Copies of an ip:port are next to each other, the preferred
+		// source's first: any two from different sources are a conflict,
+		// whether or not the selection keeps them.
+		if s := w.seen; s != nil && s.addr == e.addr && s.port() == e.port() && s.src.source != e.src.source {
+			if ap := netip.AddrPortFrom(e.addr, uint16(e.port())); ap != w.reported {
+				w.reported = ap
+				*w.conflicts = append(*w.conflicts, fmt.Sprintf("%s in sources %s and %s: one host, the preferred source's copy (%s's) unless it is left out",
+					ap, s.src.source.name, e.src.source.name, s.src.source.name))
+			}
+		}
+		w.seen = e
+	}
 	if w.pairs != nil {
 		if g = w.pairs.pair(e); g != nil {
 			var pri *entry
@@ -47,11 +63,6 @@ func (w *hostWalk) next(e *entry) (g *podGroup, sec *entry, h health, ok bool) {
 		return nil, nil, 0, false
 	}
 	if w.last != nil && w.last.addr == e.addr && w.last.port() == e.port() {
-		if w.conflicts != nil && w.last.src.source != e.src.source && w.lastConflict != w.last {
-			w.lastConflict = w.last
-			*w.conflicts = append(*w.conflicts, fmt.Sprintf("%s published by sources %s and %s; %s's kept",
-				netip.AddrPortFrom(e.addr, uint16(e.port())), w.last.src.source.name, e.src.source.name, w.last.src.source.name))
-		}
 		return nil, nil, 0, false
 	}
 	w.last = e
@@ -180,7 +191,7 @@ func assemble(name string, merged []*entry, sel *Selection, pairs *pairing, pl *
 		lle := &endpointv3.LocalityLbEndpoints{
 			LbEndpoints:         b.lbs,
 			Priority:            priority,
-			LoadBalancingWeight: wrapperspb.UInt32(uint32(b.w)),
+			LoadBalancingWeight: wrapperspb.UInt32(uint32(min(b.w, math.MaxInt32))),
 		}
 		if b.loc != (localityKey{}) {
 			lle.Locality = &corev3.Locality{Region: b.loc.region, Zone: b.loc.zone, SubZone: b.loc.subZone}

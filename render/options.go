@@ -146,7 +146,10 @@ type Options struct {
 	// source name; empty for one source (every endpoint at the topology's
 	// levels, as without sources).
 	Sources map[string]Source
-	sources map[string]*sourcePlace // Sources, indexed by New
+	// NodesFrom names the source whose Nodes SetNode gives and whose node
+	// LocalNode is; the other sources' endpoints get no Node topology.
+	NodesFrom string
+	sources   map[string]*sourcePlace // Sources, indexed by New
 	// EndpointMetadata adds each endpoint's pod, namespace, node and zone
 	// to its metadata under filter_metadata[MetadataKey].
 	EndpointMetadata bool

@@ -38,11 +38,19 @@ const levelsPerSource = 4
 type sourcePlace struct {
 	name string
 	Source
+	// local: the Nodes render knows (SetNode) and the local node are this
+	// source's cluster's; another cluster's node of the same name is
+	// another node.
+	local bool
 }
 
 // defaultSource places the slices of a single source, and of any slice
 // without the source label.
-var defaultSource = &sourcePlace{}
+var defaultSource = &sourcePlace{local: true}
+
+// maxSourceWeight bounds a source's weight: a locality's weight is its
+// endpoints times it, and Envoy wants a priority's sum within 32 bits.
+const maxSourceWeight = 128
 
 // sourceOf returns the place of a slice by its source label.
 func (o *Options) sourceOf(labels map[string]string) *sourcePlace {
@@ -69,7 +77,10 @@ func (o *Options) checkSources() error {
 		if s.Priority < 0 || s.Priority > 127 {
 			return fmt.Errorf("source %s: priority %d: want 0 to 127", name, s.Priority)
 		}
-		o.sources[name] = &sourcePlace{name: name, Source: s}
+		if s.Weight > maxSourceWeight {
+			return fmt.Errorf("source %s: weight %d: want 1 to %d", name, s.Weight, maxSourceWeight)
+		}
+		o.sources[name] = &sourcePlace{name: name, Source: s, local: name == o.NodesFrom}
 	}
 	return nil
 }

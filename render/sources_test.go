@@ -78,7 +78,7 @@ func TestSourcesAddressConflict(t *testing.T) {
 			t.Errorf("placement\n got %v\nwant %v", got, want)
 		}
 		if len(skips) != 1 || skips[0].Reason != ReasonAddressConflict ||
-			!strings.Contains(skips[0].Detail, "10.0.0.9:8080 published by sources east and west; east's kept") {
+			!strings.Contains(skips[0].Detail, "10.0.0.9:8080 in sources east and west") {
 			t.Errorf("skips %v: want the one conflict", skips)
 		}
 	}
@@ -95,5 +95,40 @@ func TestSourcesDefaults(t *testing.T) {
 	}
 	if _, err := New(Options{Sources: map[string]Source{"x": {Priority: -1}}}); err == nil {
 		t.Error("a negative priority was accepted")
+	}
+}
+
+// A conflict is reported whether or not the preferred copy is published:
+// not ready, it is left out and the other source's copy is the host.
+func TestSourcesConflictWithAnUnreadyCopy(t *testing.T) {
+	east := slice("web-east", discoveryv1.AddressTypeIPv4, from("east"), port("http", 8080), ep("10.0.0.9", notReady()))
+	west := slice("web-west", discoveryv1.AddressTypeIPv4, from("west"), port("http", 8080), ep("10.0.0.9"))
+	got, skips := twoSources(t, Options{}, east, west)
+	if want := []string{"p0 us-west// w2: 10.0.0.9"}; !slices.Equal(got, want) {
+		t.Errorf("got %v, want %v", got, want)
+	}
+	if len(skips) != 1 || skips[0].Reason != ReasonAddressConflict {
+		t.Errorf("skips %v: want the conflict", skips)
+	}
+}
+
+// The Nodes render knows are those of the source they come from: another
+// source's endpoint on a node of the same name gets none of its topology.
+func TestSourcesNodesAreLocal(t *testing.T) {
+	r, err := New(Options{NodesFrom: "east", Sources: map[string]Source{"east": {Region: "us-east"}, "west": {Priority: 1}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.SetNode("worker", &NodeTopology{Region: "r-east", SubZone: "rack-1"})
+	onWorker := func(e *discoveryv1.Endpoint) { e.NodeName = new("worker") }
+	clusters, _ := r.Service(ServiceKey{Namespace: "default", Name: "web"}, []*discoveryv1.EndpointSlice{
+		slice("web-east", discoveryv1.AddressTypeIPv4, from("east"), port("http", 8080), ep("10.0.0.1", onWorker)),
+		slice("web-west", discoveryv1.AddressTypeIPv4, from("west"), port("http", 8080), ep("10.1.0.1", onWorker)),
+	})
+	if got, want := layout(clusters[0].CLA), []string{"p0 us-east//rack-1 w1: 10.0.0.1", "p1 // w1: 10.1.0.1"}; !slices.Equal(got, want) {
+		t.Errorf("got %v, want %v", got, want)
+	}
+	if _, err := New(Options{Sources: map[string]Source{"x": {Weight: 1 << 31}}}); err == nil {
+		t.Error("a weight that overflows the locality weights was accepted")
 	}
 }

@@ -154,7 +154,7 @@ func (pl *placement) level(e *entry, hinted bool) int {
 		if e.hints == nil { // not healthy: hinted did not require hints
 			return 2
 		}
-		if pl.localNode != "" && slices.ContainsFunc(e.hints.ForNodes, func(n discoveryv1.ForNode) bool { return n.Name == pl.localNode }) {
+		if pl.localNode != "" && e.src.source.local && slices.ContainsFunc(e.hints.ForNodes, func(n discoveryv1.ForNode) bool { return n.Name == pl.localNode }) {
 			return 0
 		}
 		if pl.localZone != "" && slices.ContainsFunc(e.hints.ForZones, func(z discoveryv1.ForZone) bool { return z.Name == pl.localZone }) {
@@ -175,7 +175,7 @@ func (l localityKey) compare(o localityKey) int {
 
 func (pl *placement) locality(e *entry) localityKey {
 	loc := localityKey{region: pl.region, zone: e.zone}
-	if len(pl.nodes) == 0 || e.node == noNode {
+	if len(pl.nodes) == 0 || e.node == noNode || !e.src.source.local {
 		return loc
 	}
 	if t, ok := pl.nodes[e.node]; ok {
