@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"k8s.io/apimachinery/pkg/runtime"
@@ -13,6 +14,7 @@ import (
 	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/edsync/edsync/internal/testutil"
+	"github.com/edsync/edsync/pipeline"
 	"github.com/edsync/edsync/watch"
 )
 
@@ -102,4 +104,47 @@ func TestFirstSourceDownAtStart(t *testing.T) {
 	if got := testutil.Addresses(testutil.ReadAsEnvoy(t, filepath.Join(out, "ns1_web_http.json"))); !slices.Equal(got, []string{"10.1.0.1:8080 HEALTHY"}) {
 		t.Errorf("west's web: %v", got)
 	}
+}
+
+// A reload that moves the watches does not wait for an unreachable
+// source: the others move (and publish the new Service), and it moves when
+// it answers again.
+func TestReloadLeavesAnUnreachableSourceBehind(t *testing.T) {
+	out := t.TempDir()
+	dir := t.TempDir()
+	const sources = "sources:\n- {name: east, kubeconfig: /k/east}\n- {name: west, kubeconfig: /k/west, priority: 1}\nsync-timeout: 2s\n"
+	config := func(clusters string) *config {
+		t.Helper()
+		path := filepath.Join(dir, "edsync.yaml")
+		writeFile(t, path, sources+"clusters: ["+clusters+"]\n")
+		return configForTest(t, "--config", path, "--output-dir", out, "--debounce", "1ms", "--max-delay", "10ms")
+	}
+	east := fake.NewClientset(apiSlice("ns1", "web", "10.0.0.1"), apiSlice("ns2", "db", "10.0.0.2"))
+	west := fake.NewClientset(apiSlice("ns2", "db", "10.1.0.2"))
+	var westDown atomic.Bool
+	westDown.Store(true) // from the start: its lists fail
+	west.PrependReactor("list", "endpointslices", func(k8stesting.Action) (bool, runtime.Object, error) {
+		if westDown.Load() {
+			return true, nil, errors.New("connection refused")
+		}
+		return false, nil, nil
+	})
+	cfg := config("{service: ns1/web, port: http, name: web}")
+	tp := startPipelineDeps(t, cfg, slog.New(slog.DiscardHandler), pipelineDeps{clients: map[string]watch.API{
+		"east": testutil.ClientsetAPI(east), "west": testutil.ClientsetAPI(west)}})
+	tp.WaitCluster(t, "web") // after --sync-timeout, without west
+
+	next := config("{service: ns1/web, port: http, name: web}, {service: ns2/db, port: http, name: db}")
+	if err := apply(tp.p, tp.api, next, new(slog.LevelVar)); err != nil {
+		t.Fatalf("reload with west unreachable: %v", err)
+	}
+	tp.Wait(t, "db from east", func(r pipeline.Report) bool {
+		return slices.Contains(r.Clusters, "db") && len(testutil.Addresses(testutil.ReadAsEnvoy(t, filepath.Join(out, "db.json")))) == 1
+	})
+
+	// West answers again: its watch catches up, and its db endpoint comes.
+	westDown.Store(false)
+	tp.Wait(t, "db from both", func(r pipeline.Report) bool {
+		return slices.Contains(r.Clusters, "db") && len(testutil.Addresses(testutil.ReadAsEnvoy(t, filepath.Join(out, "db.json")))) == 2
+	})
 }

@@ -9,6 +9,7 @@ import (
 	goruntime "runtime"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"k8s.io/apimachinery/pkg/runtime"
@@ -43,30 +44,57 @@ func watchedServices(cfg *config) []render.ServiceKey {
 type apiWatch struct {
 	slices   []*watch.Kube       // one per source
 	clusters *watch.Clusters     // nil for one source
-	services *watch.KubeServices // nil without watch-services
-	// current are the Services both watch now (nil: all).
+	services *watch.KubeServices // nil without watch-services; the first source's
+	log      *slog.Logger
+	timeout  time.Duration // a catch-up move's bound
+
+	mu sync.Mutex
+	// current are the Services the watches follow (nil: all).
 	current []render.ServiceKey
+	// behind holds the sources that were unreachable at a move (with
+	// several sources): each moves when it answers again (catchUp), so
+	// that one unreachable cluster does not hold the others' moves back.
+	// catching holds those moving now.
+	behind, catching map[*watch.Kube]bool
 }
 
-// move moves both watches to the Services a (reloaded) config publishes,
+// move moves the watches to the Services a (reloaded) config publishes,
 // the Services' first, so that their settings are known when their slices
-// come. If either fails, both stay as they were (the Services' watch moves
-// back), and the running config with them.
+// come. If one fails, all stay as they were (those moved move back), and
+// the running config with them. With several sources, a source that is
+// unreachable now is left behind and moved when it answers.
 func (w *apiWatch) move(ctx context.Context, services []render.ServiceKey) error {
-	if w.services != nil {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	unreachable := func(k *watch.Kube) bool {
+		down, _, _ := k.Health()
+		return w.clusters != nil && !down.IsZero()
+	}
+	var skip []*watch.Kube
+	for _, k := range w.slices {
+		if unreachable(k) {
+			skip = append(skip, k)
+		}
+	}
+	firstBehind := slices.Contains(skip, w.slices[0])
+	if w.services != nil && !firstBehind {
 		if err := w.services.SetServices(ctx, services); err != nil {
 			return err
 		}
 	}
-	for i, k := range w.slices {
+	var moved []*watch.Kube
+	for _, k := range w.slices {
+		if slices.Contains(skip, k) {
+			continue
+		}
 		if err := k.SetServices(ctx, services); err != nil {
 			back, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
 			defer cancel()
 			var backErrs []error
-			for _, moved := range w.slices[:i] {
-				backErrs = append(backErrs, moved.SetServices(back, w.current))
+			for _, m := range moved {
+				backErrs = append(backErrs, m.SetServices(back, w.current))
 			}
-			if w.services != nil {
+			if w.services != nil && !firstBehind {
 				backErrs = append(backErrs, w.services.SetServices(back, w.current))
 			}
 			if backErr := errors.Join(backErrs...); backErr != nil {
@@ -74,9 +102,58 @@ func (w *apiWatch) move(ctx context.Context, services []render.ServiceKey) error
 			}
 			return err
 		}
+		moved = append(moved, k)
 	}
 	w.current = services
+	for _, k := range moved {
+		delete(w.behind, k)
+	}
+	for _, k := range skip {
+		if w.behind == nil {
+			w.behind = map[*watch.Kube]bool{}
+		}
+		w.behind[k] = true
+		w.log.Warn("source unreachable: its watch moves to the new Services when it answers", "source", k.Source())
+	}
 	return nil
+}
+
+// catchUp moves the watch of a source left behind by a move, now that it
+// answers (watch.Clusters calls it for each source that answers, at each
+// check). With the first source go the Services' watch.
+func (w *apiWatch) catchUp(k *watch.Kube) {
+	w.mu.Lock()
+	if !w.behind[k] || w.catching[k] {
+		w.mu.Unlock()
+		return
+	}
+	if w.catching == nil {
+		w.catching = map[*watch.Kube]bool{}
+	}
+	w.catching[k] = true
+	target := w.current
+	w.mu.Unlock()
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), w.timeout)
+		defer cancel()
+		var err error
+		if k == w.slices[0] && w.services != nil {
+			err = w.services.SetServices(ctx, target)
+		}
+		if err == nil {
+			err = k.SetServices(ctx, target)
+		}
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		delete(w.catching, k)
+		switch {
+		case err != nil:
+			w.log.Warn("moving the watch of a source that answers again failed; trying again", "source", k.Source(), "err", err)
+		case slices.Equal(target, w.current):
+			delete(w.behind, k)
+			w.log.Info("source answers again: its watch moved to the Services the config publishes", "source", k.Source())
+		}
+	}()
 }
 
 // newSource makes the sources the config names, feeding store and objects
@@ -97,7 +174,7 @@ func newSource(cfg *config, clients map[string]watch.API, store *watch.Store, ob
 		// One source, from the flags: its slices carry no source name.
 		sources = []sourceConfig{{kubeconfig: cfg.kubeconfig, context: cfg.kubeContext, namespaces: cfg.namespaces, selector: cfg.selector}}
 	}
-	api = &apiWatch{current: watchedServices(cfg)}
+	api = &apiWatch{current: watchedServices(cfg), log: log, timeout: cfg.syncTimeout}
 	var others []watch.Source
 	// The Services and Nodes are read from the first source: the cluster
 	// Envoy runs in, or the one listed first.
@@ -143,7 +220,7 @@ func newSource(cfg *config, clients map[string]watch.API, store *watch.Store, ob
 	}
 	api.clusters = watch.NewClusters(watch.ClustersOptions{
 		Sources: api.slices, Others: others, SyncTimeout: cfg.syncTimeout, StaleAfter: cfg.sourceStaleAfter,
-		Logger: log, OnStatus: onStatus, Endpoints: store.SourceEndpoints,
+		Logger: log, OnStatus: onStatus, Endpoints: store.SourceEndpoints, OnUp: api.catchUp,
 	})
 	return api.clusters, api, nil
 }

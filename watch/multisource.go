@@ -50,6 +50,9 @@ type ClustersOptions struct {
 	OnStatus func([]SourceStatus)
 	// Endpoints, if set, counts a source's endpoints (Store.SourceEndpoints).
 	Endpoints func(source string) int
+	// OnUp, if set, is called at each check for each source whose API
+	// server answers (outside the Clusters' lock; it must not block).
+	OnUp func(*Kube)
 }
 
 // Clusters runs the sources of several Kubernetes clusters as one: a
@@ -178,6 +181,11 @@ func (c *Clusters) checkSources() {
 		c.mu.Unlock()
 		if c.o.OnStatus != nil {
 			c.o.OnStatus(status)
+		}
+		for i, st := range status {
+			if st.Up && c.o.OnUp != nil {
+				c.o.OnUp(c.o.Sources[i])
+			}
 		}
 	}()
 	for i, k := range c.o.Sources {
