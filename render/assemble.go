@@ -135,16 +135,21 @@ func assemble(name string, merged []*entry, sel *Selection, pairs *pairing, pl *
 		if g != nil {
 			lb = g.merged(e, sec)
 		}
-		src := e.src.source
+		// One source: no entry's slice is read (a pointer chase per
+		// endpoint, a sizeable part of a big Service's render).
+		src := defaultSource
+		if pl.sources {
+			src = e.src.source
+		}
 		level := src.Priority * levelsPerSource
 		if pl.mode != TopologyOff {
-			level += pl.level(e, hinted)
+			level += pl.level(e, src, hinted)
 		}
 		// Pod IPs come from per-Node ranges, so in IP order an entry is
 		// mostly on the Node of the one before: its locality then needs
 		// no lookup.
 		if !placed || e.node != lastNode || e.zone != loc.zone || src != lastSrc {
-			loc, lastNode, lastSrc, placed = pl.locality(e), e.node, src, true
+			loc, lastNode, lastSrc, placed = pl.locality(e, src), e.node, src, true
 			if src.Region != "" {
 				loc.region = src.Region
 			}

@@ -141,7 +141,7 @@ func (pl *placement) hinted(merged []*entry, sel *Selection, pairs *pairing) boo
 
 // level is the entry's priority level before levels with no endpoints are
 // dropped: 0 nearest.
-func (pl *placement) level(e *entry, hinted bool) int {
+func (pl *placement) level(e *entry, src *sourcePlace, hinted bool) int {
 	switch pl.mode {
 	case TopologyZone:
 		if pl.localZone != "" && e.zone != pl.localZone {
@@ -154,7 +154,7 @@ func (pl *placement) level(e *entry, hinted bool) int {
 		if e.hints == nil { // not healthy: hinted did not require hints
 			return 2
 		}
-		if pl.localNode != "" && e.src.source.local && slices.ContainsFunc(e.hints.ForNodes, func(n discoveryv1.ForNode) bool { return n.Name == pl.localNode }) {
+		if pl.localNode != "" && src.local && slices.ContainsFunc(e.hints.ForNodes, func(n discoveryv1.ForNode) bool { return n.Name == pl.localNode }) {
 			return 0
 		}
 		if pl.localZone != "" && slices.ContainsFunc(e.hints.ForZones, func(z discoveryv1.ForZone) bool { return z.Name == pl.localZone }) {
@@ -173,9 +173,9 @@ func (l localityKey) compare(o localityKey) int {
 	return cmp.Or(cmp.Compare(l.region, o.region), cmp.Compare(l.zone, o.zone), cmp.Compare(l.subZone, o.subZone))
 }
 
-func (pl *placement) locality(e *entry) localityKey {
+func (pl *placement) locality(e *entry, src *sourcePlace) localityKey {
 	loc := localityKey{region: pl.region, zone: e.zone}
-	if len(pl.nodes) == 0 || e.node == noNode || !e.src.source.local {
+	if len(pl.nodes) == 0 || e.node == noNode || !src.local {
 		return loc
 	}
 	if t, ok := pl.nodes[e.node]; ok {
