@@ -131,3 +131,22 @@ func BenchmarkRenderTopology(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkRenderSources is BenchmarkRenderOneSliceChanged/10000 with the
+// Service's slices spread over two sources (the config file's sources):
+// what placing endpoints by source adds per event.
+func BenchmarkRenderSources(b *testing.B) {
+	in := benchSlices(10000)
+	for k, s := range in {
+		s.Labels[LabelSource] = []string{"east", "west"}[k%2]
+	}
+	r, _ := New(Options{Sources: map[string]Source{"east": {Region: "us-east"}, "west": {Priority: 1, Region: "us-west", Weight: 2}}})
+	r.Service(web, in)
+	i := 0
+	for b.Loop() {
+		k := i % len(in)
+		in[k] = in[k].DeepCopy()
+		r.Service(web, in)
+		i++
+	}
+}
