@@ -71,16 +71,8 @@ func BenchmarkRenderOneSliceChanged(b *testing.B) {
 		n     int
 	}{{"1000", benchSlices, 1000}, {"10000", benchSlices, 10000}, {"dual-stack-1000", benchDualStack, 1000}, {"dual-stack-10000", benchDualStack, 10000}} {
 		b.Run(tc.name, func(b *testing.B) {
-			in := tc.build(tc.n)
 			r, _ := New(Options{})
-			r.Service(web, in)
-			i := 0
-			for b.Loop() {
-				k := i % len(in)
-				in[k] = in[k].DeepCopy() // a new object, as the informer hands over
-				r.Service(web, in)
-				i++
-			}
+			oneSliceChanged(b, r, tc.build(tc.n))
 		})
 	}
 }
@@ -119,15 +111,7 @@ func BenchmarkRenderTopology(b *testing.B) {
 					r.SetNode(fmt.Sprintf("node-%d", i), &NodeTopology{Region: "eu", SubZone: fmt.Sprintf("rack-%d", i%2)})
 				}
 			}
-			slices := append([]*discoveryv1.EndpointSlice(nil), in...)
-			r.Service(web, slices)
-			i := 0
-			for b.Loop() {
-				k := i % len(slices)
-				slices[k] = slices[k].DeepCopy()
-				r.Service(web, slices)
-				i++
-			}
+			oneSliceChanged(b, r, append([]*discoveryv1.EndpointSlice(nil), in...))
 		})
 	}
 }
@@ -141,6 +125,12 @@ func BenchmarkRenderSources(b *testing.B) {
 		s.Labels[LabelSource] = []string{"east", "west"}[k%2]
 	}
 	r, _ := New(Options{Sources: map[string]Source{"east": {Region: "us-east"}, "west": {Priority: 1, Region: "us-west", Weight: 2}}})
+	oneSliceChanged(b, r, in)
+}
+
+// oneSliceChanged renders Service web from in, then, per iteration, with
+// one slice replaced by a new object (as the informer hands over), in turn.
+func oneSliceChanged(b *testing.B, r *Renderer, in []*discoveryv1.EndpointSlice) {
 	r.Service(web, in)
 	i := 0
 	for b.Loop() {
