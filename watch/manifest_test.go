@@ -211,3 +211,21 @@ func TestDecodeManifestSlims(t *testing.T) {
 		t.Errorf("endpoint = %+v", ep)
 	}
 }
+
+// A document of blanks, comments and a null is empty; JSON documents
+// separated by "---" are still split.
+func TestDecodeManifestEmptyDocuments(t *testing.T) {
+	m, err := decodeManifest([]byte(`{"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"}}` + "\n---\n" +
+		`{"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n2"}}` + "\n"))
+	if err != nil || len(m.nodes) != 2 {
+		t.Errorf("two JSON documents: %d nodes, %v", len(m.nodes), err)
+	}
+	for _, doc := range []string{"", "# nothing\n\n", "null\n", "# a\n~ # b\n"} {
+		if m, err := decodeManifest([]byte(doc)); err != nil || !m.empty {
+			t.Errorf("%q: empty %v, %v", doc, m.empty, err)
+		}
+	}
+	if m, err := decodeManifest([]byte("# a\nnull: 1\n")); err == nil && m.empty {
+		t.Error("a document with content was taken for empty")
+	}
+}
