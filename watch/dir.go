@@ -10,8 +10,10 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 
 	"github.com/fsnotify/fsnotify"
@@ -259,13 +261,37 @@ func (d *Dir) scan(touched map[string]bool, force bool) error {
 			delete(d.files, name)
 		}
 	}
+	var toRead []string
 	for _, name := range slices.Sorted(maps.Keys(present)) {
-		info := present[name]
-		f := d.files[name]
-		if f != nil && !force && !touched[name] && sameStat(f.info, info) {
+		if f := d.files[name]; f != nil && !force && !touched[name] && sameStat(f.info, present[name]) {
 			continue
 		}
-		d.read(name, info, changed)
+		toRead = append(toRead, name)
+	}
+	// Files are read and decoded in parallel (a folder of 100 files at
+	// start), then applied in name order, so the outcome is the same.
+	loaded := make([]loadedFile, len(toRead))
+	if len(toRead) == 1 {
+		loaded[0] = d.load(toRead[0])
+	} else {
+		next := make(chan int)
+		var wg sync.WaitGroup
+		for range min(runtime.GOMAXPROCS(0), len(toRead)) {
+			wg.Go(func() {
+				for i := range next {
+					loaded[i] = d.load(toRead[i])
+				}
+			})
+		}
+		for i := range toRead {
+			next <- i
+		}
+		close(next)
+		wg.Wait()
+	}
+	for i, name := range toRead {
+		d.apply(name, present[name], loaded[i], changed)
+		loaded[i] = loadedFile{} // its objects now live in the Store only
 	}
 	for _, id := range slices.Sorted(maps.Keys(changed)) {
 		var obj dirObject
@@ -333,11 +359,35 @@ func sameStat(a, b os.FileInfo) bool {
 	return os.SameFile(a, b) && a.Size() == b.Size() && a.ModTime().Equal(b.ModTime())
 }
 
-// read re-reads one file and records the ids whose definition changed.
-func (d *Dir) read(name string, info os.FileInfo, changed map[string]bool) {
-	log := d.log.With("file", name)
+// loadedFile is one file read and decoded, before it is applied.
+type loadedFile struct {
+	readErr   error
+	sum       [sha256.Size]byte
+	same      bool // the bytes are those last applied
+	m         manifest
+	decodeErr error
+}
+
+// load reads and decodes one file. It only reads the Dir's state, so
+// several files load at once (scan); the file's raw bytes are dropped here.
+func (d *Dir) load(name string) loadedFile {
 	data, err := os.ReadFile(filepath.Join(d.dir, name))
 	if err != nil {
+		return loadedFile{readErr: err}
+	}
+	lf := loadedFile{sum: sha256.Sum256(data)}
+	if f := d.files[name]; f != nil && f.sum == lf.sum {
+		lf.same = true
+		return lf
+	}
+	lf.m, lf.decodeErr = decodeManifest(data)
+	return lf
+}
+
+// apply records what a file now holds, and the ids whose definition changed.
+func (d *Dir) apply(name string, info os.FileInfo, lf loadedFile, changed map[string]bool) {
+	log := d.log.With("file", name)
+	if err := lf.readErr; err != nil {
 		if f := d.files[name]; f != nil && errors.Is(err, fs.ErrNotExist) {
 			log.Info("manifest file gone; removing its objects", "objects", len(f.objects))
 			d.setObjects(name, f, nil, changed)
@@ -348,18 +398,17 @@ func (d *Dir) read(name string, info os.FileInfo, changed map[string]bool) {
 		d.store.Skip(ReasonInvalidManifest)
 		return
 	}
-	sum := sha256.Sum256(data)
 	f := d.files[name]
 	if f == nil {
 		f = &dirFile{}
 		d.files[name] = f
-	} else if f.sum == sum {
+	} else if lf.same {
 		f.info = info
 		return
 	}
-	f.info, f.sum = info, sum
+	f.info, f.sum = info, lf.sum
 
-	m, err := decodeManifest(data)
+	m, err := lf.m, lf.decodeErr
 	if err != nil {
 		log.Warn("invalid manifest; keeping its last good objects", "reason", err, "kept", len(f.objects))
 		d.store.Skip(ReasonInvalidManifest)
