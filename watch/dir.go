@@ -269,29 +269,25 @@ func (d *Dir) scan(touched map[string]bool, force bool) error {
 		toRead = append(toRead, name)
 	}
 	// Files are read and decoded in parallel (a folder of 100 files at
-	// start), then applied in name order, so the outcome is the same.
-	loaded := make([]loadedFile, len(toRead))
-	if len(toRead) == 1 {
-		loaded[0] = d.load(toRead[0])
-	} else {
-		next := make(chan int)
+	// start), a few at a time so that only those few are held decoded,
+	// then applied in name order, so the outcome is the same.
+	batch := runtime.GOMAXPROCS(0)
+	loaded := make([]loadedFile, batch)
+	for start := 0; start < len(toRead); start += batch {
+		names := toRead[start:min(start+batch, len(toRead))]
 		var wg sync.WaitGroup
-		for range min(runtime.GOMAXPROCS(0), len(toRead)) {
-			wg.Go(func() {
-				for i := range next {
-					loaded[i] = d.load(toRead[i])
-				}
-			})
+		for i, name := range names {
+			if len(names) == 1 {
+				loaded[0] = d.load(name)
+				break
+			}
+			wg.Go(func() { loaded[i] = d.load(name) })
 		}
-		for i := range toRead {
-			next <- i
-		}
-		close(next)
 		wg.Wait()
-	}
-	for i, name := range toRead {
-		d.apply(name, present[name], loaded[i], changed)
-		loaded[i] = loadedFile{} // its objects now live in the Store only
+		for i, name := range names {
+			d.apply(name, present[name], loaded[i], changed)
+			loaded[i] = loadedFile{} // its objects now live in the Store only
+		}
 	}
 	for _, id := range slices.Sorted(maps.Keys(changed)) {
 		var obj dirObject
