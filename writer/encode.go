@@ -2,11 +2,12 @@ package writer
 
 import (
 	"bytes"
-	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
 
+	"github.com/cespare/xxhash/v2"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
@@ -65,7 +66,7 @@ const headRoom = 256
 type history struct {
 	buf    []byte
 	body   []byte // the CLA's encoding, in buf
-	digest [sha256.Size]byte
+	digest uint64
 	lbs    []*endpointv3.LbEndpoint
 	spans  []span
 	// The arrays of the document before, reused for the next one.
@@ -117,10 +118,22 @@ type encoded struct {
 	// the cluster's history buffers. Callers that keep it longer copy it.
 	data    []byte
 	version string
-	// digest is the sha256 of the CLA's encoding. The file is a pure function
-	// of that encoding (the version is derived from it too), so equal digests
-	// mean equal file bytes: the Writer compares digests, not files.
-	digest [sha256.Size]byte
+	// digest is the 64-bit xxHash of the CLA's encoding. The file is a pure
+	// function of that encoding (the version is the digest too), so equal
+	// digests mean equal file bytes: the Writer compares digests, not files.
+	// Not SHA-256: hashing a big Service's document took a sixth of its
+	// event (0.1 ms for 10,000 endpoints in pb, 0.5 ms in JSON), xxHash
+	// takes a twentieth of that; nothing here needs a cryptographic hash,
+	// and 64 bits make a collision between a cluster's successive
+	// documents (the one comparison that matters) a 2^-64 chance.
+	digest uint64
+}
+
+// versionOf is a document's version_info: its digest in 16 hex digits.
+func versionOf(d uint64) string {
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], d)
+	return hex.EncodeToString(b[:])
 }
 
 func (e *encoder) encode(cla *endpointv3.ClusterLoadAssignment) (encoded, error) {
@@ -159,11 +172,9 @@ func (e *encoder) encode(cla *endpointv3.ClusterLoadAssignment) (encoded, error)
 	// Comparing costs a tenth of hashing: worth it for the many Writes
 	// (resyncs, restarts) that bring nothing new.
 	if h.body == nil || !bytes.Equal(body, h.body) {
-		out.digest = sha256.Sum256(body)
+		out.digest = xxhash.Sum64(body)
 	}
-	// 16 hex digits (64 bits) tell versions apart in logs and Envoy's
-	// config dump; the change detection uses the whole digest.
-	out.version = hex.EncodeToString(out.digest[:8])
+	out.version = versionOf(out.digest)
 	var head []byte
 	switch e.format {
 	case FormatPB:

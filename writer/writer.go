@@ -3,7 +3,6 @@ package writer
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -98,7 +97,7 @@ type Writer struct {
 
 // fileState is what the Writer knows of one cluster's file.
 type fileState struct {
-	digest [sha256.Size]byte
+	digest uint64 // the encoder's
 	// id is the file renamed into place (or found right); another one at
 	// the path means someone replaced it. Zero in dry-run.
 	id fileIdent

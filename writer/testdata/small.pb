@@ -1,5 +1,5 @@
 
-dff78db69a1ad385þ
+6cfb2563fd08e312þ
 Btype.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment·
 default/web/http"ŒU
 
