@@ -331,8 +331,9 @@ func BenchmarkRenderEncode(b *testing.B) {
 						b.Fatal(err)
 					}
 					clusters, _ := r.Service(key, in)
-					if _, err := w.Encode(clusters[0].CLA); err != nil {
-						b.Fatal(err)
+					c := clusters[0]
+					if res := w.Write(b.Context(), []writer.Cluster{{Name: c.Name, CLA: c.Assignment, Endpoints: c.Hosts}}); res.Written != 1 {
+						b.Fatal(res.Err)
 					}
 				}
 			})

@@ -2,7 +2,6 @@ package pipeline
 
 import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 
 	"github.com/edsync/edsync/render"
 )
@@ -55,13 +54,13 @@ func newPublished() publishedFiles {
 	}
 }
 
-// publish records the content handed to the writer for one cluster. svc is
-// zero for a cluster of no Service.
-func (p *publishedFiles) publish(name string, svc render.ServiceKey, cla *endpointv3.ClusterLoadAssignment) {
+// publish records the content handed to the writer for one cluster, whose
+// localities' endpoints are hosts. svc is zero for a cluster of no Service.
+func (p *publishedFiles) publish(name string, svc render.ServiceKey, hosts [][]render.Host) {
 	next := publishedCluster{service: svc}
-	for _, l := range cla.GetEndpoints() {
-		for _, lb := range l.GetLbEndpoints() {
-			switch lb.GetHealthStatus() {
+	for _, l := range hosts {
+		for _, h := range l {
+			switch h.HealthStatus() {
 			case corev3.HealthStatus_DRAINING:
 				next.endpoints[draining]++
 			case corev3.HealthStatus_UNHEALTHY:

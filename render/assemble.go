@@ -36,7 +36,7 @@ type hostWalk struct {
 // of a Pod's two families say the same but are updated one after the other,
 // and in between the host is published if either address would be.
 func (w *hostWalk) next(e *entry) (g *podGroup, sec *entry, h health, ok bool) {
-	h = e.m.health
+	h = e.h.health
 	if w.conflicts != nil {
 		// Copies of an ip:port are next to each other, the preferred
 		// source's first: any two from different sources are a conflict,
@@ -56,7 +56,7 @@ func (w *hostWalk) next(e *entry) (g *podGroup, sec *entry, h health, ok bool) {
 			if pri, sec = g.pick(w.sel.Family); e != pri {
 				return nil, nil, 0, false
 			}
-			h = min(h, sec.m.health)
+			h = min(h, sec.h.health)
 		}
 	}
 	if !w.sel.keeps(e, h) {
@@ -70,9 +70,9 @@ func (w *hostWalk) next(e *entry) (g *podGroup, sec *entry, h health, ok bool) {
 }
 
 // slot is an entry's place in assemble: its group (-1: not published) and
-// its message.
+// its host.
 type slot struct {
-	lb    *endpointv3.LbEndpoint
+	host  Host
 	group int32
 }
 
@@ -80,20 +80,20 @@ type slot struct {
 // publishes (one per ip:port, one per dual-stack Pod when pairs is not nil,
 // sorted by their primary address), grouped by priority level and locality,
 // each group weighted by its endpoint count; groups sorted by priority then
-// locality, endpoints by ip then port.
-func assemble(name string, merged []*entry, sel *Selection, pairs *pairing, pl *placement, scratch *[]slot) (cla *endpointv3.ClusterLoadAssignment, conflicts []string) {
+// locality, endpoints by ip then port. The CLA's localities have no
+// lb_endpoints: hosts[i] are locality i's.
+func assemble(name string, merged []*entry, sel *Selection, pairs *pairing, pl *placement, scratch *[]slot) (cla *endpointv3.ClusterLoadAssignment, hosts [][]Host, conflicts []string) {
 	// Two passes: place each entry and count each group's endpoints, then
 	// fill one backing array cut per group, so a big Service costs one
 	// allocation, not a growing slice per group. The first pass notes each
-	// entry's group and message in scratch (kept by the Renderer between
-	// calls): the second pass then reads no entry, whose message sits
-	// elsewhere in the heap, a second time.
+	// entry's group and host in scratch (kept by the Renderer between
+	// calls): the second pass then reads no entry a second time.
 	type bucket struct {
 		level int
 		loc   localityKey
 		n     int // endpoints
 		w     int // weight: endpoints, times their source's weight
-		lbs   []*endpointv3.LbEndpoint
+		hosts []Host
 	}
 	var buckets []*bucket // few groups: a linear search beats a map
 	// find returns the group of level and loc, added if new. Most entries
@@ -131,9 +131,9 @@ func assemble(name string, merged []*entry, sel *Selection, pairs *pairing, pl *
 			group = append(group, slot{group: -1})
 			continue
 		}
-		lb := &e.m.lb
+		var h Host = e.h
 		if g != nil {
-			lb = g.merged(e, sec)
+			h = g.merged(e, sec)
 		}
 		// One source: no entry's slice is read (a pointer chase per
 		// endpoint, a sizeable part of a big Service's render).
@@ -157,7 +157,7 @@ func assemble(name string, merged []*entry, sel *Selection, pairs *pairing, pl *
 		cur = find(cur, level, &loc)
 		buckets[cur].n++
 		buckets[cur].w += src.weight()
-		group = append(group, slot{lb: lb, group: cur})
+		group = append(group, slot{host: h, group: cur})
 	}
 	*scratch = group
 	byIndex := slices.Clone(buckets)
@@ -168,18 +168,18 @@ func assemble(name string, merged []*entry, sel *Selection, pairs *pairing, pl *
 	for _, b := range buckets {
 		total += b.n
 	}
-	backing := make([]*endpointv3.LbEndpoint, 0, total)
+	backing := make([]Host, 0, total)
 	for _, b := range buckets {
-		b.lbs = backing[len(backing) : len(backing) : len(backing)+b.n]
+		b.hosts = backing[len(backing) : len(backing) : len(backing)+b.n]
 		backing = backing[:len(backing)+b.n]
 	}
 	for _, g := range group {
 		if g.group >= 0 {
 			b := byIndex[g.group]
-			b.lbs = append(b.lbs, g.lb)
+			b.hosts = append(b.hosts, g.host)
 		}
 	}
-	clear(group) // keeps no message alive until the next call
+	clear(group) // keeps no host alive until the next call
 
 	cla = &endpointv3.ClusterLoadAssignment{ClusterName: name}
 	if pl.overprovisioning > 0 {
@@ -194,7 +194,6 @@ func assemble(name string, merged []*entry, sel *Selection, pairs *pairing, pl *
 		}
 		prevLevel = b.level
 		lle := &endpointv3.LocalityLbEndpoints{
-			LbEndpoints:         b.lbs,
 			Priority:            priority,
 			LoadBalancingWeight: wrapperspb.UInt32(uint32(min(b.w, math.MaxInt32))),
 		}
@@ -202,6 +201,7 @@ func assemble(name string, merged []*entry, sel *Selection, pairs *pairing, pl *
 			lle.Locality = &corev3.Locality{Region: b.loc.region, Zone: b.loc.zone, SubZone: b.loc.subZone}
 		}
 		cla.Endpoints = append(cla.Endpoints, lle)
+		hosts = append(hosts, b.hosts)
 	}
-	return cla, conflicts
+	return cla, hosts, conflicts
 }

@@ -33,8 +33,8 @@ func TestServiceChurnLeavesNothing(t *testing.T) {
 			r.SetService(old, nil)
 			got, _ := r.Service(old, nil)
 			for _, c := range got {
-				if !c.Gone || len(c.CLA.Endpoints) != 0 {
-					t.Fatalf("%s went: cluster %s gone=%v with %d localities, want Gone and empty", old, c.Name, c.Gone, len(c.CLA.Endpoints))
+				if !c.Gone || len(c.CLA().Endpoints) != 0 {
+					t.Fatalf("%s went: cluster %s gone=%v with %d localities, want Gone and empty", old, c.Name, c.Gone, len(c.CLA().Endpoints))
 				}
 			}
 		}

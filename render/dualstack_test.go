@@ -188,14 +188,14 @@ func TestDualStackPerCluster(t *testing.T) {
 
 // Following slice changes: a Pod's host is rebuilt when one of its
 // addresses changes, split when a family goes, merged when it comes back;
-// the hosts of other Pods keep their messages, which the writer's cache
-// finds by identity.
+// the hosts of other Pods stay the same values, by which the writer's
+// cache finds their encoding.
 func TestDualStackIncremental(t *testing.T) {
 	r, _ := New(Options{})
 	s4 := v4(ep("10.0.0.1", podRef("a")), ep("10.0.0.2", podRef("b")))
 	s6 := v6(ep("fd00::1", podRef("a")), ep("fd00::2", podRef("b")))
 	first, _ := r.Service(web, []*discoveryv1.EndpointSlice{s4, s6})
-	firstLbs := first[0].CLA.Endpoints[0].LbEndpoints
+	firstHosts := first[0].Hosts[0]
 
 	// Pod b's IPv6 address turns not ready (the IPv4 slice lags behind):
 	// its host stays, a's host is the same message.
@@ -204,7 +204,7 @@ func TestDualStackIncremental(t *testing.T) {
 	assertCLAs(t, got, []*endpointv3.ClusterLoadAssignment{cla("default/web/http", locality("",
 		also(lb("10.0.0.1", 8080, up, "a"), "fd00::1", 8080),
 		also(lb("10.0.0.2", 8080, up, "b"), "fd00::2", 8080)))})
-	if lbs := got[0].CLA.Endpoints[0].LbEndpoints; lbs[0] != firstLbs[0] {
+	if hosts := got[0].Hosts[0]; hosts[0] != firstHosts[0] {
 		t.Error("the host of the unchanged Pod a was rebuilt")
 	}
 
@@ -224,8 +224,8 @@ func TestDualStackIncremental(t *testing.T) {
 	// Both slices replaced by new objects with the same content (a folder
 	// re-read): every host keeps its message.
 	again, _ := r.Service(web, []*discoveryv1.EndpointSlice{s4c.DeepCopy(), s6.DeepCopy()})
-	if a, b := got[0].CLA.Endpoints[0].LbEndpoints, again[0].CLA.Endpoints[0].LbEndpoints; !slices.Equal(a, b) {
-		t.Error("new objects with the same endpoints gave new messages")
+	if a, b := got[0].Hosts[0], again[0].Hosts[0]; !slices.Equal(a, b) {
+		t.Error("new objects with the same endpoints gave new hosts")
 	}
 }
 
@@ -295,7 +295,7 @@ func TestDualStackRandom(t *testing.T) {
 			}
 
 			for _, c := range got {
-				for _, l := range c.CLA.Endpoints {
+				for _, l := range c.CLA().Endpoints {
 					for _, e := range l.LbEndpoints {
 						adds := e.GetEndpoint().GetAdditionalAddresses()
 						if len(adds) == 0 {

@@ -5,6 +5,7 @@ import (
 	"slices"
 	"unique"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 )
 
@@ -102,9 +103,8 @@ type podGroup struct {
 	// addresses of a family are not a Pod's, whose IP per family is fixed,
 	// and are left as hosts of their own).
 	best4, best6 *entry
-	// host is the merged message last built, from the messages pri and sec.
-	host     *hostMessages
-	pri, sec *lbMessages
+	// host is the merged host last made, of the hosts in it.
+	host *mergedHost
 }
 
 // newPairing pairs the entries of merged.
@@ -177,7 +177,7 @@ func (g *podGroup) settle() {
 // betterCopy orders copies of one address: healthiest first, then as merged
 // lists are sorted, so that the choice does not depend on the order of events.
 func betterCopy(a, b *entry) bool {
-	return cmp.Or(cmp.Compare(a.m.health, b.m.health), compareEntries(a, b)) < 0
+	return cmp.Or(cmp.Compare(a.h.health, b.h.health), compareEntries(a, b)) < 0
 }
 
 // pair returns the group of e's merged host, nil if e is not part of one.
@@ -199,41 +199,42 @@ func (g *podGroup) pick(f Family) (pri, sec *entry) {
 	return g.best4, g.best6
 }
 
-// hostMessages is the message of a merged host. It shares the primary
-// entry's address, health check and metadata messages and the secondary's
-// address, which are immutable; only the messages that differ are its own.
-// Like an entry's messages it is never changed once handed out: a host whose
-// entries change gets a new one.
-type hostMessages struct {
-	lb         endpointv3.LbEndpoint
-	hostID     endpointv3.LbEndpoint_Endpoint
-	ep         endpointv3.Endpoint
-	additional endpointv3.Endpoint_AdditionalAddress
-	list       [1]*endpointv3.Endpoint_AdditionalAddress
+// mergedHost is a dual-stack Pod's host: the primary's address, hostname,
+// health check and metadata, the secondary's address as its additional
+// address, and the lesser health of the two. Like a host it is immutable and
+// the same pointer while its two hosts are the same: a host whose entries
+// change gets a new one.
+type mergedHost struct {
+	pri, sec *host
 }
 
-// merged returns the message of the group's merged host of pri and sec.
-func (g *podGroup) merged(pri, sec *entry) *endpointv3.LbEndpoint {
-	if g.host != nil && g.pri == pri.m && g.sec == sec.m {
-		return &g.host.lb
+// HealthStatus is the health_status of the merged message.
+func (m *mergedHost) HealthStatus() corev3.HealthStatus {
+	return min(m.pri.health, m.sec.health).status()
+}
+
+// LbEndpoint builds the merged message.
+func (m *mergedHost) LbEndpoint() *endpointv3.LbEndpoint {
+	pri, sec := new(lbMessages), new(lbMessages)
+	lb := pri.build(m.pri)
+	sec.build(m.sec)
+	pri.ep.AdditionalAddresses = []*endpointv3.Endpoint_AdditionalAddress{{Address: &sec.addr}}
+	lb.HealthStatus = m.HealthStatus()
+	return lb
+}
+
+// merged returns the group's merged host of pri and sec.
+func (g *podGroup) merged(pri, sec *entry) Host {
+	if g.host != nil && g.host.pri == pri.h && g.host.sec == sec.h {
+		return g.host
 	}
-	h := &hostMessages{}
-	h.additional.Address = &sec.m.addr
-	h.list[0] = &h.additional
-	h.ep.Address = &pri.m.addr
-	h.ep.Hostname = pri.m.ep.Hostname
-	h.ep.HealthCheckConfig = pri.m.ep.HealthCheckConfig
-	h.ep.AdditionalAddresses = h.list[:]
-	h.hostID.Endpoint = &h.ep
-	h.lb.HostIdentifier = &h.hostID
-	h.lb.Metadata = pri.m.lb.Metadata
-	h.lb.HealthStatus = min(pri.m.health, sec.m.health).status()
+	m := &mergedHost{pri: pri.h, sec: sec.h}
 	// Made of two messages that passed ValidateAll, it passes too; checked
 	// all the same, as everything render hands on is. The primary alone
 	// is the fallback.
-	if err := h.lb.ValidateAll(); err != nil {
-		return &pri.m.lb
+	if err := m.LbEndpoint().ValidateAll(); err != nil {
+		return pri.h
 	}
-	g.host, g.pri, g.sec = h, pri.m, sec.m
-	return &h.lb
+	g.host = m
+	return m
 }

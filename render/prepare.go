@@ -53,17 +53,17 @@ func (h health) status() corev3.HealthStatus {
 	return corev3.HealthStatus_HEALTHY
 }
 
-// entry is one endpoint of one port of one slice. Its Envoy message is
-// built once and is immutable: the same *LbEndpoint is handed out in every
-// CLA until the endpoint changes (even across new versions of its slice, see
-// prepare), which lets the writer reuse its encoding. The port, health and
-// hostname live in the message block only, not here as well: an entry is
-// kept per endpoint, so each field costs 100,000 copies in a big cluster.
+// entry is one endpoint of one port of one slice. Its host is made once and
+// is immutable: the same *host is handed out in every cluster until the
+// endpoint changes (even across new versions of its slice, see prepare),
+// which lets the writer reuse its encoding. The port, health and hostname
+// live in the host only, not here as well: an entry is kept per endpoint,
+// so each field costs 100,000 copies in a big cluster.
 type entry struct {
 	addr netip.Addr
 	zone string
 	// node and hints place the endpoint for the topology modes; they are
-	// not in the message, so a reused message may come with new ones. The
+	// not in the host, so a reused host may come with new ones. The
 	// node is a handle: 8 bytes, and one pointer to hash when its region
 	// and sub-zone are looked up, once per endpoint per render.
 	node  unique.Handle[string]
@@ -72,11 +72,11 @@ type entry struct {
 	// paired (see pairs.go); a handle, 8 bytes, and equal handles compare
 	// as pointers.
 	pod unique.Handle[podKey]
-	m   *lbMessages
+	h   *host
 	src *preparedSlice // the slice version it came from
 }
 
-func (e *entry) port() uint32 { return e.m.port.PortValue }
+func (e *entry) port() uint32 { return e.h.port }
 
 // noNode is the node of an endpoint that names none.
 var noNode unique.Handle[string]
@@ -94,12 +94,12 @@ type endpointKey struct {
 
 // endpointExtra is what goes into the message only when a Service
 // annotation or --endpoint-metadata asks for it; most endpoints have none,
-// so a message block keeps a pointer to it, nil when zero.
+// so a host keeps a pointer to it, nil when zero.
 type endpointExtra struct {
 	hcPort     uint32
 	hcHostname string
 	// metadata: the filter_metadata key, and what goes under it.
-	metaKey, node, podNamespace, podName string
+	metaKey, node, podNamespace, podName, zone string
 }
 
 // noExtra is the extra of a message without one.
@@ -119,6 +119,7 @@ func compareExtra(a *endpointExtra, b *endpointExtra) int {
 		cmp.Compare(a.node, b.node),
 		cmp.Compare(a.podNamespace, b.podNamespace),
 		cmp.Compare(a.podName, b.podName),
+		cmp.Compare(a.zone, b.zone),
 	)
 }
 
@@ -129,23 +130,23 @@ func compareKey(a *entry, b *endpointKey) int {
 	if c := a.addr.Compare(b.addr); c != 0 {
 		return c
 	}
-	if c := cmp.Compare(a.m.port.PortValue, b.port); c != 0 {
+	if c := cmp.Compare(a.h.port, b.port); c != 0 {
 		return c
 	}
-	if c := cmp.Compare(a.m.health, b.health); c != 0 {
+	if c := cmp.Compare(a.h.health, b.health); c != 0 {
 		return c
 	}
 	if c := cmp.Compare(a.zone, b.zone); c != 0 {
 		return c
 	}
-	if c := cmp.Compare(a.m.ep.Hostname, b.hostname); c != 0 {
+	if c := cmp.Compare(a.h.hostname, b.hostname); c != 0 {
 		return c
 	}
-	return compareExtra(a.m.extra, &b.extra)
+	return compareExtra(a.h.extra, &b.extra)
 }
 
 // compareEntries is compareKey between two entries. Most comparisons end at
-// the address, which sits in the entry: the message block is read on ties only.
+// the address, which sits in the entry: the host is read on ties only.
 func compareEntries(a, b *entry) int {
 	if c := a.addr.Compare(b.addr); c != 0 {
 		return c
@@ -161,9 +162,9 @@ func compareEntries(a, b *entry) int {
 			return c
 		}
 	}
-	k := endpointKey{addr: b.addr, port: b.m.port.PortValue, health: b.m.health, zone: b.zone, hostname: b.m.ep.Hostname}
-	if b.m.extra != nil {
-		k.extra = *b.m.extra
+	k := endpointKey{addr: b.addr, port: b.h.port, health: b.h.health, zone: b.zone, hostname: b.h.hostname}
+	if b.h.extra != nil {
+		k.extra = *b.h.extra
 	}
 	return compareKey(a, &k)
 }
@@ -191,11 +192,11 @@ type preparedSlice struct {
 // contents, and runs once per slice version.
 //
 // prev, if not nil, is an earlier version of the slice: an endpoint equal to
-// one of prev's keeps prev's message block instead of getting a new one. A
-// slice update typically changes one endpoint of many, so this spares
-// building and validating the others here, and, because their *LbEndpoint
-// stays the same, re-encoding them in the writer. Blocks are allocated one
-// per endpoint, so a reused block pins nothing else of the old version.
+// one of prev's keeps prev's host instead of getting a new one. A slice
+// update typically changes one endpoint of many, so this spares validating
+// the others here, and, because their *host stays the same, re-encoding
+// them in the writer. Hosts are allocated one per endpoint, so a reused
+// host pins nothing else of the old version.
 //
 // Every endpoint with an address is kept, whatever its condition or family:
 // which of them a cluster publishes is its Selection's choice, made in
@@ -327,7 +328,7 @@ func prepare(s *discoveryv1.EndpointSlice, opts *Options, set *serviceSettings, 
 			key.hostname = ep.TargetRef.Name
 		}
 		if base.metaKey != "" {
-			key.extra.node = node
+			key.extra.node, key.extra.zone = node, key.zone
 			if pod {
 				key.extra.podNamespace = cmp.Or(ep.TargetRef.Namespace, s.Namespace)
 				key.extra.podName = ep.TargetRef.Name
@@ -341,14 +342,15 @@ func prepare(s *discoveryv1.EndpointSlice, opts *Options, set *serviceSettings, 
 				if k, found := slices.BinarySearchFunc(prevEntries[j], &key, func(e entry, key *endpointKey) int {
 					return compareKey(&e, key)
 				}); found {
-					e.m = prevEntries[j][k].m // validated when it was built
+					e.h = prevEntries[j][k].h // validated when it was made
 					pp.entries = append(pp.entries, e)
 					continue
 				}
 			}
-			e.m = new(lbMessages)
-			lb := e.m.build(&key, canonical(addr, ep.Addresses[0]))
-			if err := lb.ValidateAll(); err != nil {
+			e.h = newHost(&key, canonical(addr, ep.Addresses[0]))
+			// Its message is built here only to be validated; the writer
+			// builds it again when it encodes it.
+			if err := e.h.LbEndpoint().ValidateAll(); err != nil {
 				skip(ReasonInvalidEndpoint, "endpoint %s: %v", ep.Addresses[0], err)
 				continue
 			}

@@ -29,10 +29,10 @@ func twoSources(t *testing.T, o Options, slices ...*discoveryv1.EndpointSlice) (
 	if len(clusters) != 1 {
 		t.Fatalf("%d clusters", len(clusters))
 	}
-	if err := clusters[0].CLA.ValidateAll(); err != nil {
+	if err := clusters[0].CLA().ValidateAll(); err != nil {
 		t.Fatal(err)
 	}
-	return layout(clusters[0].CLA), skips
+	return layout(clusters[0].CLA()), skips
 }
 
 // One Service from two sources is one cluster: each source's endpoints at
@@ -125,7 +125,7 @@ func TestSourcesNodesAreLocal(t *testing.T) {
 		slice("web-east", discoveryv1.AddressTypeIPv4, from("east"), port("http", 8080), ep("10.0.0.1", onWorker)),
 		slice("web-west", discoveryv1.AddressTypeIPv4, from("west"), port("http", 8080), ep("10.1.0.1", onWorker)),
 	})
-	if got, want := layout(clusters[0].CLA), []string{"p0 us-east//rack-1 w1: 10.0.0.1", "p1 // w1: 10.1.0.1"}; !slices.Equal(got, want) {
+	if got, want := layout(clusters[0].CLA()), []string{"p0 us-east//rack-1 w1: 10.0.0.1", "p1 // w1: 10.1.0.1"}; !slices.Equal(got, want) {
 		t.Errorf("got %v, want %v", got, want)
 	}
 	if _, err := New(Options{Sources: map[string]Source{"x": {Weight: 1 << 31}}}); err == nil {

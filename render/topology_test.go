@@ -109,7 +109,7 @@ func TestTopology(t *testing.T) {
 			}
 			got, _ := r.Service(web, []*discoveryv1.EndpointSlice{tc.slice})
 			assertValid(t, got)
-			if l := layout(got[0].CLA); !slices.Equal(l, tc.want) {
+			if l := layout(got[0].CLA()); !slices.Equal(l, tc.want) {
 				t.Errorf("layout:\n  %s\nwant:\n  %s", strings.Join(l, "\n  "), strings.Join(tc.want, "\n  "))
 			}
 		})
@@ -122,7 +122,7 @@ func assertValid(t *testing.T, clusters []Cluster) {
 		t.Fatal("no cluster rendered")
 	}
 	for _, c := range clusters {
-		if err := c.CLA.ValidateAll(); err != nil {
+		if err := c.CLA().ValidateAll(); err != nil {
 			t.Errorf("%s: %v", c.Name, err)
 		}
 	}
@@ -142,14 +142,14 @@ func TestNodesAndLocal(t *testing.T) {
 	got, _ := r.Service(web, []*discoveryv1.EndpointSlice{threeZones(false)})
 	want := []string{
 		"p0 eu/a/rack1 w1: 10.0.0.1", "p0 fallback/a/ w1: 10.0.0.2", "p0 fallback/b/rack9 w1: 10.0.1.1", "p0 fallback/c/ w1: 10.0.2.1"}
-	if l := layout(got[0].CLA); !slices.Equal(l, want) {
+	if l := layout(got[0].CLA()); !slices.Equal(l, want) {
 		t.Errorf("layout:\n  %s\nwant:\n  %s", strings.Join(l, "\n  "), strings.Join(want, "\n  "))
 	}
 	if !r.SetLocal("c", "") || r.SetLocal("c", "") {
 		t.Error("SetLocal: change not reported, or no change reported")
 	}
 	got, _ = r.Service(web, []*discoveryv1.EndpointSlice{threeZones(false)})
-	if l := layout(got[0].CLA); l[0] != "p0 fallback/c/ w1: 10.0.2.1" || !strings.HasPrefix(l[1], "p1 ") {
+	if l := layout(got[0].CLA()); l[0] != "p0 fallback/c/ w1: 10.0.2.1" || !strings.HasPrefix(l[1], "p1 ") {
 		t.Errorf("after SetLocal(c): %v", l)
 	}
 }
@@ -180,7 +180,7 @@ func TestServiceAnnotations(t *testing.T) {
 		ep("10.0.1.1", zone("b")))
 	got, _ := r.Service(web, []*discoveryv1.EndpointSlice{a, b})
 	assertValid(t, got)
-	http := got[slices.IndexFunc(got, func(c Cluster) bool { return c.Name == "default/web/http" })].CLA
+	http := got[slices.IndexFunc(got, func(c Cluster) bool { return c.Name == "default/web/http" })].CLA()
 	if f := http.GetPolicy().GetOverprovisioningFactor().GetValue(); f != 200 {
 		t.Errorf("overprovisioning factor %d, want 200", f)
 	}
@@ -221,7 +221,7 @@ func TestServiceAnnotations(t *testing.T) {
 	}
 	got, _ = r.Service(web, []*discoveryv1.EndpointSlice{a, b})
 	assertValid(t, got)
-	http = got[slices.IndexFunc(got, func(c Cluster) bool { return c.Name == "default/web/http" })].CLA
+	http = got[slices.IndexFunc(got, func(c Cluster) bool { return c.Name == "default/web/http" })].CLA()
 	if http.Policy != nil || len(http.Endpoints) != 2 || http.Endpoints[0].Priority != 0 || http.Endpoints[1].Priority != 0 {
 		t.Errorf("bad annotations not left out: %v", layout(http))
 	}
@@ -247,8 +247,8 @@ func TestPortNumberInTemplate(t *testing.T) {
 		t.Fatal("a new port number is no change")
 	}
 	got, _ = r.Service(web, []*discoveryv1.EndpointSlice{s})
-	if n := names(got); !slices.Equal(n, []string{"web-80", "web-81"}) || len(got[0].CLA.Endpoints) != 0 {
-		t.Errorf("clusters %v (first %v): want web-80 emptied and web-81", n, got[0].CLA)
+	if n := names(got); !slices.Equal(n, []string{"web-80", "web-81"}) || len(got[0].CLA().Endpoints) != 0 {
+		t.Errorf("clusters %v (first %v): want web-80 emptied and web-81", n, got[0].CLA())
 	}
 }
 
@@ -273,7 +273,7 @@ func TestPortNumberUnknown(t *testing.T) {
 	}
 	r.SetService(web, nil) // the Service deleted, its slices not yet
 	got, skips = r.Service(web, []*discoveryv1.EndpointSlice{s})
-	if !slices.Equal(names(got), []string{"web-80"}) || len(got[0].CLA.Endpoints) != 0 {
+	if !slices.Equal(names(got), []string{"web-80"}) || len(got[0].CLA().Endpoints) != 0 {
 		t.Errorf("clusters %v: want web-80 emptied and no web-0", names(got))
 	}
 	if len(skips) != 0 {
@@ -298,7 +298,7 @@ func TestHintsIgnoreUnpublishedCopies(t *testing.T) {
 		ep("10.0.0.1", zone("a"), hint("a")), ep("10.0.1.1", zone("b"), hint("b")))
 	b := slice("web-b", discoveryv1.AddressTypeIPv4, port("http", 8080), ep("10.0.1.1", zone("c")))
 	got, _ := r.Service(web, []*discoveryv1.EndpointSlice{a, b})
-	if l := layout(got[0].CLA); len(l) != 2 || !strings.HasPrefix(l[0], "p0 /a/") || !strings.HasPrefix(l[1], "p1 ") {
+	if l := layout(got[0].CLA()); len(l) != 2 || !strings.HasPrefix(l[0], "p0 /a/") || !strings.HasPrefix(l[1], "p1 ") {
 		t.Errorf("layout %v: want zone a at p0, the rest at p1", l)
 	}
 }
@@ -313,7 +313,7 @@ func TestHealthCheckPortNameMissing(t *testing.T) {
 	if len(skips) != 1 || skips[0].Reason != ReasonInvalidAnnotation || skips[0].Object != "default/web-a" {
 		t.Errorf("skips %+v: want one invalid-annotation for the slice", skips)
 	}
-	if hc := got[0].CLA.Endpoints[0].LbEndpoints[0].GetEndpoint().GetHealthCheckConfig(); hc != nil {
+	if hc := got[0].CLA().Endpoints[0].LbEndpoints[0].GetEndpoint().GetHealthCheckConfig(); hc != nil {
 		t.Errorf("health check config %v, want none", hc)
 	}
 }
@@ -334,7 +334,7 @@ func TestEndpointMetadata(t *testing.T) {
 	got, _ := r.Service(web, []*discoveryv1.EndpointSlice{s})
 	assertValid(t, got)
 	var md []string
-	for _, l := range got[0].CLA.Endpoints {
+	for _, l := range got[0].CLA().Endpoints {
 		for _, lb := range l.LbEndpoints {
 			b, _ := protojson.Marshal(lb.GetMetadata().GetFilterMetadata()[DefaultMetadataKey])
 			var v map[string]string
@@ -358,7 +358,7 @@ func TestTopologyGolden(t *testing.T) {
 	r.SetService(web, info(map[string]string{AnnotationOverprovisioningFactor: "150", AnnotationHealthCheckPort: "9901"}))
 	got, _ := r.Service(web, []*discoveryv1.EndpointSlice{threeZones(true)})
 	assertValid(t, got)
-	js, err := protojson.Marshal(got[0].CLA)
+	js, err := protojson.Marshal(got[0].CLA())
 	if err != nil {
 		t.Fatal(err)
 	}

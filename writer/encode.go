@@ -8,6 +8,7 @@ import (
 	"fmt"
 
 	"github.com/cespare/xxhash/v2"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
@@ -17,12 +18,13 @@ import (
 // The encoder turns CLAs into file content, in time proportional to what
 // changed since the cluster's last CLA rather than to its size.
 //
-// Render hands us the same immutable *LbEndpoint for an endpoint that did not
-// change. So:
+// Render hands us the same Endpoint value (an immutable pointer) for an
+// endpoint that did not change. So:
 //
-//   - each endpoint is encoded once, as a fragment (validated at the same
-//     time: no CLA rule spans several endpoints), and found again by pointer
-//     in its cluster's previous document, the only copy kept;
+//   - each endpoint's message is built and encoded once, as a fragment
+//     (validated at the same time: no CLA rule spans several endpoints), and
+//     the endpoint is found again by identity in its cluster's previous
+//     document, the only copy kept;
 //   - the document is assembled around the fragments: every message other
 //     than the endpoints (the CLA without its endpoints, each locality without
 //     its lb_endpoints, the "skeletons") is encoded whole each time, and the
@@ -67,11 +69,11 @@ type history struct {
 	buf    []byte
 	body   []byte // the CLA's encoding, in buf
 	digest uint64
-	lbs    []*endpointv3.LbEndpoint
+	lbs    []Endpoint
 	spans  []span
 	// The arrays of the document before, reused for the next one.
 	spareBuf   []byte
-	spareLbs   []*endpointv3.LbEndpoint
+	spareLbs   []Endpoint
 	spareSpans []span
 }
 
@@ -88,14 +90,14 @@ type piece struct {
 type walk struct {
 	prev  *history
 	j     int // next endpoint expected in prev.lbs
-	lbs   []*endpointv3.LbEndpoint
+	lbs   []Endpoint
 	spans []span
 	// misses counts the endpoints in a row not found near j: new ones, or
 	// the walk is out of step for good (many endpoints removed at j).
 	misses int
 	// index maps prev's endpoints to their place in prev.lbs, built once
 	// misses reaches indexAfter.
-	index map[*endpointv3.LbEndpoint]int
+	index map[Endpoint]int
 }
 
 // indexAfter is how many endpoints in a row the walk fails to find near j
@@ -136,9 +138,16 @@ func versionOf(d uint64) string {
 	return hex.EncodeToString(b[:])
 }
 
-func (e *encoder) encode(cla *endpointv3.ClusterLoadAssignment) (encoded, error) {
+// encode encodes cla, whose localities' lb_endpoints are eps[i] (nil: the
+// CLA's own).
+func (e *encoder) encode(cla *endpointv3.ClusterLoadAssignment, eps [][]Endpoint) (encoded, error) {
 	if cla == nil {
 		return encoded{}, errors.New("nil ClusterLoadAssignment")
+	}
+	if eps == nil {
+		eps = givenEndpoints(cla)
+	} else if len(eps) != len(cla.GetEndpoints()) {
+		return encoded{}, fmt.Errorf("endpoints for %d localities, the CLA has %d", len(eps), len(cla.GetEndpoints()))
 	}
 	h := e.clusters[cla.GetClusterName()]
 	if h == nil {
@@ -147,8 +156,8 @@ func (e *encoder) encode(cla *endpointv3.ClusterLoadAssignment) (encoded, error)
 	w := &walk{prev: h, lbs: h.spareLbs[:0], spans: h.spareSpans[:0]}
 	if w.lbs == nil {
 		// Sized once rather than grown by doubling: they are kept.
-		n := countEndpoints(cla)
-		w.lbs, w.spans = make([]*endpointv3.LbEndpoint, 0, n), make([]span, 0, n)
+		n := countEndpoints(eps)
+		w.lbs, w.spans = make([]Endpoint, 0, n), make([]span, 0, n)
 	}
 	buf := h.spareBuf[:0]
 	if cap(buf) < headRoom {
@@ -158,11 +167,11 @@ func (e *encoder) encode(cla *endpointv3.ClusterLoadAssignment) (encoded, error)
 	var err error
 	switch e.format {
 	case FormatPB:
-		buf, err = e.appendPB(buf, w, cla)
+		buf, err = e.appendPB(buf, w, cla, eps)
 	case FormatYAML:
-		buf, err = e.appendYAML(buf, w, cla)
+		buf, err = e.appendYAML(buf, w, cla, eps)
 	default:
-		buf, err = e.appendJSON(buf, w, cla)
+		buf, err = e.appendJSON(buf, w, cla, eps)
 	}
 	if err != nil {
 		return encoded{}, err
@@ -211,7 +220,7 @@ func (e *encoder) encode(cla *endpointv3.ClusterLoadAssignment) (encoded, error)
 // collect finds the pieces of one locality's endpoints, encoding (and
 // validating) those not seen before. The result is scratch, valid until the
 // next call.
-func (e *encoder) collect(w *walk, lbs []*endpointv3.LbEndpoint) ([]piece, error) {
+func (e *encoder) collect(w *walk, lbs []Endpoint) ([]piece, error) {
 	pieces := e.pieces[:0]
 	for i, lb := range lbs {
 		p, err := e.find(w, lb)
@@ -225,7 +234,7 @@ func (e *encoder) collect(w *walk, lbs []*endpointv3.LbEndpoint) ([]piece, error
 	return pieces, nil
 }
 
-func (e *encoder) find(w *walk, lb *endpointv3.LbEndpoint) (piece, error) {
+func (e *encoder) find(w *walk, lb Endpoint) (piece, error) {
 	prev := w.prev.lbs
 	// In step with the last document, or one endpoint removed. (After a
 	// replaced endpoint, the next one is found at j+1.)
@@ -249,7 +258,7 @@ func (e *encoder) find(w *walk, lb *endpointv3.LbEndpoint) (piece, error) {
 		}
 	}
 	if w.index == nil && w.misses >= indexAfter && len(prev) > resyncWindow {
-		w.index = make(map[*endpointv3.LbEndpoint]int, len(prev))
+		w.index = make(map[Endpoint]int, len(prev))
 		for k, p := range prev {
 			w.index[p] = k
 		}
@@ -260,7 +269,7 @@ func (e *encoder) find(w *walk, lb *endpointv3.LbEndpoint) (piece, error) {
 		return piece{prev: k}, nil
 	}
 	w.misses++
-	f, err := e.fragment(lb)
+	f, err := e.fragment(lb.LbEndpoint())
 	if err != nil {
 		return piece{}, err
 	}
@@ -370,10 +379,31 @@ func skeleton(m proto.Message, skip protoreflect.FieldDescriptor) (proto.Message
 	return dst.Interface(), nil
 }
 
-func countEndpoints(cla *endpointv3.ClusterLoadAssignment) int {
+func countEndpoints(eps [][]Endpoint) int {
 	n := 0
-	for _, lle := range cla.GetEndpoints() {
-		n += len(lle.GetLbEndpoints())
+	for _, l := range eps {
+		n += len(l)
 	}
 	return n
+}
+
+// given is an LbEndpoint of a CLA given whole, as an Endpoint: the message
+// is its own identity. (A struct of one pointer is stored in an interface
+// as the pointer: wrapping allocates nothing.)
+type given struct{ lb *endpointv3.LbEndpoint }
+
+func (g given) LbEndpoint() *endpointv3.LbEndpoint { return g.lb }
+
+func (g given) HealthStatus() corev3.HealthStatus { return g.lb.GetHealthStatus() }
+
+// givenEndpoints is the lb_endpoints of cla's localities as Endpoints.
+func givenEndpoints(cla *endpointv3.ClusterLoadAssignment) [][]Endpoint {
+	eps := make([][]Endpoint, len(cla.GetEndpoints()))
+	for i, lle := range cla.GetEndpoints() {
+		eps[i] = make([]Endpoint, len(lle.GetLbEndpoints()))
+		for j, lb := range lle.GetLbEndpoints() {
+			eps[i][j] = given{lb}
+		}
+	}
+	return eps
 }

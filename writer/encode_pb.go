@@ -40,7 +40,7 @@ var pbOpts = proto.MarshalOptions{Deterministic: true}
 // appendPB appends the CLA's wire encoding: the CLA without endpoints, then
 // each locality as an "endpoints" field holding the locality without
 // lb_endpoints followed by one "lb_endpoints" field per endpoint.
-func (e *encoder) appendPB(dst []byte, w *walk, cla *endpointv3.ClusterLoadAssignment) ([]byte, error) {
+func (e *encoder) appendPB(dst []byte, w *walk, cla *endpointv3.ClusterLoadAssignment, eps [][]Endpoint) ([]byte, error) {
 	skel, err := skeleton(cla, claEndpoints)
 	if err != nil {
 		return nil, err
@@ -60,7 +60,7 @@ func (e *encoder) appendPB(dst []byte, w *walk, cla *endpointv3.ClusterLoadAssig
 		if err != nil {
 			return nil, err
 		}
-		pieces, err := e.collect(w, lle.GetLbEndpoints())
+		pieces, err := e.collect(w, eps[i])
 		if err != nil {
 			return nil, fmt.Errorf("endpoints[%d].%w", i, err)
 		}

@@ -105,7 +105,7 @@ func TestEncodeVersionIsContentHash(t *testing.T) {
 			}
 			// The version is the hash of the CLA encoding, which we can
 			// recompute from the encoder.
-			enc, err := newEncoder(f).encode(smallCLA())
+			enc, err := newEncoder(f).encode(smallCLA(), nil)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -126,7 +126,7 @@ func oneLineJSON(raw []byte) ([]byte, error) {
 }
 
 // appendJSON appends the CLA's members (the Any's members after "@type").
-func (e *encoder) appendJSON(dst []byte, w *walk, cla *endpointv3.ClusterLoadAssignment) ([]byte, error) {
+func (e *encoder) appendJSON(dst []byte, w *walk, cla *endpointv3.ClusterLoadAssignment, eps [][]Endpoint) ([]byte, error) {
 	skel, err := skeleton(cla, claEndpoints)
 	if err != nil {
 		return nil, err
@@ -147,7 +147,7 @@ func (e *encoder) appendJSON(dst []byte, w *walk, cla *endpointv3.ClusterLoadAss
 		if i > 0 {
 			dst = append(dst, ",\n"...)
 		}
-		if dst, err = e.appendJSONLocality(dst, w, lle); err != nil {
+		if dst, err = e.appendJSONLocality(dst, w, lle, eps[i]); err != nil {
 			return nil, fmt.Errorf("endpoints[%d]%w", i, err)
 		}
 	}
@@ -156,7 +156,7 @@ func (e *encoder) appendJSON(dst []byte, w *walk, cla *endpointv3.ClusterLoadAss
 
 // appendJSONLocality appends one LocalityLbEndpoints object. Errors start
 // with "." or ":" to follow the caller's "endpoints[i]".
-func (e *encoder) appendJSONLocality(dst []byte, w *walk, lle *endpointv3.LocalityLbEndpoints) ([]byte, error) {
+func (e *encoder) appendJSONLocality(dst []byte, w *walk, lle *endpointv3.LocalityLbEndpoints, eps []Endpoint) ([]byte, error) {
 	if lle == nil {
 		return nil, fmt.Errorf(": nil LocalityLbEndpoints")
 	}
@@ -168,7 +168,7 @@ func (e *encoder) appendJSONLocality(dst []byte, w *walk, lle *endpointv3.Locali
 	if err != nil {
 		return nil, fmt.Errorf(": %w", err)
 	}
-	pieces, err := e.collect(w, lle.GetLbEndpoints())
+	pieces, err := e.collect(w, eps)
 	if err != nil {
 		return nil, fmt.Errorf(".%w", err)
 	}
@@ -286,7 +286,7 @@ func appendIndented(dst, block []byte, first, rest string) []byte {
 }
 
 // appendYAML appends the CLA's keys (the resource's keys after "@type").
-func (e *encoder) appendYAML(dst []byte, w *walk, cla *endpointv3.ClusterLoadAssignment) ([]byte, error) {
+func (e *encoder) appendYAML(dst []byte, w *walk, cla *endpointv3.ClusterLoadAssignment, eps [][]Endpoint) ([]byte, error) {
 	skel, err := skeleton(cla, claEndpoints)
 	if err != nil {
 		return nil, err
@@ -312,7 +312,7 @@ func (e *encoder) appendYAML(dst []byte, w *walk, cla *endpointv3.ClusterLoadAss
 		if err != nil {
 			return nil, fmt.Errorf("endpoints[%d]: %w", i, err)
 		}
-		pieces, err := e.collect(w, lle.GetLbEndpoints())
+		pieces, err := e.collect(w, eps[i])
 		if err != nil {
 			return nil, fmt.Errorf("endpoints[%d].%w", i, err)
 		}

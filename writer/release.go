@@ -65,7 +65,7 @@ func (w *Writer) Remove(cluster string) (removed bool, err error) {
 	}
 	// A throwaway encoder: the Writer's would keep a document for the
 	// cluster, which is what releasing it freed.
-	want, err := newEncoder(w.format).encode(&endpointv3.ClusterLoadAssignment{ClusterName: cluster})
+	want, err := newEncoder(w.format).encode(&endpointv3.ClusterLoadAssignment{ClusterName: cluster}, nil)
 	if err != nil {
 		return false, err
 	}

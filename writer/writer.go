@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 )
 
@@ -22,12 +23,31 @@ import (
 type Cluster struct {
 	Name string
 	CLA  *endpointv3.ClusterLoadAssignment
+	// Endpoints, if not nil, are the lb_endpoints of CLA's localities,
+	// Endpoints[i] for CLA.Endpoints[i]; CLA's own are then not read. See
+	// Endpoint.
+	Endpoints [][]Endpoint
 	// Release asks the Writer to keep nothing in memory for the cluster
 	// once this content is on disk (written, or found there already): for
 	// a cluster no longer published, whose file is emptied. The file on
 	// disk is then all there is: a later Write compares with it, and the
 	// folder watch no longer reports it.
 	Release bool
+}
+
+// Endpoint is one lb_endpoints entry given apart from its CLA. The writer
+// finds an endpoint it has encoded before by comparing Endpoint values (so
+// an implementation hands out the same pointer while the endpoint does not
+// change) and calls LbEndpoint, which builds its message, only for the
+// others: the caller need not keep a built message per endpoint, 400 bytes
+// each. HealthStatus is the message's health_status, read without building
+// it.
+//
+// An alias of an interface literal, like render.Host: the two are one type,
+// so render's output comes here without either package importing the other.
+type Endpoint = interface {
+	LbEndpoint() *endpointv3.LbEndpoint
+	HealthStatus() corev3.HealthStatus
 }
 
 // Options configure a Writer.
@@ -180,7 +200,7 @@ func (w *Writer) Path(cluster string) (string, error) {
 func (w *Writer) Encode(cla *endpointv3.ClusterLoadAssignment) ([]byte, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	e, err := w.enc.encode(cla)
+	e, err := w.enc.encode(cla, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -314,7 +334,7 @@ func (w *Writer) prepare(c Cluster) (job, error) {
 		// Envoy would reject it: "Unexpected EDS cluster (expecting X)".
 		return j, fmt.Errorf("%s: cluster_name %q differs from cluster %q", j.path, c.CLA.GetClusterName(), c.Name)
 	}
-	if j.enc, err = w.enc.encode(c.CLA); err != nil {
+	if j.enc, err = w.enc.encode(c.CLA, c.Endpoints); err != nil {
 		return j, fmt.Errorf("%s: %w", j.path, err)
 	}
 	_, known := w.files[c.Name]
