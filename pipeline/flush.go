@@ -51,7 +51,7 @@ func (p *Pipeline) flush(ctx context.Context, keys []render.ServiceKey, initial 
 			release := c.Gone && !slices.Contains(p.declared, c.Name)
 			batch = append(batch, writer.Cluster{Name: c.Name, CLA: c.Assignment, Endpoints: c.Hosts, Release: release})
 			names[c.Name] = true
-			p.published.publish(c.Name, c.Service, c.Hosts)
+			p.published.publish(c.Name, c.Service, c.Health)
 			switch {
 			case p.cds == nil || release:
 			case c.Gone:
@@ -232,6 +232,6 @@ func (p *Pipeline) checkReady(res writer.Result) {
 
 func (p *Pipeline) emptyCluster(name string) writer.Cluster {
 	c := writer.Cluster{Name: name, CLA: &endpointv3.ClusterLoadAssignment{ClusterName: name}}
-	p.published.publish(name, render.ServiceKey{}, nil)
+	p.published.publish(name, render.ServiceKey{}, endpointCounts{})
 	return c
 }

@@ -1,8 +1,6 @@
 package pipeline
 
 import (
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-
 	"github.com/edsync/edsync/render"
 )
 
@@ -26,19 +24,13 @@ type publishedCluster struct {
 	endpoints endpointCounts
 }
 
-// endpointCounts counts endpoints by health, indexed by the constants below.
-type endpointCounts [3]int
+// endpointCounts counts a cluster's endpoints by health.
+type endpointCounts = render.HealthCounts
 
-const (
-	healthy = iota // or UNKNOWN, which Envoy counts as healthy
-	draining
-	unhealthy
-)
-
-func (c endpointCounts) add(t *Published, sign int) {
-	t.Healthy += sign * c[healthy]
-	t.Draining += sign * c[draining]
-	t.Unhealthy += sign * c[unhealthy]
+func addCounts(t *Published, c endpointCounts, sign int) {
+	t.Healthy += sign * c.Healthy
+	t.Draining += sign * c.Draining
+	t.Unhealthy += sign * c.Unhealthy
 }
 
 // counts reports whether the cluster makes its Service published: it has
@@ -54,22 +46,10 @@ func newPublished() publishedFiles {
 	}
 }
 
-// publish records the content handed to the writer for one cluster, whose
-// localities' endpoints are hosts. svc is zero for a cluster of no Service.
-func (p *publishedFiles) publish(name string, svc render.ServiceKey, hosts [][]render.Host) {
-	next := publishedCluster{service: svc}
-	for _, l := range hosts {
-		for _, h := range l {
-			switch h.HealthStatus() {
-			case corev3.HealthStatus_DRAINING:
-				next.endpoints[draining]++
-			case corev3.HealthStatus_UNHEALTHY:
-				next.endpoints[unhealthy]++
-			default: // HEALTHY, or UNKNOWN which Envoy counts as healthy
-				next.endpoints[healthy]++
-			}
-		}
-	}
+// publish records the content handed to the writer for one cluster. svc is
+// zero for a cluster of no Service.
+func (p *publishedFiles) publish(name string, svc render.ServiceKey, counts endpointCounts) {
+	next := publishedCluster{service: svc, endpoints: counts}
 	prev, had := p.clusters[name]
 	if had && prev == next {
 		return
@@ -78,8 +58,8 @@ func (p *publishedFiles) publish(name string, svc render.ServiceKey, hosts [][]r
 	if !had {
 		p.total.Clusters++
 	}
-	prev.endpoints.add(&p.total, -1)
-	next.endpoints.add(&p.total, +1)
+	addCounts(&p.total, prev.endpoints, -1)
+	addCounts(&p.total, next.endpoints, +1)
 	// A cluster changes Service only when a restart changes the template;
 	// still, count it as leaving one and joining the other.
 	was, is := had && prev.counts(), next.counts()
@@ -104,7 +84,7 @@ func (p *publishedFiles) forget(name string) {
 	}
 	delete(p.clusters, name)
 	p.total.Clusters--
-	prev.endpoints.add(&p.total, -1)
+	addCounts(&p.total, prev.endpoints, -1)
 	if prev.counts() {
 		p.addServiceCluster(prev.service, -1)
 	}

@@ -81,8 +81,8 @@ type slot struct {
 // sorted by their primary address), grouped by priority level and locality,
 // each group weighted by its endpoint count; groups sorted by priority then
 // locality, endpoints by ip then port. The CLA's localities have no
-// lb_endpoints: hosts[i] are locality i's.
-func assemble(name string, merged []*entry, sel *Selection, pairs *pairing, pl *placement, scratch *[]slot) (cla *endpointv3.ClusterLoadAssignment, hosts [][]Host, conflicts []string) {
+// lb_endpoints: hosts[i] are locality i's. counts counts the hosts by health.
+func assemble(name string, merged []*entry, sel *Selection, pairs *pairing, pl *placement, scratch *[]slot) (cla *endpointv3.ClusterLoadAssignment, hosts [][]Host, counts HealthCounts, conflicts []string) {
 	// Two passes: place each entry and count each group's endpoints, then
 	// fill one backing array cut per group, so a big Service costs one
 	// allocation, not a growing slice per group. The first pass notes each
@@ -126,14 +126,15 @@ func assemble(name string, merged []*entry, sel *Selection, pairs *pairing, pl *
 	)
 	cur := int32(-1)
 	for _, e := range merged {
-		g, sec, _, ok := w.next(e)
+		g, sec, h, ok := w.next(e)
 		if !ok {
 			group = append(group, slot{group: -1})
 			continue
 		}
-		var h Host = e.h
+		counts.add(h)
+		var host Host = e.h
 		if g != nil {
-			h = g.merged(e, sec)
+			host = g.merged(e, sec)
 		}
 		// One source: no entry's slice is read (a pointer chase per
 		// endpoint, a sizeable part of a big Service's render).
@@ -157,7 +158,7 @@ func assemble(name string, merged []*entry, sel *Selection, pairs *pairing, pl *
 		cur = find(cur, level, &loc)
 		buckets[cur].n++
 		buckets[cur].w += src.weight()
-		group = append(group, slot{host: h, group: cur})
+		group = append(group, slot{host: host, group: cur})
 	}
 	*scratch = group
 	byIndex := slices.Clone(buckets)
@@ -203,5 +204,5 @@ func assemble(name string, merged []*entry, sel *Selection, pairs *pairing, pl *
 		cla.Endpoints = append(cla.Endpoints, lle)
 		hosts = append(hosts, b.hosts)
 	}
-	return cla, hosts, conflicts
+	return cla, hosts, counts, conflicts
 }

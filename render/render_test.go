@@ -501,6 +501,40 @@ func TestShuffledInputGivesIdenticalBytes(t *testing.T) {
 	}
 }
 
+// TestOneSliceChangedMatchesFresh: a Service of many slices with the same
+// endpoints in several of them, one slice replaced, removed or added at a
+// time (the events whose merge copies the unchanged runs of the merged
+// list): every render equals a fresh Renderer's.
+func TestOneSliceChangedMatchesFresh(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 8))
+	in := randomService(rng, 40, 10)
+	opts := Options{NotReady: NotReadyUnhealthy}
+	r, _ := New(opts)
+	r.Service(web, in)
+	for round := range 300 {
+		i := rng.IntN(len(in))
+		switch rng.IntN(4) {
+		case 0:
+			in = slices.Delete(slices.Clone(in), i, i+1)
+		case 1:
+			next := randomService(rng, 1, 10)[0]
+			next.Name = fmt.Sprintf("web-new-%d", round)
+			in = append(slices.Clone(in), next)
+		default:
+			next := randomService(rng, i+1, 10)[i] // its family
+			next.Name = in[i].Name
+			in = slices.Clone(in)
+			in[i] = next
+		}
+		got, _ := r.Service(web, in)
+		fresh, _ := New(opts)
+		want, _ := fresh.Service(web, shuffle(rng, in))
+		if !slices.EqualFunc(marshalAll(t, want), marshalAll(t, got), slices.Equal) {
+			t.Fatalf("round %d: the incremental render differs from a fresh one", round)
+		}
+	}
+}
+
 // The writer caches each endpoint's encoding by host identity, so an
 // unchanged slice must hand back the very same hosts.
 func TestUnchangedSlicesKeepTheirHosts(t *testing.T) {
