@@ -337,7 +337,9 @@ func (p *Pipeline) takeDirty() {
 	p.takeObjects()
 	p.mu.Lock()
 	dirty := p.dirty
-	p.dirty = make(map[render.ServiceKey]arrivals, len(dirty))
+	// Not sized like the last one: after the initial sync's burst that
+	// would hold room for every Service until the next event.
+	p.dirty = make(map[render.ServiceKey]arrivals)
 	p.mu.Unlock()
 	for key, a := range dirty {
 		p.coalescer.Mark(key, a.first)

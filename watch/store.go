@@ -1,6 +1,7 @@
 package watch
 
 import (
+	"cmp"
 	"maps"
 	"slices"
 	"strings"
@@ -70,7 +71,7 @@ type Store struct {
 
 	mu        sync.Mutex
 	byID      map[string]entry
-	byService map[render.ServiceKey]map[string]*discoveryv1.EndpointSlice
+	byService map[render.ServiceKey]serviceSlices
 	// unlabeled remembers the slices skipped for want of a Service label,
 	// so that an unchanged re-delivery is not counted twice.
 	unlabeled map[string]*discoveryv1.EndpointSlice
@@ -102,7 +103,7 @@ func NewStoreWith(o StoreOptions) *Store {
 		onSkip:       o.OnSkip,
 		triggerSince: o.TriggerTimesSince.Truncate(time.Second),
 		byID:         map[string]entry{},
-		byService:    map[render.ServiceKey]map[string]*discoveryv1.EndpointSlice{},
+		byService:    map[render.ServiceKey]serviceSlices{},
 		unlabeled:    map[string]*discoveryv1.EndpointSlice{},
 		skipped:      map[string]uint64{},
 		triggers:     map[render.ServiceKey][]time.Time{},
@@ -168,7 +169,7 @@ func (s *Store) Upsert(id string, sl *discoveryv1.EndpointSlice) {
 		s.countLocked(old.slice, -1)
 		s.countLocked(sl, 1)
 		s.byID[id] = entry{key: key, slice: sl}
-		s.byService[key][id] = sl
+		s.byService[key] = s.byService[key].replace(id, old.slice, sl)
 		same := sameObject(old.slice, sl)
 		if !same {
 			s.triggerLocked(key, sl)
@@ -187,12 +188,7 @@ func (s *Store) Upsert(id string, sl *discoveryv1.EndpointSlice) {
 	}
 	s.byID[id] = entry{key: key, slice: sl}
 	s.countLocked(sl, 1)
-	m := s.byService[key]
-	if m == nil {
-		m = map[string]*discoveryv1.EndpointSlice{}
-		s.byService[key] = m
-	}
-	m[id] = sl
+	s.byService[key] = s.byService[key].insert(id, sl)
 	changed = append(changed, key)
 	s.triggerLocked(key, sl)
 	s.mu.Unlock()
@@ -241,11 +237,12 @@ func (s *Store) Retain(keep func(*discoveryv1.EndpointSlice) bool) {
 }
 
 func (s *Store) removeLocked(id string, key render.ServiceKey) {
-	s.countLocked(s.byID[id].slice, -1)
+	old := s.byID[id].slice
+	s.countLocked(old, -1)
 	delete(s.byID, id)
-	m := s.byService[key]
-	delete(m, id)
-	if len(m) == 0 {
+	if m := s.byService[key].remove(id, old); len(m) > 0 {
+		s.byService[key] = m
+	} else {
 		delete(s.byService, key)
 	}
 }
@@ -262,19 +259,65 @@ func (s *Store) notifyAll(keys []render.ServiceKey) {
 // endpoints.
 func (s *Store) Slices(key render.ServiceKey) []*discoveryv1.EndpointSlice {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	m := s.byService[key]
-	out := make([]*discoveryv1.EndpointSlice, 0, len(m))
-	for _, sl := range m {
-		out = append(out, sl)
-	}
-	s.mu.Unlock()
-	if len(out) == 0 {
+	if len(m) == 0 {
 		return nil
 	}
-	slices.SortFunc(out, func(a, b *discoveryv1.EndpointSlice) int {
-		return strings.Compare(a.Name, b.Name)
-	})
+	out := make([]*discoveryv1.EndpointSlice, len(m))
+	for i, e := range m {
+		out[i] = e.slice
+	}
 	return out
+}
+
+// serviceSlices is one Service's slices, sorted by name, then id (two
+// sources may hold a slice of one name): Slices copies them in order,
+// without sorting on every event. A short sorted array rather than a map:
+// most Services have one slice, which an array holds in 32 bytes and a
+// map in about 300.
+type serviceSlices []storedSlice
+
+type storedSlice struct {
+	id    string
+	slice *discoveryv1.EndpointSlice
+}
+
+// find returns where the slice id named name is, or would be.
+func (m serviceSlices) find(id, name string) (int, bool) {
+	return slices.BinarySearchFunc(m, storedSlice{id: id}, func(e, _ storedSlice) int {
+		return cmp.Or(strings.Compare(e.slice.Name, name), strings.Compare(e.id, id))
+	})
+}
+
+func (m serviceSlices) insert(id string, sl *discoveryv1.EndpointSlice) serviceSlices {
+	i, _ := m.find(id, sl.Name)
+	return slices.Insert(m, i, storedSlice{id, sl})
+}
+
+// replace puts sl in the place of old, the slice stored as id.
+func (m serviceSlices) replace(id string, old, sl *discoveryv1.EndpointSlice) serviceSlices {
+	if old.Name != sl.Name { // not from a source: their ids hold the name
+		return m.remove(id, old).insert(id, sl)
+	}
+	if i, ok := m.find(id, old.Name); ok {
+		m[i].slice = sl
+	}
+	return m
+}
+
+// remove takes out old, the slice stored as id. The array shrinks with the
+// Service: a Service that had many slices keeps no room for them.
+func (m serviceSlices) remove(id string, old *discoveryv1.EndpointSlice) serviceSlices {
+	i, ok := m.find(id, old.Name)
+	if !ok {
+		return m
+	}
+	m = slices.Delete(m, i, i+1)
+	if cap(m) > 8 && len(m) < cap(m)/4 {
+		m = slices.Clip(slices.Clone(m))
+	}
+	return m
 }
 
 // Services returns every Service that has at least one slice, sorted by

@@ -1,7 +1,11 @@
 package watch
 
 import (
+	"cmp"
+	"fmt"
+	"math/rand/v2"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 
@@ -203,6 +207,52 @@ func TestStoreSlicesIsFresh(t *testing.T) {
 	got[0] = nil
 	if again := s.Slices(svc("ns", "web")); again[0] == nil {
 		t.Error("Slices shares its result between calls")
+	}
+}
+
+// TestStoreSlicesInOrder: under random adds, updates (some moving a slice
+// to another Service), and deletes, Slices gives each Service's current
+// slices sorted by name, then id, as a map of them would.
+func TestStoreSlicesInOrder(t *testing.T) {
+	s := NewStore(nil)
+	rng := rand.New(rand.NewPCG(1, 2))
+	type stored struct {
+		svc string
+		sl  *discoveryv1.EndpointSlice
+	}
+	model := map[string]stored{}
+	for round := range 2000 {
+		// Two sources may hold slices of one name: ids differ, names do not.
+		name := fmt.Sprintf("s%d", rng.IntN(30))
+		id := fmt.Sprintf("src%d/ns/%s", rng.IntN(2), name)
+		if rng.IntN(4) == 0 {
+			s.Delete(id)
+			delete(model, id)
+		} else {
+			svcName := fmt.Sprintf("web%d", rng.IntN(3))
+			sl := slice("ns", name, svcName, fmt.Sprint(round), "10.0.0.1")
+			s.Upsert(id, sl)
+			model[id] = stored{svcName, sl}
+		}
+		for k := range 3 {
+			svcName := fmt.Sprintf("web%d", k)
+			var ids []string
+			for id, st := range model {
+				if st.svc == svcName {
+					ids = append(ids, id)
+				}
+			}
+			slices.SortFunc(ids, func(a, b string) int {
+				return cmp.Or(strings.Compare(model[a].sl.Name, model[b].sl.Name), strings.Compare(a, b))
+			})
+			var want []*discoveryv1.EndpointSlice
+			for _, id := range ids {
+				want = append(want, model[id].sl)
+			}
+			if got := s.Slices(svc("ns", svcName)); !slices.Equal(got, want) {
+				t.Fatalf("round %d, %s: %d slices, want %d (or another order)", round, svcName, len(got), len(want))
+			}
+		}
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"math"
 
 	"github.com/cespare/xxhash/v2"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -77,7 +78,12 @@ type history struct {
 	spareSpans []span
 }
 
-type span struct{ off, n int }
+// span is where an endpoint's piece sits in a document: 32-bit offsets, 8
+// bytes per endpoint kept rather than 16 (encode refuses a document of 4 GiB
+// or more, which no Envoy would load anyway).
+type span struct{ off, n uint32 }
+
+func spanOf(off, n int) span { return span{uint32(off), uint32(n)} }
 
 // piece is one endpoint's bytes in the document being built: piece prev of
 // the previous document, or (prev < 0) the fragment frag.
@@ -175,6 +181,9 @@ func (e *encoder) encode(cla *endpointv3.ClusterLoadAssignment, eps [][]Endpoint
 	}
 	if err != nil {
 		return encoded{}, err
+	}
+	if len(buf) >= math.MaxUint32-len(jsonTail) {
+		return encoded{}, fmt.Errorf("document of %d bytes: 4 GiB or more", len(buf))
 	}
 	body := buf[headRoom:]
 	out := encoded{digest: h.digest}
@@ -300,7 +309,7 @@ func (e *encoder) fragment(lb *endpointv3.LbEndpoint) ([]byte, error) {
 // pieceLen is the length a piece takes in the document.
 func (e *encoder) pieceLen(w *walk, p piece) int {
 	if p.prev >= 0 {
-		return w.prev.spans[p.prev].n
+		return int(w.prev.spans[p.prev].n)
 	}
 	if e.format == FormatPB {
 		return protowire.SizeTag(lbEndpointsNum) + protowire.SizeBytes(len(p.frag))
@@ -325,18 +334,19 @@ func (e *encoder) appendPieces(dst []byte, w *walk, pieces []piece, sep string) 
 	for i, p := range pieces {
 		if p.prev >= 0 {
 			s := w.prev.spans[p.prev]
-			if runFrom >= 0 && s.off == runTo+len(sep) {
+			off, n := int(s.off), int(s.n)
+			if runFrom >= 0 && off == runTo+len(sep) {
 				// Lands where the run puts it, sep included.
-				w.spans = append(w.spans, span{len(dst) + s.off - runFrom, s.n})
-				runTo = s.off + s.n
+				w.spans = append(w.spans, spanOf(len(dst)+off-runFrom, n))
+				runTo = off + n
 				continue
 			}
 			flush()
 			if i > 0 {
 				dst = append(dst, sep...)
 			}
-			w.spans = append(w.spans, span{len(dst), s.n})
-			runFrom, runTo = s.off, s.off+s.n
+			w.spans = append(w.spans, spanOf(len(dst), n))
+			runFrom, runTo = off, off+n
 			// The copy happens at flush: dst must not grow before then,
 			// which holds because only flush appends while a run is open.
 			continue
@@ -352,7 +362,7 @@ func (e *encoder) appendPieces(dst []byte, w *walk, pieces []piece, sep string) 
 		} else {
 			dst = append(dst, p.frag...)
 		}
-		w.spans = append(w.spans, span{start, len(dst) - start})
+		w.spans = append(w.spans, spanOf(start, len(dst)-start))
 	}
 	flush()
 	return dst
