@@ -37,9 +37,9 @@ func (r *Renderer) portNames(key ServiceKey) []string {
 			}
 		}
 	} else if st := r.services[key]; st != nil {
-		for _, p := range st.prepared {
-			for i := range p.ports {
-				out = append(out, p.ports[i].name)
+		for _, po := range st.prepared {
+			for i := range po.p.ports {
+				out = append(out, po.p.ports[i].name)
 			}
 		}
 	}
