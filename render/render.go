@@ -331,7 +331,9 @@ func (st *serviceState) update(current []*discoveryv1.EndpointSlice, opts *Optio
 	kept := make([]bool, len(old))
 	var added []*preparedSlice
 	var byName map[string]*preparedSlice // the versions before, for prepare to reuse from
-	j := 0                               // where in old the next slice is expected: current comes in the same order
+	// j is where in old the next slice is expected: current comes in the
+	// same order.
+	j := 0
 	for _, s := range current {
 		k := -1
 		switch {
