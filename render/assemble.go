@@ -119,10 +119,10 @@ func assemble(name string, merged []*entry, sel *Selection, pairs *pairing, pl *
 		w.conflicts = &conflicts
 	}
 	var (
-		loc      localityKey
-		lastNode unique.Handle[string]
-		lastSrc  *sourcePlace
-		placed   bool
+		loc     localityKey
+		lastAt  unique.Handle[place]
+		lastSrc *sourcePlace
+		placed  bool
 	)
 	cur := int32(-1)
 	for _, e := range merged {
@@ -149,8 +149,8 @@ func assemble(name string, merged []*entry, sel *Selection, pairs *pairing, pl *
 		// Pod IPs come from per-Node ranges, so in IP order an entry is
 		// mostly on the Node of the one before: its locality then needs
 		// no lookup.
-		if !placed || e.node != lastNode || e.zone != loc.zone || src != lastSrc {
-			loc, lastNode, lastSrc, placed = pl.locality(e, src), e.node, src, true
+		if !placed || e.at != lastAt || src != lastSrc {
+			loc, lastAt, lastSrc, placed = pl.locality(e, src), e.at, src, true
 			if src.Region != "" {
 				loc.region = src.Region
 			}

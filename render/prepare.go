@@ -61,13 +61,9 @@ func (h health) status() corev3.HealthStatus {
 // so each field costs 100,000 copies in a big cluster.
 type entry struct {
 	addr netip.Addr
-	zone string
-	// node and hints place the endpoint for the topology modes; they are
-	// not in the host, so a reused host may come with new ones. The
-	// node is a handle: 8 bytes, and one pointer to hash when its region
-	// and sub-zone are looked up, once per endpoint per render.
-	node  unique.Handle[string]
-	hints *discoveryv1.EndpointHints // shared between endpoints by the informer's transform
+	// at places the endpoint for the topology modes; it is not in the
+	// host, so a reused host may come with a new one.
+	at unique.Handle[place]
 	// pod is the targetRef, by which a dual-stack Pod's two entries are
 	// paired (see pairs.go); a handle, 8 bytes, and equal handles compare
 	// as pointers.
@@ -77,6 +73,20 @@ type entry struct {
 }
 
 func (e *entry) port() uint32 { return e.h.port }
+
+func (e *entry) zone() string { return e.at.Value().zone }
+
+// place is where an endpoint is: its zone, Node and hints. Interned (the
+// endpoints of a Node with the same hints share one), so that an entry
+// holds 8 bytes for them rather than 32, and the entries of one Node, which
+// follow each other in IP order, compare by a pointer.
+type place struct {
+	zone string
+	// node is a handle: one pointer to hash when its region and sub-zone
+	// are looked up.
+	node  unique.Handle[string]
+	hints *discoveryv1.EndpointHints // shared between endpoints by the informer's transform
+}
 
 // noNode is the node of an endpoint that names none.
 var noNode unique.Handle[string]
@@ -136,7 +146,7 @@ func compareKey(a *entry, b *endpointKey) int {
 	if c := cmp.Compare(a.h.health, b.health); c != 0 {
 		return c
 	}
-	if c := cmp.Compare(a.zone, b.zone); c != 0 {
+	if c := cmp.Compare(a.zone(), b.zone); c != 0 {
 		return c
 	}
 	if c := cmp.Compare(a.h.hostname, b.hostname); c != 0 {
@@ -162,7 +172,7 @@ func compareEntries(a, b *entry) int {
 			return c
 		}
 	}
-	k := endpointKey{addr: b.addr, port: b.h.port, health: b.h.health, zone: b.zone, hostname: b.h.hostname}
+	k := endpointKey{addr: b.addr, port: b.h.port, health: b.h.health, zone: b.zone(), hostname: b.h.hostname}
 	if b.h.extra != nil {
 		k.extra = *b.h.extra
 	}
@@ -334,10 +344,11 @@ func prepare(s *discoveryv1.EndpointSlice, opts *Options, set *serviceSettings, 
 				key.extra.podName = ep.TargetRef.Name
 			}
 		}
+		at := unique.Make(place{zone: key.zone, node: nodeHandle, hints: ep.Hints})
 		for j := range p.ports {
 			pp := &p.ports[j]
 			key.port = pp.number
-			e := entry{addr: addr, zone: key.zone, node: nodeHandle, hints: ep.Hints, pod: podHandle, src: p}
+			e := entry{addr: addr, at: at, pod: podHandle, src: p}
 			if prevEntries != nil {
 				if k, found := slices.BinarySearchFunc(prevEntries[j], &key, func(e entry, key *endpointKey) int {
 					return compareKey(&e, key)
