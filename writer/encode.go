@@ -67,7 +67,10 @@ const headRoom = 256
 // history is one cluster's last document and where each endpoint's piece
 // (pb: the whole lb_endpoints field; JSON/YAML: its text) sits in it.
 type history struct {
+	// buf holds the document from offset base of the buffer it was built
+	// in: the spans are offsets in that buffer.
 	buf    []byte
+	base   int
 	body   []byte // the CLA's encoding, in buf
 	digest uint64
 	lbs    []Endpoint
@@ -205,23 +208,26 @@ func (e *encoder) encode(cla *endpointv3.ClusterLoadAssignment, eps [][]Endpoint
 	}
 	start := headRoom - len(head)
 	copy(buf[start:], head)
-	if cap(buf)-len(buf) > len(buf)/4 {
-		// Grown by doubling, up to half of it unused: it is kept as the
-		// history, and a big output folder holds one per cluster.
-		buf = bytes.Clone(buf)
+	base := 0
+	if cap(buf)-len(buf) > len(buf)/4 || start > len(buf)/16 {
+		// Grown by doubling, up to half of it unused, or a small document
+		// whose room left before the head (100 to 200 bytes, as much as
+		// ten endpoints in pb) is a sizeable part of it: it is kept as
+		// the history, and a big output folder holds one per cluster.
+		buf, base = bytes.Clone(buf[start:]), start
 	}
-	out.data = buf[start:]
+	out.data = buf[start-base:]
 
 	// This document becomes the history; the previous one the spare.
 	clear(h.lbs) // let dead endpoints go
 	h.spareBuf, h.spareLbs, h.spareSpans = h.buf, h.lbs, h.spans
-	h.buf, h.lbs, h.spans = buf, w.lbs, w.spans
+	h.buf, h.base, h.lbs, h.spans = buf, base, w.lbs, w.spans
 	if cap(h.spareBuf) > 4*cap(buf) {
 		// The cluster shrank (a Service scaled down or gone): do not keep
 		// its old size around until its next change.
 		h.spareBuf, h.spareLbs, h.spareSpans = nil, nil, nil
 	}
-	h.body, h.digest = buf[headRoom:headRoom+len(body)], out.digest // buf may have grown since
+	h.body, h.digest = buf[headRoom-base:headRoom-base+len(body)], out.digest // buf may have grown since
 	e.clusters[cla.GetClusterName()] = h
 	return out, nil
 }
@@ -334,7 +340,7 @@ func (e *encoder) appendPieces(dst []byte, w *walk, pieces []piece, sep string) 
 	for i, p := range pieces {
 		if p.prev >= 0 {
 			s := w.prev.spans[p.prev]
-			off, n := int(s.off), int(s.n)
+			off, n := int(s.off)-w.prev.base, int(s.n)
 			if runFrom >= 0 && off == runTo+len(sep) {
 				// Lands where the run puts it, sep included.
 				w.spans = append(w.spans, spanOf(len(dst)+off-runFrom, n))
