@@ -26,6 +26,10 @@ type Coalescer struct {
 	debounce, maxDelay time.Duration
 	items              map[render.ServiceKey]*pending
 	heap               pendingHeap
+	// peak is the most keys pending since the map was made: a map never
+	// shrinks, so once empty after a burst (the initial sync marks every
+	// Service) it is made again (see shrink).
+	peak int
 }
 
 type pending struct {
@@ -60,6 +64,7 @@ func (c *Coalescer) Mark(key render.ServiceKey, now time.Time) {
 		p = &pending{key: key, first: now, due: c.dueAt(now, now)}
 		c.items[key] = p
 		heap.Push(&c.heap, p)
+		c.peak = max(c.peak, len(c.items))
 		return
 	}
 	p.due = c.dueAt(p.first, now)
@@ -85,8 +90,19 @@ func (c *Coalescer) Due(now time.Time) []render.ServiceKey {
 		out = append(out, p.key)
 		c.taken(p)
 	}
+	c.shrink()
 	slices.SortFunc(out, compareKeys)
 	return out
+}
+
+// shrinkAbove is the peak past which an emptied Coalescer remakes its map
+// and heap rather than keep their room (about 80 bytes a key).
+const shrinkAbove = 256
+
+func (c *Coalescer) shrink() {
+	if len(c.items) == 0 && c.peak > shrinkAbove {
+		c.items, c.heap, c.peak = make(map[render.ServiceKey]*pending), nil, 0
+	}
 }
 
 // Next returns the earliest time a key becomes due; ok is false when
@@ -109,6 +125,7 @@ func (c *Coalescer) All() []render.ServiceKey {
 	clear(c.items)
 	clear(c.heap)
 	c.heap = c.heap[:0]
+	c.shrink()
 	slices.SortFunc(out, compareKeys)
 	return out
 }
