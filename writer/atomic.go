@@ -73,9 +73,13 @@ func writeAtomic(tmpDir, path string, data []byte, checkTarget bool, rename func
 	if err = f.write(data); err != nil {
 		return id, fmt.Errorf("write %s: %w", tmp, err)
 	}
-	// The file is created 0644, less the umask; Envoy may run as another user.
-	if err = f.chmod(0o644); err != nil {
-		return id, fmt.Errorf("chmod %s: %w", tmp, err)
+	// The file is created 0644, less the umask; Envoy may run as another
+	// user. A umask that takes none of 0644 away (022, the usual one)
+	// leaves nothing to fix: no system call per write.
+	if !umaskKeeps0644() {
+		if err = f.chmod(0o644); err != nil {
+			return id, fmt.Errorf("chmod %s: %w", tmp, err)
+		}
 	}
 	if err = f.sync(); err != nil {
 		return id, fmt.Errorf("fsync %s: %w", tmp, err)

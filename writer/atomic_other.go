@@ -58,3 +58,6 @@ func syncDir(dir string) error {
 	}
 	return err
 }
+
+// umaskKeeps0644: not known here; each file is chmodded.
+func umaskKeeps0644() bool { return false }

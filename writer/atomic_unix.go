@@ -8,6 +8,9 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"strconv"
+	"strings"
+	"sync"
 	"syscall"
 )
 
@@ -58,6 +61,28 @@ func (f tempFile) write(b []byte) error {
 func (f tempFile) chmod(mode uint32) error {
 	return ignoringEINTR(func() error { return syscall.Fchmod(f.fd, mode) })
 }
+
+// umaskKeeps0644 reports whether the process's umask leaves a file created
+// 0644 at 0644. Read once, from /proc (Linux): asking umask(2) means
+// setting it, and for a moment another goroutine's file would get the
+// temporary one. Elsewhere, or unreadable, it says no and each file is
+// chmodded.
+var umaskKeeps0644 = sync.OnceValue(umaskAllows0644)
+
+func umaskAllows0644() bool {
+	status, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return false
+	}
+	for line := range strings.Lines(string(status)) {
+		if v, ok := strings.CutPrefix(line, "Umask:"); ok {
+			mask, err := strconv.ParseUint(strings.TrimSpace(v), 8, 32)
+			return err == nil && mask&0o644 == 0
+		}
+	}
+	return false
+}
+
 func (f tempFile) sync() error { return ignoringEINTR(func() error { return syscall.Fsync(f.fd) }) }
 
 // fileIdent tells files apart: a rename over the path brings another inode.
