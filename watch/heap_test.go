@@ -151,3 +151,43 @@ func BenchmarkStore(b *testing.B) {
 		}
 	}
 }
+
+// TestNodeNamesShared: endpoints on one Node share one NodeName pointer,
+// and once no endpoint holds it the name leaves the pool (Nodes come and go
+// under an autoscaler: the pool is bounded by the Nodes in use).
+func TestNodeNamesShared(t *testing.T) {
+	const node = "node-shared-by-test"
+	mk := func(name string) *discoveryv1.EndpointSlice {
+		sl := slice("ns", name, "web", "1", "10.0.0.1", "10.0.0.2")
+		for i := range sl.Endpoints {
+			n := node // a string of its own, as the decoder makes
+			sl.Endpoints[i].NodeName = &n
+		}
+		return Slim(sl)
+	}
+	known := func() bool {
+		nodePtrs.Lock()
+		defer nodePtrs.Unlock()
+		_, ok := nodePtrs.m[node]
+		return ok
+	}
+	a, b := mk("a"), mk("b")
+	if p := a.Endpoints[0].NodeName; p != a.Endpoints[1].NodeName || p != b.Endpoints[0].NodeName || *p != node {
+		t.Fatal("endpoints on one Node do not share its name")
+	}
+	if !known() {
+		t.Fatal("the Node is not in the pool")
+	}
+	runtime.KeepAlive(a)
+	runtime.KeepAlive(b)
+	a, b = nil, nil
+	// Cleanups run after a GC finds the pointer unreachable, on the
+	// runtime's own goroutine: collect until it has run.
+	for i := 0; known(); i++ {
+		if i == 1000 {
+			t.Fatal("the Node's name stayed in the pool after its endpoints went")
+		}
+		runtime.GC()
+		runtime.Gosched()
+	}
+}
