@@ -7,6 +7,6 @@
 // the same endpoints give the same CLA whatever the slice or event order.
 //
 // render does no I/O and reads no clock. A Renderer keeps, per slice version,
-// the endpoint messages it built, so re-rendering a Service after one slice
-// changed rebuilds only that slice; the output is the same as a fresh render.
+// the hosts it made (see Host), so re-rendering a Service after one slice
+// changed converts only that slice; the output is the same as a fresh render.
 package render

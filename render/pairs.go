@@ -17,9 +17,9 @@ import (
 // additional_addresses.
 //
 // The pairing is kept per port and updated with the slices that changed
-// (update), and each Pod's merged message is built again only when one of
-// its two entries' messages changed: an event costs the pairs of its slice,
-// and the other hosts keep their messages, which the writer finds again by
+// (update), and each Pod's merged host is made again only when one of its
+// two entries' hosts changed: an event costs the pairs of its slice, and the
+// other merged hosts stay the same values, which the writer finds again by
 // identity. A port holds pairs only while it has entries of both families
 // and its cluster merges, so a single-stack Service costs nothing more.
 
