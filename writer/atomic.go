@@ -73,19 +73,21 @@ func writeAtomic(tmpDir, path string, data []byte, checkTarget bool, rename func
 	if err = f.write(data); err != nil {
 		return id, fmt.Errorf("write %s: %w", tmp, err)
 	}
-	// The file is created 0644, less the umask; Envoy may run as another
-	// user. A umask that takes none of 0644 away (022, the usual one)
-	// leaves nothing to fix: no system call per write.
-	if !umaskKeeps0644() {
+	var perm uint32
+	if id, perm, err = f.stat(); err != nil {
+		return id, fmt.Errorf("fstat %s: %w", tmp, err)
+	}
+	// The file is created 0644, less the umask or as the folder's default
+	// ACL says; Envoy may run as another user. The fstat, needed for the
+	// file's identity anyway, tells whether there is anything to fix: with
+	// the usual umask (022) and no ACL, no chmod per write.
+	if perm != 0o644 {
 		if err = f.chmod(0o644); err != nil {
 			return id, fmt.Errorf("chmod %s: %w", tmp, err)
 		}
 	}
 	if err = f.sync(); err != nil {
 		return id, fmt.Errorf("fsync %s: %w", tmp, err)
-	}
-	if id, err = f.id(); err != nil {
-		return id, fmt.Errorf("fstat %s: %w", tmp, err)
 	}
 	closed = true
 	if err = f.close(); err != nil {

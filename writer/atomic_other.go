@@ -41,8 +41,15 @@ func (f tempFile) close() error            { return f.f.Close() }
 // the same here, and only a removed file is noticed.
 type fileIdent struct{}
 
-func (f tempFile) id() (fileIdent, error) { return fileIdent{}, nil }
-func identOf(os.FileInfo) fileIdent       { return fileIdent{} }
+func (f tempFile) stat() (fileIdent, uint32, error) {
+	fi, err := f.f.Stat()
+	if err != nil {
+		return fileIdent{}, 0, err
+	}
+	return fileIdent{}, uint32(fi.Mode().Perm()), nil
+}
+
+func identOf(os.FileInfo) fileIdent { return fileIdent{} }
 
 func renameFile(from, to string) error { return os.Rename(from, to) }
 
@@ -58,6 +65,3 @@ func syncDir(dir string) error {
 	}
 	return err
 }
-
-// umaskKeeps0644: not known here; each file is chmodded.
-func umaskKeeps0644() bool { return false }

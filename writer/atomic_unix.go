@@ -8,9 +8,6 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"strconv"
-	"strings"
-	"sync"
 	"syscall"
 )
 
@@ -62,27 +59,6 @@ func (f tempFile) chmod(mode uint32) error {
 	return ignoringEINTR(func() error { return syscall.Fchmod(f.fd, mode) })
 }
 
-// umaskKeeps0644 reports whether the process's umask leaves a file created
-// 0644 at 0644. Read once, from /proc (Linux): asking umask(2) means
-// setting it, and for a moment another goroutine's file would get the
-// temporary one. Elsewhere, or unreadable, it says no and each file is
-// chmodded.
-var umaskKeeps0644 = sync.OnceValue(umaskAllows0644)
-
-func umaskAllows0644() bool {
-	status, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		return false
-	}
-	for line := range strings.Lines(string(status)) {
-		if v, ok := strings.CutPrefix(line, "Umask:"); ok {
-			mask, err := strconv.ParseUint(strings.TrimSpace(v), 8, 32)
-			return err == nil && mask&0o644 == 0
-		}
-	}
-	return false
-}
-
 func (f tempFile) sync() error { return ignoringEINTR(func() error { return syscall.Fsync(f.fd) }) }
 
 // fileIdent tells files apart: a rename over the path brings another inode.
@@ -93,12 +69,13 @@ type fileIdent struct {
 	size     int64
 }
 
-func (f tempFile) id() (fileIdent, error) {
+// stat returns the file's identity and permission bits.
+func (f tempFile) stat() (fileIdent, uint32, error) {
 	var st syscall.Stat_t
 	if err := ignoringEINTR(func() error { return syscall.Fstat(f.fd, &st) }); err != nil {
-		return fileIdent{}, err
+		return fileIdent{}, 0, err
 	}
-	return fileIdent{dev: uint64(st.Dev), ino: st.Ino, size: st.Size}, nil
+	return fileIdent{dev: uint64(st.Dev), ino: st.Ino, size: st.Size}, uint32(st.Mode) & 0o777, nil
 }
 
 // identOf is the identity of the file fi describes.

@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -553,19 +552,12 @@ func TestLogs(t *testing.T) {
 }
 
 // TestModeWhateverTheUmask: files are 0644 under a umask that leaves 0644
-// alone (no chmod then) and under one that does not (chmodded), as the
-// umask is read when the process first writes.
+// alone (no chmod then) and under one that does not (chmodded).
 func TestModeWhateverTheUmask(t *testing.T) {
 	for _, mask := range []int{0o022, 0o077} {
 		t.Run(fmt.Sprintf("%03o", mask), func(t *testing.T) {
 			old := syscall.Umask(mask)
 			defer syscall.Umask(old)
-			if got, want := umaskAllows0644(), mask&0o644 == 0; got != want {
-				t.Fatalf("umask %03o: umaskAllows0644 = %v, want %v", mask, got, want)
-			}
-			saved := umaskKeeps0644
-			umaskKeeps0644 = sync.OnceValue(umaskAllows0644)
-			defer func() { umaskKeeps0644 = saved }()
 			dir := t.TempDir()
 			w, _ := newWriter(t, dir, FormatJSON)
 			if res := w.Write(t.Context(), one("default/web/http", 8080)); res.Written != 1 {
