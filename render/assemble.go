@@ -131,11 +131,11 @@ func assemble(name string, merged []*entry, sel *Selection, pairs *pairing, pl *
 			group = append(group, slot{group: -1})
 			continue
 		}
-		counts.add(h)
 		var host Host = e.h
 		if g != nil {
-			host = g.merged(e, sec)
+			host, h = g.merged(e, sec)
 		}
+		counts.add(h)
 		// One source: no entry's slice is read (a pointer chase per
 		// endpoint, a sizeable part of a big Service's render).
 		src := defaultSource

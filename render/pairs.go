@@ -223,18 +223,18 @@ func (m *mergedHost) LbEndpoint() *endpointv3.LbEndpoint {
 	return lb
 }
 
-// merged returns the group's merged host of pri and sec.
-func (g *podGroup) merged(pri, sec *entry) Host {
+// merged returns the group's merged host of pri and sec, and its health.
+func (g *podGroup) merged(pri, sec *entry) (Host, health) {
 	if g.host != nil && g.host.pri == pri.h && g.host.sec == sec.h {
-		return g.host
+		return g.host, min(pri.h.health, sec.h.health)
 	}
 	m := &mergedHost{pri: pri.h, sec: sec.h}
 	// Made of two messages that passed ValidateAll, it passes too; checked
 	// all the same, as everything render hands on is. The primary alone
 	// is the fallback.
 	if err := m.LbEndpoint().ValidateAll(); err != nil {
-		return pri.h
+		return pri.h, pri.h.health
 	}
 	g.host = m
-	return m
+	return m, min(pri.h.health, sec.h.health)
 }

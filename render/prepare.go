@@ -61,9 +61,10 @@ func (h health) status() corev3.HealthStatus {
 // so each field costs 100,000 copies in a big cluster.
 type entry struct {
 	addr netip.Addr
-	// at places the endpoint for the topology modes; it is not in the
-	// host, so a reused host may come with a new one.
-	at unique.Handle[place]
+	// at and hints place the endpoint for the topology modes; they are
+	// not in the host, so a reused host may come with new ones.
+	at    unique.Handle[place]
+	hints *discoveryv1.EndpointHints // shared between endpoints by the informer's transform
 	// pod is the targetRef, by which a dual-stack Pod's two entries are
 	// paired (see pairs.go); a handle, 8 bytes, and equal handles compare
 	// as pointers.
@@ -76,16 +77,16 @@ func (e *entry) port() uint32 { return e.h.port }
 
 func (e *entry) zone() string { return e.at.Value().zone }
 
-// place is where an endpoint is: its zone, Node and hints. Interned (the
-// endpoints of a Node with the same hints share one), so that an entry
-// holds 8 bytes for them rather than 32, and the entries of one Node, which
-// follow each other in IP order, compare by a pointer.
+// place is where an endpoint is: its zone and Node. Interned (the endpoints
+// of a Node share one), so that an entry holds 8 bytes for them rather than
+// 24, and the entries of one Node, which follow each other in IP order,
+// compare by a pointer. (Not the hints: only single-zone hints are shared
+// between endpoints, others would make a place per endpoint.)
 type place struct {
 	zone string
 	// node is a handle: one pointer to hash when its region and sub-zone
 	// are looked up.
-	node  unique.Handle[string]
-	hints *discoveryv1.EndpointHints // shared between endpoints by the informer's transform
+	node unique.Handle[string]
 }
 
 // noNode is the node of an endpoint that names none.
@@ -344,11 +345,11 @@ func prepare(s *discoveryv1.EndpointSlice, opts *Options, set *serviceSettings, 
 				key.extra.podName = ep.TargetRef.Name
 			}
 		}
-		at := unique.Make(place{zone: key.zone, node: nodeHandle, hints: ep.Hints})
+		at := unique.Make(place{zone: key.zone, node: nodeHandle})
 		for j := range p.ports {
 			pp := &p.ports[j]
 			key.port = pp.number
-			e := entry{addr: addr, at: at, pod: podHandle, src: p}
+			e := entry{addr: addr, at: at, hints: ep.Hints, pod: podHandle, src: p}
 			if prevEntries != nil {
 				if k, found := slices.BinarySearchFunc(prevEntries[j], &key, func(e entry, key *endpointKey) int {
 					return compareKey(&e, key)

@@ -132,7 +132,7 @@ func (pl *placement) hinted(merged []*entry, sel *Selection, pairs *pairing) boo
 	w := hostWalk{sel: sel, pairs: pairs}
 	for _, e := range merged {
 		_, _, h, ok := w.next(e)
-		if hints := e.at.Value().hints; ok && h == healthy && (hints == nil || len(hints.ForZones) == 0) {
+		if ok && h == healthy && (e.hints == nil || len(e.hints.ForZones) == 0) {
 			return false
 		}
 	}
@@ -142,23 +142,22 @@ func (pl *placement) hinted(merged []*entry, sel *Selection, pairs *pairing) boo
 // level is the entry's priority level before levels with no endpoints are
 // dropped: 0 nearest.
 func (pl *placement) level(e *entry, src *sourcePlace, hinted bool) int {
-	at := e.at.Value()
 	switch pl.mode {
 	case TopologyZone:
-		if pl.localZone != "" && at.zone != pl.localZone {
+		if pl.localZone != "" && e.zone() != pl.localZone {
 			return 1
 		}
 	case TopologyHints:
 		if !hinted {
 			return 0
 		}
-		if at.hints == nil { // not healthy: hinted did not require hints
+		if e.hints == nil { // not healthy: hinted did not require hints
 			return 2
 		}
-		if pl.localNode != "" && src.local && slices.ContainsFunc(at.hints.ForNodes, func(n discoveryv1.ForNode) bool { return n.Name == pl.localNode }) {
+		if pl.localNode != "" && src.local && slices.ContainsFunc(e.hints.ForNodes, func(n discoveryv1.ForNode) bool { return n.Name == pl.localNode }) {
 			return 0
 		}
-		if pl.localZone != "" && slices.ContainsFunc(at.hints.ForZones, func(z discoveryv1.ForZone) bool { return z.Name == pl.localZone }) {
+		if pl.localZone != "" && slices.ContainsFunc(e.hints.ForZones, func(z discoveryv1.ForZone) bool { return z.Name == pl.localZone }) {
 			return 1
 		}
 		return 2
