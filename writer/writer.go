@@ -43,6 +43,9 @@ type Cluster struct {
 // each. HealthStatus is the message's health_status, read without building
 // it.
 //
+// Endpoint values are compared with == and used as map keys: an
+// implementation must be comparable (a pointer, as render's are).
+//
 // An alias of an interface literal, like render.Host: the two are one type,
 // so render's output comes here without either package importing the other.
 type Endpoint = interface {
@@ -273,7 +276,7 @@ func (w *Writer) Write(ctx context.Context, clusters []Cluster) Result {
 			w.log.Error("not written; the old file stays", "cluster", c.Name, "path", j.path, "error", reason(err, j.path))
 			continue
 		}
-		if f, ok := w.files[c.Name]; ok && f.digest == j.enc.digest {
+		if f, ok := w.files[c.Name]; ok && f.digest == j.enc.digest && (j.enc.same || w.dryRun || w.holds(j.path, j.enc.data)) {
 			res.Unchanged++
 			delete(w.pending, c.Name) // the file already holds the latest
 			w.log.Debug("unchanged", "cluster", c.Name, "path", j.path, "version", j.enc.version)
@@ -286,6 +289,16 @@ func (w *Writer) Write(ctx context.Context, clusters []Cluster) Result {
 	}
 	w.run(ctx, jobs, &res, errs)
 	return res
+}
+
+// holds says whether the file at path holds data. Write asks only when a
+// document's digest matches the file's but the document differs from the
+// cluster's previous one: a change back to what the file holds (after a
+// failed write), or a collision of the 64-bit digest, which someone who
+// controls a Service's endpoints could craft; the bytes settle it.
+func (w *Writer) holds(path string, data []byte) bool {
+	old, _, err := readFile(path)
+	return err == nil && bytes.Equal(old, data)
 }
 
 // Retry rewrites the pending clusters with the latest content given for them.

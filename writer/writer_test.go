@@ -571,3 +571,34 @@ func TestModeWhateverTheUmask(t *testing.T) {
 		})
 	}
 }
+
+// TestDigestCollisionIsWritten: a document whose digest matches the file's
+// (as a crafted collision of the 64-bit hash would) but whose bytes differ
+// is written, not taken as unchanged.
+func TestDigestCollisionIsWritten(t *testing.T) {
+	dir := t.TempDir()
+	w, _ := newWriter(t, dir, FormatJSON)
+	if res := w.Write(t.Context(), one("default/web/http", 8080)); res.Written != 1 {
+		t.Fatal(res.Err)
+	}
+	next := claWith("default/web/http", 9090)
+	enc, err := newEncoder(FormatJSON).encode(next, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The file's digest, as this process knows it, now collides with next's.
+	w.mu.Lock()
+	f := w.files["default/web/http"]
+	f.digest = enc.digest
+	w.files["default/web/http"] = f
+	w.mu.Unlock()
+	if res := w.Write(t.Context(), []Cluster{{Name: "default/web/http", CLA: next}}); res.Written != 1 {
+		t.Fatalf("written %d, unchanged %d: a colliding digest passed for the file's content", res.Written, res.Unchanged)
+	}
+	path, _ := w.Path("default/web/http")
+	checkFile(t, path, next)
+	// And the same content again is unchanged, without reading the file.
+	if res := w.Write(t.Context(), []Cluster{{Name: "default/web/http", CLA: claWith("default/web/http", 9090)}}); res.Unchanged != 1 {
+		t.Fatalf("the same content again: %+v", res)
+	}
+}
