@@ -43,7 +43,7 @@ func start(ctx context.Context, cfg *config, hup <-chan os.Signal, stdout, stder
 		return err
 	}
 	log.Info("edsync starting", "version", buildVersion(), "source", sourceName(cfg),
-		"output_dir", cfg.outputDir, "format", cfg.format, "dry_run", cfg.dryRun, "once", cfg.once,
+		"output_dir", cfg.outputDir, "format", cfg.format, "layout", cfg.layout, "dry_run", cfg.dryRun, "once", cfg.once,
 		"config", cfg.configFile, "topology", cfg.render.Topology, "node_name", cfg.nodes.Name,
 		"node_topology", cfg.nodes.All, "watch_services", cfg.watchServices)
 	m.ConfigLoadedAtStart(time.Now())
@@ -178,6 +178,7 @@ func newPipeline(cfg *config, log *slog.Logger, deps pipelineDeps) (p *pipeline.
 	w, err := writer.New(writer.Options{
 		Dir:    cfg.outputDir,
 		Format: cfg.format,
+		Layout: cfg.layout,
 		DryRun: cfg.dryRun,
 		Out:    deps.stdout,
 		Logger: log,

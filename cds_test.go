@@ -61,7 +61,7 @@ cluster-templates:
 		c.CircuitBreakers.Thresholds[0].MaxConnections.GetValue() != 100 || c.CircuitBreakers.Thresholds[0].MaxRequests.GetValue() != 7 {
 		t.Errorf("cluster %v: want the template's connect_timeout and max_connections, the annotations' lb_policy and max_requests", c)
 	}
-	if p := c.EdsClusterConfig.EdsConfig.GetPathConfigSource().GetPath(); p != filepath.Join(out, "default_web_http.json") {
+	if p := c.EdsClusterConfig.EdsConfig.GetPathConfigSource().GetPath(); p != filepath.Join(out, "default_web_http", "eds.json") {
 		t.Errorf("EDS path %s", p)
 	}
 

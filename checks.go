@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"github.com/edsync/edsync/writer"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -11,7 +12,6 @@ import (
 	"syscall"
 
 	"github.com/edsync/edsync/render"
-	"github.com/edsync/edsync/writer"
 )
 
 // The checks of combinations of settings and of the paths they name, which
@@ -119,9 +119,13 @@ func checkCDSFile(cfg *config, run bool) error {
 	base := filepath.Base(cfg.cdsFile)
 	inOutput := filepath.Clean(filepath.Dir(cfg.cdsFile)) == filepath.Clean(cfg.outputDir)
 	if inOutput {
-		if cluster, ok := writer.ClusterName(base, cfg.format); ok {
-			return usagef("--cds-file %s: in the output folder, that is the file of a cluster named %q; "+
-				"use a name cluster files never have (with a '+', as cds+clusters%s) or another folder", cfg.cdsFile, cluster, cfg.format.Ext())
+		if cluster, ok := cfg.layout.Cluster(base, cfg.format); ok {
+			kind := "folder"
+			if cfg.layout == writer.LayoutFlat {
+				kind = "file"
+			}
+			return usagef("--cds-file %s: in the output folder, that is the %s of a cluster named %q; "+
+				"use a name cluster files never have (with a '+', as cds+clusters%s) or another folder", cfg.cdsFile, kind, cluster, cfg.format.Ext())
 		}
 	}
 	if cfg.dryRun {

@@ -144,6 +144,7 @@ type config struct {
 
 	outputDir string
 	format    writer.Format
+	layout    writer.Layout
 	clusters  []string
 	dryRun    bool
 	once      bool
@@ -290,6 +291,9 @@ func readSettings(c settings) (*config, error) {
 	}
 	if cfg.format, err = writer.ParseFormat(c.String("format")); err != nil {
 		return nil, usagef("--format: %v", err)
+	}
+	if cfg.layout, err = writer.ParseLayout(c.String("layout")); err != nil {
+		return nil, usagef("--layout: %v", err)
 	}
 	if _, err = render.ParseClusterNameTemplate(c.String("cluster-name-template")); err != nil {
 		return nil, usagef("--cluster-name-template: %v", err)

@@ -83,7 +83,9 @@ current-context: x
 		{"CDS file without a known extension", []string{"--dry-run", "--output-dir", dir, "--cds-file", filepath.Join(dir, "cds.txt")}, nil, `want .json, .yaml, .yml or .pb, not ".txt"`},
 		{"CDS file with a relative output folder", []string{"--dry-run", "--output-dir", "out", "--cds-file", filepath.Join(dir, "cds.json")}, nil, "--output-dir must be an absolute path"},
 		{"relative CDS file", []string{"--dry-run", "--output-dir", dir, "--cds-file", "cds+clusters.json"}, nil, "--cds-file must be an absolute path"},
-		{"CDS file named like a cluster's", []string{"--dry-run", "--output-dir", dir, "--cds-file", filepath.Join(dir, "cds.json")}, nil, `that is the file of a cluster named "cds"`},
+		{"CDS file named like a cluster's", []string{"--dry-run", "--output-dir", dir, "--cds-file", filepath.Join(dir, "cds.json")}, nil, `that is the folder of a cluster named "cds.json"`},
+		{"CDS file named like a cluster's, flat", []string{"--dry-run", "--output-dir", dir, "--layout", "flat", "--cds-file", filepath.Join(dir, "cds.json")}, nil, `that is the file of a cluster named "cds"`},
+		{"bad layout", []string{"--dry-run", "--layout", "tree"}, nil, `--layout: unknown layout "tree" (want folders or flat)`},
 		{"CDS file in a missing folder", []string{"--output-dir", dir, "--cds-file", filepath.Join(dir, "missing", "cds.json")}, nil, "--cds-file " + filepath.Join(dir, "missing", "cds.json") + ": its folder"},
 		{"CDS file is a folder", []string{"--output-dir", dir, "--cds-file", filepath.Join(dir, "cds+x.json")}, nil, "is a folder, not a file"},
 		{"negative CDS debounce", []string{"--dry-run", "--cds-debounce", "-1s"}, nil, "--cds-debounce: -1s is negative"},
@@ -212,7 +214,7 @@ func TestEnvironmentVariablesSetFlags(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("exit code %d; stderr:\n%s", code, stderr)
 	}
-	if got != want || !strings.Contains(got, "shop_web_http.yaml") || strings.Contains(got, "DRAINING") || strings.Contains(got, "shop_api") {
+	if got != want || !strings.Contains(got, "shop_web_http/eds.yaml") || strings.Contains(got, "DRAINING") || strings.Contains(got, "shop_api") {
 		t.Errorf("environment gave:\n%s\nflags gave:\n%s", got, want)
 	}
 }

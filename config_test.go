@@ -162,7 +162,7 @@ func TestConfigReload(t *testing.T) {
 
 	tp := startPipeline(t, cfg)
 	tp.WaitCluster(t, "web")
-	if _, err := os.Stat(filepath.Join(out, "default_web_http.json")); !os.IsNotExist(err) {
+	if _, err := os.Stat(filepath.Join(out, "default_web_http", "eds.json")); !os.IsNotExist(err) {
 		t.Fatalf("a Service port not in the list has a file: %v", err)
 	}
 	waitResult := runReloader(t, cfg, tp, nil)
@@ -182,10 +182,10 @@ func TestConfigReload(t *testing.T) {
 	if !f.Reload || !slices.Contains(f.Clusters, "web") {
 		t.Errorf("reload flush %+v: want the new cluster written and the old one emptied", f)
 	}
-	if got := addresses(readAsEnvoy(t, filepath.Join(out, "web-v2.json"))); !slices.Equal(got, []string{"10.0.0.1:8080 HEALTHY"}) {
+	if got := addresses(readAsEnvoy(t, filepath.Join(out, "web-v2", "eds.json"))); !slices.Equal(got, []string{"10.0.0.1:8080 HEALTHY"}) {
 		t.Errorf("web-v2: %v", got)
 	}
-	if cla := readAsEnvoy(t, filepath.Join(out, "web.json")); len(cla.Endpoints) != 0 {
+	if cla := readAsEnvoy(t, filepath.Join(out, "web", "eds.json")); len(cla.Endpoints) != 0 {
 		t.Errorf("the cluster dropped from the list still has endpoints: %v", cla)
 	}
 
@@ -195,10 +195,10 @@ func TestConfigReload(t *testing.T) {
 	// The running config stays: a change is still written to web-v2.
 	replaceFile(t, filepath.Join(in, "web.yaml"), manifest("web", "10.0.0.2"))
 	tp.WaitCluster(t, "web-v2")
-	if got := addresses(readAsEnvoy(t, filepath.Join(out, "web-v2.json"))); !slices.Equal(got, []string{"10.0.0.2:8080 HEALTHY"}) {
+	if got := addresses(readAsEnvoy(t, filepath.Join(out, "web-v2", "eds.json"))); !slices.Equal(got, []string{"10.0.0.2:8080 HEALTHY"}) {
 		t.Errorf("web-v2 after a refused reload: %v", got)
 	}
-	if _, err := os.Stat(filepath.Join(out, "web-v3.json")); !os.IsNotExist(err) {
+	if _, err := os.Stat(filepath.Join(out, "web-v3", "eds.json")); !os.IsNotExist(err) {
 		t.Errorf("the refused config was applied: %v", err)
 	}
 }

@@ -74,7 +74,7 @@ func envoyConfigCommand(stdout, stderr io.Writer, started *bool) *cli.Command {
 			if err != nil {
 				return err
 			}
-			out, err := envoyClusters(names, cfg.outputDir, cfg.format, cfg.render.Cluster)
+			out, err := envoyClusters(names, cfg.outputDir, cfg.format, cfg.layout, cfg.render.Cluster)
 			if err != nil {
 				return err
 			}
@@ -90,7 +90,7 @@ func envoyConfigCommand(stdout, stderr io.Writer, started *bool) *cli.Command {
 // ports, --watch-services gives .PortNumber).
 var envoyClusterFlags = map[string]bool{
 	"config": true, "kubeconfig": true, "context": true, "namespace": true, "selector": true, "service": true,
-	"from-dir": true, "sync-timeout": true, "output-dir": true, "format": true, "cluster-name-template": true,
+	"from-dir": true, "sync-timeout": true, "output-dir": true, "format": true, "layout": true, "cluster-name-template": true,
 	"cluster": true, "protocol": true, "watch-services": true, "log-level": true, "log-format": true,
 	"connect-timeout": true, "cds-file": true,
 }
@@ -215,14 +215,14 @@ func syncClusterNames(ctx context.Context, cfg *config, stderr io.Writer) ([]str
 // envoyClusters renders one EDS cluster per name as YAML: `clusters:` and a
 // list, in the order of the names, each cluster's fields in the order of
 // Envoy's proto (name first), so the same names give the same bytes.
-func envoyClusters(names []string, dir string, format writer.Format, opts render.ClusterOptions) ([]byte, error) {
+func envoyClusters(names []string, dir string, format writer.Format, layout writer.Layout, opts render.ClusterOptions) ([]byte, error) {
 	list := &yaml.Node{Kind: yaml.SequenceNode}
 	for _, name := range names {
-		file, err := writer.FileName(name, format)
+		path, err := layout.Path(dir, name, format)
 		if err != nil {
 			return nil, err
 		}
-		c, err := render.EDSCluster(name, filepath.Join(dir, file), render.Upstream{}, opts)
+		c, err := render.EDSCluster(name, path, render.Upstream{}, opts)
 		if err != nil {
 			return nil, fmt.Errorf("cluster %s: %w", name, err)
 		}

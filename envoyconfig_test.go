@@ -17,7 +17,6 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/edsync/edsync/writer"
 )
 
 // parseBootstrap reads an Envoy bootstrap in YAML the way Envoy does
@@ -76,6 +75,7 @@ func TestEnvoyConfigPointsAtTheFilesEdsyncWrites(t *testing.T) {
 		{"one service", []string{"--service", "shop/web", "--connect-timeout", "250ms"}},
 		// A file name past 255 bytes is shortened; the cluster reads the real file.
 		{"long cluster name", []string{"--cluster", "shop/" + strings.Repeat("long-", 60) + "name"}},
+		{"flat layout", []string{"--layout", "flat", "--cluster", "shop/" + strings.Repeat("long-", 60) + "name"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
@@ -91,15 +91,10 @@ func TestEnvoyConfigPointsAtTheFilesEdsyncWrites(t *testing.T) {
 				t.Fatalf("edsync --once: exit %d\n%s", code, stderr)
 			}
 			var written []string
-			entries, err := os.ReadDir(dir)
-			if err != nil {
-				t.Fatal(err)
+			for rel := range statFiles(t, dir) {
+				written = append(written, filepath.Join(dir, rel))
 			}
-			for _, e := range entries {
-				if e.Type().IsRegular() && e.Name() != writer.LockFileName {
-					written = append(written, filepath.Join(dir, e.Name()))
-				}
-			}
+			slices.Sort(written)
 
 			var paths []string
 			for _, c := range clusters {

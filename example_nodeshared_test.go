@@ -86,7 +86,8 @@ func TestKubernetesNodeSharedExample(t *testing.T) {
 			continue
 		}
 		for _, e := range gspec.Containers {
-			if p, ro := hostPathOf(gspec, e, filepath.Dir(path)); p != folder || !ro {
+			// The output folder: the cluster's file is in a folder of its own there.
+			if p, ro := hostPathOf(gspec, e, filepath.Dir(filepath.Dir(path))); p != folder || !ro {
 				t.Errorf("container %s reads %s but mounts %q (read-only %v) there, want the node folder %s read-only", e.Name, path, p, ro, folder)
 			}
 		}

@@ -42,7 +42,7 @@ func TestExampleEnvoyConfigMatchesWhatEdsyncWrites(t *testing.T) {
 			t.Errorf("cluster %s: want eds_cluster_config.service_name and a path_config_source", c.Name)
 			continue
 		}
-		file, err := writer.FileName(want, writer.FormatJSON)
+		file, err := writer.LayoutFolders.Path("", want, writer.FormatJSON)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -62,6 +62,9 @@ func flags() []cli.Flag {
 			Usage: "`DIR` to write one file per cluster into, created if missing; one edsync per folder (required unless --dry-run)"},
 		&cli.StringFlag{Name: "format", Category: catOutput, EnvVars: env("FORMAT"), Value: "json",
 			Usage: "file `FORMAT`: json, yaml or pb (binary protobuf, fastest for large Services); sets the extension"},
+		&cli.StringFlag{Name: "layout", Category: catOutput, EnvVars: env("LAYOUT"), Value: "folders",
+			Usage: "`LAYOUT` of the files: folders (DIR/<cluster>/eds.json, so that an update wakes only the Envoy subscription of its cluster) " +
+				"or flat (DIR/<cluster>.json, as edsync wrote before; each update wakes every Envoy subscription on DIR)"},
 		&cli.StringFlag{Name: "cluster-name-template", Category: catOutput, EnvVars: env("CLUSTER_NAME_TEMPLATE"),
 			Value: render.DefaultClusterNameTemplate, Usage: "Go `TEMPLATE` of the cluster name over .Namespace, .Service, .Port (the port name) and .PortNumber (the Service's port number; needs --watch-services)"},
 		&cli.StringSliceFlag{Name: "cluster", Category: catOutput, EnvVars: env("CLUSTER"),

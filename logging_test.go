@@ -151,8 +151,8 @@ func TestDryRunLogs(t *testing.T) {
 // One failed write is reported once, at Error, with its path and reason.
 func TestFailedWriteIsReportedOnce(t *testing.T) {
 	out := t.TempDir()
-	target := filepath.Join(out, "shop_web_http.json")
-	if err := os.Mkdir(target, 0o755); err != nil {
+	target := filepath.Join(out, "shop_web_http", "eds.json")
+	if err := os.MkdirAll(target, 0o755); err != nil {
 		t.Fatal(err)
 	}
 	recs, stderr := records(t, exitFailure, "--from-dir", "examples/endpointslices", "--once", "--output-dir", out)

@@ -43,7 +43,7 @@ sources:
 		"east": testutil.ClientsetAPI(east), "west": testutil.ClientsetAPI(west),
 	}})
 	tp.WaitCluster(t, "ns/web/http")
-	got := testutil.Placement(testutil.ReadAsEnvoy(t, filepath.Join(out, "ns_web_http.json")))
+	got := testutil.Placement(testutil.ReadAsEnvoy(t, filepath.Join(out, "ns_web_http", "eds.json")))
 	want := []string{"10.0.0.1 p0 us-east// w2", "10.0.0.9 p0 us-east// w2", "10.1.0.1 p1 us-west// w6", "10.1.0.7 p1 us-west// w6"}
 	if !slices.Equal(got, want) {
 		t.Errorf("placement\n got %v\nwant %v", got, want)
@@ -101,7 +101,7 @@ func TestFirstSourceDownAtStart(t *testing.T) {
 	tp := startPipelineDeps(t, cfg, slog.New(slog.DiscardHandler), pipelineDeps{clients: map[string]watch.API{
 		"east": testutil.ClientsetAPI(east), "west": testutil.ClientsetAPI(west)}})
 	tp.WaitCluster(t, "ns1/web/http")
-	if got := testutil.Addresses(testutil.ReadAsEnvoy(t, filepath.Join(out, "ns1_web_http.json"))); !slices.Equal(got, []string{"10.1.0.1:8080 HEALTHY"}) {
+	if got := testutil.Addresses(testutil.ReadAsEnvoy(t, filepath.Join(out, "ns1_web_http", "eds.json"))); !slices.Equal(got, []string{"10.1.0.1:8080 HEALTHY"}) {
 		t.Errorf("west's web: %v", got)
 	}
 }
@@ -139,12 +139,12 @@ func TestReloadLeavesAnUnreachableSourceBehind(t *testing.T) {
 		t.Fatalf("reload with west unreachable: %v", err)
 	}
 	tp.Wait(t, "db from east", func(r pipeline.Report) bool {
-		return slices.Contains(r.Clusters, "db") && len(testutil.Addresses(testutil.ReadAsEnvoy(t, filepath.Join(out, "db.json")))) == 1
+		return slices.Contains(r.Clusters, "db") && len(testutil.Addresses(testutil.ReadAsEnvoy(t, filepath.Join(out, "db", "eds.json")))) == 1
 	})
 
 	// West answers again: its watch catches up, and its db endpoint comes.
 	westDown.Store(false)
 	tp.Wait(t, "db from both", func(r pipeline.Report) bool {
-		return slices.Contains(r.Clusters, "db") && len(testutil.Addresses(testutil.ReadAsEnvoy(t, filepath.Join(out, "db.json")))) == 2
+		return slices.Contains(r.Clusters, "db") && len(testutil.Addresses(testutil.ReadAsEnvoy(t, filepath.Join(out, "db", "eds.json")))) == 2
 	})
 }

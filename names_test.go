@@ -1,7 +1,6 @@
 package main
 
 import (
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -20,11 +19,10 @@ func TestLongClusterNamesArePublished(t *testing.T) {
 		t.Fatalf("first run: exit %d\n%s", code, stderr)
 	}
 	web := "shop/web/http/" + strings.Repeat("x", 250)
-	file, err := writer.FileName(web, writer.FormatJSON)
+	path, err := writer.LayoutFolders.Path(out, web, writer.FormatJSON)
 	if err != nil {
 		t.Fatal(err)
 	}
-	path := filepath.Join(out, file)
 	if cla := readAsEnvoy(t, path); cla.ClusterName != web || len(addresses(cla)) != 4 {
 		t.Fatalf("%s: cluster %q with %v, want %q with 4 endpoints", path, cla.ClusterName, addresses(cla), web)
 	}

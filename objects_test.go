@@ -15,7 +15,7 @@ func TestFolderNodesAndServicesIgnoredByDefault(t *testing.T) {
 	replaceFile(t, filepath.Join(in, "web.yaml"), testutil.TopoSlice)
 	tp := startPipeline(t, configForTest(t, "--from-dir", in, "--output-dir", out))
 	tp.WaitCluster(t, "shop/web/http")
-	plain := testutil.Placement(readAsEnvoy(t, filepath.Join(out, "shop_web_http.json")))
+	plain := testutil.Placement(readAsEnvoy(t, filepath.Join(out, "shop_web_http", "eds.json")))
 
 	in2, out2 := t.TempDir(), t.TempDir()
 	replaceFile(t, filepath.Join(in2, "web.yaml"), testutil.TopoSlice)
@@ -23,7 +23,7 @@ func TestFolderNodesAndServicesIgnoredByDefault(t *testing.T) {
 	replaceFile(t, filepath.Join(in2, "service.yaml"), testutil.TopoService(`edsync.io/overprovisioning-factor: "200"`))
 	tp2 := startPipeline(t, configForTest(t, "--from-dir", in2, "--output-dir", out2))
 	tp2.WaitCluster(t, "shop/web/http")
-	cla := readAsEnvoy(t, filepath.Join(out2, "shop_web_http.json"))
+	cla := readAsEnvoy(t, filepath.Join(out2, "shop_web_http", "eds.json"))
 	if got := testutil.Placement(cla); !slices.Equal(got, plain) || cla.GetPolicy() != nil {
 		t.Errorf("with Nodes and a Service in the folder: %q, policy %v; want %q and none", got, cla.GetPolicy(), plain)
 	}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -65,7 +66,8 @@ func (w *logWatch) wait(t *testing.T, s string, exited <-chan int) {
 	}
 }
 
-// fileWatch reports the files renamed or created into a folder.
+// fileWatch reports the files renamed or created into a folder, or into a
+// cluster's folder in it.
 type fileWatch struct{ w *fsnotify.Watcher }
 
 func watchFolder(t *testing.T, dir string) *fileWatch {
@@ -82,14 +84,32 @@ func watchFolder(t *testing.T, dir string) *fileWatch {
 }
 
 // wait returns once path has been created or renamed into place (edsync's
-// writes are renames from .tmp/, which inotify reports as a create).
+// writes are renames from .tmp/, which inotify reports as a create). A
+// cluster's folder is watched once it exists; a file already in the folder
+// the moment it is first watched was just written.
 func (f *fileWatch) wait(t *testing.T, path string, exited <-chan int) {
 	t.Helper()
+	folder := filepath.Dir(path)
+	follow := func() bool {
+		if f.w.Add(folder) != nil {
+			return false // not there yet: its parent's watch reports it
+		}
+		_, err := os.Stat(path)
+		return err == nil
+	}
+	if !slices.Contains(f.w.WatchList(), folder) {
+		// If it exists, its creation is among the events to come, or
+		// was before this edsync started.
+		f.w.Add(folder)
+	}
 	guard := time.After(time.Minute) // a failure guard, not a timing assertion
 	for {
 		select {
 		case ev := <-f.w.Events:
 			if ev.Name == path && ev.Has(fsnotify.Create) {
+				return
+			}
+			if ev.Name == folder && ev.Has(fsnotify.Create) && follow() {
 				return
 			}
 		case err := <-f.w.Errors:
@@ -110,7 +130,7 @@ func (f *fileWatch) wait(t *testing.T, path string, exited <-chan int) {
 func TestSecondEdsyncOnOneFolderExits1(t *testing.T) {
 	out := t.TempDir()
 	files := watchFolder(t, out)
-	web := filepath.Join(out, "shop_web_http.json")
+	web := filepath.Join(out, "shop_web_http", "eds.json")
 
 	ctx, stop := context.WithCancel(t.Context())
 	defer stop()
@@ -178,7 +198,7 @@ func TestMissingOutputFolderIsCreated(t *testing.T) {
 	if err != nil || !fi.IsDir() || fi.Mode().Perm()&0o755 != 0o755 {
 		t.Fatalf("output folder %s: %v %v", missing, fi.Mode(), err)
 	}
-	if _, err := os.Stat(filepath.Join(missing, "shop_web_http.json")); err != nil {
+	if _, err := os.Stat(filepath.Join(missing, "shop_web_http", "eds.json")); err != nil {
 		t.Errorf("nothing written into the created folder: %v", err)
 	}
 }
@@ -208,7 +228,7 @@ func TestSIGHUP(t *testing.T) {
 			logs := newLogWatch()
 			exited := make(chan int, 1)
 			go func() { exited <- run(args, io.Discard, logs) }()
-			files.wait(t, filepath.Join(out, "shop_web_http.json"), exited)
+			files.wait(t, filepath.Join(out, "shop_web_http", "eds.json"), exited)
 
 			if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
 				t.Fatal(err)
@@ -245,7 +265,7 @@ func TestBinaryOneFolderAndSignals(t *testing.T) {
 	}
 	exited := make(chan int, 1)
 	go func() { first.Wait(); exited <- first.ProcessState.ExitCode() }()
-	files.wait(t, filepath.Join(out, "shop_web_http.json"), exited)
+	files.wait(t, filepath.Join(out, "shop_web_http", "eds.json"), exited)
 
 	second := exec.CommandContext(t.Context(), bin, "--from-dir", t.TempDir(), "--once", "--output-dir", out)
 	var stderr bytes.Buffer

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -73,20 +74,27 @@ func startPipelineDeps(t *testing.T, cfg *config, log *slog.Logger, deps pipelin
 func statFiles(t *testing.T, dir string) map[string]string {
 	t.Helper()
 	out := map[string]string{}
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, e := range entries {
+	err := filepath.WalkDir(dir, func(path string, e fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if e.Name() == ".tmp" {
+			return filepath.SkipDir
+		}
 		if e.IsDir() || e.Name() == writer.LockFileName { // the lock is rewritten by each run
-			continue
+			return nil
 		}
 		info, err := e.Info()
 		if err != nil {
-			t.Fatal(err)
+			return err
 		}
 		st := info.Sys().(*syscall.Stat_t)
-		out[e.Name()] = fmt.Sprintf("inode %d mtime %d", st.Ino, info.ModTime().UnixNano())
+		rel, _ := filepath.Rel(dir, path)
+		out[rel] = fmt.Sprintf("inode %d mtime %d", st.Ino, info.ModTime().UnixNano())
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 	return out
 }
@@ -113,7 +121,10 @@ func TestRestartRewritesNothingAndEmptiesStaleFiles(t *testing.T) {
 	// Now publish only shop/web: the other clusters' files are emptied, but
 	// a file that is not edsync's (Envoy's own config in the same folder)
 	// is left alone although its name decodes like a cluster's.
-	foreign := filepath.Join(out, "envoy.pb")
+	foreign := filepath.Join(out, "envoy", "eds.pb")
+	if err := os.Mkdir(filepath.Dir(foreign), 0o755); err != nil {
+		t.Fatal(err)
+	}
 	if err := os.WriteFile(foreign, []byte("not a CLA"), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -123,10 +134,10 @@ func TestRestartRewritesNothingAndEmptiesStaleFiles(t *testing.T) {
 	if data, err := os.ReadFile(foreign); err != nil || string(data) != "not a CLA" {
 		t.Errorf("a file that is not edsync's was replaced: %q, %v", data, err)
 	}
-	if cla := readAsEnvoy(t, filepath.Join(out, "cache_redis.pb")); cla.ClusterName != "cache/redis" || len(cla.Endpoints) != 0 {
+	if cla := readAsEnvoy(t, filepath.Join(out, "cache_redis", "eds.pb")); cla.ClusterName != "cache/redis" || len(cla.Endpoints) != 0 {
 		t.Errorf("stale cluster: %v, want the name and no endpoints", cla)
 	}
-	if cla := readAsEnvoy(t, filepath.Join(out, "shop_web_http.pb")); len(addresses(cla)) != 4 {
+	if cla := readAsEnvoy(t, filepath.Join(out, "shop_web_http", "eds.pb")); len(addresses(cla)) != 4 {
 		t.Errorf("shop/web/http: %v", addresses(cla))
 	}
 }

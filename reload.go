@@ -169,6 +169,7 @@ func restartOnly(a, b *config) []string {
 	check("sync-timeout", a.syncTimeout == b.syncTimeout)
 	check("output-dir", a.outputDir == b.outputDir)
 	check("format", a.format == b.format)
+	check("layout", a.layout == b.layout)
 	check("dry-run", a.dryRun == b.dryRun)
 	check("once", a.once == b.once)
 	check("prune-after", a.pruneAfter == b.pruneAfter)

@@ -86,7 +86,7 @@ func TestWatchFollowsTheClusters(t *testing.T) {
 	if !slices.Contains(r.Clusters, "db") || r.Written != 1 {
 		t.Errorf("reload flush %+v: want db written (its slices listed before it), web unchanged", r)
 	}
-	if got := readAsEnvoy(t, filepath.Join(out, "db.json")); !slices.Equal(addresses(got), []string{"10.0.0.3:8080 HEALTHY"}) {
+	if got := readAsEnvoy(t, filepath.Join(out, "db", "eds.json")); !slices.Equal(addresses(got), []string{"10.0.0.3:8080 HEALTHY"}) {
 		t.Errorf("db's file: %v", addresses(got))
 	}
 	if got, want := takeLists(), []string{"endpointslices ns2|kubernetes.io/service-name in (db)", "services ns2|"}; !slices.Equal(got, want) {

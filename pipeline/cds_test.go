@@ -47,8 +47,8 @@ func (c *checkedCDS) Write(clusters []*clusterv3.Cluster) (bool, error) {
 	var names []string
 	for _, cl := range clusters {
 		path := cl.GetEdsClusterConfig().GetEdsConfig().GetPathConfigSource().GetPath()
-		if filepath.Dir(path) != c.dir {
-			c.t.Errorf("cluster %s reads %s, outside the output folder", cl.Name, path)
+		if path != filepath.Join(c.dir, fileName(c.t, cl.Name)) {
+			c.t.Errorf("cluster %s reads %s, not its file in the output folder", cl.Name, path)
 		}
 		// ReadAsEnvoy fails the test if the file is missing or invalid.
 		testutil.ReadAsEnvoy(c.t, path)
@@ -74,9 +74,10 @@ func (c *checkedCDS) Write(clusters []*clusterv3.Cluster) (bool, error) {
 	return written, err
 }
 
+// fileName is the path of cluster's file relative to the output folder.
 func fileName(t *testing.T, cluster string) string {
 	t.Helper()
-	name, err := writer.FileName(cluster, writer.FormatJSON)
+	name, err := writer.LayoutFolders.Path("", cluster, writer.FormatJSON)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -201,7 +202,7 @@ func TestCDSOrder(t *testing.T) {
 	// A cluster whose EDS file fails to write stays out until a retry
 	// writes it.
 	brokenFile := filepath.Join(dir, fileName(t, "bench/broken/http"))
-	if err := os.Mkdir(brokenFile, 0o755); err != nil {
+	if err := os.MkdirAll(brokenFile, 0o755); err != nil {
 		t.Fatal(err)
 	}
 	store.Upsert("bench/broken-1", benchSlice("broken", "broken-1", 30, 1))
@@ -361,7 +362,7 @@ func TestCDSNameHandedOverInOneFlush(t *testing.T) {
 	if got["http"] == nil {
 		t.Errorf("the CDS file lost cluster http, which b publishes now: %v", got)
 	}
-	if a := testutil.Addresses(testutil.ReadAsEnvoy(t, filepath.Join(dir, "http.json"))); len(a) != 1 || !strings.HasPrefix(a[0], benchAddr(10)+":") {
+	if a := testutil.Addresses(testutil.ReadAsEnvoy(t, filepath.Join(dir, "http", "eds.json"))); len(a) != 1 || !strings.HasPrefix(a[0], benchAddr(10)+":") {
 		t.Errorf("http's file: %v, want b's endpoint", a)
 	}
 }
@@ -376,7 +377,7 @@ func TestCDSReloadForgetsAFailedCluster(t *testing.T) {
 	p, store := newTestPipeline(t, dir, Options{Clock: func() time.Time { return now }, CDS: cds, CDSDebounce: time.Second})
 	ctx := t.Context()
 	old := filepath.Join(dir, fileName(t, "bench/web/http"))
-	if err := os.Mkdir(old, 0o755); err != nil { // the write fails
+	if err := os.MkdirAll(old, 0o755); err != nil { // the write fails
 		t.Fatal(err)
 	}
 	store.Upsert("bench/web-1", benchSlice("web", "web-1", 0, 1))

@@ -72,9 +72,11 @@ func (c *serviceChurn) files(tb testing.TB) []string {
 	if err != nil {
 		tb.Fatal(err)
 	}
+	// The clusters' folders: an emptied cluster's is pruned with its
+	// file. (.tmp/ and the lock are hidden.)
 	var out []string
 	for _, e := range entries {
-		if !e.IsDir() {
+		if !strings.HasPrefix(e.Name(), ".") {
 			out = append(out, e.Name())
 		}
 	}
@@ -135,7 +137,7 @@ func TestServiceChurnIsBounded(t *testing.T) {
 	c.now = c.now.Add(pruneAfter)
 	c.p.prune(c.now)
 	check("all gone", 2, 2, 2, 0)
-	want := map[string]bool{"bench_preview-3_http.json": true, "bench_declared.json": true}
+	want := map[string]bool{"bench_preview-3_http": true, "bench_declared": true}
 	for _, f := range c.files(t) {
 		if !want[f] {
 			t.Errorf("%s left after --prune-after", f)
@@ -206,7 +208,7 @@ func TestPruneRunsOnThePipelineClock(t *testing.T) {
 	pruned := make(chan []string, 10)
 	f.opts.OnPrune = func(c []string) { pruned <- c }
 	tp := f.start(t)
-	file := filepath.Join(f.out, "default_web_http.json")
+	file := filepath.Join(f.out, "default_web_http", "eds.json")
 	tp.WaitCluster(t, "default/web/http")
 	if err := os.Remove(src); err != nil {
 		t.Fatal(err)
@@ -265,11 +267,11 @@ func TestClusterNameHandedOverInOneFlush(t *testing.T) {
 	}
 	c.now = c.now.Add(2 * time.Minute)
 	c.p.prune(c.now)
-	file, err := writer.FileName(name, writer.FormatJSON)
+	file, err := writer.LayoutFolders.Path(dir, name, writer.FormatJSON)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := os.Stat(filepath.Join(dir, file)); err != nil {
+	if _, err := os.Stat(file); err != nil {
 		t.Errorf("b's file: %v", err)
 	}
 }

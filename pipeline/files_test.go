@@ -15,8 +15,8 @@ func TestRemovedFilesAreWrittenAgain(t *testing.T) {
 	f.opts.Declared = []string{"default/declared"}
 	replaceFile(t, filepath.Join(f.in, "web.yaml"), manifest("web", "10.0.0.1"))
 	tp := f.start(t)
-	web := filepath.Join(f.out, "default_web_http.json")
-	declared := filepath.Join(f.out, "default_declared.json")
+	web := filepath.Join(f.out, "default_web_http", "eds.json")
+	declared := filepath.Join(f.out, "default_declared", "eds.json")
 	tp.WaitCluster(t, "default/web/http")
 
 	if err := os.Remove(web); err != nil {

@@ -115,8 +115,8 @@ func TestFlushLogsDoNotFlood(t *testing.T) {
 
 	// A failure is counted at once (the writer logs it with its reason),
 	// and in the next summary.
-	target := filepath.Join(out, "default_c_http.json")
-	if err := os.Mkdir(target, 0o755); err != nil {
+	target := filepath.Join(out, "default_c_http", "eds.json")
+	if err := os.MkdirAll(target, 0o755); err != nil {
 		t.Fatal(err)
 	}
 	change("c", "10.0.2.1", false)

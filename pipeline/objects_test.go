@@ -36,7 +36,7 @@ func TestPipelineTopologyFromTheFolder(t *testing.T) {
 	f.render = render.Options{Topology: render.TopologyZone, LocalNode: "n1", EndpointMetadata: true}
 	f.watchServices, f.nodes = true, watch.NodeOptions{Name: "n1", All: true}
 	tp := f.start(t)
-	file := filepath.Join(out, "shop_web_http.json")
+	file := filepath.Join(out, "shop_web_http", "eds.json")
 	tp.WaitCluster(t, "shop/web/http")
 
 	cla := readAsEnvoy(t, file)
@@ -101,7 +101,7 @@ func TestReloadKeepsServicesAndNodes(t *testing.T) {
 	f.render = render.Options{Topology: render.TopologyZone, LocalNode: "n1"}
 	f.watchServices, f.nodes = true, watch.NodeOptions{Name: "n1", All: true}
 	tp := f.start(t)
-	file := filepath.Join(out, "shop_web_http.json")
+	file := filepath.Join(out, "shop_web_http", "eds.json")
 	tp.WaitCluster(t, "shop/web/http")
 
 	reconfigure := func(o render.Options, localZone string) {
@@ -151,7 +151,7 @@ func TestMissingLocalNode(t *testing.T) {
 	f.render = render.Options{Topology: render.TopologyZone, LocalNode: "n1"}
 	f.nodes = watch.NodeOptions{Name: "n1"}
 	tp := f.start(t)
-	file := filepath.Join(out, "shop_web_http.json")
+	file := filepath.Join(out, "shop_web_http", "eds.json")
 	tp.WaitCluster(t, "shop/web/http")
 	if !strings.Contains(logs.String(), "level=WARN") || !strings.Contains(logs.String(), "Node is not found") {
 		t.Errorf("no warning about the missing Node in:\n%s", logs.String())

@@ -19,7 +19,7 @@ func TestPipelineFollowsTheFolder(t *testing.T) {
 	src := filepath.Join(f.in, "web.yaml")
 	replaceFile(t, src, manifest("web", "10.0.0.2", "10.0.0.1"))
 	tp := f.start(t)
-	file := filepath.Join(f.out, "default_web_http.json")
+	file := filepath.Join(f.out, "default_web_http", "eds.json")
 
 	r := tp.WaitCluster(t, "default/web/http")
 	if !r.Initial {
@@ -29,7 +29,7 @@ func TestPipelineFollowsTheFolder(t *testing.T) {
 		t.Errorf("initial file: %v, want %v", got, want)
 	}
 	// A declared cluster with no Service is written empty so Envoy can start.
-	if cla := readAsEnvoy(t, filepath.Join(f.out, "default_declared.json")); cla.ClusterName != "default/declared" || len(cla.Endpoints) != 0 {
+	if cla := readAsEnvoy(t, filepath.Join(f.out, "default_declared", "eds.json")); cla.ClusterName != "default/declared" || len(cla.Endpoints) != 0 {
 		t.Errorf("declared cluster file: %v", cla)
 	}
 
@@ -70,7 +70,7 @@ func TestShutdownFlushesPendingChanges(t *testing.T) {
 	if err := tp.Stop(); err != nil {
 		t.Fatalf("Run returned %v on shutdown, want nil", err)
 	}
-	if got := addresses(readAsEnvoy(t, filepath.Join(f.out, "default_web_http.json"))); !slices.Equal(got, []string{"10.0.0.9:8080 HEALTHY"}) {
+	if got := addresses(readAsEnvoy(t, filepath.Join(f.out, "default_web_http", "eds.json"))); !slices.Equal(got, []string{"10.0.0.9:8080 HEALTHY"}) {
 		t.Errorf("after shutdown the file holds %v, want the pending change", got)
 	}
 }
@@ -80,9 +80,9 @@ func TestFailedWriteIsRetried(t *testing.T) {
 	f := newFolder(t)
 	src := filepath.Join(f.in, "web.yaml")
 	replaceFile(t, src, manifest("web", "10.0.0.1"))
-	target := filepath.Join(f.out, "default_web_http.json")
+	target := filepath.Join(f.out, "default_web_http", "eds.json")
 	// A folder where the file should go makes the write fail, even as root.
-	if err := os.Mkdir(target, 0o755); err != nil {
+	if err := os.MkdirAll(target, 0o755); err != nil {
 		t.Fatal(err)
 	}
 	tp := f.start(t)
@@ -169,8 +169,8 @@ func TestReadyzAfterAFailedInitialWrite(t *testing.T) {
 	f := newFolder(t)
 	src := filepath.Join(f.in, "web.yaml")
 	replaceFile(t, src, manifest("web", "10.0.0.1"))
-	target := filepath.Join(f.out, "default_web_http.json")
-	if err := os.Mkdir(target, 0o755); err != nil { // a folder in the way fails the write, even as root
+	target := filepath.Join(f.out, "default_web_http", "eds.json")
+	if err := os.MkdirAll(target, 0o755); err != nil { // a folder in the way fails the write, even as root
 		t.Fatal(err)
 	}
 	tp := f.start(t)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -23,6 +24,7 @@ func (w *Writer) run(ctx context.Context, jobs []job, res *Result, errs []error)
 	outcomes := make([]outcome, len(jobs))
 	failures := make([]error, len(jobs))
 	ids := make([]fileIdent, len(jobs))
+	var madeFolder atomic.Bool // a cluster folder was made: DIR changed
 	if w.dryRun {
 		// Sequential, in input order: the output is read by people and tests.
 		for i, j := range jobs {
@@ -40,7 +42,11 @@ func (w *Writer) run(ctx context.Context, jobs []job, res *Result, errs []error)
 					failures[i] = fmt.Errorf("%s: not written: %w", jobs[i].path, err)
 					continue
 				}
-				outcomes[i], ids[i], failures[i] = w.store(jobs[i])
+				var made bool
+				outcomes[i], ids[i], made, failures[i] = w.store(jobs[i])
+				if made {
+					madeFolder.Store(true)
+				}
 			}
 		}
 		if n := min(w.concurrency, len(jobs)); n == 1 {
@@ -62,6 +68,10 @@ func (w *Writer) run(ctx context.Context, jobs []job, res *Result, errs []error)
 		case written:
 			res.Written++
 			res.WrittenClusters = append(res.WrittenClusters, j.cluster)
+			if failures[i] != nil { // the fsync of its folder
+				errs = append(errs, failures[i])
+				w.log.Error("fsync folder failed", "cluster", j.cluster, "path", j.path, "error", failures[i])
+			}
 		case unchanged:
 			res.Unchanged++
 		case failed:
@@ -83,17 +93,22 @@ func (w *Writer) run(ctx context.Context, jobs []job, res *Result, errs []error)
 			w.release(j.cluster)
 			continue
 		}
+		if _, known := w.files[j.cluster]; !known && w.watch != nil {
+			w.watch.follow(j.path)
+		}
 		w.files[j.cluster] = fileState{digest: j.enc.digest, id: ids[i]}
 		delete(w.found, j.cluster)
-		if name := filepath.Base(j.path); shortened(name, w.format) {
-			w.short[name] = j.cluster
+		if entry := w.layout.entryOf(j.path); w.layout.shortened(entry, w.format) {
+			w.short[entry] = j.cluster
 		}
 	}
 	if canceled > 0 {
 		w.log.Error("files not written: canceled", "count", canceled, "error", ctx.Err())
 	}
-	if res.Written > 0 && !w.dryRun {
-		// One fsync of the folder makes all of the batch's renames durable.
+	// In the flat layout, one fsync of the folder makes all of the batch's
+	// renames durable; in the folders layout each worker fsynced the folder
+	// it renamed into, and this one is needed only for the folders made.
+	if res.Written > 0 && !w.dryRun && (w.layout == LayoutFlat || madeFolder.Load()) {
 		if err := syncDir(w.dir); err != nil {
 			err = fmt.Errorf("fsync %s: %w", w.dir, err)
 			errs = append(errs, err)
@@ -109,25 +124,71 @@ func (w *Writer) run(ctx context.Context, jobs []job, res *Result, errs []error)
 
 // store writes one file unless, when the Writer knows nothing of it, the
 // file on disk already holds the same bytes (a restart). It returns which
-// file is now at the path.
-func (w *Writer) store(j job) (outcome, fileIdent, error) {
+// file is now at the path, and whether it made the cluster's folder.
+func (w *Writer) store(j job) (_ outcome, _ fileIdent, made bool, _ error) {
 	if j.checkDisk {
 		old, id, err := readFile(j.path)
 		if err == nil && bytes.Equal(old, j.enc.data) {
 			w.log.Debug("unchanged on disk", "cluster", j.cluster, "path", j.path, "version", j.enc.version)
-			return unchanged, id, nil
+			return unchanged, id, false, nil
 		}
 		if err != nil && !errors.Is(err, fs.ErrNotExist) {
 			// Unreadable or not a file: writeAtomic reports what is wrong.
 			w.log.Debug("cannot compare with file on disk", "path", j.path, "error", err)
 		}
 	}
+	folder := w.layout == LayoutFolders
+	if folder && j.first {
+		// Once per cluster and process: after that the folder is one we
+		// made or checked, and a rename into it that fails for want of it
+		// makes it again below.
+		var err error
+		if made, err = makeFolder(filepath.Dir(j.path)); err != nil {
+			return failed, fileIdent{}, false, fmt.Errorf("%s: %w", j.path, err)
+		}
+	}
 	id, err := writeAtomic(w.tmpDir, j.path, j.enc.data, j.first, w.rename)
+	if folder && errors.Is(err, fs.ErrNotExist) {
+		// The folder was removed since (the folder watch says so too):
+		// make it again rather than fail until the next write.
+		var again bool
+		if again, err = makeFolder(filepath.Dir(j.path)); err == nil {
+			made = made || again
+			id, err = writeAtomic(w.tmpDir, j.path, j.enc.data, true, w.rename)
+		}
+	}
 	if err != nil {
-		return failed, fileIdent{}, fmt.Errorf("%s: %w", j.path, err)
+		return failed, fileIdent{}, made, fmt.Errorf("%s: %w", j.path, err)
 	}
 	w.log.Debug("wrote", "cluster", j.cluster, "path", j.path, "version", j.enc.version, "bytes", len(j.enc.data))
-	return written, id, nil
+	if folder {
+		// The rename is durable once its folder is; the output folder
+		// itself changes only when a cluster folder is made (run). A
+		// failure is reported, but the file is in place: written.
+		if err := syncDir(filepath.Dir(j.path)); err != nil {
+			return written, id, made, fmt.Errorf("fsync %s: %w", filepath.Dir(j.path), err)
+		}
+	}
+	return written, id, made, nil
+}
+
+// makeFolder makes a cluster's folder if it is missing, and checks that
+// what is there is a folder and not a link: a rename through a link planted
+// in the output folder would put our file wherever it points.
+func makeFolder(dir string) (made bool, err error) {
+	if err := os.Mkdir(dir, 0o755); err == nil {
+		return true, nil
+	} else if !errors.Is(err, fs.ErrExist) {
+		return false, fmt.Errorf("make its folder: %w", err)
+	}
+	fi, err := os.Lstat(dir)
+	if err != nil {
+		return false, fmt.Errorf("its folder: %w", err)
+	}
+	if !fi.IsDir() {
+		return false, fmt.Errorf("its folder %s is not a folder (mode %s)", dir, fi.Mode())
+	}
+	return false, nil
 }
 
 // reason is err without the path it starts with, which Result.Err needs

@@ -22,10 +22,21 @@ import (
 // the target): what tells them apart is the file. The Writer notes which
 // file (device and inode) it renamed into place, and an event for one of
 // its files is checked against the file at the path now. Events in the
-// temp folder (.tmp/) never reach the watch: it does not recurse.
+// temp folder (.tmp/) never reach the watch: it is not watched.
+//
+// In the folders layout the watch costs one inotify watch on the output
+// folder (a cluster folder removed or renamed away) and one per cluster
+// folder of a file the Writer knows (a file in it removed, replaced or
+// written into), added on the cluster's first write and removed when it
+// is released: bounded by the clusters published, one inotify instance in
+// all. Each of our renames wakes it once, as it wakes the one Envoy
+// subscription on that folder.
 type Watcher struct {
 	w   *Writer
 	fsw *fsnotify.Watcher
+	// full is set once a folder could not be watched (inotify's
+	// max_user_watches): logged once, not per folder.
+	full bool
 }
 
 // ErrDryRun is returned by Watch in dry-run: there is no folder to follow.
@@ -44,7 +55,40 @@ func (w *Writer) Watch() (*Watcher, error) {
 		fsw.Close()
 		return nil, fmt.Errorf("watch %s: %w", w.dir, err)
 	}
-	return &Watcher{w: w, fsw: fsw}, nil
+	fw := &Watcher{w: w, fsw: fsw}
+	if w.layout == LayoutFolders {
+		w.mu.Lock()
+		for cluster := range w.files {
+			if path, err := w.Path(cluster); err == nil {
+				fw.follow(path)
+			}
+		}
+		w.watch = fw
+		w.mu.Unlock()
+	}
+	return fw, nil
+}
+
+// follow watches the folder of the cluster file path, in the folders
+// layout. The caller holds w.mu.
+func (fw *Watcher) follow(path string) {
+	if fw.w.layout != LayoutFolders {
+		return
+	}
+	dir := filepath.Dir(path)
+	if err := fw.fsw.Add(dir); err != nil && !fw.full {
+		fw.full = true
+		fw.w.log.Warn("cannot watch a cluster folder (inotify's max_user_watches?): a file removed there by someone else is written again only when its cluster changes",
+			"path", dir, "error", err)
+	}
+}
+
+// unfollow stops watching the folder of the cluster file path. The caller
+// holds w.mu.
+func (fw *Watcher) unfollow(path string) {
+	if fw.w.layout == LayoutFolders {
+		fw.fsw.Remove(filepath.Dir(path)) // already gone with its folder: no matter
+	}
 }
 
 // Run calls lost, until ctx ends, with the clusters whose files are gone or
@@ -53,7 +97,14 @@ func (w *Writer) Watch() (*Watcher, error) {
 // lost is called from Run's goroutine. Run closes the watch and returns nil
 // when ctx ends.
 func (fw *Watcher) Run(ctx context.Context, lost func(clusters []string)) error {
-	defer fw.fsw.Close()
+	defer func() {
+		fw.w.mu.Lock()
+		if fw.w.watch == fw {
+			fw.w.watch = nil
+		}
+		fw.w.mu.Unlock()
+		fw.fsw.Close()
+	}()
 	log := fw.w.log
 	for {
 		select {
@@ -99,23 +150,35 @@ func (fw *Watcher) Run(ctx context.Context, lost func(clusters []string)) error 
 	}
 }
 
-// note records one event by file name. A change of mode or time alone
-// leaves the content as it was: it is not looked at.
+// note records one event by the entry (see Layout) it concerns. A change
+// of mode or time alone leaves the content as it was: it is not looked at.
 func (fw *Watcher) note(ev fsnotify.Event, ops map[string]fsnotify.Op) {
-	if ev.Name == fw.w.dir {
+	w := fw.w
+	if ev.Name == w.dir {
 		if ev.Has(fsnotify.Remove) || ev.Has(fsnotify.Rename) {
-			fw.w.log.Error("the output folder itself was removed or renamed; writes fail until it is back", "dir", fw.w.dir)
+			w.log.Error("the output folder itself was removed or renamed; writes fail until it is back", "dir", w.dir)
 		}
 		return
 	}
-	name := filepath.Base(ev.Name)
-	if strings.HasPrefix(name, ".") || ev.Op == fsnotify.Chmod {
+	if ev.Op == fsnotify.Chmod {
+		return
+	}
+	name, parent := filepath.Base(ev.Name), filepath.Dir(ev.Name)
+	entry := name
+	if parent != w.dir {
+		// In the folders layout, the file in a cluster folder.
+		if w.layout != LayoutFolders || filepath.Dir(parent) != w.dir || name != folderFile+w.format.Ext() {
+			return
+		}
+		entry = filepath.Base(parent)
+	}
+	if strings.HasPrefix(entry, ".") {
 		return // .tmp/ and other hidden files are never a cluster's
 	}
-	ops[name] |= ev.Op
+	ops[entry] |= ev.Op
 }
 
-// check returns, sorted, the clusters among the files named in ops whose
+// check returns, sorted, the clusters among the entries named in ops whose
 // file is not the one the Writer knows, and forgets what it knew of them.
 // A write into one of its files is always someone else's: the Writer
 // replaces files, it never writes into them.
@@ -123,10 +186,10 @@ func (w *Writer) check(ops map[string]fsnotify.Op) []string {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	var out []string
-	for name, op := range ops {
-		cluster, ok := ClusterName(name, w.format)
+	for entry, op := range ops {
+		cluster, ok := w.layout.Cluster(entry, w.format)
 		if !ok {
-			cluster, ok = w.short[name]
+			cluster, ok = w.short[entry]
 		}
 		if !ok {
 			continue
@@ -135,8 +198,8 @@ func (w *Writer) check(ops map[string]fsnotify.Op) []string {
 		if !known {
 			continue // never written, or released: nothing to keep right
 		}
-		if op.Has(fsnotify.Write) || !w.sameFile(name, f.id) {
-			delete(w.files, cluster)
+		if op.Has(fsnotify.Write) || !w.sameFile(cluster, f.id) {
+			w.forget(cluster)
 			out = append(out, cluster)
 		}
 	}
@@ -150,9 +213,8 @@ func (w *Writer) checkAll() []string {
 	defer w.mu.Unlock()
 	var out []string
 	for cluster, f := range w.files {
-		path, err := w.Path(cluster)
-		if err != nil || !w.sameFile(filepath.Base(path), f.id) {
-			delete(w.files, cluster)
+		if !w.sameFile(cluster, f.id) {
+			w.forget(cluster)
 			out = append(out, cluster)
 		}
 	}
@@ -160,8 +222,25 @@ func (w *Writer) checkAll() []string {
 	return out
 }
 
-// sameFile reports whether the file name in the folder is the regular file id.
-func (w *Writer) sameFile(name string, id fileIdent) bool {
-	fi, err := os.Lstat(filepath.Join(w.dir, name))
+// forget drops what the Writer knows of a cluster's file, lost behind its
+// back: its next write is a first write (its folder made again if need
+// be, and watched again). The caller holds w.mu.
+func (w *Writer) forget(cluster string) {
+	delete(w.files, cluster)
+}
+
+// sameFile reports whether the file of cluster is the regular file id,
+// reached through a real folder (in the folders layout) and not a link.
+func (w *Writer) sameFile(cluster string, id fileIdent) bool {
+	path, err := w.Path(cluster)
+	if err != nil {
+		return false
+	}
+	if w.layout == LayoutFolders {
+		if fi, err := os.Lstat(filepath.Dir(path)); err != nil || !fi.IsDir() {
+			return false
+		}
+	}
+	fi, err := os.Lstat(path)
 	return err == nil && fi.Mode().IsRegular() && identOf(fi) == id
 }

@@ -60,7 +60,9 @@ const hashLen = 32
 // the two kinds of names can never collide.
 const hashMark = '~'
 
-// FileName maps a cluster name to the name of its file in the output folder.
+// FileName maps a cluster name to the name of its file in the output folder
+// in the flat layout. The folders layout gives each cluster a folder of
+// this name without the extension (FolderName).
 //
 // The mapping is injective and the result never leaves the folder: bytes
 // [A-Za-z0-9.-] are kept, '/' becomes '_' (so "default/web/http" reads as
@@ -76,11 +78,23 @@ const hashMark = '~'
 // not reversible; the file's content (the CLA's cluster_name) tells whose it
 // is. An empty cluster name is an error.
 func FileName(cluster string, f Format) (string, error) {
+	return escapeName(cluster, f.Ext())
+}
+
+// FolderName is the name of cluster's folder in the output folder in the
+// folders layout: FileName without the extension, shortened the same way
+// past 255 bytes. FolderCluster is its inverse.
+func FolderName(cluster string) (string, error) {
+	return escapeName(cluster, "")
+}
+
+// escapeName is FileName with the extension ext.
+func escapeName(cluster, ext string) (string, error) {
 	if cluster == "" {
 		return "", errors.New("empty cluster name")
 	}
 	var b strings.Builder
-	b.Grow(len(cluster) + len(f.Ext()))
+	b.Grow(len(cluster) + len(ext))
 	for i := 0; i < len(cluster); i++ {
 		c := cluster[i]
 		switch {
@@ -96,17 +110,17 @@ func FileName(cluster string, f Format) (string, error) {
 		}
 	}
 	name := b.String()
-	if len(name)+len(f.Ext()) <= maxNameLen {
-		return name + f.Ext(), nil
+	if len(name)+len(ext) <= maxNameLen {
+		return name + ext, nil
 	}
-	cut := maxNameLen - len(f.Ext()) - 1 - hashLen
+	cut := maxNameLen - len(ext) - 1 - hashLen
 	// Back off to the start of a %XX cut in two.
 	if name[cut-1] == '%' {
 		cut--
 	} else if name[cut-2] == '%' {
 		cut -= 2
 	}
-	return shorten(name[:cut], cluster, f.Ext()), nil
+	return shorten(name[:cut], cluster, ext), nil
 }
 
 // shorten makes the shortened file name of cluster from the escaped prefix.
@@ -115,10 +129,10 @@ func shorten(prefix, cluster, ext string) string {
 	return prefix + string(hashMark) + hex.EncodeToString(sum[:hashLen/2]) + ext
 }
 
-// shortened reports whether file has the form of a shortened name of this
-// format: its cluster can be learned only from its content.
-func shortened(file string, f Format) bool {
-	base, found := strings.CutSuffix(file, f.Ext())
+// shortened reports whether file has the form of a shortened name with the
+// extension ext: its cluster can be learned only from its content.
+func shortened(file, ext string) bool {
+	base, found := strings.CutSuffix(file, ext)
 	if !found || len(file) > maxNameLen || len(base) < hashLen+1 {
 		return false
 	}
@@ -144,7 +158,16 @@ func keep(c byte) bool {
 // not ours are never mistaken for clusters, and for shortened names, whose
 // cluster only the file's content tells.
 func ClusterName(file string, f Format) (cluster string, ok bool) {
-	base, found := strings.CutSuffix(file, f.Ext())
+	return unescapeName(file, f.Ext())
+}
+
+// FolderCluster is the inverse of FolderName, as ClusterName is of FileName.
+func FolderCluster(folder string) (cluster string, ok bool) {
+	return unescapeName(folder, "")
+}
+
+func unescapeName(file, ext string) (cluster string, ok bool) {
+	base, found := strings.CutSuffix(file, ext)
 	if !found || base == "" {
 		return "", false
 	}
@@ -173,7 +196,7 @@ func ClusterName(file string, f Format) (cluster string, ok bool) {
 	// Re-encoding rejects every non-canonical spelling (a kept byte written
 	// as %XX, a raw leading '.', a stray byte outside the kept set) in one
 	// place, so the two functions cannot drift apart.
-	if again, err := FileName(cluster, f); err != nil || again != file {
+	if again, err := escapeName(cluster, ext); err != nil || again != file {
 		return "", false
 	}
 	return cluster, true

@@ -145,7 +145,7 @@ func TestFileNameShortensLongNames(t *testing.T) {
 			if c, ok := ClusterName(got, f); ok {
 				t.Fatalf("ClusterName(%q) = %q: a shortened name reads as a plain one", got, c)
 			}
-			if !shortened(got, f) {
+			if !shortened(got, f.Ext()) {
 				t.Fatalf("shortened(%q) = false", got)
 			}
 			other, _ := FileName(tt.cluster+"x", f)
@@ -155,7 +155,7 @@ func TestFileNameShortensLongNames(t *testing.T) {
 		})
 	}
 	for _, plain := range []string{"default_web_http.json", "a~b.json", "x~0123456789abcdef0123456789abcdef.yaml"} {
-		if shortened(plain, FormatJSON) {
+		if shortened(plain, FormatJSON.Ext()) {
 			t.Errorf("shortened(%q) = true", plain)
 		}
 	}
@@ -177,7 +177,7 @@ func checkFileName(t *testing.T, cluster string, f Format) (string, bool) {
 	if !strings.HasSuffix(name, f.Ext()) {
 		t.Errorf("FileName(%q) = %q: no %s extension", cluster, name, f.Ext())
 	}
-	if shortened(name, f) {
+	if shortened(name, f.Ext()) {
 		return name, true // known by the content of its file
 	}
 	back, ok := ClusterName(name, f)

@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -12,36 +13,84 @@ import (
 	"sigs.k8s.io/yaml"
 )
 
-// list finds the files of ours in the folder, for Known. A plain name tells
-// its cluster; a shortened one is read: the cluster_name of the CLA inside
-// tells whose it is, if FileName gives that cluster this very name.
+// list finds the files of ours in the folder, for Known. A plain entry name
+// (see Layout) tells its cluster; a shortened one is read: the cluster_name
+// of the CLA inside tells whose it is, if the layout gives that cluster
+// this very entry. Entries of the other layout are counted, never taken:
+// an Envoy may still read them (see warnOtherLayout).
 func (w *Writer) list() error {
 	entries, err := os.ReadDir(w.dir)
 	if err != nil {
 		return err
 	}
+	other := 0
 	for _, e := range entries {
-		if e.IsDir() {
-			continue
-		}
-		if name, ok := ClusterName(e.Name(), w.format); ok {
-			w.found[name] = true
-			continue
-		}
-		if !shortened(e.Name(), w.format) {
-			continue
-		}
-		name, err := w.readCluster(filepath.Join(w.dir, e.Name()))
-		if err != nil {
-			w.log.Debug("not a file of ours", "path", filepath.Join(w.dir, e.Name()), "error", err)
-			continue
-		}
-		if file, _ := FileName(name, w.format); file == e.Name() {
-			w.found[name] = true
-			w.short[e.Name()] = name
+		if c, ok := w.entryCluster(w.layout, e); ok {
+			w.found[c] = true
+			if w.layout.shortened(e.Name(), w.format) {
+				w.short[e.Name()] = c
+			}
+		} else if _, ok := w.entryCluster(w.layout.Other(), e); ok {
+			other++
 		}
 	}
+	w.warnOtherLayout(other)
 	return nil
+}
+
+// entryCluster says whose file the folder entry e holds in layout l. An
+// entry of the folders layout is a real folder (not a link) holding the
+// file; one of the flat layout is the file itself.
+func (w *Writer) entryCluster(l Layout, e os.DirEntry) (string, bool) {
+	name := e.Name()
+	if strings.HasPrefix(name, ".") || e.IsDir() != (l == LayoutFolders) {
+		return "", false // DirEntry.IsDir is false for a link to a folder
+	}
+	if c, ok := l.Cluster(name, w.format); ok {
+		if l == LayoutFolders && !isRegular(filepath.Join(w.dir, name, folderFile+w.format.Ext())) {
+			return "", false
+		}
+		return c, true
+	}
+	if !l.shortened(name, w.format) {
+		return "", false
+	}
+	path := filepath.Join(w.dir, name)
+	if l == LayoutFolders {
+		path = filepath.Join(path, folderFile+w.format.Ext())
+	}
+	c, err := w.readCluster(path)
+	if err != nil {
+		w.log.Debug("not a file of ours", "path", path, "error", err)
+		return "", false
+	}
+	if entry, _ := l.entry(c, w.format); entry != name {
+		return "", false
+	}
+	return c, true
+}
+
+// warnOtherLayout says what becomes of the files of the other layout found
+// in the output folder at start: written by an edsync of another --layout
+// (or one from before folders), they are left as they are, neither updated
+// nor emptied nor removed, since an Envoy whose bootstrap names them may
+// still read them: emptying would drop its traffic, removing would keep it
+// from starting. They go stale instead, which only Envoy's configuration
+// can end.
+func (w *Writer) warnOtherLayout(n int) {
+	if n == 0 {
+		return
+	}
+	w.log.Error("the output folder holds files of the other layout; they are left as they are and no longer updated: "+
+		"an Envoy reading them keeps the endpoints they hold. Point Envoy at the files of this layout (edsync envoy-config prints them), "+
+		"or run with --layout "+string(w.layout.Other())+"; remove them once no Envoy reads them",
+		"dir", w.dir, "layout", w.layout, "other_layout", w.layout.Other(), "files", n)
+}
+
+// isRegular reports whether path is a regular file, not following a link.
+func isRegular(path string) bool {
+	fi, err := os.Lstat(path)
+	return err == nil && fi.Mode().IsRegular()
 }
 
 // Known returns, sorted, the clusters with a file of ours: those found at New

@@ -25,8 +25,11 @@ func TestOwnsOnlyItsOwnFiles(t *testing.T) {
 			// Envoy's own config in the same folder, and a CLA file renamed by hand.
 			foreign := map[string]string{"envoy": "{\"static_resources\": {}}\n", "other/name": "not even json"}
 			for name, content := range foreign {
-				file, _ := FileName(name, f)
-				if err := os.WriteFile(filepath.Join(dir, file), []byte(content), 0o644); err != nil {
+				file, _ := w.Path(name)
+				if err := os.MkdirAll(filepath.Dir(file), 0o755); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(file, []byte(content), 0o644); err != nil {
 					t.Fatal(err)
 				}
 				if w.Owns(name) {
@@ -36,6 +39,9 @@ func TestOwnsOnlyItsOwnFiles(t *testing.T) {
 			src, _ := w.Path("shop/web/http")
 			dst, _ := w.Path("shop/api/http")
 			data, _ := os.ReadFile(src)
+			if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+				t.Fatal(err)
+			}
 			if err := os.WriteFile(dst, data, 0o644); err != nil {
 				t.Fatal(err)
 			}

@@ -18,7 +18,10 @@ func (w *Writer) release(cluster string) {
 	delete(w.found, cluster)
 	delete(w.enc.clusters, cluster)
 	if path, err := w.Path(cluster); err == nil {
-		delete(w.short, filepath.Base(path))
+		delete(w.short, w.layout.entryOf(path))
+		if w.watch != nil {
+			w.watch.unfollow(path)
+		}
 	}
 }
 
@@ -45,10 +48,14 @@ var ErrInUse = errors.New("cluster written since it was released")
 // the Writer writes for that cluster with no endpoints: the file of a
 // cluster emptied and released. Anything else at the path (another
 // content, someone else's file) is left alone, with an error saying why.
-// A file already gone is not an error. Nothing happens in dry-run.
+// A file already gone is not an error. Nothing happens in dry-run. In the
+// folders layout the cluster's folder goes too, if nothing else is in it.
 //
 // Envoy ignores a file's removal (it reloads on a rename onto the path
-// only), so an Envoy that read the empty file keeps no hosts for it.
+// only), so an Envoy that read the empty file keeps no hosts for it. In
+// the folders layout its watch went with the folder (Envoy never watches
+// a folder again): if the cluster comes back, that Envoy sees its file
+// once it subscribes again (a restart, or the cluster added again by CDS).
 func (w *Writer) Remove(cluster string) (removed bool, err error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -69,9 +76,16 @@ func (w *Writer) Remove(cluster string) (removed bool, err error) {
 	if err != nil {
 		return false, err
 	}
+	if w.layout == LayoutFolders {
+		// Never through a link someone put in the folder's place.
+		if fi, err := os.Lstat(filepath.Dir(path)); err == nil && !fi.IsDir() {
+			return false, fmt.Errorf("%s: not a folder (mode %s); left alone", filepath.Dir(path), fi.Mode())
+		}
+	}
 	got, _, err := readFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		w.release(cluster)
+		w.removeFolder(path)
 		return false, nil
 	}
 	if err != nil {
@@ -84,8 +98,21 @@ func (w *Writer) Remove(cluster string) (removed bool, err error) {
 		return false, err
 	}
 	w.release(cluster) // a file found at New
+	w.removeFolder(path)
 	w.log.Debug("removed", "cluster", cluster, "path", path)
 	return true, nil
+}
+
+// removeFolder removes the folder of a removed cluster file in the folders
+// layout, unless something else is in it (someone's, left alone).
+func (w *Writer) removeFolder(path string) {
+	if w.layout != LayoutFolders {
+		return
+	}
+	dir := filepath.Dir(path)
+	if err := os.Remove(dir); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		w.log.Debug("cluster folder left: not empty", "path", dir, "error", err)
+	}
 }
 
 // readFile reads the file at path and tells which file it read.

@@ -60,6 +60,8 @@ type Options struct {
 	Dir string
 	// Format of the files; empty means JSON.
 	Format Format
+	// Layout of the files in Dir; empty means LayoutFolders.
+	Layout Layout
 	// DryRun prints each file that would be written to Out instead; nothing
 	// on disk is read or touched, and Dir need not exist.
 	DryRun bool
@@ -92,6 +94,7 @@ type Writer struct {
 	dir         string
 	tmpDir      string
 	format      Format
+	layout      Layout
 	dryRun      bool
 	out         io.Writer
 	log         *slog.Logger
@@ -113,9 +116,14 @@ type Writer struct {
 	// found holds the clusters whose files were in the folder at New and
 	// that no Write has handled since: Known lists them for the sweep.
 	found map[string]bool
-	// short maps the shortened file names of the clusters in files or
-	// found to their clusters: such a name cannot be read back.
+	// short maps the shortened entry names (see Layout) of the clusters in
+	// files or found to their clusters: such a name cannot be read back.
 	short map[string]string
+	// watch is the folder watch, once Watch has started it: in the
+	// folders layout each cluster folder of a file in files is watched,
+	// added and removed as files changes. nil before Watch and in the flat
+	// layout.
+	watch *Watcher
 }
 
 // fileState is what the Writer knows of one cluster's file.
@@ -136,6 +144,13 @@ func New(opts Options) (*Writer, error) {
 	if !format.valid() {
 		return nil, fmt.Errorf("writer: unknown format %q (want json, yaml or pb)", opts.Format)
 	}
+	layout := opts.Layout
+	if layout == "" {
+		layout = LayoutFolders
+	}
+	if !layout.valid() {
+		return nil, fmt.Errorf("writer: unknown layout %q (want folders or flat)", opts.Layout)
+	}
 	if opts.Dir == "" && !opts.DryRun {
 		return nil, errors.New("writer: no output folder given")
 	}
@@ -143,6 +158,7 @@ func New(opts Options) (*Writer, error) {
 		dir:         opts.Dir,
 		tmpDir:      filepath.Join(opts.Dir, tmpDirName),
 		format:      format,
+		layout:      layout,
 		dryRun:      opts.DryRun,
 		out:         opts.Out,
 		log:         opts.Logger,
@@ -190,11 +206,7 @@ func New(opts Options) (*Writer, error) {
 
 // Path returns the file of cluster.
 func (w *Writer) Path(cluster string) (string, error) {
-	name, err := FileName(cluster, w.format)
-	if err != nil {
-		return "", err
-	}
-	return filepath.Join(w.dir, name), nil
+	return w.layout.Path(w.dir, cluster, w.format)
 }
 
 // Encode renders the file content for one CLA: a DiscoveryResponse holding

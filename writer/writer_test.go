@@ -23,10 +23,17 @@ import (
 // newWriter makes a Writer over dir that logs, at Debug, into the returned buffer.
 func newWriter(t *testing.T, dir string, f Format) (*Writer, *syncbuf.Buffer) {
 	t.Helper()
+	return newWriterIn(t, dir, f, "")
+}
+
+// newWriterIn is newWriter with a layout.
+func newWriterIn(t *testing.T, dir string, f Format, l Layout) (*Writer, *syncbuf.Buffer) {
+	t.Helper()
 	logs := &syncbuf.Buffer{}
 	w, err := New(Options{
 		Dir:    dir,
 		Format: f,
+		Layout: l,
 		Logger: slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	})
 	if err != nil {
@@ -146,38 +153,70 @@ func TestNew(t *testing.T) {
 	}
 }
 
+// New cleans the temp folder and lists the files of ours in the folder,
+// in each layout: those of its own, never those of the other layout (an
+// Envoy may read them; they are counted and logged), nor anything that is
+// not a cluster's file.
 func TestNewCleansTmpAndListsExisting(t *testing.T) {
-	dir := t.TempDir()
-	for _, p := range []string{
-		".tmp/default_web_http.json.123456", // a crash between create and rename
-		".tmp/sub/x",
-		"default_web_http.json",
-		"a%5Fb.json",
-		"notes.txt",
-		".hidden.json",
-		"other.yaml",
-		"dir.json/x", // a folder is not one of our files
+	for _, tt := range []struct {
+		layout Layout
+		files  []string
+	}{
+		{LayoutFlat, []string{
+			"default_web_http.json",
+			"a%5Fb.json",
+			"dir.json/x",            // a folder is not one of our files
+			"other_layout/eds.json", // the other layout's
+		}},
+		{LayoutFolders, []string{
+			"default_web_http/eds.json",
+			"a%5Fb/eds.json",
+			"empty/x",           // a cluster folder without its file
+			"other_layout.json", // the other layout's
+			"wrong/eds.yaml",    // another format
+			"file",              // a file where a folder would be
+		}},
 	} {
-		p = filepath.Join(dir, p)
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(p, []byte("x"), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	w, _ := newWriter(t, dir, FormatJSON)
-	checkTmpEmpty(t, dir)
-	if got, want := w.Known(), []string{"a_b", "default/web/http"}; !slicesEqual(got, want) {
-		t.Fatalf("Known() = %q, want %q", got, want)
-	}
-	if _, err := os.Stat(filepath.Join(dir, "notes.txt")); err != nil {
-		t.Fatal("New removed a file that is not a temp file")
-	}
-	// Known adds the clusters written since, once each.
-	checkResult(t, w.Write(t.Context(), append(one("z", 80), one("a_b", 81)...)), 2, 0, 0)
-	if got, want := w.Known(), []string{"a_b", "default/web/http", "z"}; !slicesEqual(got, want) {
-		t.Fatalf("Known() = %q, want %q", got, want)
+		t.Run(string(tt.layout), func(t *testing.T) {
+			dir := t.TempDir()
+			for _, p := range append([]string{
+				".tmp/default_web_http.json.123456", // a crash between create and rename
+				".tmp/sub/x",
+				"notes.txt",
+				".hidden.json",
+				".hidden/eds.json",
+				"other.yaml",
+				".target/eds.json", // "link" below points here
+			}, tt.files...) {
+				p = filepath.Join(dir, p)
+				if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(p, []byte("x"), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			// A link to a folder holding a file is not a cluster folder.
+			if err := os.Symlink(".target", filepath.Join(dir, "link")); err != nil {
+				t.Fatal(err)
+			}
+			w, logs := newWriterIn(t, dir, FormatJSON, tt.layout)
+			checkTmpEmpty(t, dir)
+			if got, want := w.Known(), []string{"a_b", "default/web/http"}; !slicesEqual(got, want) {
+				t.Fatalf("Known() = %q, want %q", got, want)
+			}
+			if !strings.Contains(logs.String(), `"other_layout":"`+string(tt.layout.Other())+`","files":1`) {
+				t.Errorf("the other layout's file not reported: %s", logs)
+			}
+			if _, err := os.Stat(filepath.Join(dir, "notes.txt")); err != nil {
+				t.Fatal("New removed a file that is not a temp file")
+			}
+			// Known adds the clusters written since, once each.
+			checkResult(t, w.Write(t.Context(), append(one("z", 80), one("a_b", 81)...)), 2, 0, 0)
+			if got, want := w.Known(), []string{"a_b", "default/web/http", "z"}; !slicesEqual(got, want) {
+				t.Fatalf("Known() = %q, want %q", got, want)
+			}
+		})
 	}
 }
 

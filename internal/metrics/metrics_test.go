@@ -177,8 +177,8 @@ endpoints: [{addresses: ["10.0.9.9"]}]
 	// A write that fails (a folder in the file's way) is counted, its
 	// content already in the published gauges; the retry that writes it
 	// is counted as written.
-	api := filepath.Join(out, "default_api_http.json")
-	if err := os.Mkdir(api, 0o755); err != nil {
+	api := filepath.Join(out, "default_api_http", "eds.json")
+	if err := os.MkdirAll(api, 0o755); err != nil {
 		t.Fatal(err)
 	}
 	replaceFile(t, filepath.Join(in, "api.yaml"), testutil.Manifest("api", "10.0.1.1"))

@@ -219,7 +219,7 @@ func TestExamplesVMKubeconfigScript(t *testing.T) {
 	if lines := harness.ForbiddenLines(string(logs)); len(lines) > 0 {
 		t.Errorf("the API server refused edsync:\n%s", strings.Join(lines, "\n"))
 	}
-	if _, err := os.Stat(filepath.Join(out, "vm-check.json")); err != nil {
+	if _, err := os.Stat(filepath.Join(out, "vm-check", "eds.json")); err != nil {
 		t.Errorf("edsync --once wrote no file for its declared cluster: %v\n%s", err, logs)
 	}
 }
