@@ -111,9 +111,13 @@ type benchPipeline struct {
 }
 
 func newBenchPipeline(b *testing.B, format writer.Format) benchPipeline {
+	return newBenchPipelineIn(b, format, writer.LayoutFolders)
+}
+
+func newBenchPipelineIn(b *testing.B, format writer.Format, layout writer.Layout) benchPipeline {
 	b.Helper()
 	dir := benchDir(b)
-	w, err := writer.New(writer.Options{Dir: dir, Format: format, Logger: discard})
+	w, err := writer.New(writer.Options{Dir: dir, Format: format, Layout: layout, Logger: discard})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -1,0 +1,183 @@
+//go:build linux
+
+package pipeline
+
+import (
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"testing"
+	"time"
+
+	discoveryv1 "k8s.io/api/discovery/v1"
+
+	"github.com/edsync/edsync/internal/envoywatch"
+	"github.com/edsync/edsync/watch"
+	"github.com/edsync/edsync/writer"
+)
+
+// Envoy's side of an update: every file-based cluster is an inotify
+// instance of Envoy's on the folder of its file (internal/envoywatch says
+// how Envoy builds them). These attach such an Envoy to edsync's output.
+
+// envoyOn attaches an Envoy-like reader to the files of the given
+// Services' clusters ("bench/<svc>/http").
+func envoyOn(tb testing.TB, w *writer.Writer, services []string) *envoywatch.Reader {
+	tb.Helper()
+	paths := make([]string, len(services))
+	for i, svc := range services {
+		var err error
+		if paths[i], err = w.Path("bench/" + svc + "/http"); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	r, err := envoywatch.New(paths)
+	if errors.Is(err, envoywatch.ErrLimit) {
+		tb.Skipf("%d Envoy subscriptions: %v; raise it (sysctl -w fs.inotify.max_user_instances=%d) to run this", len(paths), err, len(paths)+1000)
+	}
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { r.Close() })
+	return r
+}
+
+// With many clusters published and an Envoy reading many of them, one
+// Service's update wakes only the Envoy subscription of that Service's
+// file in the folders layout, and every one of them in the flat layout
+// (what edsync did before folders, and what --layout flat costs).
+func TestOneUpdateWakesOneEnvoySubscription(t *testing.T) {
+	// Below the default fs.inotify.max_user_instances (128 for the whole
+	// user), with room for the other tests' watches.
+	const services, watched = 200, 40
+	for _, layout := range []writer.Layout{writer.LayoutFolders, writer.LayoutFlat} {
+		t.Run(string(layout), func(t *testing.T) {
+			w, err := writer.New(writer.Options{Dir: t.TempDir(), Format: writer.FormatJSON, Layout: layout})
+			if err != nil {
+				t.Fatal(err)
+			}
+			p, store := newTestPipeline(t, "", Options{Writer: w})
+			var names []string
+			for i := range services {
+				svc := fmt.Sprintf("svc-%d", i)
+				store.Upsert("bench/"+svc+"-abcde", benchSlice(svc, svc+"-abcde", i*10, 10))
+				if i%(services/watched) == 0 {
+					names = append(names, svc)
+				}
+			}
+			flush := func() Report {
+				p.takeDirty()
+				return p.flush(t.Context(), p.coalescer.Due(time.Now()), false)
+			}
+			if res := flush(); res.Written != services {
+				t.Fatalf("first flush: %d written, want %d: %v", res.Written, services, res.Err)
+			}
+			r := envoyOn(t, w, names)
+			// The events of the files' first writes came before the
+			// watches: nothing is queued.
+			if c, _, err := r.Poll(0, nil); err != nil || c != (envoywatch.Counts{}) {
+				t.Fatalf("before the update: %+v, %v", c, err)
+			}
+
+			const changed = 35 // names[7]
+			update := benchSlice("svc-35", "svc-35-abcde", 9000, 10)
+			update.ResourceVersion = "2"
+			store.Upsert("bench/svc-35-abcde", update)
+			if res := flush(); res.Written != 1 {
+				t.Fatalf("flush: %+v", res.Result)
+			}
+			// The rename queued the events before it returned.
+			c, reloaded, err := r.Poll(0, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := []int{slices.Index(names, fmt.Sprintf("svc-%d", changed))}; !slices.Equal(reloaded, want) {
+				t.Errorf("subscriptions reloaded: %v, want %v (svc-%d's)", reloaded, want, changed)
+			}
+			want := envoywatch.Counts{Woken: 1, Events: 1, Reloads: 1}
+			if layout == writer.LayoutFlat {
+				want = envoywatch.Counts{Woken: watched, Events: watched, Reloads: 1}
+			}
+			if c != want {
+				t.Errorf("one update in the %s layout: %+v, want %+v", layout, c, want)
+			}
+		})
+	}
+}
+
+// BenchmarkW2Envoy is W2 with Envoy attached: n Services of 10 endpoints,
+// every cluster file read by an Envoy-like reader (one inotify instance
+// per file, on its folder, one event loop on a thread of its own), and one
+// slice update per event to a pseudo-random Service, each event handled
+// by that loop before the next (as at a few updates a second). Reported
+// per event: woken (Envoy subscriptions woken; fewer than the events when
+// one wake-up reads two), events (inotify events queued for Envoy: one
+// per subscription on the folder), reader-cpu-ns (the event
+// loop's CPU), edsync-ns (edsync's wall time from the informer's
+// transform to the renamed file, not waiting for the reader) and
+// edsync-cpu-ns (the process's CPU less the reader's). ns/op includes the
+// wait for the reader. Compare edsync-ns with W2's ns/op (json).
+//
+// Needs fs.inotify.max_user_instances above n (skipped otherwise): sysctl
+// -w fs.inotify.max_user_instances=20000. The flat layout at 10,000 takes
+// about 0.3 s of the reader per event: run it with -benchtime 200x.
+func BenchmarkW2Envoy(b *testing.B) {
+	for _, layout := range []writer.Layout{writer.LayoutFolders, writer.LayoutFlat} {
+		for _, n := range []int{1000, 10000} {
+			b.Run(fmt.Sprintf("%s/%d", layout, n), func(b *testing.B) { benchW2Envoy(b, layout, n) })
+		}
+	}
+}
+
+func benchW2Envoy(b *testing.B, layout writer.Layout, services int) {
+	const perSlice = 10
+	p := newBenchPipelineIn(b, writer.FormatJSON, layout)
+	cur := make([]*discoveryv1.EndpointSlice, services)
+	names := make([]string, services)
+	for i := range services {
+		names[i] = fmt.Sprintf("svc-%d", i)
+		cur[i] = benchSlice(names[i], names[i]+"-abcde", i*perSlice, perSlice)
+		p.store.Upsert("bench/"+cur[i].Name, cur[i])
+	}
+	p.step(b)
+	loop := envoyOn(b, p.writer, names).Start()
+
+	rng := rand.New(rand.NewPCG(1, 1))
+	rv, nextAddr := 1, 1<<20
+	var edsync time.Duration
+	c0, readerCPU0 := loop.Read()
+	cpu0, events := cpuTime(), 0
+	for b.Loop() {
+		// Made outside edsync's time, as in churnLoop.
+		i := rng.IntN(len(cur))
+		rv++
+		cur[i] = churn(rng, cur[i], rv, &nextAddr)
+		turns := loop.Turns()
+
+		start := time.Now()
+		p.store.Upsert("bench/"+cur[i].Name, watch.Slim(cur[i]))
+		if res := p.step(b); res.Written+res.Unchanged != 1 {
+			b.Fatalf("flushed %d files, want 1", res.Written+res.Unchanged)
+		} else if res.Unchanged == 1 {
+			turns = -1 // nothing renamed: nothing for Envoy
+		}
+		edsync += time.Since(start)
+		events++
+		if turns >= 0 && !loop.WaitTurn(turns, time.Minute) { // a guard, not a timing assertion
+			b.Fatal("the Envoy-like reader did not see the update")
+		}
+	}
+	b.StopTimer()
+	cpu := cpuTime() - cpu0
+	if err := loop.Stop(); err != nil {
+		b.Fatal(err)
+	}
+	c, readerCPU := loop.Read()
+	readerCPU -= readerCPU0
+	b.ReportMetric(float64(c.Woken-c0.Woken)/float64(events), "woken/op")
+	b.ReportMetric(float64(c.Events-c0.Events)/float64(events), "events/op")
+	b.ReportMetric(float64(readerCPU)/float64(events), "reader-cpu-ns/op")
+	b.ReportMetric(float64(edsync)/float64(events), "edsync-ns/op")
+	b.ReportMetric(float64(cpu-readerCPU)/float64(events), "edsync-cpu-ns/op")
+}
