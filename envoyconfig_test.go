@@ -16,7 +16,6 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/google/go-cmp/cmp"
-
 )
 
 // parseBootstrap reads an Envoy bootstrap in YAML the way Envoy does
