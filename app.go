@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -165,6 +166,9 @@ type pipelineDeps struct {
 	// sourceStatus gets the sources' status after each check (metrics);
 	// only with the config file's sources.
 	sourceStatus func([]watch.SourceStatus)
+	// inotifyDir holds the inotify sysctls; empty is
+	// writer.InotifySysctlDir (tests give a folder of their own).
+	inotifyDir string
 }
 
 // newPipeline makes the pipeline and its stages from the config. api is
@@ -204,25 +208,36 @@ func newPipeline(cfg *config, log *slog.Logger, deps pipelineDeps) (p *pipeline.
 			src, api, err = newSource(cfg, clients, s, o, log, deps.sourceStatus)
 			return src, err
 		},
-		WatchObjects: cfg.watchServices || cfg.nodes.All || cfg.nodes.Name != "",
-		Renderer:     ren,
-		Writer:       w,
-		Declared:     declared(cfg.clusters, ren),
-		Debounce:     cfg.debounce,
-		MaxDelay:     cfg.maxDelay,
-		NodeName:     cfg.nodes.Name,
-		NodeTopology: cfg.nodes.All,
-		LocalZone:    cfg.render.LocalZone,
-		Once:         cfg.once,
-		SyncTimeout:  onceTimeout(cfg),
-		DryRun:       cfg.dryRun,
-		PruneAfter:   cfg.pruneAfter,
-		CDS:          cds,
-		CDSDebounce:  cfg.cdsDebounce,
-		Metrics:      deps.metrics,
-		OnFlush:      deps.onFlush,
+		WatchObjects:  cfg.watchServices || cfg.nodes.All || cfg.nodes.Name != "",
+		Renderer:      ren,
+		Writer:        w,
+		Declared:      declared(cfg.clusters, ren),
+		Debounce:      cfg.debounce,
+		MaxDelay:      cfg.maxDelay,
+		NodeName:      cfg.nodes.Name,
+		NodeTopology:  cfg.nodes.All,
+		LocalZone:     cfg.render.LocalZone,
+		Once:          cfg.once,
+		SyncTimeout:   onceTimeout(cfg),
+		DryRun:        cfg.dryRun,
+		PruneAfter:    cfg.pruneAfter,
+		CDS:           cds,
+		CDSDebounce:   cfg.cdsDebounce,
+		InotifyLimits: inotifyLimits(cfg, deps),
+		Metrics:       deps.metrics,
+		OnFlush:       deps.onFlush,
 	})
 	return p, api, err
+}
+
+// inotifyLimits reads the limits that bound an Envoy reading the files;
+// nil in a dry run, which writes none.
+func inotifyLimits(cfg *config, deps pipelineDeps) func() (writer.InotifyLimits, error) {
+	if cfg.dryRun {
+		return nil
+	}
+	dir := cmp.Or(deps.inotifyDir, writer.InotifySysctlDir)
+	return func() (writer.InotifyLimits, error) { return writer.ReadInotifyLimits(dir) }
 }
 
 // declared is every cluster whose file must exist: those of --cluster and

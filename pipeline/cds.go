@@ -263,6 +263,7 @@ func (p *Pipeline) writeCDS(ctx context.Context) error {
 	p.wrote(res, start)
 	p.released(batch)
 	p.metrics.Published(p.published.total)
+	p.checkInotify()
 	report.Written += res.Written
 	report.Unchanged += res.Unchanged
 	report.Failed += res.Failed

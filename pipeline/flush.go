@@ -124,6 +124,7 @@ func (p *Pipeline) flush(ctx context.Context, keys []render.ServiceKey, initial 
 		p.cdsWritten(written)
 	}
 	p.metrics.Published(p.published.total)
+	p.checkInotify()
 	// A Service refused a cluster name because another held it gets its
 	// turn once that name is free.
 	for _, key := range p.renderer.TakeUnblocked() {

@@ -43,6 +43,10 @@ type Metrics interface {
 	// Published is what the files hold, reported once at the end of each
 	// flush (a scrape during a long flush sees the previous totals).
 	Published(Published)
+	// InotifyBudget is what an Envoy reading every published file needs
+	// (an inotify instance and a watch per file) and the limits as last
+	// read (zero when unknown), after each flush.
+	InotifyBudget(needed int, limits writer.InotifyLimits)
 }
 
 // Published sums up what the cluster files hold, as handed to the writer
@@ -76,4 +80,5 @@ const (
 	CDSResultFailed    = "failed"
 )
 
-func (noMetrics) Published(Published) {}
+func (noMetrics) Published(Published)                     {}
+func (noMetrics) InotifyBudget(int, writer.InotifyLimits) {}

@@ -72,6 +72,10 @@ type Options struct {
 	CDS         CDSWriter
 	CDSDebounce time.Duration
 
+	// InotifyLimits reads the inotify limits that bound an Envoy reading
+	// the files (writer.ReadInotifyLimits); nil does not check them.
+	InotifyLimits func() (writer.InotifyLimits, error)
+
 	// Test hooks. OnFlush is told of each flush and retry, on the
 	// pipeline's goroutine, so tests wait on the flush sequence instead
 	// of sleeping; OnNotify of each Service marked dirty, on the source's
@@ -154,6 +158,8 @@ type Pipeline struct {
 	files outputFiles
 	// cds is the CDS file's state; nil without one.
 	cds *cdsState
+	// inotify is Envoy's inotify budget (inotify.go).
+	inotify inotifyBudget
 }
 
 // sliceStore is what the pipeline reads of watch.Store; tests drive a real
@@ -217,6 +223,7 @@ func newPipeline(o Options) *Pipeline {
 		triggers:     make(map[render.ServiceKey][]time.Time),
 		received:     make(map[render.ServiceKey]time.Time),
 		files:        outputFiles{pruneAfter: o.PruneAfter, onPrune: o.OnPrune},
+		inotify:      inotifyBudget{read: o.InotifyLimits},
 	}
 	p.topo = topology{
 		nodeName:     o.NodeName,

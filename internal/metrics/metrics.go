@@ -73,6 +73,8 @@ type Metrics struct {
 	cdsClusters        prometheus.Gauge
 	cdsWrites          map[string]prometheus.Counter
 	cdsClusterAdded    prometheus.Histogram
+	inotifyNeeded      prometheus.Gauge
+	inotifyLimit       map[string]prometheus.Gauge // by sysctl
 
 	sourceUp, sourceSynced, sourceStale, sourceLastOK, sourceEndpoints *prometheus.GaugeVec
 
@@ -123,6 +125,9 @@ func New(version string) *Metrics {
 			"Endpoints of the slices placed as the source, every condition counted (0 while its endpoints are removed as stale).", "source"),
 		sourceLastOK: f.gauge("edsync_source_last_ok_timestamp_seconds",
 			"Unix time the source's API server last answered a list or watch.", "source"),
+		inotifyNeeded: f.gauge("edsync_envoy_inotify_instances_needed",
+			"inotify instances (and watches) an Envoy reading every file edsync publishes needs: one per cluster file, one for the CDS file; "+
+				"Envoy aborts when fs.inotify.max_user_instances does not allow them.").WithLabelValues(),
 		cdsClusters: f.gauge("edsync_cds_clusters",
 			"Clusters in the CDS file (--cds-file), as last written.").WithLabelValues(),
 		cdsClusterAdded: f.histogram("edsync_cds_cluster_added_seconds",
@@ -161,6 +166,12 @@ func New(version string) *Metrics {
 	}
 	for _, r := range []string{"success", "failure"} {
 		m.configReloads.WithLabelValues(r)
+	}
+	limit := f.gauge("edsync_inotify_limit",
+		"The node's inotify limits, by sysctl (max_user_instances, max_user_watches), as last read; 0 when unknown.", "sysctl")
+	m.inotifyLimit = map[string]prometheus.Gauge{
+		"max_user_instances": limit.WithLabelValues("max_user_instances"),
+		"max_user_watches":   limit.WithLabelValues("max_user_watches"),
 	}
 	return m
 }
@@ -227,6 +238,14 @@ func (m *Metrics) Wrote(res writer.Result, took time.Duration, end time.Time) {
 }
 
 // Published sets the published gauges.
+// InotifyBudget records what an Envoy reading every file needs and the
+// inotify limits as last read.
+func (m *Metrics) InotifyBudget(needed int, limits writer.InotifyLimits) {
+	m.inotifyNeeded.Set(float64(needed))
+	m.inotifyLimit["max_user_instances"].Set(float64(limits.Instances))
+	m.inotifyLimit["max_user_watches"].Set(float64(limits.Watches))
+}
+
 func (m *Metrics) Published(p pipeline.Published) {
 	m.publishedServices.Set(float64(p.Services))
 	m.publishedClusters.Set(float64(p.Clusters))

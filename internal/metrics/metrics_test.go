@@ -87,6 +87,9 @@ endpoints: [{addresses: ["10.0.9.9"]}]
 	m, out := New("test"), t.TempDir()
 	r := run(t, m, out, pipeline.Options{
 		Declared: []string{"default/declared"},
+		InotifyLimits: func() (writer.InotifyLimits, error) {
+			return writer.InotifyLimits{Instances: 128, Watches: 8192}, nil
+		},
 		NewSource: func(store *watch.Store, _ *watch.Objects) (watch.Source, error) {
 			return watch.NewDir(watch.DirOptions{Dir: in, Store: store})
 		},
@@ -104,6 +107,9 @@ endpoints: [{addresses: ["10.0.9.9"]}]
 		`edsync_skipped_objects_total{reason="invalid-address"}`:  1,
 		`edsync_skipped_objects_total{reason="invalid-port"}`:     0,
 		`edsync_published_clusters`:                               2, // web's and the declared one
+		`edsync_envoy_inotify_instances_needed`:                   2,
+		`edsync_inotify_limit{sysctl="max_user_instances"}`:       128,
+		`edsync_inotify_limit{sysctl="max_user_watches"}`:         8192,
 		`edsync_published_services`:                               1,
 		`edsync_published_endpoints{health="healthy"}`:            1,
 		`edsync_published_endpoints{health="draining"}`:           1,
