@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 
@@ -139,5 +140,49 @@ func TestRestartRewritesNothingAndEmptiesStaleFiles(t *testing.T) {
 	}
 	if cla := readAsEnvoy(t, filepath.Join(out, "shop_web_http", "eds.pb")); len(addresses(cla)) != 4 {
 		t.Errorf("shop/web/http: %v", addresses(cla))
+	}
+}
+
+// Restarting over a folder written in the other layout (an edsync from
+// before folders, or another --layout) leaves that layout's files exactly
+// as they are, never emptied nor removed (an Envoy may still read them),
+// says so at Error with what to do, and writes its own beside them; each
+// way round.
+func TestRestartOverTheOtherLayout(t *testing.T) {
+	for _, from := range []string{"flat", "folders"} {
+		to := map[string]string{"flat": "folders", "folders": "flat"}[from]
+		t.Run(from+" to "+to, func(t *testing.T) {
+			out := t.TempDir()
+			args := []string{"--from-dir", "examples/endpointslices", "--once", "--output-dir", out}
+			if code, _, stderr := edsync(t, append(args, "--layout", from)...); code != 0 {
+				t.Fatalf("first run: exit %d\n%s", code, stderr)
+			}
+			before := statFiles(t, out)
+			if len(before) != 4 {
+				t.Fatalf("first run wrote %v, want 4 files", before)
+			}
+			// The new one publishes less: in its own layout it would
+			// empty the others' files.
+			code, _, stderr := edsync(t, append(args, "--layout", to, "--service", "shop/web")...)
+			if code != 0 {
+				t.Fatalf("second run: exit %d\n%s", code, stderr)
+			}
+			if !strings.Contains(stderr, "level=ERROR") || !strings.Contains(stderr, "files of the other layout") || !strings.Contains(stderr, "files=4") {
+				t.Errorf("no Error line about the 4 files of the %s layout:\n%s", from, stderr)
+			}
+			after := statFiles(t, out)
+			for rel, st := range before {
+				if after[rel] != st {
+					t.Errorf("%s (the %s layout's) changed: %s -> %q", rel, from, st, after[rel])
+				}
+			}
+			path, _ := writer.Layout(to).Path(out, "shop/web/http", writer.FormatJSON)
+			if got := addresses(readAsEnvoy(t, path)); len(got) != 4 {
+				t.Errorf("%s: %v, want 4 endpoints", path, got)
+			}
+			if len(after) != len(before)+2 { // shop/web's http and admin
+				t.Errorf("files after: %v", after)
+			}
+		})
 	}
 }

@@ -71,10 +71,7 @@ func TestCDSFollowsServices(t *testing.T) {
 		t.Fatal(err)
 	}
 	const name = ns + "/" + svc + "/grpc"
-	file, err := writer.FileName(name, writer.FormatJSON)
-	if err != nil {
-		t.Fatal(err)
-	}
+	file := edsFile(t, name, writer.FormatJSON)
 	clusters, added := waitCDS("the new Service's cluster", from, func(m map[string]*clusterv3.Cluster) bool { return m[name] != nil })
 	// The EDS file arrived before the CDS file that names it, with the
 	// endpoint.

@@ -34,10 +34,7 @@ func TestEndpointConditions(t *testing.T) {
 		t.Fatal(err)
 	}
 	const clusterName = ns + "/" + svc + "/http"
-	file, err := writer.FileName(clusterName, writer.FormatJSON)
-	if err != nil {
-		t.Fatal(err)
-	}
+	file := edsFile(t, clusterName, writer.FormatJSON)
 
 	type run struct {
 		name  string

@@ -52,7 +52,7 @@ func TestDryRunPrintsWhatIsWritten(t *testing.T) {
 		"dryrun/cache":      {"10.7.1.1:6379 HEALTHY", "10.7.1.2:6379 HEALTHY", "10.7.1.3:6379 HEALTHY"},
 	}
 	for cl, eps := range want {
-		files.WaitEndpoints(t, fileName(t, cl, writer.FormatJSON), cl, settle, eps...)
+		files.WaitEndpoints(t, edsFile(t, cl, writer.FormatJSON), cl, settle, eps...)
 	}
 
 	for _, format := range []writer.Format{writer.FormatJSON, writer.FormatYAML} {
@@ -75,7 +75,7 @@ func TestDryRunPrintsWhatIsWritten(t *testing.T) {
 			}
 			var names []string
 			for cl := range want {
-				names = append(names, fileName(t, cl, format))
+				names = append(names, edsFile(t, cl, format))
 			}
 			assertFileList(t, out, names...)
 			comparePrinted(t, "a dry run before the real run", printed, out)

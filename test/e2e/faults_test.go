@@ -42,10 +42,7 @@ func faultService(t *testing.T, name string, octet, n int) (clusterName, file st
 		want = append(want, addPod(t, name, labels, node, octet, i))
 	}
 	clusterName = "default/" + name + "/http"
-	file, err := writer.FileName(clusterName, writer.FormatJSON)
-	if err != nil {
-		t.Fatal(err)
-	}
+	file = edsFile(t, clusterName, writer.FormatJSON)
 	return clusterName, file, labels, node, want
 }
 

@@ -93,7 +93,7 @@ func TestFiltersPublishOnlyChosenServices(t *testing.T) {
 		for _, r := range runs {
 			var names []string
 			for _, s := range services {
-				file := fileName(t, clusterOf(s), writer.FormatJSON)
+				file := edsFile(t, clusterOf(s), writer.FormatJSON)
 				if !slices.Contains(r.chosen, key(s)) {
 					if k := r.files.Renames(file); k > 0 {
 						t.Errorf("%s %v: %s (not chosen) was renamed into %s %d time(s)", r.name, r.args, file, r.out, k)

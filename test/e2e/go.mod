@@ -67,6 +67,6 @@ require (
 	sigs.k8s.io/yaml v1.6.0 // indirect
 )
 
-// The scenarios import edsync's own packages (writer.FileName): always this
+// The scenarios import edsync's own packages (writer.LayoutFolders): always this
 // checkout's.
 replace github.com/edsync/edsync => ../..

@@ -51,10 +51,7 @@ func TestLatency(t *testing.T) {
 	onlyA := []string{"10.58.0.1:8080 HEALTHY"}
 
 	const clusterName = "default/latency/http"
-	file, err := writer.FileName(clusterName, writer.FormatJSON)
-	if err != nil {
-		t.Fatal(err)
-	}
+	file := edsFile(t, clusterName, writer.FormatJSON)
 	out := t.TempDir()
 	files := harness.WatchDir(t, out)
 	// The default --debounce, 50ms; only this Service.

@@ -45,10 +45,7 @@ func TestMetricsAndProbes(t *testing.T) {
 		}
 	}
 	const clusterName = ns + "/web/http"
-	file, err := writer.FileName(clusterName, writer.FormatJSON)
-	if err != nil {
-		t.Fatal(err)
-	}
+	file := edsFile(t, clusterName, writer.FormatJSON)
 
 	out := t.TempDir()
 	files := harness.WatchDir(t, out)

@@ -120,10 +120,7 @@ sources:
 	e := cluster.StartEdsyncArgs(t, "--config", config, "--output-dir", out, "--debounce", "50ms", "--mcs",
 		"--source-stale-after", "10s", "--sync-timeout", "30s")
 	const name = ns + "/" + svc + "/http"
-	file, err := writer.FileName(name, writer.FormatJSON)
-	if err != nil {
-		t.Fatal(err)
-	}
+	file := edsFile(t, name, writer.FormatJSON)
 	placed := func(step string, want ...string) {
 		t.Helper()
 		files.WaitFor(t, file, name, settle, func(cla *endpointv3.ClusterLoadAssignment) error {

@@ -29,10 +29,7 @@ func TestNamedTargetPortPerPod(t *testing.T) {
 		t.Fatal(err)
 	}
 	const clusterName = ns + "/" + svc + "/web"
-	file, err := writer.FileName(clusterName, writer.FormatJSON)
-	if err != nil {
-		t.Fatal(err)
-	}
+	file := edsFile(t, clusterName, writer.FormatJSON)
 
 	out := t.TempDir()
 	files := harness.WatchDir(t, out)

@@ -58,7 +58,7 @@ func TestRestartRewritesNothing(t *testing.T) {
 	}
 	var names []string
 	for cl, eps := range want {
-		name := fileName(t, cl, writer.FormatJSON)
+		name := edsFile(t, cl, writer.FormatJSON)
 		names = append(names, name)
 		files.WaitEndpoints(t, name, cl, settle, eps...)
 	}
@@ -92,13 +92,16 @@ func TestRestartRewritesNothing(t *testing.T) {
 	assertNoRenames(t, files, renames)
 }
 
-func fileName(t testing.TB, cluster string, f writer.Format) string {
+// edsFile is the file of cluster in edsync's default layout by its path
+// relative to the output folder, as harness.DirWatcher names it:
+// "default_web_http/eds.json" for cluster default/web/http in JSON.
+func edsFile(t testing.TB, cluster string, f writer.Format) string {
 	t.Helper()
-	name, err := writer.FileName(cluster, f)
+	path, err := writer.LayoutFolders.Path(".", cluster, f)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return name
+	return path
 }
 
 func assertUnchanged(t testing.TB, when, dir string, before map[string]harness.FileStat) {

@@ -55,10 +55,7 @@ func scaleScenario(t *testing.T, svc string, octet, maxPerSlice int) {
 		t.Fatal(err)
 	}
 	clusterName := ns + "/" + svc + "/http"
-	file, err := writer.FileName(clusterName, writer.FormatJSON)
-	if err != nil {
-		t.Fatal(err)
-	}
+	file := edsFile(t, clusterName, writer.FormatJSON)
 
 	out := t.TempDir()
 	files := harness.WatchDir(t, out)

@@ -9,6 +9,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/edsync/edsync/test/e2e/harness"
+	"github.com/edsync/edsync/writer"
 )
 
 // TestReloadMovesTheWatch: edsync publishes the clusters of its config
@@ -55,16 +56,17 @@ func TestReloadMovesTheWatch(t *testing.T) {
 		}
 	}
 	writeConfig("clusters: [{service: scope-a/web, port: http, name: web}]\n")
+	webFile, dbFile := edsFile(t, "web", writer.FormatJSON), edsFile(t, "db", writer.FormatJSON) // web/eds.json, db/eds.json
 	files := harness.WatchDir(t, out)
 	e := c.StartEdsync(t, "--config", config, "--output-dir", out, "--debounce", "50ms")
-	files.WaitEndpoints(t, "web.json", "web", settle, "10.6.1.1:8080 HEALTHY", "10.6.1.2:8080 HEALTHY")
-	webRenames := files.Renames("web.json")
+	files.WaitEndpoints(t, webFile, "web", settle, "10.6.1.1:8080 HEALTHY", "10.6.1.2:8080 HEALTHY")
+	webRenames := files.Renames(webFile)
 
 	writeConfig("clusters: [{service: scope-a/web, port: http, name: web}, {service: scope-b/db, port: http, name: db}]\n")
-	files.WaitEndpoints(t, "db.json", "db", settle, "10.6.2.1:8080 HEALTHY")
+	files.WaitEndpoints(t, dbFile, "db", settle, "10.6.2.1:8080 HEALTHY")
 	e.WaitLog(t, settle, "moving the EndpointSlice watch", "informers_added=1", "informers_stopping=0")
-	if got := files.Renames("web.json"); got != webRenames {
-		t.Errorf("web.json renamed %d times by the reload: its bytes did not change", got-webRenames)
+	if got := files.Renames(webFile); got != webRenames {
+		t.Errorf("%s renamed %d times by the reload: its bytes did not change", webFile, got-webRenames)
 	}
 
 	// Both watches deliver after the move: the kept one and the new one.
@@ -74,20 +76,20 @@ func TestReloadMovesTheWatch(t *testing.T) {
 	if err := c.CreateReadyPods(ctx, "scope-b", node, "db2", db, "10.6.2.2"); err != nil {
 		t.Fatal(err)
 	}
-	files.WaitEndpoints(t, "web.json", "web", settle, "10.6.1.1:8080 HEALTHY", "10.6.1.2:8080 HEALTHY", "10.6.1.3:8080 HEALTHY")
-	files.WaitEndpoints(t, "db.json", "db", settle, "10.6.2.1:8080 HEALTHY", "10.6.2.2:8080 HEALTHY")
+	files.WaitEndpoints(t, webFile, "web", settle, "10.6.1.1:8080 HEALTHY", "10.6.1.2:8080 HEALTHY", "10.6.1.3:8080 HEALTHY")
+	files.WaitEndpoints(t, dbFile, "db", settle, "10.6.2.1:8080 HEALTHY", "10.6.2.2:8080 HEALTHY")
 
-	// Every version of web.json Envoy could have read had endpoints.
+	// Every version of web's file Envoy could have read had endpoints.
 	for _, a := range files.Arrivals() {
-		if a.Name != "web.json" {
+		if a.Name != webFile {
 			continue
 		}
 		cla, err := harness.ParseEDS(a.Data, "web")
 		if err != nil {
-			t.Fatalf("web.json at %v: %v", a.At, err)
+			t.Fatalf("%s at %v: %v", webFile, a.At, err)
 		}
 		if got := harness.Endpoints(cla); len(got) < 2 || !slices.Contains(got, "10.6.1.1:8080 HEALTHY") {
-			t.Errorf("web.json at %v held %q: it lost endpoints while the watch moved", a.At, got)
+			t.Errorf("%s at %v held %q: it lost endpoints while the watch moved", webFile, a.At, got)
 		}
 	}
 }

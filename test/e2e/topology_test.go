@@ -247,7 +247,7 @@ func TestTopologyPriorities(t *testing.T) {
 		for _, r := range runs {
 			for svc, layout := range want[r.name] {
 				cl := ns + "/" + svc + "/http"
-				r.files.WaitLayout(t, fileName(t, cl, writer.FormatJSON), cl, settle, layout...)
+				r.files.WaitLayout(t, edsFile(t, cl, writer.FormatJSON), cl, settle, layout...)
 			}
 		}
 		t.Logf("%s: every file as expected", step)
@@ -285,7 +285,7 @@ func TestTopologyPriorities(t *testing.T) {
 	// and zone under envoy.lb.
 	podNode := map[string]string{ip(0): "a1", ip(1): "a1", ip(2): "a2", ip(3): "b1", ip(4): "c1"}
 	podZone := map[string]string{"a1": "zone-a", "a2": "zone-a", "b1": "zone-b", "c1": "zone-c"}
-	closeFile := fileName(t, ns+"/close/http", writer.FormatJSON)
+	closeFile := edsFile(t, ns+"/close/http", writer.FormatJSON)
 	for _, r := range runs {
 		r.files.WaitFor(t, closeFile, ns+"/close/http", settle, func(cla *endpointv3.ClusterLoadAssignment) error {
 			var wantPolicy uint32
@@ -418,7 +418,7 @@ func TestTopologyPriorities(t *testing.T) {
 	wantReady := []string{"P0 " + a + ": " + ip(1), "P1 " + b + ": " + ip(6), "P1 " + cz + ": " + ip(4) + " " + ip(5)}
 	for _, svc := range []string{"close", "samenode"} {
 		cl := ns + "/" + svc + "/http"
-		hints.files.WaitFor(t, fileName(t, cl, writer.FormatJSON), cl, settle, func(cla *endpointv3.ClusterLoadAssignment) error {
+		hints.files.WaitFor(t, edsFile(t, cl, writer.FormatJSON), cl, settle, func(cla *endpointv3.ClusterLoadAssignment) error {
 			got, draining := readyLayout(cla)
 			if !slices.Equal(got, wantReady) || !slices.Equal(draining, []string{ip(0)}) {
 				return fmt.Errorf("want ready endpoints\n  %s\nand %s DRAINING; got\n  %s\ndraining %v\n(all: %s)",

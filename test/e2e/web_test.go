@@ -47,10 +47,7 @@ func TestReadyPodsReachTheFile(t *testing.T) {
 	}
 
 	const clusterName = "default/web/http"
-	file, err := writer.FileName(clusterName, writer.FormatJSON)
-	if err != nil {
-		t.Fatal(err)
-	}
+	file := edsFile(t, clusterName, writer.FormatJSON)
 	files.WaitEndpoints(t, file, clusterName, settle, want...)
 	if files.Renames(file) == 0 {
 		t.Errorf("%s never arrived by a rename into %s: Envoy would not have reloaded it", file, out)

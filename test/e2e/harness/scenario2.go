@@ -87,8 +87,11 @@ func (e *Edsync) HTTPAddr(t testing.TB) string {
 	return ""
 }
 
-// ListFiles lists the names in dir that Envoy could be pointed at: every
-// entry but hidden ones (edsync's .tmp folder), sorted.
+// ListFiles lists the files in dir that Envoy could be pointed at, by
+// their path relative to dir, sorted: the files in dir and those in its
+// folders (edsync's cluster folders: "default_web_http/eds.json"), hidden
+// entries (edsync's .tmp folder) aside. A folder holding nothing is listed
+// as "name/", so that one left behind shows too.
 func ListFiles(t testing.TB, dir string) []string {
 	t.Helper()
 	entries, err := os.ReadDir(dir)
@@ -97,8 +100,25 @@ func ListFiles(t testing.TB, dir string) []string {
 	}
 	var names []string
 	for _, e := range entries {
-		if !strings.HasPrefix(e.Name(), ".") {
+		if strings.HasPrefix(e.Name(), ".") {
+			continue
+		}
+		if !e.IsDir() {
 			names = append(names, e.Name())
+			continue
+		}
+		inner, err := os.ReadDir(filepath.Join(dir, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := len(names)
+		for _, f := range inner {
+			if !strings.HasPrefix(f.Name(), ".") {
+				names = append(names, e.Name()+"/"+f.Name())
+			}
+		}
+		if len(names) == n {
+			names = append(names, e.Name()+"/")
 		}
 	}
 	slices.Sort(names)

@@ -20,33 +20,54 @@ type FileState struct {
 }
 
 // SnapshotDir reads every regular file in dir that Envoy could read (names
-// not starting with '.').
+// not starting with '.'), in dir itself and in its folders (edsync's
+// cluster folders), by path relative to dir: "default_web_http/eds.json",
+// as DirWatcher names them.
 func SnapshotDir(dir string) (map[string]FileState, error) {
-	ents, err := os.ReadDir(dir)
-	if err != nil {
+	out := map[string]FileState{}
+	if err := snapshotInto(out, dir, "", true); err != nil {
 		return nil, err
 	}
-	out := map[string]FileState{}
+	return out, nil
+}
+
+// snapshotInto adds the files of the folder dir/rel to out; with deeper,
+// those of its folders too.
+func snapshotInto(out map[string]FileState, dir, rel string, deeper bool) error {
+	ents, err := os.ReadDir(filepath.Join(dir, rel))
+	if err != nil {
+		return err
+	}
 	for _, e := range ents {
-		if strings.HasPrefix(e.Name(), ".") || !e.Type().IsRegular() {
+		if strings.HasPrefix(e.Name(), ".") {
 			continue
 		}
-		path := filepath.Join(dir, e.Name())
+		name := filepath.Join(rel, e.Name())
+		if e.IsDir() && deeper {
+			if err := snapshotInto(out, dir, name, false); err != nil {
+				return err
+			}
+			continue
+		}
+		if !e.Type().IsRegular() {
+			continue
+		}
+		path := filepath.Join(dir, name)
 		data, err := os.ReadFile(path)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		fi, err := os.Stat(path)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		var ino uint64
 		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
 			ino = st.Ino
 		}
-		out[e.Name()] = FileState{Data: data, Inode: ino, MTime: fi.ModTime()}
+		out[name] = FileState{Data: data, Inode: ino, MTime: fi.ModTime()}
 	}
-	return out, nil
+	return nil
 }
 
 // DiffSnapshots describes how after differs from before ("" if not at all).
