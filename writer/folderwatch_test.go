@@ -16,6 +16,13 @@ import (
 // channel of what it reports.
 func watchLost(t *testing.T, w *Writer) <-chan []string {
 	t.Helper()
+	_, lost := runWatch(t, w)
+	return lost
+}
+
+// runWatch is watchLost that also returns the Watcher.
+func runWatch(t *testing.T, w *Writer) (*Watcher, <-chan []string) {
+	t.Helper()
 	fw, err := w.Watch()
 	if err != nil {
 		t.Fatal(err)
@@ -30,7 +37,7 @@ func watchLost(t *testing.T, w *Writer) <-chan []string {
 			t.Errorf("Run: %v", err)
 		}
 	})
-	return lost
+	return fw, lost
 }
 
 // waitLost returns the clusters reported until want is among them; it

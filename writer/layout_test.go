@@ -1,7 +1,6 @@
 package writer
 
 import (
-	"context"
 	"os"
 	"path/filepath"
 	"slices"
@@ -92,15 +91,7 @@ func TestFoldersLayoutWatch(t *testing.T) {
 		batch = append(batch, one(n, 80)...)
 	}
 	checkResult(t, w.Write(t.Context(), batch[:2]), 2, 0, 0) // a, b before the watch
-	fw, err := w.Watch()
-	if err != nil {
-		t.Fatal(err)
-	}
-	lost := make(chan []string, 100)
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan error, 1)
-	go func() { done <- fw.Run(ctx, func(c []string) { lost <- c }) }()
-	defer func() { cancel(); <-done }()
+	fw, lost := runWatch(t, w)
 	checkResult(t, w.Write(t.Context(), batch[2:]), 2, 0, 0) // c, gone after it
 	path := func(c string) string { p, _ := w.Path(c); return p }
 	watched := func() []string {
