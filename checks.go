@@ -3,7 +3,6 @@ package main
 import (
 	"errors"
 	"fmt"
-	"github.com/edsync/edsync/writer"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -12,6 +11,7 @@ import (
 	"syscall"
 
 	"github.com/edsync/edsync/render"
+	"github.com/edsync/edsync/writer"
 )
 
 // The checks of combinations of settings and of the paths they name, which

@@ -1,6 +1,8 @@
 package pipeline
 
 import (
+	"time"
+
 	"github.com/edsync/edsync/writer"
 )
 
@@ -18,10 +20,12 @@ type inotifyBudget struct {
 	// limits as last read; known says whether a read succeeded.
 	limits writer.InotifyLimits
 	known  bool
-	// readAt is the need when the limits were last read: they are read
-	// again only when the need passes them, in case an operator raised
-	// them meanwhile (a file read per crossing, not per flush).
-	readAt int
+	// readFor is the need when the limits were last read, and readAt
+	// when: they are read again only while the need passes them (an
+	// operator may raise them), when the need grows or a minute after the
+	// last read, so that a flush costs no file read in the steady state.
+	readFor int
+	readAt  time.Time
 	// over names the limit the need passes, as last warned ("" if none).
 	over    string
 	started bool
@@ -38,17 +42,19 @@ func (p *Pipeline) inotifyNeed() int {
 }
 
 // checkInotify compares the need with the limits after a flush: at start,
-// and whenever the need grows past a limit. It warns once per crossing,
-// and says when the need is back within the limits.
+// and while the need passes a limit. It warns once per crossing, and says
+// when the need is back within the limits (the limits raised, or fewer
+// files).
 func (p *Pipeline) checkInotify() {
 	b := &p.inotify
 	if b.read == nil {
 		return
 	}
-	need := p.inotifyNeed()
-	if !b.started || need > b.readAt && b.known && (need > b.limits.Instances || need > b.limits.Watches) {
+	need, now := p.inotifyNeed(), p.now()
+	over := b.known && (need > b.limits.Instances || need > b.limits.Watches)
+	if !b.started || over && (need > b.readFor || now.Sub(b.readAt) >= time.Minute) {
 		b.started = true
-		b.readAt = need
+		b.readFor, b.readAt = need, now
 		l, err := b.read()
 		switch {
 		case err != nil && b.known:
@@ -63,23 +69,23 @@ func (p *Pipeline) checkInotify() {
 	if !b.known {
 		return
 	}
-	over, limit := "", 0
+	sysctl, limit := "", 0
 	switch {
 	case need > b.limits.Instances:
-		over, limit = "fs.inotify.max_user_instances", b.limits.Instances
+		sysctl, limit = "fs.inotify.max_user_instances", b.limits.Instances
 	case need > b.limits.Watches:
-		over, limit = "fs.inotify.max_user_watches", b.limits.Watches
+		sysctl, limit = "fs.inotify.max_user_watches", b.limits.Watches
 	}
-	if over == b.over {
+	if sysctl == b.over {
 		return
 	}
-	b.over = over
-	if over == "" {
+	b.over = sysctl
+	if sysctl == "" {
 		p.log.Info("an Envoy reading every file edsync publishes is within the inotify limits again", "needed", need,
 			"max_user_instances", b.limits.Instances, "max_user_watches", b.limits.Watches)
 		return
 	}
-	p.log.Warn("an Envoy reading every file edsync publishes needs more than "+over+" allows its user on this node (an inotify instance and a watch per file); "+
-		"Envoy aborts when it cannot make them: raise it (sysctl -w "+over+"=N, N at least the need plus what other processes of that user use)",
-		"sysctl", over, "limit", limit, "needed", need)
+	p.log.Warn("an Envoy reading every file edsync publishes needs more than "+sysctl+" allows its user on this node (an inotify instance and a watch per file); "+
+		"Envoy aborts when it cannot make them: raise it (sysctl -w "+sysctl+"=N, N at least the need plus what other processes of that user use)",
+		"sysctl", sysctl, "limit", limit, "needed", need)
 }

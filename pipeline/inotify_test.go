@@ -28,15 +28,18 @@ func (m *inotifyMetrics) InotifyBudget(needed int, limits writer.InotifyLimits) 
 // max_user_watches), edsync warns once, naming the sysctl and the number
 // needed, and once more only after the need came back within the limits
 // and crossed them again. The limits are read at start and again only
-// when the need passes them (an operator may have raised them since).
+// while the need passes them (an operator may raise them): when it grows,
+// or a minute after the last read.
 func TestInotifyBudget(t *testing.T) {
 	logs := &syncbuf.Buffer{}
 	limits := writer.InotifyLimits{Instances: 3, Watches: 100}
 	reads := 0
 	m := &inotifyMetrics{}
+	now := time.Unix(1_700_000_000, 0)
 	p, store := newTestPipeline(t, t.TempDir(), Options{
 		Logger:  slog.New(slog.NewJSONHandler(logs, nil)),
 		Metrics: m,
+		Clock:   func() time.Time { return now },
 		InotifyLimits: func() (writer.InotifyLimits, error) {
 			reads++
 			return limits, nil
@@ -50,13 +53,14 @@ func TestInotifyBudget(t *testing.T) {
 			store.Upsert("bench/"+svc+"-abcde", benchSlice(svc, svc+"-abcde", services*10, 1))
 		}
 		p.takeDirty()
-		p.flush(t.Context(), p.coalescer.Due(time.Now()), false)
+		p.flush(t.Context(), p.coalescer.Due(now), false)
 	}
 	warnings := func() int { return strings.Count(logs.String(), "needs more than fs.inotify") }
 
 	steps := []struct {
 		services          int
 		raise             writer.InotifyLimits // new limits before the step, if set
+		later             time.Duration        // time passed before the step
 		warned, reads     int
 		wantWithinAgainAt bool
 	}{
@@ -64,13 +68,19 @@ func TestInotifyBudget(t *testing.T) {
 		{services: 3, warned: 0, reads: 1}, // at the limit is within
 		{services: 4, warned: 1, reads: 2}, // crossed: read again, still 3: warned
 		{services: 6, warned: 1, reads: 3}, // still over: read again, no second warning
-		{services: 6, warned: 1, reads: 3}, // no growth: no read
-		{services: 8, raise: writer.InotifyLimits{Instances: 1024, Watches: 100}, warned: 1, reads: 4, wantWithinAgainAt: true},
+		{services: 6, warned: 1, reads: 3}, // no growth within a minute: no read
+		// Raised meanwhile: seen a minute on, said once.
+		{services: 6, later: time.Minute, raise: writer.InotifyLimits{Instances: 1024, Watches: 100}, warned: 1, reads: 4, wantWithinAgainAt: true},
+		{services: 8, warned: 1, reads: 4},   // within: no read
 		{services: 101, warned: 2, reads: 5}, // past max_user_watches this time
 	}
 	for i, s := range steps {
 		if s.raise != (writer.InotifyLimits{}) {
 			limits = s.raise
+		}
+		now = now.Add(s.later)
+		if s.services == services { // no new Service: a flush all the same
+			store.Upsert("bench/svc-0-abcde", benchSlice("svc-0", "svc-0-abcde", 7000+i, 1))
 		}
 		publish(s.services)
 		if got := warnings(); got != s.warned {

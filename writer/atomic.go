@@ -20,32 +20,36 @@ const tmpDirName = ".tmp"
 // has added its random suffix.
 const maxTempPrefix = 200
 
-// writeAtomic replaces path with data so that a reader sees the old file or
-// the new one, never a part: temp file, write, chmod, fsync, close, rename
-// (Envoy reloads only on that rename: IN_MOVED_TO). The folder itself is
-// fsynced by the caller, once per batch. On any error the temp file is
-// removed and path is untouched.
+// writeAtomic replaces the file name in d with data so that a reader sees
+// the old file or the new one, never a part: temp file, write, chmod,
+// fsync, close, rename (Envoy reloads only on that rename: IN_MOVED_TO).
+// The folder itself is fsynced by the caller. On any error the temp file is
+// removed and the target is untouched.
 //
-// checkTarget asks to refuse a target that is not a regular file. The caller
-// asks on a cluster's first write in this process only: after that the
-// target is a file we renamed into place, and a stat per write is a
-// syscall that found nothing in the steady state. (A folder put there later
-// still makes the rename fail: renaming a file over a folder is EISDIR.)
+// checkTarget asks to refuse a target that is not a regular file (a link
+// included: never followed). The caller asks on a cluster's first write in
+// this process only: after that the target is a file we renamed into
+// place, and a stat per write is a syscall that found nothing in the
+// steady state. (A folder put there later still makes the rename fail:
+// renaming a file over a folder is EISDIR; a link is replaced, not
+// followed.)
 //
 // Each step is one system call (see atomic_unix.go): on a busy folder the
 // write is mostly kernel time, and os.File would add five more per file.
 //
 // It returns the identity of the file renamed into place, so that a file
 // put there later by someone else can be told from it.
-func writeAtomic(tmpDir, path string, data []byte, checkTarget bool, rename func(from, to string) error) (id fileIdent, err error) {
-	// Refuse to replace a folder, socket, device...: renaming over them
-	// either fails late or destroys something that is not ours.
+func writeAtomic(tmpDir string, d dirHandle, name string, data []byte, checkTarget bool, rename func(from string, d dirHandle, name string) error) (id fileIdent, err error) {
+	// Refuse to replace a folder, socket, device, link...: renaming over
+	// them either fails late or destroys something that is not ours.
 	if checkTarget {
-		if fi, err := os.Stat(path); err == nil && !fi.Mode().IsRegular() {
-			return id, fmt.Errorf("target is not a regular file (mode %s)", fi.Mode())
+		if mode, ok, err := d.mode(name); err != nil {
+			return id, err
+		} else if ok && !mode.IsRegular() {
+			return id, fmt.Errorf("target is not a regular file (mode %s)", mode)
 		}
 	}
-	prefix := filepath.Base(path)
+	prefix := filepath.Base(name)
 	if len(prefix) > maxTempPrefix {
 		prefix = prefix[:maxTempPrefix]
 	}
@@ -93,7 +97,7 @@ func writeAtomic(tmpDir, path string, data []byte, checkTarget bool, rename func
 	if err = f.close(); err != nil {
 		return id, fmt.Errorf("close %s: %w", tmp, err)
 	}
-	if err = rename(tmp, path); err != nil {
+	if err = rename(tmp, d, name); err != nil {
 		return id, fmt.Errorf("rename: %w", err)
 	}
 	return id, nil

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"path/filepath"
 )
 
 // tempFile is a file being written by writeAtomic. On Unix it is a bare
@@ -51,8 +52,6 @@ func (f tempFile) stat() (fileIdent, uint32, error) {
 
 func identOf(os.FileInfo) fileIdent { return fileIdent{} }
 
-func renameFile(from, to string) error { return os.Rename(from, to) }
-
 // syncDir makes the renames in dir durable.
 func syncDir(dir string) error {
 	d, err := os.Open(dir)
@@ -64,4 +63,64 @@ func syncDir(dir string) error {
 		err = cerr
 	}
 	return err
+}
+
+// dirHandle is a folder the writer works in. Here it is a path: without
+// openat(2) and friends, a link put in a cluster folder's place is refused
+// when the folder is opened (Lstat), not on each step.
+type dirHandle struct{ path string }
+
+var cwd = dirHandle{}
+
+var errNotAFolder = errors.New("not a folder (a link or a file in the cluster folder's place)")
+
+func openFolder(path string) (dirHandle, error) {
+	fi, err := os.Lstat(path)
+	if err != nil {
+		return dirHandle{}, err
+	}
+	if !fi.IsDir() {
+		return dirHandle{}, &fs.PathError{Op: "open", Path: path, Err: errNotAFolder}
+	}
+	return dirHandle{path: path}, nil
+}
+
+func (d dirHandle) at(name string) string {
+	if d.path == "" {
+		return name
+	}
+	return filepath.Join(d.path, name)
+}
+
+func (d dirHandle) close()      {}
+func (d dirHandle) sync() error { return syncDir(d.path) }
+
+func renameAt(from string, d dirHandle, name string) error { return os.Rename(from, d.at(name)) }
+
+func (d dirHandle) mode(name string) (fs.FileMode, bool, error) {
+	fi, err := os.Lstat(d.at(name))
+	if errors.Is(err, fs.ErrNotExist) {
+		return 0, false, nil
+	}
+	if err != nil {
+		return 0, false, err
+	}
+	return fi.Mode(), true, nil
+}
+
+func (d dirHandle) read(name string) ([]byte, fileIdent, error) {
+	if m, ok, err := d.mode(name); err == nil && ok && !m.IsRegular() {
+		return nil, fileIdent{}, fmt.Errorf("%s: not a regular file (mode %s)", name, m)
+	}
+	data, err := os.ReadFile(d.at(name))
+	return data, fileIdent{}, err
+}
+
+func (d dirHandle) remove(name string) error { return os.Remove(d.at(name)) }
+
+func removeEmptyFolder(path string) error {
+	if fi, err := os.Lstat(path); err == nil && !fi.IsDir() {
+		return &fs.PathError{Op: "rmdir", Path: path, Err: errNotAFolder}
+	}
+	return os.Remove(path)
 }

@@ -24,7 +24,7 @@ func (w *Writer) run(ctx context.Context, jobs []job, res *Result, errs []error)
 	outcomes := make([]outcome, len(jobs))
 	failures := make([]error, len(jobs))
 	ids := make([]fileIdent, len(jobs))
-	var madeFolder atomic.Bool // a cluster folder was made: DIR changed
+	made := make([]bool, len(jobs)) // the job made its cluster folder
 	if w.dryRun {
 		// Sequential, in input order: the output is read by people and tests.
 		for i, j := range jobs {
@@ -42,11 +42,7 @@ func (w *Writer) run(ctx context.Context, jobs []job, res *Result, errs []error)
 					failures[i] = fmt.Errorf("%s: not written: %w", jobs[i].path, err)
 					continue
 				}
-				var made bool
-				outcomes[i], ids[i], made, failures[i] = w.store(jobs[i])
-				if made {
-					madeFolder.Store(true)
-				}
+				outcomes[i], ids[i], made[i], failures[i] = w.store(jobs[i])
 			}
 		}
 		if n := min(w.concurrency, len(jobs)); n == 1 {
@@ -63,7 +59,9 @@ func (w *Writer) run(ctx context.Context, jobs []job, res *Result, errs []error)
 	}
 
 	canceled := 0
+	madeFolder := false // DIR changed: it needs an fsync too
 	for i, j := range jobs {
+		madeFolder = madeFolder || made[i]
 		switch outcomes[i] {
 		case written:
 			res.Written++
@@ -93,8 +91,10 @@ func (w *Writer) run(ctx context.Context, jobs []job, res *Result, errs []error)
 			w.release(j.cluster)
 			continue
 		}
-		if _, known := w.files[j.cluster]; !known && w.watch != nil {
-			w.watch.follow(j.path)
+		if _, known := w.files[j.cluster]; (!known || made[i]) && w.watch != nil {
+			// A new folder (a first write, or one made again after it
+			// was removed) has no watch yet.
+			w.watch.follow(j.cluster, j.path)
 		}
 		w.files[j.cluster] = fileState{digest: j.enc.digest, id: ids[i]}
 		delete(w.found, j.cluster)
@@ -108,7 +108,7 @@ func (w *Writer) run(ctx context.Context, jobs []job, res *Result, errs []error)
 	// In the flat layout, one fsync of the folder makes all of the batch's
 	// renames durable; in the folders layout each worker fsynced the folder
 	// it renamed into, and this one is needed only for the folders made.
-	if res.Written > 0 && !w.dryRun && (w.layout == LayoutFlat || madeFolder.Load()) {
+	if res.Written > 0 && !w.dryRun && (w.layout == LayoutFlat || madeFolder) {
 		if err := syncDir(w.dir); err != nil {
 			err = fmt.Errorf("fsync %s: %w", w.dir, err)
 			errs = append(errs, err)
@@ -124,71 +124,74 @@ func (w *Writer) run(ctx context.Context, jobs []job, res *Result, errs []error)
 
 // store writes one file unless, when the Writer knows nothing of it, the
 // file on disk already holds the same bytes (a restart). It returns which
-// file is now at the path, and whether it made the cluster's folder.
+// file is now at the path, and whether it made the cluster's folder. A
+// failed fsync of the folder is returned with the outcome written: the
+// file is in place.
 func (w *Writer) store(j job) (_ outcome, _ fileIdent, made bool, _ error) {
+	d, name, made, err := w.openFolderOf(j.path, true)
+	if err != nil {
+		return failed, fileIdent{}, false, fmt.Errorf("%s: %w", j.path, err)
+	}
+	defer d.close()
 	if j.checkDisk {
-		old, id, err := readFile(j.path)
+		old, id, err := d.read(name)
 		if err == nil && bytes.Equal(old, j.enc.data) {
 			w.log.Debug("unchanged on disk", "cluster", j.cluster, "path", j.path, "version", j.enc.version)
-			return unchanged, id, false, nil
+			return unchanged, id, made, nil
 		}
 		if err != nil && !errors.Is(err, fs.ErrNotExist) {
 			// Unreadable or not a file: writeAtomic reports what is wrong.
 			w.log.Debug("cannot compare with file on disk", "path", j.path, "error", err)
 		}
 	}
-	folder := w.layout == LayoutFolders
-	if folder && j.first {
-		// Once per cluster and process: after that the folder is one we
-		// made or checked, and a rename into it that fails for want of it
-		// makes it again below.
-		var err error
-		if made, err = makeFolder(filepath.Dir(j.path)); err != nil {
-			return failed, fileIdent{}, false, fmt.Errorf("%s: %w", j.path, err)
-		}
-	}
-	id, err := writeAtomic(w.tmpDir, j.path, j.enc.data, j.first, w.rename)
-	if folder && errors.Is(err, fs.ErrNotExist) {
-		// The folder was removed since (the folder watch says so too):
-		// make it again rather than fail until the next write.
-		var again bool
-		if again, err = makeFolder(filepath.Dir(j.path)); err == nil {
-			made = made || again
-			id, err = writeAtomic(w.tmpDir, j.path, j.enc.data, true, w.rename)
-		}
-	}
+	id, err := writeAtomic(w.tmpDir, d, name, j.enc.data, j.first || made, w.rename)
 	if err != nil {
 		return failed, fileIdent{}, made, fmt.Errorf("%s: %w", j.path, err)
 	}
 	w.log.Debug("wrote", "cluster", j.cluster, "path", j.path, "version", j.enc.version, "bytes", len(j.enc.data))
-	if folder {
+	if w.layout == LayoutFolders {
 		// The rename is durable once its folder is; the output folder
-		// itself changes only when a cluster folder is made (run). A
-		// failure is reported, but the file is in place: written.
-		if err := syncDir(filepath.Dir(j.path)); err != nil {
+		// itself changes only when a cluster folder is made (run).
+		if err := d.sync(); err != nil {
 			return written, id, made, fmt.Errorf("fsync %s: %w", filepath.Dir(j.path), err)
 		}
 	}
 	return written, id, made, nil
 }
 
-// makeFolder makes a cluster's folder if it is missing, and checks that
-// what is there is a folder and not a link: a rename through a link planted
-// in the output folder would put our file wherever it points.
-func makeFolder(dir string) (made bool, err error) {
-	if err := os.Mkdir(dir, 0o755); err == nil {
-		return true, nil
-	} else if !errors.Is(err, fs.ErrExist) {
-		return false, fmt.Errorf("make its folder: %w", err)
+// openFolderOf opens the folder a cluster's file at path is written in,
+// and names the file in it: in the folders layout the cluster's folder,
+// opened without following a link, so that every later step is relative
+// to it and nothing planted in its place is written through (made if
+// missing and make is set); in the flat layout, the output folder, named
+// by path like the file (the user's folder, a link to it is theirs).
+func (w *Writer) openFolderOf(path string, make bool) (d dirHandle, name string, made bool, err error) {
+	if w.layout == LayoutFlat {
+		return cwd, path, false, nil
 	}
-	fi, err := os.Lstat(dir)
+	folder := filepath.Dir(path)
+	d, err = openFolder(folder)
+	if errors.Is(err, fs.ErrNotExist) && make {
+		if err = os.Mkdir(folder, 0o755); err == nil || errors.Is(err, fs.ErrExist) {
+			made = err == nil
+			d, err = openFolder(folder)
+		}
+	}
 	if err != nil {
-		return false, fmt.Errorf("its folder: %w", err)
+		return dirHandle{}, "", false, fmt.Errorf("its folder: %w", err)
 	}
-	if !fi.IsDir() {
-		return false, fmt.Errorf("its folder %s is not a folder (mode %s)", dir, fi.Mode())
+	return d, filepath.Base(path), made, nil
+}
+
+// readFile reads a cluster's file at path, through its folder as
+// openFolderOf opens it: never through a link, never blocking on a FIFO.
+func (w *Writer) readFile(path string) ([]byte, fileIdent, error) {
+	d, name, _, err := w.openFolderOf(path, false)
+	if err != nil {
+		return nil, fileIdent{}, err
 	}
-	return false, nil
+	defer d.close()
+	return d.read(name)
 }
 
 // reason is err without the path it starts with, which Result.Err needs

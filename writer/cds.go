@@ -49,7 +49,7 @@ type CDS struct {
 	dryRun       bool
 	out          io.Writer
 	log          *slog.Logger
-	rename       func(from, to string) error
+	rename       func(from string, d dirHandle, name string) error
 
 	mu sync.Mutex
 	// digest is the content last written or found on disk; known says
@@ -86,7 +86,7 @@ func NewCDS(o CDSOptions) (*CDS, error) {
 	dir := filepath.Dir(o.Path)
 	c := &CDS{
 		path: o.Path, tmpDir: filepath.Join(dir, tmpDirName), format: format,
-		dryRun: o.DryRun, out: o.Out, log: o.Logger, rename: renameFile,
+		dryRun: o.DryRun, out: o.Out, log: o.Logger, rename: renameAt,
 	}
 	if c.out == nil {
 		c.out = os.Stdout
@@ -146,12 +146,12 @@ func (c *CDS) Write(clusters []*clusterv3.Cluster) (written bool, err error) {
 		// A restart finds the file of the previous run: unchanged content
 		// is not written again (Envoy would not reload, but a rename is a
 		// needless inotify event for it and for whoever watches).
-		if old, id, err := readFile(c.path); err == nil && bytes.Equal(old, data) {
+		if old, id, err := cwd.read(c.path); err == nil && bytes.Equal(old, data) {
 			c.digest, c.known, c.id = digest, true, id
 			return false, nil
 		}
 	}
-	id, err := writeAtomic(c.tmpDir, c.path, data, !c.known, c.rename)
+	id, err := writeAtomic(c.tmpDir, cwd, c.path, data, !c.known, c.rename)
 	if err != nil {
 		c.known = false
 		c.log.Error("CDS file not written; the old one stays", "path", c.path, "error", err)

@@ -27,16 +27,32 @@ import (
 // In the folders layout the watch costs one inotify watch on the output
 // folder (a cluster folder removed or renamed away) and one per cluster
 // folder of a file the Writer knows (a file in it removed, replaced or
-// written into), added on the cluster's first write and removed when it
-// is released: bounded by the clusters published, one inotify instance in
-// all. Each of our renames wakes it once, as it wakes the one Envoy
-// subscription on that folder.
+// written into), added after the cluster's first write (or after its
+// folder was made again) and removed when it is released or lost: bounded
+// by the clusters published, one inotify instance in all. Each of our
+// renames wakes it once, as it wakes the one Envoy subscription on that
+// folder.
+//
+// The Writer never calls into fsnotify itself: it queues the folders to
+// watch or forget, under its lock, and Run applies them on its own
+// goroutine. fsnotify holds its lock while it hands Run an error, and Run
+// takes the Writer's lock to check events: calling fsnotify under the
+// Writer's lock could leave each waiting on the other.
 type Watcher struct {
-	w   *Writer
-	fsw *fsnotify.Watcher
+	w    *Writer
+	fsw  *fsnotify.Watcher
+	wake chan struct{} // a folder to watch or forget is queued
 	// full is set once a folder could not be watched (inotify's
-	// max_user_watches): logged once, not per folder.
+	// max_user_watches): logged once, not per folder. Run's alone.
 	full bool
+	// onApply, a test hook, is called after the queued changes are applied.
+	onApply func()
+}
+
+// folderOp is a change to the folders watched, queued by the Writer.
+type folderOp struct {
+	cluster, dir string
+	add          bool
 }
 
 // ErrDryRun is returned by Watch in dry-run: there is no folder to follow.
@@ -55,40 +71,75 @@ func (w *Writer) Watch() (*Watcher, error) {
 		fsw.Close()
 		return nil, fmt.Errorf("watch %s: %w", w.dir, err)
 	}
-	fw := &Watcher{w: w, fsw: fsw}
+	fw := &Watcher{w: w, fsw: fsw, wake: make(chan struct{}, 1)}
 	if w.layout == LayoutFolders {
 		w.mu.Lock()
+		w.watch = fw
 		for cluster := range w.files {
 			if path, err := w.Path(cluster); err == nil {
-				fw.follow(path)
+				fw.follow(cluster, path)
 			}
 		}
-		w.watch = fw
 		w.mu.Unlock()
 	}
 	return fw, nil
 }
 
-// follow watches the folder of the cluster file path, in the folders
-// layout. The caller holds w.mu.
-func (fw *Watcher) follow(path string) {
+// follow queues a watch on the folder of cluster's file path, in the
+// folders layout. The caller holds w.mu.
+func (fw *Watcher) follow(cluster, path string) {
+	fw.queue(folderOp{cluster: cluster, dir: filepath.Dir(path), add: true})
+}
+
+// unfollow queues the end of the watch on the folder of the cluster file
+// path. The caller holds w.mu.
+func (fw *Watcher) unfollow(path string) {
+	fw.queue(folderOp{dir: filepath.Dir(path)})
+}
+
+func (fw *Watcher) queue(op folderOp) {
 	if fw.w.layout != LayoutFolders {
 		return
 	}
-	dir := filepath.Dir(path)
-	if err := fw.fsw.Add(dir); err != nil && !fw.full {
-		fw.full = true
-		fw.w.log.Warn("cannot watch a cluster folder (inotify's max_user_watches?): a file removed there by someone else is written again only when its cluster changes",
-			"path", dir, "error", err)
+	fw.w.watchOps = append(fw.w.watchOps, op)
+	select {
+	case fw.wake <- struct{}{}:
+	default:
 	}
 }
 
-// unfollow stops watching the folder of the cluster file path. The caller
-// holds w.mu.
-func (fw *Watcher) unfollow(path string) {
-	if fw.w.layout == LayoutFolders {
-		fw.fsw.Remove(filepath.Dir(path)) // already gone with its folder: no matter
+// apply carries out the queued changes to the folders watched, without
+// holding w.mu, and returns the clusters just followed whose file is
+// already not the Writer's: lost between its write and its watch.
+func (fw *Watcher) apply() []string {
+	w := fw.w
+	w.mu.Lock()
+	ops := w.watchOps
+	w.watchOps = nil
+	w.mu.Unlock()
+	var added []string
+	for _, op := range ops {
+		if !op.add {
+			fw.fsw.Remove(op.dir) // already gone with its folder: no matter
+			continue
+		}
+		if err := fw.fsw.Add(op.dir); err != nil {
+			if !fw.full {
+				fw.full = true
+				w.log.Warn("cannot watch a cluster folder (inotify's max_user_watches?): a file removed there by someone else is written again only when its cluster changes",
+					"path", op.dir, "error", err)
+			}
+			continue
+		}
+		added = append(added, op.cluster)
 	}
+	if fw.onApply != nil {
+		fw.onApply()
+	}
+	if len(added) == 0 {
+		return nil
+	}
+	return w.checkClusters(added)
 }
 
 // Run calls lost, until ctx ends, with the clusters whose files are gone or
@@ -101,6 +152,7 @@ func (fw *Watcher) Run(ctx context.Context, lost func(clusters []string)) error 
 		fw.w.mu.Lock()
 		if fw.w.watch == fw {
 			fw.w.watch = nil
+			fw.w.watchOps = nil
 		}
 		fw.w.mu.Unlock()
 		fw.fsw.Close()
@@ -110,6 +162,11 @@ func (fw *Watcher) Run(ctx context.Context, lost func(clusters []string)) error 
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-fw.wake:
+			if gone := fw.apply(); len(gone) > 0 {
+				log.Warn("files changed behind edsync's back; writing them again", "clusters", len(gone), "first", gone[0])
+				lost(gone)
+			}
 		case ev, ok := <-fw.fsw.Events:
 			if !ok {
 				return nil
@@ -224,9 +281,28 @@ func (w *Writer) checkAll() []string {
 
 // forget drops what the Writer knows of a cluster's file, lost behind its
 // back: its next write is a first write (its folder made again if need
-// be, and watched again). The caller holds w.mu.
+// be, and watched again); until then its folder is not watched. The
+// caller holds w.mu.
 func (w *Writer) forget(cluster string) {
 	delete(w.files, cluster)
+	if path, err := w.Path(cluster); err == nil && w.watch != nil {
+		w.watch.unfollow(path)
+	}
+}
+
+// checkClusters is check for the given clusters' files.
+func (w *Writer) checkClusters(clusters []string) []string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var out []string
+	for _, cluster := range clusters {
+		if f, ok := w.files[cluster]; ok && !w.sameFile(cluster, f.id) {
+			w.forget(cluster)
+			out = append(out, cluster)
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 // sameFile reports whether the file of cluster is the regular file id,

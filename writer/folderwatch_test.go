@@ -27,6 +27,13 @@ func runWatch(t *testing.T, w *Writer) (*Watcher, <-chan []string) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return fw, runWatcher(t, fw)
+}
+
+// runWatcher runs fw for the test and returns the channel of what it
+// reports.
+func runWatcher(t *testing.T, fw *Watcher) <-chan []string {
+	t.Helper()
 	lost := make(chan []string, 100)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -37,7 +44,7 @@ func runWatch(t *testing.T, w *Writer) (*Watcher, <-chan []string) {
 			t.Errorf("Run: %v", err)
 		}
 	})
-	return fw, lost
+	return lost
 }
 
 // waitLost returns the clusters reported until want is among them; it

@@ -5,7 +5,9 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 )
 
 // Each cluster's file is in a folder of its own, named as the flat
@@ -55,7 +57,7 @@ func TestFoldersLayoutRefusesALinkForAFolder(t *testing.T) {
 	w, _ := newWriter(t, dir, FormatJSON)
 	res := w.Write(t.Context(), append(one("shop/web/http", 80), one("shop/api/http", 80)...))
 	checkResult(t, res, 0, 0, 2)
-	if res.Err == nil || !strings.Contains(res.Err.Error(), "is not a folder") {
+	if res.Err == nil || !strings.Contains(res.Err.Error(), "not a folder (a link or a file") {
 		t.Errorf("error %v, want one saying the folder is not a folder", res.Err)
 	}
 	if entries, _ := os.ReadDir(elsewhere); len(entries) != 0 {
@@ -91,7 +93,18 @@ func TestFoldersLayoutWatch(t *testing.T) {
 		batch = append(batch, one(n, 80)...)
 	}
 	checkResult(t, w.Write(t.Context(), batch[:2]), 2, 0, 0) // a, b before the watch
-	fw, lost := runWatch(t, w)
+	fw, err := w.Watch()
+	if err != nil {
+		t.Fatal(err)
+	}
+	applied := make(chan struct{}, 100)
+	fw.onApply = func() {
+		select {
+		case applied <- struct{}{}:
+		default:
+		}
+	}
+	lost := runWatcher(t, fw)
 	checkResult(t, w.Write(t.Context(), batch[2:]), 2, 0, 0) // c, gone after it
 	path := func(c string) string { p, _ := w.Path(c); return p }
 	watched := func() []string {
@@ -107,15 +120,27 @@ func TestFoldersLayoutWatch(t *testing.T) {
 		slices.Sort(out)
 		return out
 	}
-	if got, want := watched(), folders(names...); !slices.Equal(got, want) {
-		t.Errorf("watching %q, want %q", got, want)
+	// The Writer queues the folders; Run adds and removes the watches.
+	waitWatched := func(step string, want []string) {
+		t.Helper()
+		guard := time.After(30 * time.Second) // a failure guard, not a timing assertion
+		for {
+			got := watched()
+			if slices.Equal(got, want) {
+				return
+			}
+			select {
+			case <-applied:
+			case <-guard:
+				t.Fatalf("%s: watching %q, want %q", step, got, want)
+			}
+		}
 	}
+	waitWatched("after the first writes", folders(names...))
 
 	// Released: not watched; pruned: its folder goes.
 	checkResult(t, w.Write(t.Context(), []Cluster{{Name: "gone", CLA: emptyCLA("gone"), Release: true}}), 1, 0, 0)
-	if got, want := watched(), folders("a", "b", "c"); !slices.Equal(got, want) {
-		t.Errorf("after a release, watching %q, want %q", got, want)
-	}
+	waitWatched("after a release", folders("a", "b", "c"))
 	if removed, err := w.Remove("gone"); !removed || err != nil {
 		t.Fatalf("Remove: %v, %v", removed, err)
 	}
@@ -123,7 +148,8 @@ func TestFoldersLayoutWatch(t *testing.T) {
 		t.Errorf("the pruned cluster's folder: %v, want it gone", err)
 	}
 
-	// A cluster folder removed, one renamed away: both reported.
+	// A cluster folder removed, one renamed away: both reported, and no
+	// longer watched.
 	if err := os.RemoveAll(filepath.Dir(path("a"))); err != nil {
 		t.Fatal(err)
 	}
@@ -132,17 +158,17 @@ func TestFoldersLayoutWatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitLost(t, lost, "b", "c")
+	waitWatched("after the losses", folders("c"))
 	// Written again, in new folders, watched again: a removal there is
 	// seen too.
 	checkResult(t, w.Write(t.Context(), append(one("a", 80), one("b", 80)...)), 2, 0, 0)
 	checkFile(t, path("a"), claWith("a", 80))
+	waitWatched("written again", folders("a", "b", "c"))
 	if err := os.Remove(path("a")); err != nil {
 		t.Fatal(err)
 	}
 	waitLost(t, lost, "a", "b", "c")
-	if got, want := watched(), folders("a", "b", "c"); !slices.Equal(got, want) {
-		t.Errorf("in the end, watching %q, want %q", got, want)
-	}
+	waitWatched("in the end", folders("b", "c"))
 }
 
 // Remove leaves a cluster folder that holds something else than the file,
@@ -182,5 +208,105 @@ func TestFoldersLayoutRemoveLeavesOthersFiles(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(elsewhere, "eds.json")); err != nil {
 		t.Errorf("removed through the link: %v", err)
+	}
+}
+
+// A link swapped in for a cluster folder after edsync wrote there is never
+// written, read or removed through: not by a retry of a failed write, not
+// by a restart comparing with the file on disk, not by a prune.
+func TestFoldersLayoutNeverThroughALink(t *testing.T) {
+	dir, elsewhere := t.TempDir(), t.TempDir()
+	w, _ := newWriter(t, dir, FormatJSON)
+	checkResult(t, w.Write(t.Context(), one("c", 80)), 1, 0, 0)
+	path, _ := w.Path("c")
+	data, _ := os.ReadFile(path)
+	swap := func(withFile bool) {
+		t.Helper()
+		if err := os.RemoveAll(filepath.Dir(path)); err != nil {
+			t.Fatal(err)
+		}
+		if withFile { // a file in the folder's place: the write fails
+			if err := os.WriteFile(filepath.Dir(path), nil, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			return
+		}
+		if err := os.Symlink(elsewhere, filepath.Dir(path)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	swap(true)
+	checkResult(t, w.Write(t.Context(), one("c", 81)), 0, 0, 1) // pending now
+	swap(false)
+	checkResult(t, w.Retry(t.Context()), 0, 0, 1)
+	// A restart with the link pointing at the very bytes it would write.
+	if err := os.WriteFile(filepath.Join(elsewhere, "eds.json"), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	w2, _ := newWriter(t, dir, FormatJSON)
+	if res := w2.Write(t.Context(), one("c", 80)); res.Failed != 1 {
+		t.Errorf("restart over a link: %+v, want the write refused", res)
+	}
+	if w2.Owns("c") {
+		t.Error("a file reached through a link is owned")
+	}
+	// A prune of the released cluster.
+	empty, _ := newEncoder(FormatJSON).encode(emptyCLA("c"), nil)
+	if err := os.WriteFile(filepath.Join(elsewhere, "eds.json"), empty.data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if removed, err := w2.Remove("c"); removed || err == nil {
+		t.Errorf("Remove through a link: %v, %v", removed, err)
+	}
+	entries, _ := os.ReadDir(elsewhere)
+	if len(entries) != 1 || entries[0].Name() != "eds.json" {
+		t.Errorf("the link's target holds %v, want its eds.json alone", entries)
+	}
+	if got, _ := os.ReadFile(filepath.Join(elsewhere, "eds.json")); string(got) != string(empty.data) {
+		t.Error("the link's target file was changed")
+	}
+}
+
+// A FIFO (or a device) at a cluster's file never blocks edsync: the
+// restart's listing, the compare with the file on disk, Owns and Remove
+// refuse it as not a regular file.
+func TestFIFOAtAClusterFile(t *testing.T) {
+	for _, l := range []Layout{LayoutFolders, LayoutFlat} {
+		t.Run(string(l), func(t *testing.T) {
+			dir := t.TempDir()
+			long := "ns/" + strings.Repeat("f", 300) // a shortened name: listing reads it
+			var paths []string
+			for _, c := range []string{"c", long} {
+				p, _ := l.Path(dir, c, FormatJSON)
+				if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+					t.Fatal(err)
+				}
+				if err := syscall.Mkfifo(p, 0o644); err != nil {
+					t.Fatal(err)
+				}
+				paths = append(paths, p)
+			}
+			done := make(chan Result, 1)
+			go func() {
+				w, _ := newWriterIn(t, dir, FormatJSON, l)
+				w.Owns("c")
+				w.Remove("c")
+				done <- w.Write(t.Context(), append(one("c", 80), one(long, 80)...))
+			}()
+			select {
+			case res := <-done:
+				if res.Failed != 2 || !strings.Contains(res.Err.Error(), "not a regular file") {
+					t.Errorf("%+v, want both refused as not regular files", res)
+				}
+			case <-time.After(30 * time.Second): // a guard against a hang, not a timing assertion
+				// Unblock the reader so that the test ends.
+				for _, p := range paths {
+					if f, err := os.OpenFile(p, os.O_WRONLY|syscall.O_NONBLOCK, 0); err == nil {
+						f.Close()
+					}
+				}
+				t.Fatal("blocked on a FIFO")
+			}
+		})
 	}
 }

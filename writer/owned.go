@@ -30,7 +30,7 @@ func (w *Writer) list() error {
 			if w.layout.shortened(e.Name(), w.format) {
 				w.short[e.Name()] = c
 			}
-		} else if _, ok := w.entryCluster(w.layout.Other(), e); ok {
+		} else if w.otherLayouts(e) {
 			other++
 		}
 	}
@@ -68,6 +68,27 @@ func (w *Writer) entryCluster(l Layout, e os.DirEntry) (string, bool) {
 		return "", false
 	}
 	return c, true
+}
+
+// otherLayouts says whether the folder entry e is a file of ours in the
+// other layout: named as that layout names a cluster's entry, and holding
+// that cluster's CLA (a name alone proves nothing: envoy.json decodes to a
+// cluster name like any other).
+func (w *Writer) otherLayouts(e os.DirEntry) bool {
+	l := w.layout.Other()
+	if _, ok := w.entryCluster(l, e); !ok {
+		return false
+	}
+	path := filepath.Join(w.dir, e.Name())
+	if l == LayoutFolders {
+		path = filepath.Join(path, folderFile+w.format.Ext())
+	}
+	c, err := w.readCluster(path)
+	if err != nil {
+		return false
+	}
+	entry, _ := l.entry(c, w.format)
+	return entry == e.Name()
 }
 
 // warnOtherLayout says what becomes of the files of the other layout found
@@ -130,6 +151,14 @@ func (w *Writer) Owns(cluster string) bool {
 	if err != nil {
 		return false
 	}
+	if w.layout == LayoutFolders {
+		// Not through a link in the cluster folder's place.
+		d, err := openFolder(filepath.Dir(path))
+		if err != nil {
+			return false
+		}
+		d.close()
+	}
 	name, err := w.readCluster(path)
 	return err == nil && name == cluster
 }
@@ -137,7 +166,7 @@ func (w *Writer) Owns(cluster string) bool {
 // readCluster reads the file at path as edsync writes them and returns the
 // cluster_name of the one ClusterLoadAssignment in it.
 func (w *Writer) readCluster(path string) (string, error) {
-	data, err := os.ReadFile(path)
+	data, _, err := cwd.read(path) // no link, no FIFO
 	if err != nil {
 		return "", err
 	}

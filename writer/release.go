@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"os"
 	"path/filepath"
 
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
@@ -76,13 +75,18 @@ func (w *Writer) Remove(cluster string) (removed bool, err error) {
 	if err != nil {
 		return false, err
 	}
-	if w.layout == LayoutFolders {
-		// Never through a link someone put in the folder's place.
-		if fi, err := os.Lstat(filepath.Dir(path)); err == nil && !fi.IsDir() {
-			return false, fmt.Errorf("%s: not a folder (mode %s); left alone", filepath.Dir(path), fi.Mode())
-		}
+	// Through the cluster's folder opened without following a link: never
+	// read or remove through a link put in its place.
+	d, name, _, err := w.openFolderOf(path, false)
+	if errors.Is(err, fs.ErrNotExist) {
+		w.release(cluster)
+		return false, nil
 	}
-	got, _, err := readFile(path)
+	if err != nil {
+		return false, fmt.Errorf("%s: %w; left alone", path, err)
+	}
+	defer d.close()
+	got, _, err := d.read(name)
 	if errors.Is(err, fs.ErrNotExist) {
 		w.release(cluster)
 		w.removeFolder(path)
@@ -94,7 +98,7 @@ func (w *Writer) Remove(cluster string) (removed bool, err error) {
 	if !bytes.Equal(got, want.data) {
 		return false, fmt.Errorf("%s: not the empty file of %s; left alone", path, cluster)
 	}
-	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	if err := d.remove(name); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return false, err
 	}
 	w.release(cluster) // a file found at New
@@ -110,29 +114,7 @@ func (w *Writer) removeFolder(path string) {
 		return
 	}
 	dir := filepath.Dir(path)
-	if err := os.Remove(dir); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	if err := removeEmptyFolder(dir); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		w.log.Debug("cluster folder left: not empty", "path", dir, "error", err)
 	}
-}
-
-// readFile reads the file at path and tells which file it read.
-func readFile(path string) ([]byte, fileIdent, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, fileIdent{}, err
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, fileIdent{}, err
-	}
-	if !fi.Mode().IsRegular() {
-		return nil, fileIdent{}, fmt.Errorf("%s: not a regular file (mode %s)", path, fi.Mode())
-	}
-	var b bytes.Buffer
-	b.Grow(int(fi.Size()) + bytes.MinRead) // one read, and one to see EOF
-	if _, err := b.ReadFrom(f); err != nil {
-		return nil, fileIdent{}, err
-	}
-	return b.Bytes(), identOf(fi), nil
 }

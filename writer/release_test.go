@@ -57,12 +57,12 @@ func TestReleaseAndRemove(t *testing.T) {
 	}
 
 	// A release whose write fails is pending, then released by the Retry.
-	w.rename = func(string, string) error { return syscall.EIO }
+	w.rename = func(string, dirHandle, string) error { return syscall.EIO }
 	checkResult(t, w.Write(t.Context(), gone("b")), 0, 0, 1)
 	if ok, err := w.Remove("b"); ok || !errors.Is(err, ErrInUse) {
 		t.Fatalf("Remove with the emptying pending = %v, %v; want ErrInUse", ok, err)
 	}
-	w.rename = renameFile
+	w.rename = renameAt
 	checkResult(t, w.Retry(t.Context()), 1, 0, 0)
 	if n := w.Tracked(); n != 0 {
 		t.Fatalf("Tracked() = %d after the retried release, want 0", n)

@@ -88,8 +88,9 @@ type Result struct {
 	Err error
 }
 
-// Writer writes CLAs to files in one folder. Its methods may be called from
-// several goroutines: they run one at a time.
+// Writer writes CLAs to files in one output folder, each in a folder of its
+// own (or all in it: Layout). Its methods may be called from several
+// goroutines: they run one at a time.
 type Writer struct {
 	dir         string
 	tmpDir      string
@@ -100,8 +101,8 @@ type Writer struct {
 	log         *slog.Logger
 	concurrency int
 
-	// rename is renameFile; tests swap it to make the last step fail.
-	rename func(from, to string) error
+	// rename is renameAt; tests swap it to make the last step fail.
+	rename func(from string, d dirHandle, name string) error
 
 	mu  sync.Mutex
 	enc *encoder
@@ -121,9 +122,10 @@ type Writer struct {
 	short map[string]string
 	// watch is the folder watch, once Watch has started it: in the
 	// folders layout each cluster folder of a file in files is watched,
-	// added and removed as files changes. nil before Watch and in the flat
-	// layout.
-	watch *Watcher
+	// added and removed as files changes, through watchOps, which the
+	// watch's Run applies. nil before Watch and in the flat layout.
+	watch    *Watcher
+	watchOps []folderOp
 }
 
 // fileState is what the Writer knows of one cluster's file.
@@ -163,7 +165,7 @@ func New(opts Options) (*Writer, error) {
 		out:         opts.Out,
 		log:         opts.Logger,
 		concurrency: opts.Concurrency,
-		rename:      renameFile,
+		rename:      renameAt,
 		enc:         newEncoder(format),
 		files:       make(map[string]fileState),
 		pending:     make(map[string]job),
@@ -268,8 +270,9 @@ const (
 	unchanged
 )
 
-// Write writes the files of clusters whose bytes changed, in parallel, then
-// fsyncs the folder once. If a cluster appears twice, the last one counts. A
+// Write writes the files of clusters whose bytes changed, in parallel, each
+// followed by an fsync of its folder (in the flat layout, one fsync of the
+// output folder for the batch). If a cluster appears twice, the last one counts. A
 // failed cluster stays pending for Retry, with the newest content given.
 func (w *Writer) Write(ctx context.Context, clusters []Cluster) Result {
 	w.mu.Lock()
@@ -309,7 +312,7 @@ func (w *Writer) Write(ctx context.Context, clusters []Cluster) Result {
 // failed write), or a collision of the 64-bit digest, which someone who
 // controls a Service's endpoints could craft; the bytes settle it.
 func (w *Writer) holds(path string, data []byte) bool {
-	old, _, err := readFile(path)
+	old, _, err := w.readFile(path)
 	return err == nil && bytes.Equal(old, data)
 }
 

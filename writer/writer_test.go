@@ -166,13 +166,15 @@ func TestNewCleansTmpAndListsExisting(t *testing.T) {
 			"default_web_http.json",
 			"a%5Fb.json",
 			"dir.json/x",            // a folder is not one of our files
-			"other_layout/eds.json", // the other layout's
+			"other_layout/eds.json", // the other layout's: a CLA (below)
+			"other/eds.json",        // a name alone proves nothing
 		}},
 		{LayoutFolders, []string{
 			"default_web_http/eds.json",
 			"a%5Fb/eds.json",
 			"empty/x",           // a cluster folder without its file
-			"other_layout.json", // the other layout's
+			"other_layout.json", // the other layout's: a CLA (below)
+			"envoy.json",        // a name alone proves nothing
 			"wrong/eds.yaml",    // another format
 			"file",              // a file where a folder would be
 		}},
@@ -192,7 +194,15 @@ func TestNewCleansTmpAndListsExisting(t *testing.T) {
 				if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 					t.Fatal(err)
 				}
-				if err := os.WriteFile(p, []byte("x"), 0o644); err != nil {
+				content := []byte("x")
+				if strings.Contains(p, "other_layout") {
+					e, err := newEncoder(FormatJSON).encode(claWith("other/layout", 80), nil)
+					if err != nil {
+						t.Fatal(err)
+					}
+					content = e.data
+				}
+				if err := os.WriteFile(p, content, 0o644); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -326,8 +336,8 @@ func TestWriteFaults(t *testing.T) {
 	}
 	renameFails := func(t *testing.T, w *Writer, dir string) func() {
 		// The last step fails, after the temp file was written and synced.
-		w.rename = func(string, string) error { return syscall.ENOSPC }
-		return func() { w.rename = os.Rename }
+		w.rename = func(string, dirHandle, string) error { return syscall.ENOSPC }
+		return func() { w.rename = renameAt }
 	}
 	tests := []struct {
 		name  string
@@ -392,7 +402,7 @@ func TestWriteFaults(t *testing.T) {
 func TestWriteBackToDiskContent(t *testing.T) {
 	w, _ := newWriter(t, t.TempDir(), FormatJSON)
 	checkResult(t, w.Write(t.Context(), one("a", 80)), 1, 0, 0)
-	w.rename = func(string, string) error { return syscall.EIO }
+	w.rename = func(string, dirHandle, string) error { return syscall.EIO }
 	checkResult(t, w.Write(t.Context(), one("a", 81)), 0, 0, 1)
 	checkResult(t, w.Write(t.Context(), one("a", 80)), 0, 1, 0)
 	if w.Pending() != 0 {
