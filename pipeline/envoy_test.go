@@ -5,6 +5,7 @@ package pipeline
 import (
 	"errors"
 	"fmt"
+	"os"
 	"slices"
 	"testing"
 	"time"
@@ -19,9 +20,22 @@ import (
 // instance of Envoy's on the folder of its file (internal/envoywatch says
 // how Envoy builds them). These attach such an Envoy to edsync's output.
 
-// envoyOn attaches an Envoy-like reader to the files of the given
-// Services' clusters ("bench/<svc>/http").
-func envoyOn(tb testing.TB, w *writer.Writer, services []string) *envoywatch.Reader {
+// TestMain serves as the Envoy-like reader process when the benchmarks
+// start this test binary as one (envoywatch.StartProcess).
+func TestMain(m *testing.M) {
+	if os.Getenv(envoywatch.ProcessEnv) != "" {
+		if err := envoywatch.Serve(os.Stdin, os.Stdout); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// envoyPaths are the files of the given Services' clusters
+// ("bench/<svc>/http").
+func envoyPaths(tb testing.TB, w *writer.Writer, services []string) []string {
 	tb.Helper()
 	paths := make([]string, len(services))
 	for i, svc := range services {
@@ -30,13 +44,26 @@ func envoyOn(tb testing.TB, w *writer.Writer, services []string) *envoywatch.Rea
 			tb.Fatal(err)
 		}
 	}
-	r, err := envoywatch.New(paths)
+	return paths
+}
+
+// skipLimit skips for want of inotify instances.
+func skipLimit(tb testing.TB, n int, err error) {
+	tb.Helper()
 	if errors.Is(err, envoywatch.ErrLimit) {
-		tb.Skipf("%d Envoy subscriptions: %v; raise it (sysctl -w fs.inotify.max_user_instances=%d) to run this", len(paths), err, len(paths)+1000)
+		tb.Skipf("%d Envoy subscriptions: %v; raise it (sysctl -w fs.inotify.max_user_instances=%d) to run this", n, err, n+1000)
 	}
 	if err != nil {
 		tb.Fatal(err)
 	}
+}
+
+// envoyOn attaches an Envoy-like reader to the files of the given
+// Services' clusters ("bench/<svc>/http").
+func envoyOn(tb testing.TB, w *writer.Writer, services []string) *envoywatch.Reader {
+	tb.Helper()
+	r, err := envoywatch.New(envoyPaths(tb, w, services))
+	skipLimit(tb, len(services), err)
 	tb.Cleanup(func() { r.Close() })
 	return r
 }
@@ -106,8 +133,9 @@ func TestOneUpdateWakesOneEnvoySubscription(t *testing.T) {
 
 // BenchmarkW2Envoy is W2 with Envoy attached: n Services of 10 endpoints
 // (json), each cluster file read by an Envoy-like reader (an inotify
-// instance per file, on its folder, one event loop on a thread of its own,
-// reading as fast as it can beside edsync), and one slice update per event
+// instance per file, on its folder, one event loop, in a process of its
+// own as Envoy is, reading as fast as it can beside edsync), and one slice
+// update per event
 // to a pseudo-random Service. ns/op is edsync's wall time per event, from
 // the informer's transform to the renamed file, as in W2; "none" is the
 // same without the reader, the baseline; "folders-unread" has the
@@ -118,8 +146,8 @@ func TestOneUpdateWakesOneEnvoySubscription(t *testing.T) {
 // of the file), woken (subscriptions woken: fewer than the events when the
 // reader, behind, reads several at once), reader-cpu-ns (the event loop's
 // CPU; also lowered by such batching: internal/envoywatch's
-// BenchmarkUpdate has it per update, one at a time); cpu-ns/op is the
-// process's, the reader's included.
+// BenchmarkUpdate has it per update, one at a time); cpu-ns/op is
+// edsync's process's.
 //
 // Needs fs.inotify.max_user_instances above n (skipped otherwise): sysctl
 // -w fs.inotify.max_user_instances=20000. The flat layout at 10,000 takes
@@ -151,8 +179,8 @@ func benchW2Envoy(b *testing.B, reader string, services int) {
 		p.churnLoop(b, cur, 1)
 		return
 	}
-	r := envoyOn(b, p.writer, names)
 	if reader == "folders-unread" {
+		r := envoyOn(b, p.writer, names)
 		p.churnLoop(b, cur, 1)
 		c, _, err := r.Poll(0, nil) // what the loop would have read
 		if err != nil {
@@ -161,15 +189,15 @@ func benchW2Envoy(b *testing.B, reader string, services int) {
 		b.ReportMetric(float64(c.Events)/float64(b.N), "events/op")
 		return
 	}
-	loop := r.Start()
-	c0, readerCPU0 := loop.Read()
+	// Envoy is a process of its own.
+	proc, err := envoywatch.StartProcess(os.Args[0], envoyPaths(b, p.writer, names))
+	skipLimit(b, services, err)
 	p.churnLoop(b, cur, 1)
-	if err := loop.Stop(); err != nil { // reads what is queued first
+	c, readerCPU, err := proc.Stop() // reads what is queued first
+	if err != nil {
 		b.Fatal(err)
 	}
-	c, readerCPU := loop.Read()
-	readerCPU -= readerCPU0
-	b.ReportMetric(float64(c.Events-c0.Events)/float64(b.N), "events/op")
-	b.ReportMetric(float64(c.Woken-c0.Woken)/float64(b.N), "woken/op")
+	b.ReportMetric(float64(c.Events)/float64(b.N), "events/op")
+	b.ReportMetric(float64(c.Woken)/float64(b.N), "woken/op")
 	b.ReportMetric(float64(readerCPU)/float64(b.N), "reader-cpu-ns/op")
 }
