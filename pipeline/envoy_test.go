@@ -201,3 +201,42 @@ func benchW2Envoy(b *testing.B, reader string, services int) {
 	b.ReportMetric(float64(c.Woken)/float64(b.N), "woken/op")
 	b.ReportMetric(float64(readerCPU)/float64(b.N), "reader-cpu-ns/op")
 }
+
+// The reader run as a process of its own (as the benchmarks run it) sees
+// what the one in this process sees: one subscription woken and reloaded
+// by one Service's update.
+func TestEnvoyReaderProcess(t *testing.T) {
+	w, err := writer.New(writer.Options{Dir: t.TempDir(), Format: writer.FormatJSON})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, store := newTestPipeline(t, "", Options{Writer: w})
+	var names []string
+	for i := range 5 {
+		svc := fmt.Sprintf("svc-%d", i)
+		names = append(names, svc)
+		store.Upsert("bench/"+svc+"-abcde", benchSlice(svc, svc+"-abcde", i*10, 2))
+	}
+	flush := func() Report {
+		p.takeDirty()
+		return p.flush(t.Context(), p.coalescer.Due(time.Now()), false)
+	}
+	if res := flush(); res.Written != 5 {
+		t.Fatalf("first flush: %+v", res.Result)
+	}
+	proc, err := envoywatch.StartProcess(os.Args[0], envoyPaths(t, w, names))
+	skipLimit(t, len(names), err)
+	update := benchSlice("svc-3", "svc-3-abcde", 900, 2)
+	update.ResourceVersion = "2"
+	store.Upsert("bench/svc-3-abcde", update)
+	if res := flush(); res.Written != 1 {
+		t.Fatalf("flush: %+v", res.Result)
+	}
+	c, cpu, err := proc.Stop()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c != (envoywatch.Counts{Woken: 1, Events: 1, Reloads: 1}) || cpu <= 0 {
+		t.Errorf("reader process: %+v, cpu %v; want one subscription woken and reloaded, and some CPU", c, cpu)
+	}
+}
