@@ -114,9 +114,17 @@ func tempName(dir, prefix string) string {
 const maxTempTries = 100
 
 // cleanTmp makes dir/.tmp exist and removes what a crash left in it: nothing
-// else writes there, so everything in it is a temp file of ours.
+// else writes there, so everything in it is a temp file of ours. A link
+// or a file in its place is removed (never followed: cleaning the folder a
+// link points at would delete someone else's files) and the folder made.
 func cleanTmp(dir string) (removed int, err error) {
 	tmpDir := filepath.Join(dir, tmpDirName)
+	if fi, err := os.Lstat(tmpDir); err == nil && !fi.IsDir() {
+		if err := os.Remove(tmpDir); err != nil { // the link itself
+			return 0, fmt.Errorf("temp folder %s is not a folder (mode %s) and cannot be removed: %w", tmpDir, fi.Mode(), err)
+		}
+		removed++
+	}
 	if err := os.Mkdir(tmpDir, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
 		return 0, fmt.Errorf("create temp folder: %w", err)
 	}

@@ -176,7 +176,7 @@ func (d dirHandle) mode(name string) (mode fs.FileMode, exists bool, err error) 
 	if err != nil {
 		return 0, false, &fs.PathError{Op: "stat", Path: name, Err: err}
 	}
-	return fileMode(st.Mode), true, nil
+	return fileMode(uint32(st.Mode)), true, nil
 }
 
 // read reads the regular file name in d and tells which file it read. It

@@ -49,13 +49,22 @@ var errHeld = errors.New("lock held")
 // the first Lock is released.
 func LockDir(dir string) (*Lock, error) {
 	path := filepath.Join(dir, LockFileName)
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	// Never through a link put in its place (it would be truncated and
+	// written), never blocking on a FIFO there.
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|noFollow, 0o644)
 	if errors.Is(err, fs.ErrPermission) {
 		// Left by a run as another user: flock needs only a read.
-		f, err = os.Open(path)
+		f, err = os.OpenFile(path, os.O_RDONLY|noFollow, 0)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("writer: lock the output folder: %w", err)
+	}
+	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
+		f.Close()
+		if err == nil {
+			err = fmt.Errorf("not a regular file (mode %s)", fi.Mode())
+		}
+		return nil, fmt.Errorf("writer: lock the output folder: %s: %w", path, err)
 	}
 	if err := tryLock(f); err != nil {
 		defer f.Close()

@@ -18,3 +18,7 @@ func tryLock(f *os.File) error {
 	}
 	return err
 }
+
+// noFollow makes the lock file's open refuse a link in its place, and not
+// block on a FIFO there.
+const noFollow = syscall.O_NOFOLLOW | syscall.O_NONBLOCK

@@ -4,8 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 )
 
 // A folder has one owner: a second LockDir fails naming the holder (flock
@@ -45,5 +48,46 @@ func TestLockFileIsNoClusterFile(t *testing.T) {
 		if name, ok := ClusterName(LockFileName, f); ok {
 			t.Errorf("%s: %s reads as cluster %q", f, LockFileName, name)
 		}
+	}
+}
+
+// A link or a FIFO planted at the lock file's name is never followed nor
+// blocked on: LockDir refuses it, and the link's target is untouched.
+func TestLockDirRefusesPlantedEntries(t *testing.T) {
+	dir := t.TempDir()
+	target := filepath.Join(t.TempDir(), "precious")
+	if err := os.WriteFile(target, []byte("keep me"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(target, filepath.Join(dir, LockFileName)); err != nil {
+		t.Fatal(err)
+	}
+	if l, err := LockDir(dir); err == nil {
+		l.Release()
+		t.Fatal("locked through a link")
+	}
+	if got, _ := os.ReadFile(target); string(got) != "keep me" {
+		t.Errorf("the link's target now holds %q", got)
+	}
+
+	fifoDir := t.TempDir()
+	if err := syscall.Mkfifo(filepath.Join(fifoDir, LockFileName), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		l, err := LockDir(fifoDir)
+		if err == nil {
+			l.Release()
+		}
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "not a regular file") {
+			t.Errorf("LockDir over a FIFO: %v, want it refused", err)
+		}
+	case <-time.After(30 * time.Second): // a guard against a hang, not a timing assertion
+		t.Fatal("LockDir blocked on a FIFO")
 	}
 }

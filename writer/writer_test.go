@@ -651,3 +651,28 @@ func TestDigestCollisionIsWritten(t *testing.T) {
 		t.Fatalf("the same content again: %+v", res)
 	}
 }
+
+// A link (or a file) planted as .tmp is removed, never followed: the
+// start-up clean would otherwise delete what the folder it points at
+// holds. The Writer then writes through a real temp folder.
+func TestTmpLinkIsNotFollowed(t *testing.T) {
+	dir, elsewhere := t.TempDir(), t.TempDir()
+	precious := filepath.Join(elsewhere, "precious")
+	if err := os.WriteFile(precious, []byte("keep me"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(elsewhere, filepath.Join(dir, tmpDirName)); err != nil {
+		t.Fatal(err)
+	}
+	w, _ := newWriter(t, dir, FormatJSON)
+	if got, err := os.ReadFile(precious); err != nil || string(got) != "keep me" {
+		t.Fatalf("the link's target lost its file: %q, %v", got, err)
+	}
+	if fi, err := os.Lstat(filepath.Join(dir, tmpDirName)); err != nil || !fi.IsDir() {
+		t.Fatalf(".tmp is %v (%v), want a real folder", fi.Mode(), err)
+	}
+	checkResult(t, w.Write(t.Context(), one("a", 80)), 1, 0, 0)
+	if entries, _ := os.ReadDir(elsewhere); len(entries) != 1 {
+		t.Errorf("the link's target holds %v", entries)
+	}
+}
