@@ -67,8 +67,8 @@ func TestProbes(t *testing.T) {
 		}
 	})
 	wantProbe(t, h, "/readyz", 200, "ok\nsource east: synced\n"+
-		"source west: unreachable since 2026-12-01T06:00:00Z, endpoints kept (connection refused)\n"+
-		"source north: unreachable since 2026-12-01T06:00:00Z, endpoints removed (connection refused)\n"+
+		"source west: unreachable since 2026-12-01T06:00:00Z, endpoints kept\n"+
+		"source north: unreachable since 2026-12-01T06:00:00Z, endpoints removed\n"+
 		"source south: not synced yet\n")
 	wantProbe(t, h, "/healthz", 200, "ok\n")
 	if _, body := get(t, h, "/healthz"); strings.Contains(body, "source") {
@@ -127,6 +127,17 @@ func TestServeHTTP(t *testing.T) {
 		resp.Body.Close()
 		if err != nil || resp.StatusCode != 200 || !strings.Contains(string(body), want) {
 			t.Errorf("GET %s: %d %q, %v; want 200 and %q", path, resp.StatusCode, body, err, want)
+		}
+	}
+	// Whoever reaches the port cannot make it hold huge headers.
+	req, _ := http.NewRequest("GET", "http://"+addr+"/healthz", nil)
+	req.Header.Set("X-Big", strings.Repeat("x", 64<<10))
+	if resp, err := http.DefaultClient.Do(req); err != nil {
+		t.Errorf("big headers: %v", err)
+	} else {
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
+			t.Errorf("64 KiB of headers: %d, want 431", resp.StatusCode)
 		}
 	}
 	stop()

@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/edsync/edsync/internal/metrics"
@@ -83,9 +82,9 @@ func sourceLine(st watch.SourceStatus) string {
 	default:
 		line += "synced"
 	}
-	if st.Err != nil && !st.Up {
-		line += " (" + strings.ReplaceAll(st.Err.Error(), "\n", "; ") + ")"
-	}
+	// Not the error: an API server's errors name its addresses and
+	// more, and the probe answers whoever reaches its port; the log has
+	// it.
 	return line
 }
 
@@ -98,9 +97,16 @@ func serveHTTP(addr string, handler http.Handler, log *slog.Logger) (bound strin
 	if err != nil {
 		return "", nil, fmt.Errorf("--http-addr: %w", err)
 	}
+	// Bounds for a port others may reach (the node's, in node-shared
+	// mode): a client that sends slowly, never reads, or sends huge
+	// headers holds a connection and memory only so long.
 	srv := &http.Server{
 		Handler:           handler,
 		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    16 << 10,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	log.Info("serving metrics and probes", "addr", ln.Addr().String(), "paths", "/metrics /healthz /readyz")

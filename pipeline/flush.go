@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"maps"
 	"slices"
-	"strings"
 	"time"
 
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
@@ -213,11 +212,10 @@ func (p *Pipeline) checkReady(res writer.Result) {
 		return
 	}
 	if n := p.writer.Pending(); n > 0 {
-		why := fmt.Sprintf("not every file of the first flush is written (%d pending); retrying", n)
-		if res.Err != nil {
-			why += " (last error: " + strings.ReplaceAll(res.Err.Error(), "\n", "; ") + ")"
-		}
-		p.health.setNotReady(why)
+		// The reasons (paths, system errors) are in the log at Error: the
+		// probe answers whoever reaches its port, a node's in node-shared
+		// mode, and says no more than what to look for.
+		p.health.setNotReady(fmt.Sprintf("not every file of the first flush is written (%d pending); retrying (the reasons are in edsync's log)", n))
 		return
 	}
 	if p.cds != nil && (!p.cds.namedKnown || !p.cds.first.IsZero()) {

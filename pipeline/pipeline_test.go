@@ -178,7 +178,7 @@ func TestReadyzAfterAFailedInitialWrite(t *testing.T) {
 	if r := tp.WaitCluster(t, "default/web/http"); r.Failed != 1 {
 		t.Fatalf("first flush: %+v, want one failure", r)
 	}
-	wantErr(t, "/readyz", tp.p.Ready(), "not every file of the first flush is written (1 pending); retrying (last error: ")
+	wantErr(t, "/readyz", tp.p.Ready(), "not every file of the first flush is written (1 pending); retrying (the reasons are in edsync's log)")
 
 	if err := os.Remove(target); err != nil {
 		t.Fatal(err)
