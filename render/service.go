@@ -17,6 +17,10 @@ import (
 // The Service annotations render reads. Every annotation under
 // AnnotationPrefix is edsync's: an unknown one is reported, as it is most
 // likely a typo of one of these.
+// maxLoggedValue bounds the part of an annotation's value a skip's detail
+// repeats.
+const maxLoggedValue = 128
+
 const (
 	AnnotationPrefix = "edsync.io/"
 	// AnnotationHealthCheckPort: the port Envoy's active health checks use
@@ -121,6 +125,11 @@ func parseService(key ServiceKey, info *ServiceInfo, templates map[string]*clust
 	s := &serviceSettings{ports: slices.Clone(info.Ports)}
 	var skips []Skip
 	bad := func(name, value, format string, args ...any) {
+		// The value is whatever a Service's owner wrote, up to the API
+		// server's 256 KiB: the log gets its start.
+		if len(value) > maxLoggedValue {
+			value = value[:maxLoggedValue] + "..."
+		}
 		skips = append(skips, Skip{Reason: ReasonInvalidAnnotation, Object: key.String(),
 			Detail: fmt.Sprintf("annotation %s=%q: %s; ignored", name, value, fmt.Sprintf(format, args...))})
 	}
@@ -143,8 +152,12 @@ func parseService(key ServiceKey, info *ServiceInfo, templates map[string]*clust
 				s.hcPortName = value
 			}
 		case AnnotationHealthCheckHostname:
-			if value == "" || strings.ContainsAny(value, " \t\r\n") {
-				bad(name, value, "want a host name")
+			// Copied into every endpoint of the Service's files: a
+			// DNS name (253 bytes at most), so that its owner cannot
+			// inflate them (a 200 KiB value made a 50-endpoint file
+			// 58 MiB).
+			if errs := validation.IsDNS1123Subdomain(strings.ToLower(value)); len(errs) > 0 {
+				bad(name, value, "want a DNS name: %s", strings.Join(errs, "; "))
 				continue
 			}
 			s.hcHostname = value

@@ -230,6 +230,36 @@ func TestServiceAnnotations(t *testing.T) {
 	}
 }
 
+// A Service's owner cannot inflate every endpoint of its files through
+// the health-check host name (the API server allows 256 KiB of
+// annotations): only a DNS name is taken, and the skip's detail repeats
+// the start of the value only.
+func TestHealthCheckHostnameBounded(t *testing.T) {
+	r, err := New(Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	web := ServiceKey{Namespace: "default", Name: "web"}
+	for _, value := range []string{
+		strings.Repeat("\x01", 200<<10), // control characters, no whitespace
+		strings.Repeat("a", 254),        // past 253 bytes
+		"web.example/../x", "web example", "-web.example",
+	} {
+		// From a good value, so that the settings change (an unchanged
+		// Service reports nothing again).
+		r.SetService(web, &ServiceInfo{Annotations: map[string]string{AnnotationHealthCheckHostname: "good.example"}})
+		_, skips := r.SetService(web, &ServiceInfo{Annotations: map[string]string{AnnotationHealthCheckHostname: value}})
+		if len(skips) != 1 || skips[0].Reason != ReasonInvalidAnnotation || len(skips[0].Detail) > 1024 {
+			t.Errorf("%.20q...: skips %+v; want one invalid-annotation skip, its detail bounded", value, skips)
+		}
+	}
+	for _, value := range []string{"web.example", "Web.Example.COM", strings.Repeat("a", 63) + ".example"} {
+		if _, skips := r.SetService(web, &ServiceInfo{Annotations: map[string]string{AnnotationHealthCheckHostname: value}}); len(skips) != 0 {
+			t.Errorf("%q refused: %+v", value, skips)
+		}
+	}
+}
+
 // The Service port's number is there for the name template; when it
 // changes, the cluster of the old name is emptied.
 func TestPortNumberInTemplate(t *testing.T) {
