@@ -165,12 +165,7 @@ func TestNodeNamesShared(t *testing.T) {
 		}
 		return Slim(sl)
 	}
-	known := func() bool {
-		nodePtrs.Lock()
-		defer nodePtrs.Unlock()
-		_, ok := nodePtrs.m[node]
-		return ok
-	}
+	known := func() bool { return nodePtrs.has(node) }
 	a, b := mk("a"), mk("b")
 	if p := a.Endpoints[0].NodeName; p != a.Endpoints[1].NodeName || p != b.Endpoints[0].NodeName || *p != node {
 		t.Fatal("endpoints on one Node do not share its name")
@@ -186,6 +181,36 @@ func TestNodeNamesShared(t *testing.T) {
 	for i := 0; known(); i++ {
 		if i == 1000 {
 			t.Fatal("the Node's name stayed in the pool after its endpoints went")
+		}
+		runtime.GC()
+		runtime.Gosched()
+	}
+}
+
+// Zones and zone hints are whatever the slices' writers wrote: 20,000
+// distinct ones leave nothing behind in the pools once no slice names
+// them.
+func TestZonePoolsBounded(t *testing.T) {
+	const zones = 20000
+	before := zonePtrs.len() + hintsPtrs.len()
+	var slices []*discoveryv1.EndpointSlice
+	for i := range zones {
+		sl := slice("ns", fmt.Sprintf("s%d", i), "web", "1", "10.0.0.1")
+		z := fmt.Sprintf("zone-%d-of-a-tenant", i)
+		sl.Endpoints[0].Zone = &z
+		sl.Endpoints[0].Hints = &discoveryv1.EndpointHints{ForZones: []discoveryv1.ForZone{{Name: z}}}
+		slices = append(slices, Slim(sl))
+	}
+	if got := zonePtrs.len() + hintsPtrs.len(); got < before+2*zones {
+		t.Fatalf("pools hold %d entries with %d zones alive, want %d more than %d", got, zones, 2*zones, before)
+	}
+	runtime.KeepAlive(slices)
+	slices = nil
+	// Cleanups run after a GC finds the pointers unreachable, on the
+	// runtime's own goroutine: collect until they have run.
+	for i := 0; zonePtrs.len()+hintsPtrs.len() > before; i++ {
+		if i == 1000 {
+			t.Fatalf("pools still hold %d entries after every slice went, %d before", zonePtrs.len()+hintsPtrs.len(), before)
 		}
 		runtime.GC()
 		runtime.Gosched()

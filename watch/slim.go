@@ -94,66 +94,88 @@ func slimEndpoint(ep *discoveryv1.Endpoint) discoveryv1.Endpoint {
 	return out
 }
 
-// Zones are few in any cluster, so a zone pointer and the common
-// single-zone hint are shared by every endpoint in the zone: a map that
-// only grows, bounded by the number of zones.
+// A pointer per zone, per Node name and per single-zone hint is shared by
+// every endpoint that has it (thousands of endpoints run on a Node or in a
+// zone: 16 bytes each otherwise, and a hints struct). The strings are
+// whatever the slices' writers wrote, and Nodes come and go all day under
+// an autoscaler: the pools hold weak pointers, and a value leaves its pool
+// once no endpoint holds it, so that they are bounded by what the slices
+// alive name, never by history (200,000 distinct zone strings once left
+// 60 MiB behind when the pools only grew).
 var (
-	zonePtrs       sync.Map // string -> *string
-	zoneHintsCache sync.Map // string -> *discoveryv1.EndpointHints
+	zonePtrs  weakPool[string]
+	nodePtrs  weakPool[string]
+	hintsPtrs weakPool[discoveryv1.EndpointHints]
 )
 
 func zonePtr(z *string) *string {
 	if z == nil {
 		return nil
 	}
-	if p, ok := zonePtrs.Load(*z); ok {
-		return p.(*string)
-	}
-	p, _ := zonePtrs.LoadOrStore(*z, internPtr(z))
-	return p.(*string)
+	return zonePtrs.get(*z, newString)
 }
-
-// nodePtrs shares one *string per Node name between endpoints (thousands
-// of endpoints run on a Node: 16 bytes each otherwise). Unlike zones, Nodes
-// come and go all day under an autoscaler, so the map holds weak pointers
-// and a name leaves it once no endpoint holds its pointer.
-var nodePtrs = struct {
-	sync.Mutex
-	m map[string]weak.Pointer[string]
-}{m: map[string]weak.Pointer[string]{}}
 
 func nodePtr(n *string) *string {
 	if n == nil {
 		return nil
 	}
-	nodePtrs.Lock()
-	defer nodePtrs.Unlock()
-	if p := nodePtrs.m[*n].Value(); p != nil {
-		return p
-	}
-	name := intern(*n)
-	p := &name
-	nodePtrs.m[name] = weak.Make(p)
-	runtime.AddCleanup(p, forgetNode, name)
-	return p
-}
-
-// forgetNode drops name's entry if its pointer is gone (a new one may have
-// taken its place since).
-func forgetNode(name string) {
-	nodePtrs.Lock()
-	defer nodePtrs.Unlock()
-	if nodePtrs.m[name].Value() == nil {
-		delete(nodePtrs.m, name)
-	}
+	return nodePtrs.get(*n, newString)
 }
 
 func zoneHints(zone string) *discoveryv1.EndpointHints {
-	if h, ok := zoneHintsCache.Load(zone); ok {
-		return h.(*discoveryv1.EndpointHints)
+	return hintsPtrs.get(zone, func(zone string) *discoveryv1.EndpointHints {
+		return &discoveryv1.EndpointHints{ForZones: []discoveryv1.ForZone{{Name: zone}}}
+	})
+}
+
+func newString(s string) *string { return &s }
+
+// weakPool shares one *T per key while something holds it.
+type weakPool[T any] struct {
+	mu sync.Mutex
+	m  map[string]weak.Pointer[T]
+}
+
+// get returns the pointer of key, made by newValue if no one holds one.
+func (p *weakPool[T]) get(key string, newValue func(key string) *T) *T {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if v := p.m[key].Value(); v != nil {
+		return v
 	}
-	h, _ := zoneHintsCache.LoadOrStore(zone, &discoveryv1.EndpointHints{ForZones: []discoveryv1.ForZone{{Name: intern(zone)}}})
-	return h.(*discoveryv1.EndpointHints)
+	if p.m == nil {
+		p.m = make(map[string]weak.Pointer[T])
+	}
+	key = intern(key)
+	v := newValue(key)
+	p.m[key] = weak.Make(v)
+	runtime.AddCleanup(v, p.forget, key)
+	return v
+}
+
+// forget drops key's entry if its pointer is gone (a new one may have
+// taken its place since).
+func (p *weakPool[T]) forget(key string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.m[key].Value() == nil {
+		delete(p.m, key)
+	}
+}
+
+// has reports whether key has an entry (tests).
+func (p *weakPool[T]) has(key string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	_, ok := p.m[key]
+	return ok
+}
+
+// len is the number of entries (tests).
+func (p *weakPool[T]) len() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.m)
 }
 
 var (
