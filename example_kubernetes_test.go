@@ -217,3 +217,52 @@ func parseContainerArgs(t *testing.T, c corev1.Container, configMapFile string) 
 	}
 	return parseFlags(args)
 }
+
+// Only edsync gets the ServiceAccount's token, in the sidecar Deployment
+// and in the node-shared DaemonSet: no automatic mount in every container
+// (Envoy faces the network), and a projected token where client-go's
+// in-cluster config reads it, in edsync's container alone.
+func TestExamplesGiveTheTokenToEdsyncAlone(t *testing.T) {
+	var dep appsv1.Deployment
+	readObject(t, "examples/kubernetes/deployment.yaml", &dep)
+	var ds appsv1.DaemonSet
+	readObject(t, nodeShared+"daemonset.yaml", &ds)
+	const tokenDir = "/var/run/secrets/kubernetes.io/serviceaccount"
+	for name, spec := range map[string]corev1.PodSpec{"deployment.yaml": dep.Spec.Template.Spec, "node-shared/daemonset.yaml": ds.Spec.Template.Spec} {
+		if spec.AutomountServiceAccountToken == nil || *spec.AutomountServiceAccountToken {
+			t.Errorf("%s: automountServiceAccountToken is not false: every container gets the token", name)
+		}
+		for _, c := range slices.Concat(spec.InitContainers, spec.Containers) {
+			i := slices.IndexFunc(c.VolumeMounts, func(m corev1.VolumeMount) bool { return m.MountPath == tokenDir })
+			if c.Name != "edsync" {
+				if i >= 0 {
+					t.Errorf("%s: container %s mounts the API token", name, c.Name)
+				}
+				continue
+			}
+			if i < 0 {
+				t.Errorf("%s: edsync does not mount a token at %s", name, tokenDir)
+				continue
+			}
+			v := spec.Volumes[slices.IndexFunc(spec.Volumes, func(v corev1.Volume) bool { return v.Name == c.VolumeMounts[i].Name })]
+			var paths []string
+			for _, src := range v.Projected.Sources {
+				switch {
+				case src.ServiceAccountToken != nil:
+					paths = append(paths, src.ServiceAccountToken.Path)
+				case src.ConfigMap != nil:
+					for _, it := range src.ConfigMap.Items {
+						paths = append(paths, it.Path)
+					}
+				case src.DownwardAPI != nil:
+					for _, it := range src.DownwardAPI.Items {
+						paths = append(paths, it.Path)
+					}
+				}
+			}
+			if slices.Sort(paths); !slices.Equal(paths, []string{"ca.crt", "namespace", "token"}) {
+				t.Errorf("%s: edsync's token volume holds %v, want what in-cluster config reads: ca.crt, namespace, token", name, paths)
+			}
+		}
+	}
+}
