@@ -86,6 +86,8 @@ current-context: x
 		{"CDS file named like a cluster's", []string{"--dry-run", "--output-dir", dir, "--cds-file", filepath.Join(dir, "cds.json")}, nil, `that is the folder of a cluster named "cds.json"`},
 		{"CDS file named like a cluster's, flat", []string{"--dry-run", "--output-dir", dir, "--layout", "flat", "--cds-file", filepath.Join(dir, "cds.json")}, nil, `that is the file of a cluster named "cds"`},
 		{"bad layout", []string{"--dry-run", "--layout", "tree"}, nil, `--layout: unknown layout "tree" (want folders or flat)`},
+		// Namespace a's Service b-c and namespace a-b's Service c: one name.
+		{"template joining namespaces", []string{"--dry-run", "--cluster-name-template", "{{.Namespace}}-{{.Service}}-{{.Port}}"}, nil, `both get "a-b-c-"`},
 		{"CDS file in a missing folder", []string{"--output-dir", dir, "--cds-file", filepath.Join(dir, "missing", "cds.json")}, nil, "--cds-file " + filepath.Join(dir, "missing", "cds.json") + ": its folder"},
 		{"CDS file is a folder", []string{"--output-dir", dir, "--cds-file", filepath.Join(dir, "cds+x.json")}, nil, "is a folder, not a file"},
 		{"negative CDS debounce", []string{"--dry-run", "--cds-debounce", "-1s"}, nil, "--cds-debounce: -1s is negative"},

@@ -187,7 +187,7 @@ func TestFailedWriteIsReportedOnce(t *testing.T) {
 // Service object is not is a warning, once, and counted.
 func TestServiceWithoutObjectIsLogged(t *testing.T) {
 	recs, stderr := records(t, 0, "--from-dir", "examples/endpointslices", "--dry-run", "--once", "--watch-services",
-		"--cluster-name-template", "{{.Namespace}}-{{.Service}}-{{.PortNumber}}")
+		"--cluster-name-template", "{{.Namespace}}.{{.Service}}-{{.PortNumber}}")
 	var objects []string
 	for _, rec := range find(recs, "skipped", "level", "WARN", "reason", render.ReasonNoServicePort) {
 		objects = append(objects, rec["object"].(string))
@@ -206,7 +206,7 @@ func TestServiceWithoutObjectWarnsOncePerService(t *testing.T) {
 	in, out := t.TempDir(), t.TempDir()
 	replaceFile(t, filepath.Join(in, "web.yaml"), testutil.TopoSlice)
 	cfg := configForTest(t, "--from-dir", in, "--output-dir", out, "--debounce", "1ms", "--max-delay", "10ms",
-		"--watch-services", "--cluster-name-template", "{{.Namespace}}-{{.Service}}-{{.PortNumber}}")
+		"--watch-services", "--cluster-name-template", "{{.Namespace}}.{{.Service}}-{{.PortNumber}}")
 	var logs syncbuf.Buffer
 	tp := startPipelineLog(t, cfg, slog.New(slog.NewTextHandler(&logs, nil)))
 	warnings := func() int { return strings.Count(logs.String(), "reason="+render.ReasonNoServicePort) }
@@ -227,7 +227,7 @@ func TestServiceWithoutObjectWarnsOncePerService(t *testing.T) {
 		t.Errorf("after a change: %d warnings, %v counted; want still 1:\n%s", warnings(), skipped(), logs.String())
 	}
 	replaceFile(t, filepath.Join(in, "service.yaml"), testutil.TopoService(""))
-	tp.WaitCluster(t, "shop-web-80")
+	tp.WaitCluster(t, "shop.web-80")
 	if warnings() != 1 {
 		t.Errorf("%d warnings once the Service is read, want 1:\n%s", warnings(), logs.String())
 	}

@@ -225,5 +225,45 @@ func ParseClusterNameTemplate(text string) (*template.Template, error) {
 	if strings.TrimSpace(b.String()) == "" {
 		return nil, fmt.Errorf("cluster name template %q gives an empty name", text)
 	}
+	if err := namespacesApart(t); err != nil {
+		return nil, fmt.Errorf("cluster name template %q: %w", text, err)
+	}
 	return t, nil
+}
+
+// namespacesApart refuses a template that names the namespace but under
+// which the Services of two namespaces can still get one cluster name:
+// whoever owns a namespace could take another's cluster (its file, its
+// traffic). Namespace and Service names are DNS labels, letters, digits
+// and '-': a template that joins them with '-' cannot tell namespace a's
+// Service b-c from namespace a-b's Service c. Pairs that must differ are
+// tried, with and without a port. (A template without the namespace is for
+// one namespace: with several, Services of one name share a cluster, and
+// each such collision is reported, cluster-name-conflict, as within a
+// namespace two ports sharing a name are.)
+func namespacesApart(t *template.Template) error {
+	x, errX := ClusterName(t, NameData{Namespace: "a", Service: "b", Port: "c"})
+	y, errY := ClusterName(t, NameData{Namespace: "d", Service: "b", Port: "c"})
+	if errX != nil || errY != nil || x == y {
+		return nil // no namespace in it (or a template that fails on probes)
+	}
+	pairs := [][2]NameData{
+		{{Namespace: "a", Service: "b-c"}, {Namespace: "a-b", Service: "c"}},
+		{{Namespace: "a", Service: "b-c", Port: "d"}, {Namespace: "a-b", Service: "c", Port: "d"}},
+		{{Namespace: "a", Service: "b", Port: "c-d"}, {Namespace: "a-b", Service: "c", Port: "d"}},
+		{{Namespace: "a", Service: "b", Port: "c"}, {Namespace: "a-b", Service: "c"}},
+		{{Namespace: "b-c", Service: "a"}, {Namespace: "c", Service: "a-b"}}, // the Service first
+		{{Namespace: "a", Service: "bc"}, {Namespace: "ab", Service: "c"}},   // no separator
+		{{Namespace: "bc", Service: "a"}, {Namespace: "c", Service: "ab"}},
+	}
+	for _, p := range pairs {
+		x, errX := ClusterName(t, p[0])
+		y, errY := ClusterName(t, p[1])
+		if errX == nil && errY == nil && x == y {
+			return fmt.Errorf("namespace %s's Service %s and namespace %s's Service %s (port %q, %q) both get %q: "+
+				"separate the namespace with a character names cannot hold ('/', '.' or '_'), as the default %q does",
+				p[0].Namespace, p[0].Service, p[1].Namespace, p[1].Service, p[0].Port, p[1].Port, x, DefaultClusterNameTemplate)
+		}
+	}
+	return nil
 }

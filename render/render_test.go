@@ -622,3 +622,28 @@ func shuffle(rng *rand.Rand, in []*discoveryv1.EndpointSlice) []*discoveryv1.End
 	}
 	return out
 }
+
+// A template that names the namespace but cannot tell namespace a's
+// Service b-c from namespace a-b's Service c is refused: a namespace's
+// owner could take another's cluster. Templates that keep namespaces
+// apart, or leave the namespace out (for one namespace), are taken.
+func TestNameTemplateKeepsNamespacesApart(t *testing.T) {
+	for _, tc := range []struct {
+		text string
+		ok   bool
+	}{
+		{"", true}, // the default
+		{"{{.Namespace}}.{{.Service}}{{with .Port}}-{{.}}{{end}}", true},
+		{"{{.Namespace}}_{{.Service}}_{{.Port}}", true},
+		{"{{.Service}}", true},
+		{"{{.Service}}-{{.Namespace}}", false},
+		{"{{.Namespace}}-{{.Service}}-{{.Port}}", false},
+		{"{{.Namespace}}-{{.Service}}{{with .Port}}.{{.}}{{end}}", false},
+		{"{{.Namespace}}{{.Service}}", false},
+	} {
+		_, err := ParseClusterNameTemplate(tc.text)
+		if (err == nil) != tc.ok {
+			t.Errorf("%q: %v, want accepted %v", tc.text, err, tc.ok)
+		}
+	}
+}
