@@ -51,20 +51,35 @@ func LockDir(dir string) (*Lock, error) {
 	path := filepath.Join(dir, LockFileName)
 	// Never through a link put in its place (it would be truncated and
 	// written), never blocking on a FIFO there.
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|noFollow, 0o644)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|noFollow, 0o600)
 	if errors.Is(err, fs.ErrPermission) {
 		// Left by a run as another user: flock needs only a read.
 		f, err = os.OpenFile(path, os.O_RDONLY|noFollow, 0)
 	}
+	if errors.Is(err, fs.ErrPermission) {
+		// Made 0600 by a run as another user: only that user (or root)
+		// can lock the folder with it.
+		return nil, fmt.Errorf("writer: lock the output folder: %s belongs to another user (a run as that user left it); "+
+			"if no edsync runs on %s, remove it: %w", path, dir, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("writer: lock the output folder: %w", err)
 	}
-	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
+	fi, err := f.Stat()
+	if err != nil || !fi.Mode().IsRegular() {
 		f.Close()
 		if err == nil {
 			err = fmt.Errorf("not a regular file (mode %s)", fi.Mode())
 		}
 		return nil, fmt.Errorf("writer: lock the output folder: %s: %w", path, err)
+	}
+	// Readable by its owner alone: flock needs only a read descriptor, so
+	// anyone who could open the file (Envoy's user, any local user) could
+	// hold the lock and keep edsync from starting. A file left 0644 by an
+	// older edsync is made 0600 (if this user owns it; otherwise its
+	// owner's run made it).
+	if fi.Mode().Perm() != 0o600 {
+		f.Chmod(0o600)
 	}
 	if err := tryLock(f); err != nil {
 		defer f.Close()

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -89,5 +90,48 @@ func TestLockDirRefusesPlantedEntries(t *testing.T) {
 		}
 	case <-time.After(30 * time.Second): // a guard against a hang, not a timing assertion
 		t.Fatal("LockDir blocked on a FIFO")
+	}
+}
+
+// The lock file is readable by its owner alone: flock needs only a read
+// descriptor, so a reader of the folder (Envoy's user, a local user on a
+// VM) could otherwise hold the lock and keep edsync from starting. An
+// older edsync's 0644 file is made 0600. Run as root, the test also has
+// another user try to open it.
+func TestLockFileOnlyItsOwnerOpens(t *testing.T) {
+	// Not t.TempDir: its parent is closed to others.
+	dir, err := os.MkdirTemp("", "edsync-lock-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.WriteFile(filepath.Join(dir, LockFileName), []byte("pid 1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	l, err := LockDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Release()
+	fi, err := os.Stat(filepath.Join(dir, LockFileName))
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("lock file mode %v (%v), want 0600", fi.Mode(), err)
+	}
+	if os.Geteuid() != 0 {
+		return
+	}
+	// nobody, as a reader of the folder would be.
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for d := filepath.Dir(dir); d != "/"; d = filepath.Dir(d) {
+		if fi, err := os.Stat(d); err != nil || fi.Mode().Perm()&0o001 == 0 {
+			t.Skipf("%s is not open to others: cannot try as another user", d)
+		}
+	}
+	cmd := exec.Command("/bin/cat", filepath.Join(dir, LockFileName))
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	if out, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(out), "Permission denied") {
+		t.Errorf("another user opened the lock file: %v, %s", err, out)
 	}
 }
