@@ -49,10 +49,7 @@ func writeAtomic(tmpDir string, d dirHandle, name string, data []byte, checkTarg
 			return id, fmt.Errorf("target is not a regular file (mode %s)", mode)
 		}
 	}
-	prefix := filepath.Base(name)
-	if len(prefix) > maxTempPrefix {
-		prefix = prefix[:maxTempPrefix]
-	}
+	prefix := tempPrefix(name)
 	f, err := createTemp(tmpDir, prefix)
 	if errors.Is(err, fs.ErrNotExist) {
 		// Someone removed .tmp/ since New: make it again rather than fail
@@ -103,6 +100,16 @@ func writeAtomic(tmpDir string, d dirHandle, name string, data []byte, checkTarg
 	return id, nil
 }
 
+// tempPrefix starts the names of the temp files of the file name (or
+// path): its base, within the 255-byte limit once a suffix is added.
+func tempPrefix(name string) string {
+	prefix := filepath.Base(name)
+	if len(prefix) > maxTempPrefix {
+		prefix = prefix[:maxTempPrefix]
+	}
+	return prefix
+}
+
 // tempName is a fresh name in dir for createTemp: random, as os.CreateTemp
 // makes them, so that two processes (or a leftover of a crash that cleanTmp
 // has not seen) collide only by chance, and then the next try succeeds.
@@ -118,6 +125,11 @@ const maxTempTries = 100
 // or a file in its place is removed (never followed: cleaning the folder a
 // link points at would delete someone else's files) and the folder made.
 func cleanTmp(dir string) (removed int, err error) {
+	return cleanTmpOf(dir, func(string) bool { return true })
+}
+
+// cleanTmpOf is cleanTmp removing only the entries ours says are ours.
+func cleanTmpOf(dir string, ours func(name string) bool) (removed int, err error) {
 	tmpDir := filepath.Join(dir, tmpDirName)
 	if fi, err := os.Lstat(tmpDir); err == nil && !fi.IsDir() {
 		if err := os.Remove(tmpDir); err != nil { // the link itself
@@ -133,6 +145,9 @@ func cleanTmp(dir string) (removed int, err error) {
 		return 0, fmt.Errorf("temp folder: %w", err)
 	}
 	for _, e := range entries {
+		if !ours(e.Name()) {
+			continue
+		}
 		if err := os.RemoveAll(filepath.Join(tmpDir, e.Name())); err != nil {
 			return removed, fmt.Errorf("remove leftover temp file: %w", err)
 		}

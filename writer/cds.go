@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -105,8 +104,15 @@ func NewCDS(o CDSOptions) (*CDS, error) {
 	if !fi.IsDir() {
 		return nil, fmt.Errorf("writer: CDS file's folder %s is not a folder", dir)
 	}
-	if err := os.Mkdir(c.tmpDir, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
-		return nil, fmt.Errorf("writer: CDS file's folder: create temp folder: %w", err)
+	// The folder may be the output folder or another one: remove what a
+	// crash left of this file's temp files only.
+	prefix := tempPrefix(c.path) + "."
+	removed, err := cleanTmpOf(dir, func(name string) bool { return strings.HasPrefix(name, prefix) })
+	if err != nil {
+		return nil, fmt.Errorf("writer: CDS file's folder: %w", err)
+	}
+	if removed > 0 {
+		c.log.Info("removed leftover temp files", "dir", c.tmpDir, "count", removed)
 	}
 	return c, nil
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -248,5 +249,32 @@ func BenchmarkCDSWrite(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// The CDS file's folder may be another than the output folder: what a
+// crash left of its temp files is removed at start, and nothing else in
+// its .tmp/ (another program's, or another CDS file's).
+func TestCDSCleansItsTempFiles(t *testing.T) {
+	dir := t.TempDir()
+	tmp := filepath.Join(dir, ".tmp")
+	for _, name := range []string{"cds+clusters.json.abc123", "cds+clusters.json.x", "other.json.abc123", "notes"} {
+		if err := os.MkdirAll(tmp, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(tmp, name), []byte("x"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := NewCDS(CDSOptions{Path: filepath.Join(dir, "cds+clusters.json")}); err != nil {
+		t.Fatal(err)
+	}
+	var left []string
+	entries, _ := os.ReadDir(tmp)
+	for _, e := range entries {
+		left = append(left, e.Name())
+	}
+	if !slices.Equal(left, []string{"notes", "other.json.abc123"}) {
+		t.Errorf(".tmp holds %v, want the others' entries only", left)
 	}
 }
