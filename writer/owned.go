@@ -47,7 +47,7 @@ func (w *Writer) entryCluster(l Layout, e os.DirEntry) (string, bool) {
 		return "", false // DirEntry.IsDir is false for a link to a folder
 	}
 	if c, ok := l.Cluster(name, w.format); ok {
-		if l == LayoutFolders && !isRegular(filepath.Join(w.dir, name, folderFile+w.format.Ext())) {
+		if l == LayoutFolders && !isRegular(w.entryFile(l, name)) {
 			return "", false
 		}
 		return c, true
@@ -55,10 +55,7 @@ func (w *Writer) entryCluster(l Layout, e os.DirEntry) (string, bool) {
 	if !l.shortened(name, w.format) {
 		return "", false
 	}
-	path := filepath.Join(w.dir, name)
-	if l == LayoutFolders {
-		path = filepath.Join(path, folderFile+w.format.Ext())
-	}
+	path := w.entryFile(l, name)
 	c, err := w.readCluster(path)
 	if err != nil {
 		w.log.Debug("not a file of ours", "path", path, "error", err)
@@ -76,19 +73,23 @@ func (w *Writer) entryCluster(l Layout, e os.DirEntry) (string, bool) {
 // cluster name like any other).
 func (w *Writer) otherLayouts(e os.DirEntry) bool {
 	l := w.layout.Other()
-	if _, ok := w.entryCluster(l, e); !ok {
+	c, ok := w.entryCluster(l, e)
+	if !ok {
 		return false
 	}
-	path := filepath.Join(w.dir, e.Name())
+	if l.shortened(e.Name(), w.format) {
+		return true // entryCluster read it already
+	}
+	got, err := w.readCluster(w.entryFile(l, e.Name()))
+	return err == nil && got == c
+}
+
+// entryFile is the cluster file of the entry name in layout l.
+func (w *Writer) entryFile(l Layout, name string) string {
 	if l == LayoutFolders {
-		path = filepath.Join(path, folderFile+w.format.Ext())
+		return filepath.Join(w.dir, name, folderFile+w.format.Ext())
 	}
-	c, err := w.readCluster(path)
-	if err != nil {
-		return false
-	}
-	entry, _ := l.entry(c, w.format)
-	return entry == e.Name()
+	return filepath.Join(w.dir, name)
 }
 
 // warnOtherLayout says what becomes of the files of the other layout found
@@ -151,15 +152,11 @@ func (w *Writer) Owns(cluster string) bool {
 	if err != nil {
 		return false
 	}
-	if w.layout == LayoutFolders {
-		// Not through a link in the cluster folder's place.
-		d, err := openFolder(filepath.Dir(path))
-		if err != nil {
-			return false
-		}
-		d.close()
+	data, _, err := w.readFile(path) // not through a link in the folder's place
+	if err != nil {
+		return false
 	}
-	name, err := w.readCluster(path)
+	name, err := w.parseCluster(data)
 	return err == nil && name == cluster
 }
 
@@ -170,6 +167,12 @@ func (w *Writer) readCluster(path string) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	return w.parseCluster(data)
+}
+
+// parseCluster is readCluster for a file's content.
+func (w *Writer) parseCluster(data []byte) (string, error) {
+	var err error
 	resp := newDiscoveryResponse()
 	switch w.format {
 	case FormatPB:
