@@ -186,6 +186,8 @@ func newPipeline(cfg *config, log *slog.Logger, deps pipelineDeps) (p *pipeline.
 		DryRun: cfg.dryRun,
 		Out:    deps.stdout,
 		Logger: log,
+
+		MaxFileSize: cfg.maxFileSize,
 	})
 	if err != nil {
 		return nil, nil, fmt.Errorf("output: %w", err)

@@ -151,6 +151,8 @@ type config struct {
 	// pruneAfter is how long the emptied file of a cluster no Service
 	// publishes stays before it is removed; 0 keeps it.
 	pruneAfter time.Duration
+	// maxFileSize bounds each cluster's file, in bytes; 0: no bound.
+	maxFileSize int
 
 	debounce, maxDelay time.Duration
 	render             render.Options
@@ -316,6 +318,9 @@ func readSettings(c settings) (*config, error) {
 	}
 	if cfg.maxDelay < 0 {
 		return nil, usagef("--max-delay: %s is negative", cfg.maxDelay)
+	}
+	if cfg.maxFileSize, err = parseSize(c.String("max-file-size")); err != nil {
+		return nil, usagef("--max-file-size: %v", err)
 	}
 	if cfg.pruneAfter < 0 {
 		return nil, usagef("--prune-after: %s is negative", cfg.pruneAfter)

@@ -86,6 +86,9 @@ current-context: x
 		{"CDS file named like a cluster's", []string{"--dry-run", "--output-dir", dir, "--cds-file", filepath.Join(dir, "cds.json")}, nil, `that is the folder of a cluster named "cds.json"`},
 		{"CDS file named like a cluster's, flat", []string{"--dry-run", "--output-dir", dir, "--layout", "flat", "--cds-file", filepath.Join(dir, "cds.json")}, nil, `that is the file of a cluster named "cds"`},
 		{"bad layout", []string{"--dry-run", "--layout", "tree"}, nil, `--layout: unknown layout "tree" (want folders or flat)`},
+		{"bad file size", []string{"--dry-run", "--max-file-size", "16MB"}, nil, `--max-file-size: "16MB" is not a size: want bytes, or a whole number with Ki, Mi or Gi, under 2Gi`},
+		{"file size too big", []string{"--dry-run", "--max-file-size", "2Gi"}, nil, `--max-file-size: "2Gi" is not a size`},
+		{"negative file size", []string{"--dry-run"}, map[string]string{"EDSYNC_MAX_FILE_SIZE": "-1"}, `--max-file-size: "-1" is not a size`},
 		// Namespace a's Service b-c and namespace a-b's Service c: one name.
 		{"template joining namespaces", []string{"--dry-run", "--cluster-name-template", "{{.Namespace}}-{{.Service}}-{{.Port}}"}, nil, `both get "a-b-c-"`},
 		{"CDS file in a missing folder", []string{"--output-dir", dir, "--cds-file", filepath.Join(dir, "missing", "cds.json")}, nil, "--cds-file " + filepath.Join(dir, "missing", "cds.json") + ": its folder"},
@@ -262,5 +265,18 @@ func golden(t *testing.T, path, got string) {
 	}
 	if got != string(want) {
 		t.Errorf("output differs from %s (run go test -update after checking it):\ngot:\n%s\nwant:\n%s", path, got, want)
+	}
+}
+
+func TestParseSize(t *testing.T) {
+	for in, want := range map[string]int{"0": 0, "1": 1, "512Ki": 512 << 10, "16Mi": 16 << 20, "1Gi": 1 << 30, "2147483647": 1<<31 - 1} {
+		if got, err := parseSize(in); err != nil || got != want {
+			t.Errorf("parseSize(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", "Mi", "1.5Mi", "16MB", "16mi", "-1", " 1", "2Gi", "2147483648", "99999999999999999999"} {
+		if got, err := parseSize(in); err == nil {
+			t.Errorf("parseSize(%q) = %d, want an error", in, got)
+		}
 	}
 }

@@ -1,6 +1,10 @@
 package main
 
 import (
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -73,6 +77,9 @@ func flags() []cli.Flag {
 			Usage: "print each file ('# <path>' then its content) instead of writing it"},
 		&cli.BoolFlag{Name: "once", Category: catOutput, EnvVars: env("ONCE"),
 			Usage: "sync, write every file, exit (non-zero if a write failed or the sync timed out)"},
+		&cli.StringFlag{Name: "max-file-size", Category: catOutput, EnvVars: env("MAX_FILE_SIZE"), Value: defaultMaxFileSize,
+			Usage: "write no file larger than `SIZE` (bytes, or with a suffix: 512Ki, 16Mi): a cluster over it keeps its old file and is logged and counted " +
+				"(skipped, file-too-large), so that no one Service fills the volume; 0 for no limit"},
 		&cli.DurationFlag{Name: "prune-after", Category: catOutput, EnvVars: env("PRUNE_AFTER"), Value: defaultPruneAfter,
 			Usage: "`DURATION` after emptying the file of a cluster no Service publishes any more, remove the file (never a declared cluster's); 0 keeps such files"},
 		&cli.StringFlag{Name: "cds-file", Category: catOutput, EnvVars: env("CDS_FILE"),
@@ -126,4 +133,28 @@ func flags() []cli.Flag {
 		&cli.StringFlag{Name: "http-addr", Category: catMonitor, EnvVars: env("HTTP_ADDR"), Value: defaultHTTPAddr,
 			Usage: "serve /metrics (Prometheus), /healthz and /readyz on `ADDR` (HOST:PORT); \"off\" or \"\" serves nothing, nor does --once"},
 	}
+}
+
+// defaultMaxFileSize is --max-file-size's default. A file takes twice its
+// size while it is replaced (the old one and the temp file), and the
+// sidecar example's memory volume is 64 MiB: 16 MiB leaves room for the
+// other files. It holds a Service of about 95,000 endpoints in JSON (48,000
+// with --endpoint-metadata) and 360,000 in pb (docs/performance.md, "File size per endpoint").
+const defaultMaxFileSize = "16Mi"
+
+// parseSize reads a size in bytes: a whole number, or one followed by Ki,
+// Mi or Gi (powers of 1024, as in Kubernetes quantities).
+func parseSize(s string) (int, error) {
+	num, shift := s, 0
+	for i, suffix := range []string{"Ki", "Mi", "Gi"} {
+		if n, ok := strings.CutSuffix(s, suffix); ok {
+			num, shift = n, 10*(i+1)
+			break
+		}
+	}
+	n, err := strconv.ParseUint(num, 10, 63)
+	if err != nil || n > math.MaxInt32>>shift {
+		return 0, fmt.Errorf("%q is not a size: want bytes, or a whole number with Ki, Mi or Gi, under 2Gi", s)
+	}
+	return int(n << shift), nil
 }

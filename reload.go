@@ -172,6 +172,7 @@ func restartOnly(a, b *config) []string {
 	check("layout", a.layout == b.layout)
 	check("dry-run", a.dryRun == b.dryRun)
 	check("once", a.once == b.once)
+	check("max-file-size", a.maxFileSize == b.maxFileSize)
 	check("prune-after", a.pruneAfter == b.pruneAfter)
 	check("source-stale-after", a.sourceStaleAfter == b.sourceStaleAfter)
 	check("mcs", a.mcs == b.mcs)

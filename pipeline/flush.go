@@ -112,6 +112,7 @@ func (p *Pipeline) flush(ctx context.Context, keys []render.ServiceKey, initial 
 	batch = p.cdsHold(batch)
 	res := p.writer.Write(ctx, batch)
 	p.wrote(res, rendered)
+	p.tooLarge(res.TooLarge)
 	p.released(batch)
 	if p.cds != nil {
 		written := make([]string, 0, len(batch))
@@ -165,6 +166,20 @@ func (p *Pipeline) flush(ctx context.Context, keys []render.ServiceKey, initial 
 		p.onFlush(report)
 	}
 	return report
+}
+
+// ReasonFileTooLarge is the skip reason of a cluster whose file would be
+// over --max-file-size: it is not written, and Envoy keeps the old one.
+const ReasonFileTooLarge = "file-too-large"
+
+// tooLarge reports the clusters the writer refused for their size, as a
+// skip of their Service: like a bad annotation, it is its owner's to fix,
+// and it stops neither the other files nor readiness.
+func (p *Pipeline) tooLarge(refused []writer.TooLarge) {
+	for _, r := range refused {
+		p.skipped([]render.Skip{{Reason: ReasonFileTooLarge, Object: p.published.serviceOf(r.Cluster).String(),
+			Detail: fmt.Sprintf("the file of cluster %s would be %d bytes, over --max-file-size (%d); not written, the old file stays", r.Cluster, r.Size, r.Max)}})
+	}
 }
 
 // retry rewrites the files whose last write failed.

@@ -72,6 +72,11 @@ type Options struct {
 	// Concurrency is the number of files of one batch written in parallel;
 	// 0 means 8. Each file costs an fsync (~0.3 ms), which is waiting, not CPU.
 	Concurrency int
+	// MaxFileSize is the largest file written, in bytes; 0 means no limit.
+	// A cluster whose file would be larger is not written (its old file,
+	// if any, stays) and is listed in Result.TooLarge: a Service's owner
+	// must not be able to fill the volume every other cluster's file is on.
+	MaxFileSize int
 }
 
 // Result counts the outcome of a Write or Retry, one per distinct cluster.
@@ -79,6 +84,10 @@ type Result struct {
 	Written   int // files replaced (or printed, in dry-run)
 	Unchanged int // files whose bytes were already right
 	Failed    int // clusters not written; Err says why
+	// TooLarge lists the clusters not written because their file would be
+	// over Options.MaxFileSize. Not failures: nothing is retried, and the
+	// old file stays until the cluster's content fits again.
+	TooLarge []TooLarge
 	// WrittenClusters names the clusters counted in Written, in batch
 	// order: for callers that time a change to the rename of its file.
 	WrittenClusters []string
@@ -86,6 +95,12 @@ type Result struct {
 	// It may also carry a failed fsync of the folder after files were
 	// renamed; those files count as Written.
 	Err error
+}
+
+// TooLarge is a cluster whose file would be Size bytes, over Max.
+type TooLarge struct {
+	Cluster   string
+	Size, Max int
 }
 
 // Writer writes CLAs to files in one output folder, each in a folder of its
@@ -100,6 +115,7 @@ type Writer struct {
 	out         io.Writer
 	log         *slog.Logger
 	concurrency int
+	maxSize     int
 
 	// rename is renameAt; tests swap it to make the last step fail.
 	rename func(from string, d dirHandle, name string) error
@@ -165,6 +181,7 @@ func New(opts Options) (*Writer, error) {
 		out:         opts.Out,
 		log:         opts.Logger,
 		concurrency: opts.Concurrency,
+		maxSize:     max(opts.MaxFileSize, 0),
 		rename:      renameAt,
 		enc:         newEncoder(format),
 		files:       make(map[string]fileState),
@@ -289,6 +306,15 @@ func (w *Writer) Write(ctx context.Context, clusters []Cluster) Result {
 			res.Failed++
 			errs = append(errs, err)
 			w.log.Error("not written; the old file stays", "cluster", c.Name, "path", j.path, "error", reason(err, j.path))
+			continue
+		}
+		if n := len(j.enc.data); w.maxSize > 0 && n > w.maxSize {
+			// Reported by the caller, which knows the Service behind it.
+			// Any content pending for it is older than this: dropped, so
+			// that a retry does not write it over the file.
+			res.TooLarge = append(res.TooLarge, TooLarge{Cluster: c.Name, Size: n, Max: w.maxSize})
+			delete(w.pending, c.Name)
+			w.log.Debug("too large; not written", "cluster", c.Name, "path", j.path, "bytes", n, "max", w.maxSize)
 			continue
 		}
 		if f, ok := w.files[c.Name]; ok && f.digest == j.enc.digest && (j.enc.same || w.dryRun || w.holds(j.path, j.enc.data)) {

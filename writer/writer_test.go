@@ -676,3 +676,67 @@ func TestTmpLinkIsNotFollowed(t *testing.T) {
 		t.Errorf("the link's target holds %v", entries)
 	}
 }
+
+// manyCLA is a CLA for name with n endpoints.
+func manyCLA(name string, n int) *endpointv3.ClusterLoadAssignment {
+	cla := claWith(name, 80)
+	lbs := cla.Endpoints[0].LbEndpoints[:0]
+	for i := range n {
+		lbs = append(lbs, lbEndpoint(fmt.Sprintf("10.1.%d.%d", i/250, i%250+1), 80, fmt.Sprintf("web-%d", i), corev3.HealthStatus_HEALTHY))
+	}
+	cla.Endpoints[0].LbEndpoints = lbs
+	return cla
+}
+
+// A cluster whose file would be over MaxFileSize is not written, in any
+// format: its old file stays byte for byte, the others of the batch are
+// written, nothing is pending (a retry would not make it smaller), and an
+// older pending content is dropped so that no retry writes it over the file.
+func TestWriteTooLarge(t *testing.T) {
+	for _, f := range formats {
+		t.Run(string(f), func(t *testing.T) {
+			dir := t.TempDir()
+			const limit = 4 << 10
+			w, err := New(Options{Dir: dir, Format: f, MaxFileSize: limit})
+			if err != nil {
+				t.Fatal(err)
+			}
+			const big, other = "default/big/http", "default/other/http"
+			bigPath, _ := w.Path(big)
+			checkResult(t, w.Write(t.Context(), one(big, 80)), 1, 0, 0)
+			old := checkFile(t, bigPath, claWith(big, 80))
+
+			// A failed write leaves content pending...
+			w.rename = func(string, dirHandle, string) error { return syscall.ENOSPC }
+			checkResult(t, w.Write(t.Context(), one(big, 81)), 0, 0, 1)
+			w.rename = renameAt
+
+			// ...which a too-large one replaces and drops.
+			res := w.Write(t.Context(), []Cluster{{Name: big, CLA: manyCLA(big, 500)}, one(other, 80)[0]})
+			checkResult(t, res, 1, 0, 0)
+			if len(res.TooLarge) != 1 || res.TooLarge[0].Cluster != big || res.TooLarge[0].Max != limit || res.TooLarge[0].Size <= limit {
+				t.Fatalf("TooLarge = %+v, want %s over %d", res.TooLarge, big, limit)
+			}
+			if got, _ := os.ReadFile(bigPath); !bytes.Equal(got, old) {
+				t.Fatal("the old file changed")
+			}
+			if w.Pending() != 0 {
+				t.Fatalf("Pending() = %d, want 0", w.Pending())
+			}
+			checkResult(t, w.Retry(t.Context()), 0, 0, 0)
+			if got, _ := os.ReadFile(bigPath); !bytes.Equal(got, old) {
+				t.Fatal("a retry wrote the old pending content")
+			}
+			otherPath, _ := w.Path(other)
+			checkFile(t, otherPath, claWith(other, 80))
+			checkTmpEmpty(t, dir)
+
+			// The same again is refused again; once it fits, it is written.
+			if res := w.Write(t.Context(), []Cluster{{Name: big, CLA: manyCLA(big, 500)}}); len(res.TooLarge) != 1 {
+				t.Fatalf("TooLarge = %+v the second time", res.TooLarge)
+			}
+			checkResult(t, w.Write(t.Context(), one(big, 82)), 1, 0, 0)
+			checkFile(t, bigPath, claWith(big, 82))
+		})
+	}
+}
