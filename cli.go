@@ -301,6 +301,11 @@ func readSettings(c settings) (*config, error) {
 		return nil, usagef("--cluster-name-template: %v", err)
 	}
 	cfg.render.ClusterNameTemplate = c.String("cluster-name-template")
+	if list := nonEmpty(c.StringSlice("allowed-addresses")); len(list) > 0 {
+		if cfg.render.AllowedAddresses, err = render.ParsePrefixes(list); err != nil {
+			return nil, usagef("--allowed-addresses: %v", err)
+		}
+	}
 	if cfg.render.Terminating, err = render.ParseTerminating(c.String("terminating")); err != nil {
 		return nil, usagef("--terminating: %v", err)
 	}

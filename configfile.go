@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
+	"net/netip"
 	"os"
 	"slices"
 	"strings"
@@ -50,6 +51,8 @@ type sourceEntry struct {
 	Priority  int      `json:"priority"`
 	Region    string   `json:"region"`
 	Weight    uint32   `json:"weight"`
+	// AllowedAddresses replaces --allowed-addresses for this source.
+	AllowedAddresses []string `json:"allowed-addresses"`
 }
 
 // The keys of the config file that are not flags.
@@ -346,6 +349,16 @@ func (fc *fileConfig) readSources(cfg *config) error {
 				return fmt.Errorf("%s (%s): selector %q: %w", at, e.Name, *e.Selector, err)
 			}
 			sc.selector = *e.Selector
+		}
+		if len(e.AllowedAddresses) > 0 {
+			list, err := render.ParsePrefixes(e.AllowedAddresses)
+			if err != nil {
+				return fmt.Errorf("%s (%s): allowed-addresses: %w", at, e.Name, err)
+			}
+			if cfg.render.SourceAddresses == nil {
+				cfg.render.SourceAddresses = make(map[string][]netip.Prefix)
+			}
+			cfg.render.SourceAddresses[e.Name] = list
 		}
 		cfg.sources = append(cfg.sources, sc)
 		cfg.render.Sources[e.Name] = render.Source{Priority: e.Priority, Region: e.Region, Weight: e.Weight}

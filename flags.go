@@ -94,6 +94,9 @@ func flags() []cli.Flag {
 		&cli.DurationFlag{Name: "max-delay", Category: catTiming, EnvVars: env("MAX_DELAY"), Value: 500 * time.Millisecond,
 			Usage: "write a Service at most `DURATION` after its first unwritten change, even under constant churn"},
 
+		&cli.StringSliceFlag{Name: "allowed-addresses", Category: catSemantics, EnvVars: env("ALLOWED_ADDRESSES"),
+			Usage: "publish only endpoints in these `CIDR`s (repeatable; 10.0.0.0/8, fd00::/8, or one address); others are skipped and counted " +
+				"(address-not-allowed). Default: any address but loopback, link-local and multicast, which Kubernetes refuses too"},
 		&cli.StringFlag{Name: "terminating", Category: catSemantics, EnvVars: env("TERMINATING"), Value: "draining",
 			Usage: "terminating but serving endpoints (`MODE`): draining (Envoy finishes open requests) or drop"},
 		&cli.StringFlag{Name: "not-ready", Category: catSemantics, EnvVars: env("NOT_READY"), Value: "drop",

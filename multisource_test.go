@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
@@ -58,18 +59,60 @@ sources:
 	})
 }
 
+// A remote source publishes only what its allow-list admits, the others
+// what --allowed-addresses admits; with neither, the addresses Kubernetes
+// refuses (a slice in a remote cluster pointing the gateway at its own
+// loopback) are refused. Each refusal is counted.
+func TestSourcesAllowedAddresses(t *testing.T) {
+	config := filepath.Join(t.TempDir(), "edsync.yaml")
+	writeFile(t, config, `
+sources:
+- {name: east, kubeconfig: /etc/edsync/east.kubeconfig}
+- {name: west, kubeconfig: /etc/edsync/west.kubeconfig, priority: 1, allowed-addresses: [10.1.0.0/16]}
+`)
+	slice := func(name, ip string) *discoveryv1.EndpointSlice {
+		sl := apiSlice("ns", "web", ip)
+		sl.Name = name
+		return sl
+	}
+	east := fake.NewClientset(slice("e1", "10.0.0.1"), slice("e2", "127.0.0.1"))
+	west := fake.NewClientset(slice("w1", "10.1.0.1"), slice("w2", "10.0.0.2"), slice("w3", "169.254.169.254"))
+	start := func(t *testing.T, args ...string) []string {
+		out := t.TempDir()
+		cfg := configForTest(t, append([]string{"--config", config, "--output-dir", out, "--debounce", "1ms", "--max-delay", "10ms"}, args...)...)
+		tp := startPipelineDeps(t, cfg, slog.New(slog.DiscardHandler), pipelineDeps{clients: map[string]watch.API{
+			"east": testutil.ClientsetAPI(east), "west": testutil.ClientsetAPI(west),
+		}})
+		tp.WaitCluster(t, "ns/web/http")
+		checkMetrics(t, "refused", tp.m, map[string]float64{`edsync_skipped_objects_total{reason="address-not-allowed"}`: 3})
+		return testutil.Addresses(testutil.ReadAsEnvoy(t, filepath.Join(out, "ns_web_http", "eds.json")))
+	}
+	t.Run("default", func(t *testing.T) {
+		if got, want := start(t), []string{"10.0.0.1:8080 HEALTHY", "10.1.0.1:8080 HEALTHY"}; !slices.Equal(got, want) {
+			t.Errorf("published %q, want %q", got, want)
+		}
+	})
+	// The flag's list is east's; west keeps its own.
+	t.Run("flag", func(t *testing.T) {
+		if got, want := start(t, "--allowed-addresses", "127.0.0.1,192.168.0.0/16"), []string{"127.0.0.1:8080 HEALTHY", "10.1.0.1:8080 HEALTHY"}; !slices.Equal(got, want) {
+			t.Errorf("published %q, want %q", got, want)
+		}
+	})
+}
+
 // A bad sources list is one line and exit code 2.
 func TestBadSourcesExit2(t *testing.T) {
 	dir := t.TempDir()
 	for body, want := range map[string]string{
-		"sources: [{name: a, kubeconfig: k}, {name: a, kubeconfig: k}]": "a second source named a",
-		"sources: [{name: A_b, kubeconfig: k}]":                         `name "A_b"`,
-		"sources: [{name: a}]":                                          "give a kubeconfig",
-		"sources: [{name: a, in-cluster: true, kubeconfig: k}]":         "not both",
-		"sources: [{name: a, kubeconfig: k, priority: 200}]":            "priority 200",
-		"sources: [{name: a, kubeconfig: k, weight: 1000}]":             "weight 1000",
-		"sources: [{name: a, kubeconfig: k, zone: x}]":                  `unknown field "zone"`,
-		"sources: [{name: a, kubeconfig: k, selector: '=='}]":           "selector",
+		"sources: [{name: a, kubeconfig: k}, {name: a, kubeconfig: k}]":        "a second source named a",
+		"sources: [{name: A_b, kubeconfig: k}]":                                `name "A_b"`,
+		"sources: [{name: a}]":                                                 "give a kubeconfig",
+		"sources: [{name: a, in-cluster: true, kubeconfig: k}]":                "not both",
+		"sources: [{name: a, kubeconfig: k, priority: 200}]":                   "priority 200",
+		"sources: [{name: a, kubeconfig: k, weight: 1000}]":                    "weight 1000",
+		"sources: [{name: a, kubeconfig: k, zone: x}]":                         `unknown field "zone"`,
+		"sources: [{name: a, kubeconfig: k, selector: '=='}]":                  "selector",
+		"sources: [{name: a, kubeconfig: k, allowed-addresses: [10.1.0.0/8]}]": `allowed-addresses: "10.1.0.0/8" has bits set past its length`,
 	} {
 		path := filepath.Join(dir, "edsync.yaml")
 		writeFile(t, path, body)

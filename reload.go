@@ -117,6 +117,7 @@ func (r *reloader) check(force bool) (retry bool) {
 		// The sources' connections start with the process; their places
 		// stay with them until the restart too.
 		next.sources, next.render.Sources, next.render.NodesFrom = r.current.sources, r.current.render.Sources, r.current.render.NodesFrom
+		next.render.SourceAddresses = r.current.render.SourceAddresses
 		if err = r.apply(next); errors.As(err, new(moveError)) {
 			r.last, retry = nil, true
 			err = fmt.Errorf("%w (trying again in %s)", err, reloadRetry)
@@ -179,7 +180,8 @@ func restartOnly(a, b *config) []string {
 	check("sources", slices.EqualFunc(a.sources, b.sources, func(x, y sourceConfig) bool {
 		return x.name == y.name && x.kubeconfig == y.kubeconfig && x.context == y.context && x.inCluster == y.inCluster &&
 			slices.Equal(x.namespaces, y.namespaces) && x.selector == y.selector
-	}) && maps.Equal(a.render.Sources, b.render.Sources))
+	}) && maps.Equal(a.render.Sources, b.render.Sources) &&
+		maps.EqualFunc(a.render.SourceAddresses, b.render.SourceAddresses, slices.Equal))
 	check("cds-file", a.cdsFile == b.cdsFile)
 	check("cds-debounce", a.cdsDebounce == b.cdsDebounce)
 	check("log-format", a.logFormat == b.logFormat)

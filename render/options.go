@@ -2,6 +2,7 @@ package render
 
 import (
 	"fmt"
+	"net/netip"
 	"strings"
 	"text/template"
 
@@ -150,6 +151,12 @@ type Options struct {
 	// LocalNode is; the other sources' endpoints get no Node topology.
 	NodesFrom string
 	sources   map[string]*sourcePlace // Sources, indexed by New
+	// AllowedAddresses, if not empty, are the only addresses endpoints
+	// are published at; empty: any but loopback, link-local and multicast
+	// (see allowed). SourceAddresses gives a source a list of its own
+	// instead, by name.
+	AllowedAddresses []netip.Prefix
+	SourceAddresses  map[string][]netip.Prefix
 	// EndpointMetadata adds each endpoint's pod, namespace, node and zone
 	// to its metadata under filter_metadata[MetadataKey].
 	EndpointMetadata bool

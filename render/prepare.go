@@ -305,6 +305,7 @@ func prepare(s *discoveryv1.EndpointSlice, opts *Options, set *serviceSettings, 
 	// One key for the loop: it escapes to the heap (the searches below
 	// take its address), and one allocation per slice beats one per endpoint.
 	var key endpointKey
+	allow := opts.allowList(p.source)
 	for i := range s.Endpoints {
 		ep := &s.Endpoints[i]
 		h := healthOf(ep.Conditions)
@@ -316,6 +317,10 @@ func prepare(s *discoveryv1.EndpointSlice, opts *Options, set *serviceSettings, 
 		addr, err := netip.ParseAddr(ep.Addresses[0])
 		if err != nil || addr.Zone() != "" || addr.IsUnspecified() || (want4 && !addr.Is4()) || (want6 && !addr.Is6()) {
 			skip(ReasonInvalidAddress, "address %q is not an %s literal", ep.Addresses[0], s.AddressType)
+			continue
+		}
+		if !allowed(addr, allow) {
+			skip(ReasonAddressNotAllowed, "endpoint %d: %s", i, notAllowedDetail(addr, allow))
 			continue
 		}
 		key = endpointKey{addr: addr, health: h, extra: base}

@@ -3,6 +3,7 @@ package render
 import (
 	"cmp"
 	"fmt"
+	"net/netip"
 )
 
 // LabelSource is the label the watch puts on each slice read from one of
@@ -42,6 +43,9 @@ type sourcePlace struct {
 	// source's cluster's; another cluster's node of the same name is
 	// another node.
 	local bool
+	// allowed is the source's allow-list (Options.SourceAddresses), nil
+	// for Options.AllowedAddresses.
+	allowed []netip.Prefix
 }
 
 // defaultSource places the slices of a single source, and of any slice
@@ -66,6 +70,11 @@ func (o *Options) sourceOf(labels map[string]string) *sourcePlace {
 
 // checkSources validates Options.Sources and indexes them.
 func (o *Options) checkSources() error {
+	for name := range o.SourceAddresses {
+		if _, ok := o.Sources[name]; !ok {
+			return fmt.Errorf("allowed addresses for %s, which is not a source", name)
+		}
+	}
 	if len(o.Sources) == 0 {
 		return nil
 	}
@@ -80,9 +89,17 @@ func (o *Options) checkSources() error {
 		if s.Weight > maxSourceWeight {
 			return fmt.Errorf("source %s: weight %d: want 1 to %d", name, s.Weight, maxSourceWeight)
 		}
-		o.sources[name] = &sourcePlace{name: name, Source: s, local: name == o.NodesFrom}
+		o.sources[name] = &sourcePlace{name: name, Source: s, local: name == o.NodesFrom, allowed: o.SourceAddresses[name]}
 	}
 	return nil
+}
+
+// allowList is the allow-list of the slices of source p.
+func (o *Options) allowList(p *sourcePlace) []netip.Prefix {
+	if p.allowed != nil {
+		return p.allowed
+	}
+	return o.AllowedAddresses
 }
 
 // compareSources orders two sources by preference: the lower priority,
