@@ -1,6 +1,7 @@
 package main
 
 import (
+	"log/slog"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -8,6 +9,7 @@ import (
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 
+	"github.com/edsync/edsync/internal/syncbuf"
 	"github.com/edsync/edsync/internal/testutil"
 	"github.com/edsync/edsync/pipeline"
 )
@@ -91,15 +93,66 @@ cluster-templates:
 	checkMetrics(t, "CDS metrics", tp.m, map[string]float64{`edsync_cds_clusters`: 1, `edsync_cds_writes_total{result="failed"}`: 0})
 }
 
+// A template limited to namespaces (one holding a client certificate for
+// one team's upstream, say) is the cluster of a Service of those
+// namespaces only: another namespace's Service naming it is refused as a
+// bad annotation, logged with the namespace, counted, and gets the default
+// template.
+func TestTemplateLimitedToNamespaces(t *testing.T) {
+	in, out := t.TempDir(), t.TempDir()
+	cds := filepath.Join(out, "cds+clusters.yaml")
+	config := filepath.Join(t.TempDir(), "edsync.yaml")
+	writeFile(t, config, `
+cluster-templates:
+  mtls: {transport_socket: {name: envoy.transport_sockets.tls, typed_config: {"@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext, sni: pay.internal}}}
+cluster-template-namespaces:
+  mtls: [payments]
+`)
+	for _, ns := range []string{"default", "payments"} {
+		slice := strings.Replace(manifest("web", "10.0.0.1"), "namespace: default", "namespace: "+ns, 1)
+		svc := strings.Replace(webService(`edsync.io/cluster-template: mtls`), "namespace: default", "namespace: "+ns, 1)
+		if !strings.Contains(slice, "namespace: "+ns) || !strings.Contains(svc, "namespace: "+ns) {
+			t.Fatal("the manifests changed shape: no namespace to replace")
+		}
+		replaceFile(t, filepath.Join(in, ns+".yaml"), slice)
+		replaceFile(t, filepath.Join(in, ns+"-service.yaml"), svc)
+	}
+	var logs syncbuf.Buffer
+	tp := startPipelineLog(t, configForTest(t, "--config", config, "--from-dir", in, "--output-dir", out,
+		"--cds-file", cds, "--cds-debounce", "1ms", "--watch-services", "--debounce", "1ms", "--max-delay", "10ms"),
+		slog.New(slog.NewTextHandler(&logs, nil)))
+	var got map[string]*clusterv3.Cluster
+	tp.Wait(t, "both clusters in the CDS file", func(r pipeline.Report) bool {
+		if !r.CDS || r.Written == 0 {
+			return false
+		}
+		got, _ = testutil.ReadCDSAsEnvoy(t, cds)
+		return len(got) == 2
+	})
+	if got["payments/web/http"].GetTransportSocket() == nil {
+		t.Errorf("payments/web/http has not its namespace's template: %v", got["payments/web/http"])
+	}
+	if got["default/web/http"].GetTransportSocket() != nil {
+		t.Errorf("default/web/http got a template limited to payments: %v", got["default/web/http"])
+	}
+	if !strings.Contains(logs.String(), "the template is not for namespace default (cluster-template-namespaces)") {
+		t.Errorf("no line about the refused template:\n%s", logs.String())
+	}
+	checkMetrics(t, "refusal", tp.m, map[string]float64{`edsync_skipped_objects_total{reason="invalid-annotation"}`: 1})
+}
+
 // At start, a template Envoy would refuse is one line and exit code 2.
 func TestBadClusterTemplateExits2(t *testing.T) {
 	dir := t.TempDir()
 	for body, want := range map[string]string{
-		"cluster-template: {name: x}":                     "cluster-template: sets name",
-		"cluster-template: {connect_timeout: 1}":          "cluster-template:",
-		"cluster-templates: {tls: {nope: 1}}":             "cluster-templates: tls:",
-		"cluster-templates: [a]":                          "cluster-templates: want a mapping",
-		"cluster-template: {lb_policy: FASTEST_POSSIBLE}": "cluster-template:",
+		"cluster-template: {name: x}":                                                "cluster-template: sets name",
+		"cluster-template: {connect_timeout: 1}":                                     "cluster-template:",
+		"cluster-templates: {tls: {nope: 1}}":                                        "cluster-templates: tls:",
+		"cluster-templates: [a]":                                                     "cluster-templates: want a mapping",
+		"cluster-template: {lb_policy: FASTEST_POSSIBLE}":                            "cluster-template:",
+		"cluster-template-namespaces: {tls: [shop]}":                                 "cluster-template-namespaces: tls: no such template in cluster-templates",
+		"cluster-templates: {tls: {}}\ncluster-template-namespaces: {tls: [Shop_1]}": `cluster-template-namespaces: tls: namespace "Shop_1"`,
+		"cluster-template-namespaces: [a]":                                           "cluster-template-namespaces: want a mapping",
 	} {
 		path := filepath.Join(dir, "edsync.yaml")
 		writeFile(t, path, body)

@@ -32,7 +32,10 @@ type fileConfig struct {
 	// default one and the named ones.
 	template  json.RawMessage
 	templates map[string]json.RawMessage
-	sources   []sourceEntry
+	// templateNamespaces: the namespaces whose Services may pick each
+	// template limited so.
+	templateNamespaces map[string][]string
+	sources            []sourceEntry
 }
 
 // sourceEntry is one item of the file's sources list: a Kubernetes cluster
@@ -60,7 +63,9 @@ const (
 	keyClusters         = "clusters"
 	keyClusterTemplate  = "cluster-template"
 	keyClusterTemplates = "cluster-templates"
-	keySources          = "sources"
+	// keyTemplateNamespaces limits named templates to namespaces.
+	keyTemplateNamespaces = "cluster-template-namespaces"
+	keySources            = "sources"
 )
 
 // clusterEntry is one item of the file's clusters list. The option fields
@@ -108,11 +113,11 @@ func parseConfigFile(data []byte, known []cli.Flag) (*fileConfig, error) {
 		names[f.Names()[0]] = !notInFile[f.Names()[0]]
 	}
 	for key := range fc.values {
-		if key == keyClusters || key == keyClusterTemplate || key == keyClusterTemplates || key == keySources {
+		if key == keyClusters || key == keyClusterTemplate || key == keyClusterTemplates || key == keyTemplateNamespaces || key == keySources {
 			continue
 		}
 		if !names[key] {
-			return nil, fmt.Errorf("unknown key %q (keys are flag names without the dashes, clusters, cluster-template, cluster-templates and sources)", key)
+			return nil, fmt.Errorf("unknown key %q (keys are flag names without the dashes, clusters, cluster-template, cluster-templates, cluster-template-namespaces and sources)", key)
 		}
 	}
 	if raw, ok := fc.values[keyClusterTemplate]; ok {
@@ -124,6 +129,12 @@ func parseConfigFile(data []byte, known []cli.Flag) (*fileConfig, error) {
 			return nil, fmt.Errorf("%s: want a mapping of names to clusters: %w", keyClusterTemplates, err)
 		}
 		delete(fc.values, keyClusterTemplates)
+	}
+	if raw, ok := fc.values[keyTemplateNamespaces]; ok {
+		if err := json.Unmarshal(raw, &fc.templateNamespaces); err != nil {
+			return nil, fmt.Errorf("%s: want a mapping of template names to lists of namespaces: %w", keyTemplateNamespaces, err)
+		}
+		delete(fc.values, keyTemplateNamespaces)
 	}
 	if raw, ok := fc.values[keySources]; ok {
 		dec := json.NewDecoder(bytes.NewReader(raw))
@@ -288,6 +299,22 @@ func (fc *fileConfig) clusterTemplates(o *render.ClusterOptions) error {
 			o.Templates = make(map[string]*clusterv3.Cluster, len(fc.templates))
 		}
 		o.Templates[name] = t
+	}
+	for _, name := range slices.Sorted(maps.Keys(fc.templateNamespaces)) {
+		at := fmt.Sprintf("config file %s: %s: %s", fc.path, keyTemplateNamespaces, name)
+		if _, ok := fc.templates[name]; !ok {
+			return fmt.Errorf("%s: no such template in %s", at, keyClusterTemplates)
+		}
+		for _, ns := range fc.templateNamespaces[name] {
+			if errs := validation.IsDNS1123Label(ns); len(errs) > 0 {
+				return fmt.Errorf("%s: namespace %q: %s", at, ns, strings.Join(errs, "; "))
+			}
+		}
+		if o.TemplateNamespaces == nil {
+			o.TemplateNamespaces = make(map[string][]string, len(fc.templateNamespaces))
+		}
+		// An empty list: no Service may pick it.
+		o.TemplateNamespaces[name] = slices.Sorted(slices.Values(fc.templateNamespaces[name]))
 	}
 	return nil
 }

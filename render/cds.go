@@ -2,6 +2,8 @@ package render
 
 import (
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 	"time"
 
@@ -96,6 +98,17 @@ type ClusterOptions struct {
 	// Templates are the named templates a Service may pick
 	// (AnnotationClusterTemplate).
 	Templates map[string]*clusterv3.Cluster
+	// TemplateNamespaces limits the Services that may pick a template to
+	// those of the namespaces listed for it; a template not in it may be
+	// picked by any. A template may hold what one upstream alone should
+	// get (a client certificate, a privileged SNI).
+	TemplateNamespaces map[string][]string
+}
+
+// mayUse says whether a Service in namespace ns may pick template name.
+func (o ClusterOptions) mayUse(name, ns string) bool {
+	list, limited := o.TemplateNamespaces[name]
+	return !limited || slices.Contains(list, ns)
 }
 
 // Equal says whether two sets of options give the same clusters.
@@ -108,7 +121,7 @@ func (o ClusterOptions) Equal(p ClusterOptions) bool {
 			return false
 		}
 	}
-	return true
+	return maps.EqualFunc(o.TemplateNamespaces, p.TemplateNamespaces, slices.Equal)
 }
 
 // ParseClusterTemplate reads a cluster template: an Envoy Cluster in JSON

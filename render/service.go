@@ -9,7 +9,6 @@ import (
 	"strings"
 	"time"
 
-	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
 )
@@ -120,8 +119,9 @@ func (s *serviceSettings) portNumber(name string, protocol corev1.Protocol) int3
 }
 
 // parseService checks the annotations; each bad one is skipped and reported.
-// templates are the names of the cluster templates there are.
-func parseService(key ServiceKey, info *ServiceInfo, templates map[string]*clusterv3.Cluster) (*serviceSettings, []Skip) {
+// clusters has the cluster templates there are, and who may pick them.
+func parseService(key ServiceKey, info *ServiceInfo, clusters ClusterOptions) (*serviceSettings, []Skip) {
+	templates := clusters.Templates
 	s := &serviceSettings{ports: slices.Clone(info.Ports)}
 	var skips []Skip
 	bad := func(name, value, format string, args ...any) {
@@ -215,6 +215,10 @@ func parseService(key ServiceKey, info *ServiceInfo, templates map[string]*clust
 				bad(name, value, "no such cluster template (the config file's cluster-templates has: %s)", known)
 				continue
 			}
+			if !clusters.mayUse(value, key.Namespace) {
+				bad(name, value, "the template is not for namespace %s (cluster-template-namespaces)", key.Namespace)
+				continue
+			}
 			s.upstream.Template = value
 		default:
 			bad(name, value, "unknown edsync annotation (known: %s)", strings.Join(annotations, ", "))
@@ -230,7 +234,7 @@ func parseService(key ServiceKey, info *ServiceInfo, templates map[string]*clust
 func (r *Renderer) SetService(key ServiceKey, info *ServiceInfo) (changed bool, skips []Skip) {
 	var next *serviceSettings
 	if info != nil {
-		next, skips = parseService(key, info, r.opts.Cluster.Templates)
+		next, skips = parseService(key, info, r.opts.Cluster)
 	}
 	if next.equal(r.settings[key]) {
 		return false, nil
