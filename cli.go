@@ -324,6 +324,9 @@ func readSettings(c settings) (*config, error) {
 	if cfg.maxDelay < 0 {
 		return nil, usagef("--max-delay: %s is negative", cfg.maxDelay)
 	}
+	if cfg.render.MaxClustersPerNamespace = c.Int("max-clusters-per-namespace"); cfg.render.MaxClustersPerNamespace < 0 {
+		return nil, usagef("--max-clusters-per-namespace: %d is negative", cfg.render.MaxClustersPerNamespace)
+	}
 	if cfg.maxFileSize, err = parseSize(c.String("max-file-size")); err != nil {
 		return nil, usagef("--max-file-size: %v", err)
 	}

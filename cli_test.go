@@ -87,6 +87,7 @@ current-context: x
 		{"CDS file named like a cluster's, flat", []string{"--dry-run", "--output-dir", dir, "--layout", "flat", "--cds-file", filepath.Join(dir, "cds.json")}, nil, `that is the file of a cluster named "cds"`},
 		{"bad layout", []string{"--dry-run", "--layout", "tree"}, nil, `--layout: unknown layout "tree" (want folders or flat)`},
 		{"bad allow-list", []string{"--dry-run", "--allowed-addresses", "10.0.0.0/8,tenth"}, nil, `--allowed-addresses: "tenth" is not an address or a CIDR prefix`},
+		{"negative cap", []string{"--dry-run", "--max-clusters-per-namespace", "-1"}, nil, `--max-clusters-per-namespace: -1 is negative`},
 		{"bad file size", []string{"--dry-run", "--max-file-size", "16MB"}, nil, `--max-file-size: "16MB" is not a size: want bytes, or a whole number with Ki, Mi or Gi, under 2Gi`},
 		{"file size too big", []string{"--dry-run", "--max-file-size", "2Gi"}, nil, `--max-file-size: "2Gi" is not a size`},
 		{"negative file size", []string{"--dry-run"}, map[string]string{"EDSYNC_MAX_FILE_SIZE": "-1"}, `--max-file-size: "-1" is not a size`},

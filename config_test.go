@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -51,6 +52,9 @@ namespace: shop            # one item as a plain string
 service: [shop/web, shop/api]
 dry-run: true
 terminating: drop
+max-file-size: 1048576     # a number where the flag takes a string
+max-clusters-per-namespace: 50
+allowed-addresses: [10.0.0.0/8]
 clusters:
 - service: shop/web
   port: http
@@ -62,7 +66,8 @@ clusters:
 `)
 	cfg := configForTest(t, "--config", path, "--debounce", "30ms")
 	if cfg.format != "yaml" || cfg.debounce != 30*time.Millisecond || !cfg.dryRun ||
-		!slices.Equal(cfg.namespaces, []string{"shop"}) || len(cfg.services) != 2 {
+		!slices.Equal(cfg.namespaces, []string{"shop"}) || len(cfg.services) != 2 || cfg.maxFileSize != 1<<20 ||
+		cfg.render.MaxClustersPerNamespace != 50 || fmt.Sprint(cfg.render.AllowedAddresses) != "[10.0.0.0/8]" {
 		t.Errorf("config: %+v", cfg)
 	}
 	specs := cfg.render.Clusters
@@ -87,6 +92,8 @@ func TestConfigFileErrors(t *testing.T) {
 		{"wrong type", "debounce: [1]\n", "debounce: want a duration"},
 		{"bad duration", "debounce: soon\n", `debounce: want a duration such as "50ms", got "soon"`},
 		{"bad bool", "once: maybe\n", "once: want true or false"},
+		{"bad number", "max-clusters-per-namespace: many\n", "max-clusters-per-namespace: want a whole number"},
+		{"bad size", "max-file-size: 1.5\n", `--max-file-size: "1.5" is not a size`},
 		{"bad value", "format: xml\n", "xml"},
 		{"config in config", "config: other.yaml\n", `unknown key "config"`},
 		{"bad service", "clusters: [{service: web}]\n", "clusters[0]: service \"web\": want NAMESPACE/NAME"},

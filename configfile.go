@@ -161,6 +161,7 @@ type settings interface {
 	StringSlice(name string) []string
 	Bool(name string) bool
 	Duration(name string) time.Duration
+	Int(name string) int
 }
 
 // layered reads a flag from the command line or its EDSYNC_* variable if
@@ -189,11 +190,27 @@ func (l *layered) fromFile(name string, v any, want string) bool {
 }
 
 func (l *layered) String(name string) string {
+	if l.file != nil && !l.c.IsSet(name) {
+		// A number where a string is wanted (max-file-size: 1048576)
+		// is its digits.
+		var n json.Number
+		if raw, ok := l.file.values[name]; ok && json.Unmarshal(raw, &n) == nil {
+			return n.String()
+		}
+	}
 	var s string
 	if l.fromFile(name, &s, "a string") {
 		return s
 	}
 	return l.c.String(name)
+}
+
+func (l *layered) Int(name string) int {
+	var n int
+	if l.fromFile(name, &n, "a whole number") {
+		return n
+	}
+	return l.c.Int(name)
 }
 
 func (l *layered) StringSlice(name string) []string {

@@ -73,6 +73,9 @@ func flags() []cli.Flag {
 			Value: render.DefaultClusterNameTemplate, Usage: "Go `TEMPLATE` of the cluster name over .Namespace, .Service, .Port (the port name) and .PortNumber (the Service's port number; needs --watch-services)"},
 		&cli.StringSliceFlag{Name: "cluster", Category: catOutput, EnvVars: env("CLUSTER"),
 			Usage: "cluster `NAME` whose file must exist even with no endpoints, so Envoy can start (repeatable)"},
+		&cli.IntFlag{Name: "max-clusters-per-namespace", Category: catOutput, EnvVars: env("MAX_CLUSTERS_PER_NAMESPACE"),
+			Usage: "publish at most `N` clusters of the Services of one namespace (0: no cap); each is a file and an inotify instance in every Envoy that reads it. " +
+				"Past it a namespace's new clusters are skipped and counted (namespace-cluster-limit) until it frees one"},
 		&cli.BoolFlag{Name: "dry-run", Category: catOutput, EnvVars: env("DRY_RUN"),
 			Usage: "print each file ('# <path>' then its content) instead of writing it"},
 		&cli.BoolFlag{Name: "once", Category: catOutput, EnvVars: env("ONCE"),

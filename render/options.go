@@ -157,6 +157,14 @@ type Options struct {
 	// instead, by name.
 	AllowedAddresses []netip.Prefix
 	SourceAddresses  map[string][]netip.Prefix
+	// MaxClustersPerNamespace, if not 0, caps the clusters the Services
+	// of one namespace publish: each is a file, a CDS cluster and an
+	// inotify instance in every Envoy reading it, so that one team's
+	// Service of hundreds of ports cannot spend a node's budget. A
+	// cluster past the cap is refused (ReasonNamespaceLimit) until the
+	// namespace frees one: the first come keep theirs (at start, in
+	// Service order).
+	MaxClustersPerNamespace int
 	// EndpointMetadata adds each endpoint's pod, namespace, node and zone
 	// to its metadata under filter_metadata[MetadataKey].
 	EndpointMetadata bool

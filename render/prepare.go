@@ -22,6 +22,8 @@ const (
 	ReasonInvalidEndpoint = "invalid-endpoint"
 	ReasonNameConflict    = "cluster-name-conflict"
 	ReasonInvalidCLA      = "invalid-cluster"
+	// ReasonNamespaceLimit: a cluster over Options.MaxClustersPerNamespace.
+	ReasonNamespaceLimit = "namespace-cluster-limit"
 )
 
 // Skip records a part of the input that was not published, and why.

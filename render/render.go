@@ -69,6 +69,13 @@ type Renderer struct {
 	// again, else they would wait for their own next change.
 	blocked   map[string]map[ServiceKey]bool
 	unblocked []ServiceKey
+	// perNamespace counts the cluster names owned by each namespace's
+	// Services, for Options.MaxClustersPerNamespace; full holds, per
+	// namespace, the Services refused a cluster because it was at the cap,
+	// handed back like blocked ones when one of its names is freed. Both
+	// lose a namespace's entry once it is empty.
+	perNamespace map[string]int
+	full         map[string]map[ServiceKey]bool
 	// specs holds Options.Clusters by Service, names filled in; nil when
 	// every Service port is published.
 	specs    map[ServiceKey][]ClusterSpec
@@ -147,6 +154,11 @@ func New(opts Options) (*Renderer, error) {
 		services:       make(map[ServiceKey]*serviceState),
 		owners:         make(map[string]ServiceKey),
 		blocked:        make(map[string]map[ServiceKey]bool),
+		perNamespace:   make(map[string]int),
+		full:           make(map[string]map[ServiceKey]bool),
+	}
+	if opts.MaxClustersPerNamespace < 0 {
+		return nil, fmt.Errorf("a cap of %d clusters per namespace", opts.MaxClustersPerNamespace)
 	}
 	if err := r.opts.checkSources(); err != nil {
 		return nil, err
@@ -251,13 +263,19 @@ func (r *Renderer) Service(key ServiceKey, current []*discoveryv1.EndpointSlice)
 			continue
 		}
 		if owner, taken := r.owners[name]; taken && owner != key {
-			if r.blocked[name] == nil {
-				r.blocked[name] = make(map[ServiceKey]bool)
-			}
-			r.blocked[name][key] = true
+			addTo(r.blocked, name, key)
 			skips = append(skips, Skip{Reason: ReasonNameConflict, Object: name,
 				Detail: fmt.Sprintf("port %q of Service %s: cluster name already published by Service %s", port, key, owner)})
 			continue
+		}
+		if _, mine := r.owners[name]; !mine {
+			if n, limit := r.perNamespace[key.Namespace], r.opts.MaxClustersPerNamespace; limit > 0 && n >= limit {
+				addTo(r.full, key.Namespace, key)
+				skips = append(skips, Skip{Reason: ReasonNamespaceLimit, Object: name,
+					Detail: fmt.Sprintf("port %q of Service %s: namespace %s has %d clusters, the most --max-clusters-per-namespace allows", port, key, key.Namespace, n)})
+				continue
+			}
+			r.perNamespace[key.Namespace]++
 		}
 		r.owners[name] = key
 		published = append(published, name)
@@ -295,6 +313,13 @@ func (r *Renderer) Service(key ServiceKey, current []*discoveryv1.EndpointSlice)
 	st.clusters = published
 	if len(current) == 0 {
 		delete(r.services, key)
+		// Gone: nothing to hand back when its namespace has room again.
+		if f := r.full[key.Namespace]; f != nil {
+			delete(f, key)
+			if len(f) == 0 {
+				delete(r.full, key.Namespace)
+			}
+		}
 	}
 	slices.SortFunc(out, func(a, b Cluster) int { return cmp.Compare(a.Name, b.Name) })
 	return out, skips
@@ -474,13 +499,32 @@ func mergeAll(a, b []*entry) []*entry {
 	return out
 }
 
-// release frees a cluster name and unblocks the Services refused it.
+// release frees a cluster name and unblocks the Services refused it, and
+// those refused a cluster of its namespace for the cap.
 func (r *Renderer) release(name string) {
+	if owner, ok := r.owners[name]; ok {
+		ns := owner.Namespace
+		if r.perNamespace[ns]--; r.perNamespace[ns] <= 0 {
+			delete(r.perNamespace, ns)
+		}
+		for key := range r.full[ns] {
+			r.unblocked = append(r.unblocked, key)
+		}
+		delete(r.full, ns)
+	}
 	delete(r.owners, name)
 	for key := range r.blocked[name] {
 		r.unblocked = append(r.unblocked, key)
 	}
 	delete(r.blocked, name)
+}
+
+// addTo adds key to the set m[at], made if need be.
+func addTo[K comparable](m map[K]map[ServiceKey]bool, at K, key ServiceKey) {
+	if m[at] == nil {
+		m[at] = make(map[ServiceKey]bool)
+	}
+	m[at][key] = true
 }
 
 // TakeUnblocked returns, once, the Services that were refused a cluster

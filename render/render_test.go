@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"testing"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -645,5 +646,83 @@ func TestNameTemplateKeepsNamespacesApart(t *testing.T) {
 		if (err == nil) != tc.ok {
 			t.Errorf("%q: %v, want accepted %v", tc.text, err, tc.ok)
 		}
+	}
+}
+
+// One team's Service of many ports cannot take every cluster (each is a
+// file and an inotify instance in every Envoy reading it): past the cap,
+// its namespace's new clusters are refused and counted, other namespaces
+// are not touched, and a refused Service is handed back when its namespace
+// frees a cluster. Nothing is kept for a namespace once it is empty.
+func TestClustersPerNamespaceCap(t *testing.T) {
+	r, err := New(Options{MaxClustersPerNamespace: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wide := slice("wide-a", discoveryv1.AddressTypeIPv4, port("a", 1), port("b", 2), port("c", 3), ep("10.0.0.1"))
+	wideKey := ServiceKey{Namespace: "default", Name: "web"} // slice() labels every slice web's
+	names := func(cs []Cluster) (out []string) {
+		for _, c := range cs {
+			if !c.Gone {
+				out = append(out, c.Name)
+			}
+		}
+		return out
+	}
+	limited := func(skips []Skip) (n int) {
+		for _, s := range skips {
+			if s.Reason == ReasonNamespaceLimit {
+				n++
+				if !strings.Contains(s.Detail, "namespace default has 2 clusters") {
+					t.Errorf("detail %q", s.Detail)
+				}
+			}
+		}
+		return n
+	}
+	got, skips := r.Service(wideKey, []*discoveryv1.EndpointSlice{wide})
+	if !slices.Equal(names(got), []string{"default/web/a", "default/web/b"}) || limited(skips) != 1 {
+		t.Fatalf("wide: %q, skips %+v; want a and b, c refused", names(got), skips)
+	}
+	other := ServiceKey{Namespace: "default", Name: "api"}
+	apiSlice := slice("api-a", discoveryv1.AddressTypeIPv4, port("http", 80), ep("10.0.0.2"))
+	apiSlice.Labels[discoveryv1.LabelServiceName] = "api"
+	if got, skips := r.Service(other, []*discoveryv1.EndpointSlice{apiSlice}); len(names(got)) != 0 || limited(skips) != 1 {
+		t.Fatalf("api: %q, skips %+v; want it refused", names(got), skips)
+	}
+	elsewhere := slice("x-a", discoveryv1.AddressTypeIPv4, port("http", 80), ep("10.0.0.3"))
+	elsewhere.Namespace = "team-b"
+	if got, _ := r.Service(ServiceKey{Namespace: "team-b", Name: "web"}, []*discoveryv1.EndpointSlice{elsewhere}); len(names(got)) != 1 {
+		t.Fatalf("another namespace: %q, want its cluster", names(got))
+	}
+	// Rendering wide again changes nothing and keeps its two.
+	if got, skips := r.Service(wideKey, []*discoveryv1.EndpointSlice{wide}); len(names(got)) != 2 || limited(skips) != 1 {
+		t.Fatalf("wide again: %q, %+v", names(got), skips)
+	}
+	if u := r.TakeUnblocked(); len(u) != 0 {
+		t.Fatalf("unblocked %v with no room made", u)
+	}
+
+	// Wide drops port b: both refused Services are handed back, and the
+	// first rendered takes the room.
+	narrow := slice("wide-a", discoveryv1.AddressTypeIPv4, port("a", 1), port("c", 3), ep("10.0.0.1"))
+	got, _ = r.Service(wideKey, []*discoveryv1.EndpointSlice{narrow})
+	if !slices.Equal(names(got), []string{"default/web/a"}) {
+		t.Fatalf("narrowed: %q, want a (c is refused until the room b left is seen)", names(got))
+	}
+	if u := r.TakeUnblocked(); !slices.Equal(u, []ServiceKey{other, wideKey}) {
+		t.Fatalf("unblocked %v, want api and web", u)
+	}
+	if got, _ := r.Service(other, []*discoveryv1.EndpointSlice{apiSlice}); !slices.Equal(names(got), []string{"default/api/http"}) {
+		t.Fatalf("api once there is room: %q", names(got))
+	}
+
+	// Everything goes: nothing is kept.
+	r.Service(wideKey, nil)
+	r.Service(other, nil)
+	r.Service(ServiceKey{Namespace: "team-b", Name: "web"}, nil)
+	r.TakeUnblocked()
+	if len(r.perNamespace) != 0 || len(r.full) != 0 || len(r.owners) != 0 {
+		t.Errorf("left behind: counts %v, full %v, owners %v", r.perNamespace, r.full, r.owners)
 	}
 }
