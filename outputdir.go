@@ -29,5 +29,30 @@ func claimOutputDir(dir string, log *slog.Logger) (release func(), err error) {
 	if err != nil {
 		return nil, err
 	}
+	if fi, err := os.Stat(dir); err == nil {
+		for _, risk := range outputDirRisks(fi, os.Geteuid()) {
+			log.Warn("the output folder is not edsync's alone: "+risk, "dir", dir)
+		}
+	}
 	return func() { lock.Release() }, nil
+}
+
+// outputDirRisks says who else than edsync (running as euid) may change
+// the output folder fi: they could make or replace a cluster's folder
+// before edsync does, and so the files Envoy reads. Nothing in the folder
+// is followed or opened blocking (see writer), but a folder of theirs is
+// theirs to change. Not refused: a volume's root may be so by design (an
+// emptyDir is 0777 whoever mounts it), and only the operator knows whether
+// anyone else can reach it.
+func outputDirRisks(fi fs.FileInfo, euid int) []string {
+	var out []string
+	if uid, ok := ownerOf(fi); ok && uid != euid && uid != 0 {
+		out = append(out, fmt.Sprintf("it is owned by uid %d, not edsync's (%d), and its owner can replace the files in it; "+
+			"give it to edsync's user, or point --output-dir at a folder edsync creates", uid, euid))
+	}
+	if fi.Mode().Perm()&0o002 != 0 {
+		out = append(out, fmt.Sprintf("any user may write it (mode %#o) and plant a cluster's folder or file before edsync writes it; "+
+			"make it 0755, or point --output-dir at a folder inside it, which edsync creates 0755", fi.Mode().Perm()))
+	}
+	return out
 }

@@ -288,3 +288,38 @@ func TestBinaryOneFolderAndSignals(t *testing.T) {
 		t.Errorf("first edsync: exit %d (%v)\n%s", code, first.ProcessState, logs)
 	}
 }
+
+// An output folder others may write (or owned by another user) is taken,
+// as a volume's root may be so by design, but said at Warn with what to
+// do: whoever can write it can make a cluster's folder before edsync does.
+// A folder of edsync's own gets no such line.
+func TestOutputFolderOthersMayWrite(t *testing.T) {
+	run := func(t *testing.T, out string) string {
+		code, _, stderr := edsync(t, "--from-dir", "examples/endpointslices", "--once", "--output-dir", out)
+		if code != 0 {
+			t.Fatalf("exit %d\n%s", code, stderr)
+		}
+		return stderr
+	}
+	own := t.TempDir()
+	if stderr := run(t, own); strings.Contains(stderr, "not edsync's alone") {
+		t.Errorf("a folder of edsync's own: %s", stderr)
+	}
+	open := t.TempDir()
+	if err := os.Chmod(open, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if stderr := run(t, open); !strings.Contains(stderr, "level=WARN") || !strings.Contains(stderr, "any user may write it (mode 0777)") {
+		t.Errorf("a world-writable folder: no warning\n%s", stderr)
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("giving a folder to another user needs root")
+	}
+	theirs := t.TempDir()
+	if err := os.Chown(theirs, 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	if stderr := run(t, theirs); !strings.Contains(stderr, "it is owned by uid 65534, not edsync's (0)") {
+		t.Errorf("another user's folder: no warning\n%s", stderr)
+	}
+}
