@@ -39,7 +39,7 @@ const maxTempPrefix = 200
 //
 // It returns the identity of the file renamed into place, so that a file
 // put there later by someone else can be told from it.
-func writeAtomic(tmpDir string, d dirHandle, name string, data []byte, checkTarget bool, rename func(from string, d dirHandle, name string) error) (id fileIdent, err error) {
+func writeAtomic(tmpDir string, d dirHandle, name string, data []byte, checkTarget bool, rename renameFunc) (id fileIdent, err error) {
 	// Refuse to replace a folder, socket, device, link...: renaming over
 	// them either fails late or destroys something that is not ours.
 	if checkTarget {
@@ -49,15 +49,22 @@ func writeAtomic(tmpDir string, d dirHandle, name string, data []byte, checkTarg
 			return id, fmt.Errorf("target is not a regular file (mode %s)", mode)
 		}
 	}
-	prefix := tempPrefix(name)
-	f, err := createTemp(tmpDir, prefix)
+	// The temp folder is opened without following a link, and the temp
+	// file created, renamed and removed relative to it: a link put in its
+	// place while edsync runs is refused, not written through.
+	td, err := openFolder(tmpDir)
 	if errors.Is(err, fs.ErrNotExist) {
 		// Someone removed .tmp/ since New: make it again rather than fail
 		// every write until a restart.
 		if err = os.Mkdir(tmpDir, 0o755); err == nil || errors.Is(err, fs.ErrExist) {
-			f, err = createTemp(tmpDir, prefix)
+			td, err = openFolder(tmpDir)
 		}
 	}
+	if err != nil {
+		return id, fmt.Errorf("temp folder: %w", err)
+	}
+	defer td.close()
+	f, err := createTemp(td, tmpDir, tempPrefix(name))
 	if err != nil {
 		return id, fmt.Errorf("create temp file: %w", err)
 	}
@@ -68,7 +75,7 @@ func writeAtomic(tmpDir string, d dirHandle, name string, data []byte, checkTarg
 			if !closed {
 				f.close()
 			}
-			os.Remove(tmp)
+			td.remove(f.base)
 		}
 	}()
 	if err = f.write(data); err != nil {
@@ -94,7 +101,7 @@ func writeAtomic(tmpDir string, d dirHandle, name string, data []byte, checkTarg
 	if err = f.close(); err != nil {
 		return id, fmt.Errorf("close %s: %w", tmp, err)
 	}
-	if err = rename(tmp, d, name); err != nil {
+	if err = rename(td, f.base, d, name); err != nil {
 		return id, fmt.Errorf("rename: %w", err)
 	}
 	return id, nil
@@ -110,11 +117,15 @@ func tempPrefix(name string) string {
 	return prefix
 }
 
-// tempName is a fresh name in dir for createTemp: random, as os.CreateTemp
-// makes them, so that two processes (or a leftover of a crash that cleanTmp
-// has not seen) collide only by chance, and then the next try succeeds.
-func tempName(dir, prefix string) string {
-	return dir + string(filepath.Separator) + prefix + "." + strconv.FormatUint(rand.Uint64(), 36)
+// renameFunc renames the temp file from, in the temp folder tmp, to name
+// in d: renameAt, which tests swap to make the last step fail.
+type renameFunc func(tmp dirHandle, from string, d dirHandle, name string) error
+
+// tempName is a fresh name for createTemp: random, as os.CreateTemp makes
+// them, so that two processes (or a leftover of a crash that cleanTmp has
+// not seen) collide only by chance, and then the next try succeeds.
+func tempName(prefix string) string {
+	return prefix + "." + strconv.FormatUint(rand.Uint64(), 36)
 }
 
 // maxTempTries bounds createTemp's retries on a name that exists.

@@ -13,14 +13,15 @@ import (
 // tempFile is a file being written by writeAtomic. On Unix it is a bare
 // descriptor (atomic_unix.go); elsewhere an os.File.
 type tempFile struct {
-	f    *os.File
-	name string
+	f          *os.File
+	name, base string
 }
 
-// createTemp creates a new file in dir named prefix.<random>.
-func createTemp(dir, prefix string) (tempFile, error) {
+// createTemp creates a new file in td (at dir) named prefix.<random>.
+func createTemp(td dirHandle, dir, prefix string) (tempFile, error) {
 	for range maxTempTries {
-		name := tempName(dir, prefix)
+		base := tempName(prefix)
+		name := td.at(base)
 		f, err := os.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
 		if errors.Is(err, fs.ErrExist) {
 			continue
@@ -28,7 +29,7 @@ func createTemp(dir, prefix string) (tempFile, error) {
 		if err != nil {
 			return tempFile{}, err
 		}
-		return tempFile{f: f, name: name}, nil
+		return tempFile{f: f, name: name, base: base}, nil
 	}
 	return tempFile{}, fmt.Errorf("no free temp file name in %s after %d tries", dir, maxTempTries)
 }
@@ -95,7 +96,9 @@ func (d dirHandle) at(name string) string {
 func (d dirHandle) close()      {}
 func (d dirHandle) sync() error { return syncDir(d.path) }
 
-func renameAt(from string, d dirHandle, name string) error { return os.Rename(from, d.at(name)) }
+func renameAt(tmp dirHandle, from string, d dirHandle, name string) error {
+	return os.Rename(tmp.at(from), d.at(name))
+}
 
 func (d dirHandle) mode(name string) (fs.FileMode, bool, error) {
 	fi, err := os.Lstat(d.at(name))

@@ -21,19 +21,21 @@ import (
 // regular files never use.
 type tempFile struct {
 	fd   int
-	name string
+	name string // its path, for messages
+	base string // its name in the temp folder
 }
 
-// createTemp creates a new file in dir named prefix.<random>, mode 0644
-// less the umask.
-func createTemp(dir, prefix string) (tempFile, error) {
+// createTemp creates a new file named prefix.<random> in the folder td
+// (whose path is dir), mode 0644 less the umask.
+func createTemp(td dirHandle, dir, prefix string) (tempFile, error) {
 	for range maxTempTries {
-		name := tempName(dir, prefix)
-		fd, err := syscall.Open(name, syscall.O_WRONLY|syscall.O_CREAT|syscall.O_EXCL|syscall.O_CLOEXEC, 0o644)
+		base := tempName(prefix)
+		fd, err := unix.Openat(td.fd, base, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o644)
+		name := dir + string(os.PathSeparator) + base
 		switch {
 		case err == nil:
-			return tempFile{fd: fd, name: name}, nil
-		case errors.Is(err, syscall.EEXIST), errors.Is(err, syscall.EINTR):
+			return tempFile{fd: fd, name: name, base: base}, nil
+		case errors.Is(err, unix.EEXIST), errors.Is(err, unix.EINTR):
 			continue
 		}
 		return tempFile{}, &fs.PathError{Op: "open", Path: name, Err: err}
@@ -156,10 +158,10 @@ func (d dirHandle) close() {
 // sync makes the renames in the folder durable.
 func (d dirHandle) sync() error { return ignoringEINTR(func() error { return unix.Fsync(d.fd) }) }
 
-// renameAt renames the file from (a path) to name in d: rename(2) with the
-// target resolved from d, never following a link in the last step.
-func renameAt(from string, d dirHandle, name string) error {
-	if err := ignoringEINTR(func() error { return unix.Renameat(unix.AT_FDCWD, from, d.fd, name) }); err != nil {
+// renameAt renames the file from in tmp to name in d: rename(2) with both
+// resolved from their folders, never following a link in the last step.
+func renameAt(tmp dirHandle, from string, d dirHandle, name string) error {
+	if err := ignoringEINTR(func() error { return unix.Renameat(tmp.fd, from, d.fd, name) }); err != nil {
 		return &os.LinkError{Op: "rename", Old: from, New: name, Err: err}
 	}
 	return nil

@@ -48,7 +48,7 @@ type CDS struct {
 	dryRun       bool
 	out          io.Writer
 	log          *slog.Logger
-	rename       func(from string, d dirHandle, name string) error
+	rename       renameFunc
 
 	mu sync.Mutex
 	// digest is the content last written or found on disk; known says

@@ -57,7 +57,7 @@ func TestReleaseAndRemove(t *testing.T) {
 	}
 
 	// A release whose write fails is pending, then released by the Retry.
-	w.rename = func(string, dirHandle, string) error { return syscall.EIO }
+	w.rename = func(dirHandle, string, dirHandle, string) error { return syscall.EIO }
 	checkResult(t, w.Write(t.Context(), gone("b")), 0, 0, 1)
 	if ok, err := w.Remove("b"); ok || !errors.Is(err, ErrInUse) {
 		t.Fatalf("Remove with the emptying pending = %v, %v; want ErrInUse", ok, err)

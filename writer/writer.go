@@ -118,7 +118,7 @@ type Writer struct {
 	maxSize     int
 
 	// rename is renameAt; tests swap it to make the last step fail.
-	rename func(from string, d dirHandle, name string) error
+	rename renameFunc
 
 	mu  sync.Mutex
 	enc *encoder

@@ -336,7 +336,7 @@ func TestWriteFaults(t *testing.T) {
 	}
 	renameFails := func(t *testing.T, w *Writer, dir string) func() {
 		// The last step fails, after the temp file was written and synced.
-		w.rename = func(string, dirHandle, string) error { return syscall.ENOSPC }
+		w.rename = func(dirHandle, string, dirHandle, string) error { return syscall.ENOSPC }
 		return func() { w.rename = renameAt }
 	}
 	tests := []struct {
@@ -402,7 +402,7 @@ func TestWriteFaults(t *testing.T) {
 func TestWriteBackToDiskContent(t *testing.T) {
 	w, _ := newWriter(t, t.TempDir(), FormatJSON)
 	checkResult(t, w.Write(t.Context(), one("a", 80)), 1, 0, 0)
-	w.rename = func(string, dirHandle, string) error { return syscall.EIO }
+	w.rename = func(dirHandle, string, dirHandle, string) error { return syscall.EIO }
 	checkResult(t, w.Write(t.Context(), one("a", 81)), 0, 0, 1)
 	checkResult(t, w.Write(t.Context(), one("a", 80)), 0, 1, 0)
 	if w.Pending() != 0 {
@@ -707,7 +707,7 @@ func TestWriteTooLarge(t *testing.T) {
 			old := checkFile(t, bigPath, claWith(big, 80))
 
 			// A failed write leaves content pending...
-			w.rename = func(string, dirHandle, string) error { return syscall.ENOSPC }
+			w.rename = func(dirHandle, string, dirHandle, string) error { return syscall.ENOSPC }
 			checkResult(t, w.Write(t.Context(), one(big, 81)), 0, 0, 1)
 			w.rename = renameAt
 
@@ -739,4 +739,37 @@ func TestWriteTooLarge(t *testing.T) {
 			checkFile(t, bigPath, claWith(big, 82))
 		})
 	}
+}
+
+// A link put in .tmp's place while edsync runs is not written through
+// either: no temp file lands in the folder it points at, the write fails
+// (logged, retried) and the old file stays; once a real folder is back the
+// retry writes.
+func TestTmpSwappedForALinkAtRuntime(t *testing.T) {
+	dir, elsewhere := t.TempDir(), t.TempDir()
+	w, _ := newWriter(t, dir, FormatJSON)
+	const name = "default/web/http"
+	path, _ := w.Path(name)
+	checkResult(t, w.Write(t.Context(), one(name, 80)), 1, 0, 0)
+	old := checkFile(t, path, claWith(name, 80))
+
+	tmp := filepath.Join(dir, tmpDirName)
+	if err := os.Remove(tmp); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(elsewhere, tmp); err != nil {
+		t.Fatal(err)
+	}
+	checkResult(t, w.Write(t.Context(), one(name, 81)), 0, 0, 1)
+	if entries, _ := os.ReadDir(elsewhere); len(entries) != 0 {
+		t.Errorf("a temp file was written through the link: %v", entries)
+	}
+	if got, _ := os.ReadFile(path); !bytes.Equal(got, old) {
+		t.Error("the old file changed")
+	}
+	if err := os.Remove(tmp); err != nil {
+		t.Fatal(err)
+	}
+	checkResult(t, w.Retry(t.Context()), 1, 0, 0) // .tmp is made again
+	checkFile(t, path, claWith(name, 81))
 }
