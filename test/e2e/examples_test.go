@@ -183,7 +183,8 @@ func TestExamplesVMKubeconfigScript(t *testing.T) {
 		t.Skip("kubectl not installed")
 	}
 	ctx := t.Context()
-	if _, err := cluster.EdsyncKubeconfig(ctx); err != nil { // creates rbac.yaml's objects
+	// Creates rbac.yaml's objects, as its README says to first.
+	if _, err := cluster.ServiceAccountKubeconfig(ctx, harness.SidecarRBACFile); err != nil {
 		t.Fatal(err)
 	}
 	repo, err := harness.RepoRoot()
