@@ -35,7 +35,9 @@ const (
 	// and EdsyncKubeconfig use it: the scenarios watch every namespace,
 	// or namespaces of their own.
 	ClusterRBACFile = "examples/kubernetes/node-shared/rbac.yaml"
-	// SidecarRBACFile is the sidecar's, which examples/vm uses too.
+	// SidecarRBACFile is the sidecar's (examples/vm uses it too): Roles in
+	// the namespaces its config names, which must exist before it is
+	// created (they hold the Services), and a ClusterRole for Nodes only.
 	SidecarRBACFile = "examples/kubernetes/rbac.yaml"
 )
 
