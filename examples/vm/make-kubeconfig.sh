@@ -5,7 +5,8 @@
 #
 #   examples/vm/make-kubeconfig.sh > kubeconfig
 #
-# Apply examples/kubernetes/rbac.yaml first. Settings (environment):
+# Apply examples/kubernetes/rbac.yaml first (a Role in each namespace
+# edsync.env names, a ClusterRole for Nodes). Settings (environment):
 #   NAMESPACE        the ServiceAccount's namespace (default: default)
 #   SERVICE_ACCOUNT  its name (default: edsync)
 #   DURATION         the token's lifetime (default: 720h); the API server may

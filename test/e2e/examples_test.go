@@ -22,6 +22,7 @@ import (
 	"k8s.io/client-go/restmapper"
 
 	"github.com/edsync/edsync/test/e2e/harness"
+	"github.com/edsync/edsync/writer"
 )
 
 // TestExamplesKubernetesManifestsApply applies every manifest under
@@ -29,15 +30,17 @@ import (
 // the real kube-apiserver as `kubectl apply --server-side` would, each object
 // first as a dry run (DryRun: All) and then for real, with strict field
 // validation: a misspelt or misplaced field, an invalid value or a refused
-// object fails the test. Each folder's rbac.yaml goes first, as its README says. With no
-// kubelet the Pods never run; the API server's validation and admission of
-// the Deployments and the DaemonSet is what is checked.
+// object fails the test. Each folder's rbac.yaml goes first, as its README says,
+// into the namespaces of the example's Services (made here as a cluster would
+// have them). With no kubelet the Pods never run; the API server's validation
+// and admission of the Deployments and the DaemonSet is what is checked.
 func TestExamplesKubernetesManifestsApply(t *testing.T) {
 	ctx := t.Context()
 	repo, err := harness.RepoRoot()
 	if err != nil {
 		t.Fatal(err)
 	}
+	sidecarNamespaces(t)
 	for _, dir := range []string{"examples/kubernetes", "examples/kubernetes/node-shared"} {
 		files, err := filepath.Glob(filepath.Join(repo, filepath.FromSlash(dir), "*.yaml"))
 		if err != nil {
@@ -173,17 +176,41 @@ func readManifests(t *testing.T, path string) []*unstructured.Unstructured {
 	return out
 }
 
+// sidecarNamespaces makes the namespaces the sidecar example's rbac.yaml
+// has Roles in: those of the example's Services, which a cluster has
+// before edsync's RBAC is applied there.
+func sidecarNamespaces(t *testing.T) []string {
+	t.Helper()
+	r, err := harness.LoadRBAC(harness.SidecarRBACFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, role := range r.Roles {
+		if !slices.Contains(out, role.Namespace) {
+			out = append(out, role.Namespace)
+			if err := cluster.EnsureNamespace(t.Context(), role.Namespace); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	return out
+}
+
 // TestExamplesVMKubeconfigScript runs examples/vm/make-kubeconfig.sh with
 // kubectl against the real API server (as its admin), then edsync --once
-// with the kubeconfig it printed: the token authenticates as the edsync
-// ServiceAccount and rbac.yaml lets it sync.
+// with the kubeconfig it printed and the VM's settings (edsync.env, the
+// unit's flags): the token authenticates as the edsync ServiceAccount and
+// rbac.yaml's Roles let it sync the namespaces edsync.env names.
 func TestExamplesVMKubeconfigScript(t *testing.T) {
 	kubectl, err := exec.LookPath("kubectl")
 	if err != nil {
 		t.Skip("kubectl not installed")
 	}
 	ctx := t.Context()
-	if _, err := cluster.EdsyncKubeconfig(ctx); err != nil { // creates rbac.yaml's objects
+	// Creates rbac.yaml's objects, as the README says to first.
+	sidecarNamespaces(t)
+	if _, err := cluster.ServiceAccountKubeconfig(ctx, harness.SidecarRBACFile); err != nil {
 		t.Fatal(err)
 	}
 	repo, err := harness.RepoRoot()
@@ -208,18 +235,39 @@ func TestExamplesVMKubeconfigScript(t *testing.T) {
 		t.Fatalf("the kubeconfig is not a token kubeconfig:\n%s", kubeconfig)
 	}
 
+	// The unit's command (edsync.service: --kubeconfig and --output-dir,
+	// here the script's kubeconfig and a folder of the test's) with
+	// edsync.env as its environment, once; off the VM's port.
+	env, err := os.ReadFile(filepath.Join(repo, "examples", "vm", "edsync.env"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	run := exec.CommandContext(ctx, cluster.Edsync)
+	var clusters []string
+	for line := range strings.Lines(string(env)) {
+		if line = strings.TrimSpace(line); line != "" && line[0] != '#' {
+			run.Env = append(run.Env, line)
+			if v, ok := strings.CutPrefix(line, "EDSYNC_CLUSTER="); ok {
+				clusters = strings.Split(v, ",")
+			}
+		}
+	}
+	if len(clusters) == 0 {
+		t.Fatal("edsync.env declares no EDSYNC_CLUSTER")
+	}
 	out := t.TempDir()
-	run := exec.CommandContext(ctx, cluster.Edsync, "--kubeconfig", path, "--once", "--sync-timeout", "30s",
-		"--output-dir", out, "--service", "default/kubernetes", "--cluster", "vm-check")
+	run.Args = append(run.Args, "--kubeconfig", path, "--output-dir", out, "--once", "--sync-timeout", "30s", "--http-addr", "off")
 	run.WaitDelay = 5 * time.Second
 	logs, err := run.CombinedOutput()
 	if err != nil {
-		t.Fatalf("edsync --once with the script's kubeconfig: %v\n%s", err, logs)
+		t.Fatalf("edsync --once with the script's kubeconfig and edsync.env: %v\n%s", err, logs)
 	}
 	if lines := harness.ForbiddenLines(string(logs)); len(lines) > 0 {
-		t.Errorf("the API server refused edsync:\n%s", strings.Join(lines, "\n"))
+		t.Errorf("the API server refused edsync: %s does not grant what edsync.env needs:\n%s", harness.SidecarRBACFile, strings.Join(lines, "\n"))
 	}
-	if _, err := os.Stat(filepath.Join(out, "vm-check", "eds.json")); err != nil {
-		t.Errorf("edsync --once wrote no file for its declared cluster: %v\n%s", err, logs)
+	for _, c := range clusters {
+		if _, err := os.Stat(filepath.Join(out, edsFile(t, c, writer.FormatJSON))); err != nil {
+			t.Errorf("edsync --once wrote no file for its declared cluster %s: %v\n%s", c, err, logs)
+		}
 	}
 }

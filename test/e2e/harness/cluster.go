@@ -70,9 +70,9 @@ type Cluster struct {
 	binDir  string
 	kcmPort int
 
-	mu       sync.Mutex // scenarios may run in parallel (t.Parallel)
-	edsyncSA string     // kubeconfig for edsync's ServiceAccount, made once
-	nEdsync  int        // edsync processes started, to name their logs
+	mu          sync.Mutex        // scenarios may run in parallel (t.Parallel)
+	kubeconfigs map[string]string // RBAC file: a kubeconfig for its ServiceAccount, made once
+	nEdsync     int               // edsync processes started, to name their logs
 }
 
 // Start starts a control plane. If it fails, whatever it started is stopped.

@@ -25,71 +25,141 @@ import (
 	"github.com/edsync/edsync/internal/syncbuf"
 )
 
-// The ServiceAccount edsync runs as.
+// The RBAC files that examples/ ships for edsync, relative to the
+// repository root. The harness creates exactly the objects of one of them
+// and nothing else, and runs edsync as its ServiceAccount: the tests prove
+// that it is enough.
 const (
-	EdsyncNamespace      = "default"
-	EdsyncServiceAccount = "edsync"
+	// ClusterRBACFile is the node-shared edsync's: a ClusterRole for
+	// EndpointSlices, Services and Nodes in every namespace. StartEdsync
+	// and EdsyncKubeconfig use it: the scenarios watch every namespace,
+	// or namespaces of their own.
+	ClusterRBACFile = "examples/kubernetes/node-shared/rbac.yaml"
+	// SidecarRBACFile is the sidecar's (examples/vm uses it too): Roles in
+	// the namespaces its config names, which must exist before it is
+	// created (they hold the Services), and a ClusterRole for Nodes only.
+	SidecarRBACFile = "examples/kubernetes/rbac.yaml"
 )
 
-// RBACFile is the RBAC that examples/ ships for edsync, relative to the
-// repository root. EdsyncKubeconfig creates exactly its objects and nothing
-// else, so the tests prove that it is enough.
-const RBACFile = "examples/kubernetes/rbac.yaml"
+// RBAC is the objects of an RBAC file, in the order they are created.
+type RBAC struct {
+	File                string
+	Namespaces          []*corev1.Namespace
+	ServiceAccount      *corev1.ServiceAccount
+	Roles               []*rbacv1.Role
+	ClusterRoles        []*rbacv1.ClusterRole
+	RoleBindings        []*rbacv1.RoleBinding
+	ClusterRoleBindings []*rbacv1.ClusterRoleBinding
+}
 
-// LoadRBAC reads and decodes RBACFile: a ServiceAccount, a ClusterRole and a
-// ClusterRoleBinding (one of each, and nothing else). It checks that the
-// ServiceAccount is EdsyncNamespace/EdsyncServiceAccount and that the
-// binding grants the role to it, so a changed file fails loudly here rather
+// LoadRBAC reads and decodes an RBAC file (relative to the repository
+// root): one ServiceAccount, and Namespaces, Roles, ClusterRoles and their
+// bindings, nothing else. It checks that every binding grants a role of the
+// file to that ServiceAccount, so a changed file fails loudly here rather
 // than as a puzzling "forbidden" in edsync's log.
-func LoadRBAC() (*corev1.ServiceAccount, *rbacv1.ClusterRole, *rbacv1.ClusterRoleBinding, error) {
+func LoadRBAC(file string) (*RBAC, error) {
 	repo, err := RepoRoot()
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, err
 	}
-	path := filepath.Join(repo, filepath.FromSlash(RBACFile))
+	path := filepath.Join(repo, filepath.FromSlash(file))
 	docs, err := YAMLDocuments(path)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, err
 	}
-	var (
-		sa      *corev1.ServiceAccount
-		role    *rbacv1.ClusterRole
-		binding *rbacv1.ClusterRoleBinding
-	)
+	r := &RBAC{File: file}
 	decode := scheme.Codecs.UniversalDeserializer().Decode
 	for _, doc := range docs {
 		obj, gvk, err := decode(doc, nil, nil)
 		if err != nil {
-			return nil, nil, nil, fmt.Errorf("%s: %w", path, err)
+			return nil, fmt.Errorf("%s: %w", path, err)
 		}
-		dup := false
 		switch o := obj.(type) {
+		case *corev1.Namespace:
+			r.Namespaces = append(r.Namespaces, o)
 		case *corev1.ServiceAccount:
-			dup, sa = sa != nil, o
+			if r.ServiceAccount != nil {
+				return nil, fmt.Errorf("%s: more than one ServiceAccount", path)
+			}
+			r.ServiceAccount = o
+		case *rbacv1.Role:
+			r.Roles = append(r.Roles, o)
 		case *rbacv1.ClusterRole:
-			dup, role = role != nil, o
+			r.ClusterRoles = append(r.ClusterRoles, o)
+		case *rbacv1.RoleBinding:
+			r.RoleBindings = append(r.RoleBindings, o)
 		case *rbacv1.ClusterRoleBinding:
-			dup, binding = binding != nil, o
+			r.ClusterRoleBindings = append(r.ClusterRoleBindings, o)
 		default:
-			return nil, nil, nil, fmt.Errorf("%s: unexpected %v; the harness creates only a ServiceAccount, a ClusterRole and a ClusterRoleBinding", path, gvk)
-		}
-		if dup {
-			return nil, nil, nil, fmt.Errorf("%s: more than one %v", path, gvk)
+			return nil, fmt.Errorf("%s: unexpected %v; the harness creates only Namespaces, a ServiceAccount, Roles, ClusterRoles and their bindings", path, gvk)
 		}
 	}
-	switch {
-	case sa == nil || role == nil || binding == nil:
-		return nil, nil, nil, fmt.Errorf("%s: want a ServiceAccount, a ClusterRole and a ClusterRoleBinding", path)
-	case sa.Namespace != EdsyncNamespace || sa.Name != EdsyncServiceAccount:
-		return nil, nil, nil, fmt.Errorf("%s: ServiceAccount %s/%s, the harness runs edsync as %s/%s", path, sa.Namespace, sa.Name, EdsyncNamespace, EdsyncServiceAccount)
-	case binding.RoleRef.Kind != "ClusterRole" || binding.RoleRef.Name != role.Name:
-		return nil, nil, nil, fmt.Errorf("%s: ClusterRoleBinding %s refers to %s %s, not ClusterRole %s", path, binding.Name, binding.RoleRef.Kind, binding.RoleRef.Name, role.Name)
-	case !slices.ContainsFunc(binding.Subjects, func(s rbacv1.Subject) bool {
-		return s.Kind == rbacv1.ServiceAccountKind && s.Namespace == sa.Namespace && s.Name == sa.Name
-	}):
-		return nil, nil, nil, fmt.Errorf("%s: ClusterRoleBinding %s does not bind ServiceAccount %s/%s", path, binding.Name, sa.Namespace, sa.Name)
+	sa := r.ServiceAccount
+	if sa == nil || len(r.RoleBindings)+len(r.ClusterRoleBindings) == 0 {
+		return nil, fmt.Errorf("%s: want a ServiceAccount and bindings that grant it roles", path)
 	}
-	return sa, role, binding, nil
+	bindsSA := func(subjects []rbacv1.Subject) bool {
+		return slices.ContainsFunc(subjects, func(s rbacv1.Subject) bool {
+			return s.Kind == rbacv1.ServiceAccountKind && s.Namespace == sa.Namespace && s.Name == sa.Name
+		})
+	}
+	hasClusterRole := func(name string) bool {
+		return slices.ContainsFunc(r.ClusterRoles, func(cr *rbacv1.ClusterRole) bool { return cr.Name == name })
+	}
+	for _, b := range r.RoleBindings {
+		found := hasClusterRole(b.RoleRef.Name)
+		if b.RoleRef.Kind == "Role" {
+			found = slices.ContainsFunc(r.Roles, func(ro *rbacv1.Role) bool { return ro.Namespace == b.Namespace && ro.Name == b.RoleRef.Name })
+		}
+		if !found || !bindsSA(b.Subjects) {
+			return nil, fmt.Errorf("%s: RoleBinding %s/%s does not grant %s %s of the file to ServiceAccount %s/%s",
+				path, b.Namespace, b.Name, b.RoleRef.Kind, b.RoleRef.Name, sa.Namespace, sa.Name)
+		}
+	}
+	for _, b := range r.ClusterRoleBindings {
+		if b.RoleRef.Kind != "ClusterRole" || !hasClusterRole(b.RoleRef.Name) || !bindsSA(b.Subjects) {
+			return nil, fmt.Errorf("%s: ClusterRoleBinding %s does not grant ClusterRole %s of the file to ServiceAccount %s/%s",
+				path, b.Name, b.RoleRef.Name, sa.Namespace, sa.Name)
+		}
+	}
+	return r, nil
+}
+
+// CreateRBAC creates the objects of r, each kind after those it needs
+// (one that exists already is left as it is: the same file made it).
+// The namespaces of its Roles that r does not create must exist.
+func (c *Cluster) CreateRBAC(ctx context.Context, r *RBAC) error {
+	check := func(what string, err error) error {
+		if err != nil && !apierrors.IsAlreadyExists(err) {
+			return fmt.Errorf("%s: create %s: %w", r.File, what, err)
+		}
+		return nil
+	}
+	rbac := c.Client.RbacV1()
+	var errs []error
+	for _, o := range r.Namespaces {
+		_, err := c.Client.CoreV1().Namespaces().Create(ctx, o, metav1.CreateOptions{})
+		errs = append(errs, check("namespace "+o.Name, err))
+	}
+	_, err := c.Client.CoreV1().ServiceAccounts(r.ServiceAccount.Namespace).Create(ctx, r.ServiceAccount, metav1.CreateOptions{})
+	errs = append(errs, check("serviceaccount", err))
+	for _, o := range r.Roles {
+		_, err := rbac.Roles(o.Namespace).Create(ctx, o, metav1.CreateOptions{})
+		errs = append(errs, check("role "+o.Namespace+"/"+o.Name, err))
+	}
+	for _, o := range r.ClusterRoles {
+		_, err := rbac.ClusterRoles().Create(ctx, o, metav1.CreateOptions{})
+		errs = append(errs, check("clusterrole "+o.Name, err))
+	}
+	for _, o := range r.RoleBindings {
+		_, err := rbac.RoleBindings(o.Namespace).Create(ctx, o, metav1.CreateOptions{})
+		errs = append(errs, check("rolebinding "+o.Namespace+"/"+o.Name, err))
+	}
+	for _, o := range r.ClusterRoleBindings {
+		_, err := rbac.ClusterRoleBindings().Create(ctx, o, metav1.CreateOptions{})
+		errs = append(errs, check("clusterrolebinding "+o.Name, err))
+	}
+	return errors.Join(errs...)
 }
 
 // checkForbidden fails the test if the API server refused edsync anything.
@@ -98,11 +168,8 @@ func LoadRBAC() (*corev1.ServiceAccount, *rbacv1.ClusterRole, *rbacv1.ClusterRol
 // late. Only the log tells.
 func checkForbidden(t testing.TB, e *Edsync) {
 	t.Helper()
-	for line := range strings.Lines(e.Stderr()) {
-		if strings.Contains(line, "is forbidden") {
-			t.Errorf("the API server refused edsync something: %s does not grant enough:\n%s", RBACFile, line)
-			return
-		}
+	if lines := ForbiddenLines(e.Stderr()); len(lines) > 0 {
+		t.Errorf("the API server refused edsync something: %s does not grant enough:\n%s", e.rbacFile, strings.Join(lines, "\n"))
 	}
 }
 
@@ -141,39 +208,43 @@ func stripComments(doc []byte) []byte {
 	return out
 }
 
-// EdsyncKubeconfig returns a kubeconfig that authenticates as the edsync
-// ServiceAccount with a token from the TokenRequest API. The first call
-// creates the ServiceAccount, the ClusterRole and its binding from RBACFile.
+// EdsyncKubeconfig returns a kubeconfig that authenticates as the
+// ServiceAccount of ClusterRBACFile (ServiceAccountKubeconfig).
 func (c *Cluster) EdsyncKubeconfig(ctx context.Context) (string, error) {
+	return c.ServiceAccountKubeconfig(ctx, ClusterRBACFile)
+}
+
+// ServiceAccountKubeconfig returns a kubeconfig that authenticates as the
+// ServiceAccount of an RBAC file, with a token from the TokenRequest API.
+// The first call for a file creates its objects (CreateRBAC).
+func (c *Cluster) ServiceAccountKubeconfig(ctx context.Context, rbacFile string) (string, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.edsyncSA != "" {
-		return c.edsyncSA, nil
+	if path := c.kubeconfigs[rbacFile]; path != "" {
+		return path, nil
 	}
-	sa, role, binding, err := LoadRBAC()
+	r, err := LoadRBAC(rbacFile)
 	if err != nil {
 		return "", err
 	}
-	if _, err := c.Client.CoreV1().ServiceAccounts(sa.Namespace).Create(ctx, sa, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-		return "", fmt.Errorf("create serviceaccount: %w", err)
-	}
-	if _, err := c.Client.RbacV1().ClusterRoles().Create(ctx, role, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-		return "", fmt.Errorf("create clusterrole: %w", err)
-	}
-	if _, err := c.Client.RbacV1().ClusterRoleBindings().Create(ctx, binding, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-		return "", fmt.Errorf("create clusterrolebinding: %w", err)
+	if err := c.CreateRBAC(ctx, r); err != nil {
+		return "", err
 	}
 	// A day: longer than any test run, so edsync never meets an expired token.
 	req := &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: new(int64(24 * 3600))}}
-	tok, err := c.Client.CoreV1().ServiceAccounts(EdsyncNamespace).CreateToken(ctx, EdsyncServiceAccount, req, metav1.CreateOptions{})
+	sa := r.ServiceAccount
+	tok, err := c.Client.CoreV1().ServiceAccounts(sa.Namespace).CreateToken(ctx, sa.Name, req, metav1.CreateOptions{})
 	if err != nil {
-		return "", fmt.Errorf("token request: %w", err)
+		return "", fmt.Errorf("token request for %s/%s: %w", sa.Namespace, sa.Name, err)
 	}
-	path := filepath.Join(c.Dir, "edsync.kubeconfig")
+	path := filepath.Join(c.Dir, fmt.Sprintf("edsync-sa-%d.kubeconfig", len(c.kubeconfigs)+1))
 	if err := writeKubeconfig(path, c.Server, c.CAPEM, nil, nil, tok.Status.Token); err != nil {
 		return "", err
 	}
-	c.edsyncSA = path
+	if c.kubeconfigs == nil {
+		c.kubeconfigs = map[string]string{}
+	}
+	c.kubeconfigs[rbacFile] = path
 	return path, nil
 }
 
@@ -181,6 +252,7 @@ func (c *Cluster) EdsyncKubeconfig(ctx context.Context) (string, error) {
 type Edsync struct {
 	*Proc
 	stdout, stderr syncbuf.Buffer
+	rbacFile       string // whose ServiceAccount it runs as, for checkForbidden
 }
 
 // StartEdsync runs the edsync binary with --kubeconfig for its
@@ -190,29 +262,37 @@ type Edsync struct {
 // logged.
 func (c *Cluster) StartEdsync(t testing.TB, args ...string) *Edsync {
 	t.Helper()
-	kubeconfig, err := c.EdsyncKubeconfig(t.Context())
+	return c.StartEdsyncAs(t, ClusterRBACFile, args...)
+}
+
+// StartEdsyncAs is StartEdsync as the ServiceAccount of another RBAC file
+// (ServiceAccountKubeconfig).
+func (c *Cluster) StartEdsyncAs(t testing.TB, rbacFile string, args ...string) *Edsync {
+	t.Helper()
+	kubeconfig, err := c.ServiceAccountKubeconfig(t.Context(), rbacFile)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return c.startEdsync(t, true, append([]string{"--kubeconfig", kubeconfig}, args...)...)
+	return c.startEdsync(t, rbacFile, append([]string{"--kubeconfig", kubeconfig}, args...)...)
 }
 
 // StartEdsyncArgs runs the edsync binary with args only: for a config
-// file that names its sources' kubeconfigs itself.
+// file that names its sources' kubeconfigs itself (EdsyncKubeconfig's).
 func (c *Cluster) StartEdsyncArgs(t testing.TB, args ...string) *Edsync {
 	t.Helper()
-	return c.startEdsync(t, true, args...)
+	return c.startEdsync(t, ClusterRBACFile, args...)
 }
 
-// startEdsync runs edsync with args; checkRefusals says whether to fail
-// the test if the API server refused edsync anything.
-func (c *Cluster) startEdsync(t testing.TB, checkRefusals bool, args ...string) *Edsync {
+// startEdsync runs edsync with args. Unless rbacFile is "", the test fails
+// if the API server refused edsync anything: rbacFile, whose ServiceAccount
+// edsync runs as, did not grant enough.
+func (c *Cluster) startEdsync(t testing.TB, rbacFile string, args ...string) *Edsync {
 	t.Helper()
 	c.mu.Lock()
 	c.nEdsync++
 	n := c.nEdsync
 	c.mu.Unlock()
-	e := &Edsync{}
+	e := &Edsync{rbacFile: rbacFile}
 	e.Proc = &Proc{
 		Name: "edsync",
 		Path: c.Edsync,
@@ -232,7 +312,7 @@ func (c *Cluster) startEdsync(t testing.TB, checkRefusals bool, args ...string) 
 		if e.Running() {
 			_ = e.Stop(10 * time.Second)
 		}
-		if checkRefusals {
+		if rbacFile != "" {
 			checkForbidden(t, e)
 		}
 		if t.Failed() {

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 )
@@ -37,6 +38,16 @@ func (c *Cluster) CreateNamespace(ctx context.Context, name string) error {
 		_, err := c.Client.CoreV1().ServiceAccounts(name).Get(ctx, "default", metav1.GetOptions{})
 		return err
 	})
+}
+
+// EnsureNamespace is CreateNamespace unless the namespace exists: for the
+// examples' namespaces, which several tests share.
+func (c *Cluster) EnsureNamespace(ctx context.Context, name string) error {
+	_, err := c.Client.CoreV1().Namespaces().Get(ctx, name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return c.CreateNamespace(ctx, name)
+	}
+	return err
 }
 
 // CreateService creates a ClusterIP Service selecting selector, with ports.

@@ -116,7 +116,7 @@ func (c *Cluster) StartEdsyncDuringFaults(t testing.TB, args ...string) *Edsync 
 	if err != nil {
 		t.Fatal(err)
 	}
-	return c.startEdsync(t, false, append([]string{"--kubeconfig", kubeconfig}, args...)...)
+	return c.startEdsync(t, "", append([]string{"--kubeconfig", kubeconfig}, args...)...)
 }
 
 // ForbiddenLines are the lines of an edsync log that show the API server
