@@ -18,12 +18,13 @@ const nodeShared = "examples/kubernetes/node-shared/"
 // hostPathOf returns the node folder a container mounts at path, "" if none.
 func hostPathOf(spec corev1.PodSpec, c corev1.Container, path string) (hostPath string, readOnly bool) {
 	for _, m := range c.VolumeMounts {
-		if m.MountPath != path {
+		rel, err := filepath.Rel(m.MountPath, path)
+		if err != nil || rel == ".." || strings.HasPrefix(rel, "../") {
 			continue
 		}
 		for _, v := range spec.Volumes {
 			if v.Name == m.Name && v.HostPath != nil {
-				return v.HostPath.Path, m.ReadOnly
+				return filepath.Join(v.HostPath.Path, rel), m.ReadOnly
 			}
 		}
 	}
