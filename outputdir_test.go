@@ -251,10 +251,7 @@ func TestBinaryOneFolderAndSignals(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short: builds edsync")
 	}
-	bin := filepath.Join(t.TempDir(), "edsync")
-	if out, err := exec.CommandContext(t.Context(), "go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := buildEdsync(t)
 	out := t.TempDir()
 	files := watchFolder(t, out)
 	first := exec.CommandContext(t.Context(), bin, "--from-dir", "examples/endpointslices", "--output-dir", out, "--http-addr", "off")

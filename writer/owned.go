@@ -1,7 +1,10 @@
 package writer
 
 import (
+	"errors"
 	"fmt"
+	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -16,7 +19,8 @@ import (
 // list finds the files of ours in the folder, for Known. A plain entry name
 // (see Layout) tells its cluster; a shortened one is read: the cluster_name
 // of the CLA inside tells whose it is, if the layout gives that cluster
-// this very entry. Entries of the other layout are counted, never taken:
+// this very entry. A cluster folder a crash left without its file counts
+// too (bareFolder). Entries of the other layout are counted, never taken:
 // an Envoy may still read them (see warnOtherLayout).
 func (w *Writer) list() error {
 	entries, err := os.ReadDir(w.dir)
@@ -30,6 +34,8 @@ func (w *Writer) list() error {
 			if w.layout.shortened(e.Name(), w.format) {
 				w.short[e.Name()] = c
 			}
+		} else if c, ok := w.bareFolder(e); ok {
+			w.found[c] = true
 		} else if w.otherLayouts(e) {
 			other++
 		}
@@ -65,6 +71,42 @@ func (w *Writer) entryCluster(l Layout, e os.DirEntry) (string, bool) {
 		return "", false
 	}
 	return c, true
+}
+
+// bareFolder says whose cluster folder the folder entry e is when it holds
+// nothing: what a crash leaves between the making of a cluster's folder
+// and the rename of its first file into it, or between a prune's removal
+// of the emptied file and that of its folder. Such a cluster is Known and
+// Owned, so that the start's sweep empties it like a stale file (and the
+// prune removes it) unless it is published, in which case its file is
+// written into that very folder. A shortened name tells its cluster only
+// by the file inside: without one, the folder is left alone.
+func (w *Writer) bareFolder(e os.DirEntry) (string, bool) {
+	name := e.Name()
+	if w.layout != LayoutFolders || strings.HasPrefix(name, ".") || !e.IsDir() {
+		return "", false
+	}
+	c, ok := w.layout.Cluster(name, w.format)
+	if !ok || !isBare(filepath.Join(w.dir, name)) {
+		return "", false
+	}
+	return c, true
+}
+
+// isBare reports whether folder is a folder (not a link) holding nothing.
+// (Only read: a link put in its place meanwhile is never written through,
+// as every write opens the cluster's folder without following one.)
+func isBare(folder string) bool {
+	if fi, err := os.Lstat(folder); err != nil || !fi.IsDir() {
+		return false
+	}
+	f, err := os.Open(folder)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	names, err := f.Readdirnames(1)
+	return len(names) == 0 && errors.Is(err, io.EOF)
 }
 
 // otherLayouts says whether the folder entry e is a file of ours in the
@@ -140,7 +182,8 @@ func (w *Writer) Known() []string {
 // alone proves nothing: the folder Envoy reads may also hold its bootstrap
 // or other xDS files (envoy.json decodes to a cluster name like any other),
 // and those must never be replaced. A cluster written (or, in dry-run,
-// printed) by this process is ours without a look.
+// printed) by this process is ours without a look; so is, in the folders
+// layout, a cluster folder holding nothing (bareFolder).
 func (w *Writer) Owns(cluster string) bool {
 	w.mu.Lock()
 	_, ours := w.files[cluster]
@@ -153,6 +196,9 @@ func (w *Writer) Owns(cluster string) bool {
 		return false
 	}
 	data, _, err := w.readFile(path) // not through a link in the folder's place
+	if errors.Is(err, fs.ErrNotExist) && w.layout == LayoutFolders {
+		return isBare(filepath.Dir(path)) // a folder left without its file (bareFolder)
+	}
 	if err != nil {
 		return false
 	}
