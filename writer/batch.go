@@ -66,12 +66,14 @@ func (w *Writer) run(ctx context.Context, jobs []job, res *Result, errs []error)
 		case written:
 			res.Written++
 			res.WrittenClusters = append(res.WrittenClusters, j.cluster)
+			res.Kept = append(res.Kept, Kept{Cluster: j.cluster, Version: j.enc.version, Renamed: true})
 			if failures[i] != nil { // the fsync of its folder
 				errs = append(errs, failures[i])
 				w.log.Error("fsync folder failed", "cluster", j.cluster, "path", j.path, "error", failures[i])
 			}
 		case unchanged:
 			res.Unchanged++
+			res.Kept = append(res.Kept, Kept{Cluster: j.cluster, Version: j.enc.version})
 		case failed:
 			res.Failed++
 			errs = append(errs, failures[i])

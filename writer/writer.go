@@ -91,10 +91,21 @@ type Result struct {
 	// WrittenClusters names the clusters counted in Written, in batch
 	// order: for callers that time a change to the rename of its file.
 	WrittenClusters []string
+	// Kept lists, in batch order, the clusters whose files hold the
+	// content given (written, or found right), with its version_info:
+	// what a reader of the files (Envoy) is to report.
+	Kept []Kept
 	// Err joins one error per failure, each naming the file and the reason.
 	// It may also carry a failed fsync of the folder after files were
 	// renamed; those files count as Written.
 	Err error
+}
+
+// Kept is a cluster whose file holds Version; Renamed if this batch put
+// it there.
+type Kept struct {
+	Cluster, Version string
+	Renamed          bool
 }
 
 // TooLarge is a cluster whose file would be Size bytes, over Max.
@@ -319,6 +330,7 @@ func (w *Writer) Write(ctx context.Context, clusters []Cluster) Result {
 		}
 		if f, ok := w.files[c.Name]; ok && f.digest == j.enc.digest && (j.enc.same || w.dryRun || w.holds(j.path, j.enc.data)) {
 			res.Unchanged++
+			res.Kept = append(res.Kept, Kept{Cluster: c.Name, Version: j.enc.version})
 			delete(w.pending, c.Name) // the file already holds the latest
 			w.log.Debug("unchanged", "cluster", c.Name, "path", j.path, "version", j.enc.version)
 			if c.Release {

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -772,4 +773,42 @@ func TestTmpSwappedForALinkAtRuntime(t *testing.T) {
 	}
 	checkResult(t, w.Retry(t.Context()), 1, 0, 0) // .tmp is made again
 	checkFile(t, path, claWith(name, 81))
+}
+
+// Result.Kept gives, for each cluster whose file holds the content given,
+// the version_info in that file, whether this Write renamed it or found it
+// right (in the Writer's memory, or on disk after a restart): what a reader
+// of the files is to report.
+func TestWriteKeptVersions(t *testing.T) {
+	dir := t.TempDir()
+	w, _ := newWriter(t, dir, FormatJSON)
+	const name = "default/web/http"
+	path, _ := w.Path(name)
+	fileVersion := func() string {
+		t.Helper()
+		data, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, _, err := parseLikeEnvoy(path, data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp.VersionInfo
+	}
+	res := w.Write(t.Context(), one(name, 80))
+	if want := []Kept{{Cluster: name, Version: fileVersion(), Renamed: true}}; !slices.Equal(res.Kept, want) {
+		t.Fatalf("written: Kept %+v, want %+v", res.Kept, want)
+	}
+	if res := w.Write(t.Context(), one(name, 80)); !slices.Equal(res.Kept, []Kept{{Cluster: name, Version: fileVersion()}}) {
+		t.Fatalf("unchanged: Kept %+v", res.Kept)
+	}
+	w2, _ := newWriter(t, dir, FormatJSON) // a restart finds it on disk
+	if res := w2.Write(t.Context(), one(name, 80)); res.Unchanged != 1 || !slices.Equal(res.Kept, []Kept{{Cluster: name, Version: fileVersion()}}) {
+		t.Fatalf("after a restart: %+v", res)
+	}
+	w.rename = func(dirHandle, string, dirHandle, string) error { return syscall.EIO }
+	if res := w.Write(t.Context(), one(name, 81)); len(res.Kept) != 0 {
+		t.Fatalf("a failed write is kept: %+v", res.Kept)
+	}
 }
