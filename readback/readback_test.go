@@ -31,9 +31,13 @@ type recorder struct {
 }
 
 func (r *recorder) States(c map[status.State]int) { r.mu.Lock(); r.states = c; r.mu.Unlock() }
-func (r *recorder) Applied(d time.Duration)       { r.mu.Lock(); r.applied = append(r.applied, d); r.mu.Unlock() }
-func (r *recorder) Rejected()                     { r.mu.Lock(); r.rejected++; r.mu.Unlock() }
-func (r *recorder) AdminUp(up bool)               { r.mu.Lock(); r.up = up; r.mu.Unlock() }
+func (r *recorder) Applied(d time.Duration) {
+	r.mu.Lock()
+	r.applied = append(r.applied, d)
+	r.mu.Unlock()
+}
+func (r *recorder) Rejected()       { r.mu.Lock(); r.rejected++; r.mu.Unlock() }
+func (r *recorder) AdminUp(up bool) { r.mu.Lock(); r.up = up; r.mu.Unlock() }
 
 // fixture is a writer over a folder, the status Board it reports to, an
 // Envoy stand-in reading the folder and a Poller reading it back, on a
