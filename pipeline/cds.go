@@ -18,6 +18,8 @@ import (
 // each time.
 type CDSWriter interface {
 	Write(clusters []*clusterv3.Cluster) (written bool, err error)
+	// Version is the version_info of what the file holds.
+	Version() string
 }
 
 // cdsMaxDelayFactor caps how long CDS changes that keep coming wait: at
@@ -220,6 +222,7 @@ func (p *Pipeline) writeCDS(ctx context.Context) error {
 		result = CDSResultWritten
 	}
 	p.metrics.CDSWrote(result, len(clusters))
+	p.published.status.CDSKept(s.w.Version(), now)
 	for name := range want {
 		if t, ok := s.since[name]; ok {
 			p.metrics.CDSClusterAdded(max(now.Sub(t), 0))

@@ -33,6 +33,8 @@ type checkedCDS struct {
 	versions [][]string
 }
 
+func (c *checkedCDS) Version() string { return c.w.Version() }
+
 func newCheckedCDS(t *testing.T, dir string) *checkedCDS {
 	w, err := writer.NewCDS(writer.CDSOptions{Path: filepath.Join(dir, "cds+clusters.json")})
 	if err != nil {
@@ -267,6 +269,8 @@ type failingCDS struct {
 	fail  bool
 	wrote int
 }
+
+func (f *failingCDS) Version() string { return "" }
 
 func (f *failingCDS) Write([]*clusterv3.Cluster) (bool, error) {
 	if f.fail {

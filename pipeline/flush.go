@@ -198,6 +198,7 @@ func (p *Pipeline) retry(ctx context.Context) writer.Result {
 func (p *Pipeline) wrote(res writer.Result, start time.Time) {
 	now := p.now()
 	p.metrics.Wrote(res, now.Sub(start), now)
+	p.published.status.Kept(res.Kept, now)
 	if len(p.triggers) == 0 && len(p.received) == 0 {
 		return
 	}

@@ -3,6 +3,7 @@ package pipeline
 import (
 	"time"
 
+	"github.com/edsync/edsync/render"
 	"github.com/edsync/edsync/writer"
 )
 
@@ -60,6 +61,27 @@ type Published struct {
 	// Endpoints by health status; UNKNOWN counts as healthy, as in Envoy.
 	Healthy, Draining, Unhealthy int
 }
+
+// Status is told what the files hold as they are written: the status view
+// (package status) behind /debug/clusters and the read-back of Envoy.
+// Called from the pipeline's goroutine; it must be quick.
+type Status interface {
+	// Kept: the files of a Write or Retry that hold their content, at at.
+	Kept(kept []writer.Kept, at time.Time)
+	// Published: a cluster's Service and endpoints as handed to the writer.
+	Published(cluster string, svc render.ServiceKey, counts render.HealthCounts)
+	// Forget: a cluster whose file is emptied and no longer kept.
+	Forget(cluster string)
+	// CDSKept: the CDS file holds version since at.
+	CDSKept(version string, at time.Time)
+}
+
+type noStatus struct{}
+
+func (noStatus) Kept([]writer.Kept, time.Time)                                {}
+func (noStatus) Published(string, render.ServiceKey, render.HealthCounts) {}
+func (noStatus) Forget(string)                                              {}
+func (noStatus) CDSKept(string, time.Time)                                  {}
 
 type noMetrics struct{}
 

@@ -64,6 +64,8 @@ type Options struct {
 	// flushes (the others are logged at Debug); 0 is 10 s.
 	SummaryEvery time.Duration
 	Metrics      Metrics // nil: none
+	// Status is told what the files hold (nil: nothing).
+	Status Status
 
 	// CDS, if set, gets the CDS file: an EDS cluster for each cluster
 	// published or declared, once its file is on disk (see cdsState), as
@@ -232,7 +234,7 @@ func newPipeline(o Options) *Pipeline {
 		services:     make(map[render.ServiceKey]*render.ServiceInfo),
 		nodes:        make(map[string]*render.NodeTopology),
 	}
-	p.published = newPublished()
+	p.published = newPublished(o.Status)
 	p.cds = newCDSState(o)
 	if p.log == nil {
 		p.log = slog.New(slog.DiscardHandler)

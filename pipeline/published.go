@@ -16,6 +16,7 @@ type publishedFiles struct {
 	// nonEmpty counts, per Service, its clusters holding an endpoint.
 	nonEmpty map[render.ServiceKey]int
 	total    Published
+	status   Status // told of each change
 }
 
 // publishedCluster is what is remembered of one cluster's file.
@@ -39,10 +40,14 @@ func (c publishedCluster) counts() bool {
 	return c.service != (render.ServiceKey{}) && c.endpoints != endpointCounts{}
 }
 
-func newPublished() publishedFiles {
+func newPublished(status Status) publishedFiles {
+	if status == nil {
+		status = noStatus{}
+	}
 	return publishedFiles{
 		clusters: make(map[string]publishedCluster),
 		nonEmpty: make(map[render.ServiceKey]int),
+		status:   status,
 	}
 }
 
@@ -55,6 +60,7 @@ func (p *publishedFiles) publish(name string, svc render.ServiceKey, counts endp
 		return
 	}
 	p.clusters[name] = next
+	p.status.Published(name, svc, counts)
 	if !had {
 		p.total.Clusters++
 	}
@@ -83,6 +89,7 @@ func (p *publishedFiles) forget(name string) {
 		return
 	}
 	delete(p.clusters, name)
+	p.status.Forget(name)
 	p.total.Clusters--
 	addCounts(&p.total, prev.endpoints, -1)
 	if prev.counts() {

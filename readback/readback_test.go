@@ -61,7 +61,7 @@ func newFixture(t *testing.T) *fixture {
 	if f.w, err = writer.New(writer.Options{Dir: f.dir}); err != nil {
 		t.Fatal(err)
 	}
-	f.board = status.NewBoard(f.path, f.clock)
+	f.board = status.NewBoard(f.path, "", f.clock)
 	srv := httptest.NewServer(f.envoy)
 	t.Cleanup(srv.Close)
 	admin, _ := url.Parse(srv.URL)

@@ -85,6 +85,7 @@ type Snapshot struct {
 // Board is the view, safe for concurrent use.
 type Board struct {
 	path     func(cluster string) string
+	cdsPath  string
 	clock    func() time.Time
 	mu       sync.Mutex
 	clusters map[string]*Cluster
@@ -93,13 +94,13 @@ type Board struct {
 	envoyUp  bool
 }
 
-// NewBoard makes a Board; path gives a cluster's file (writer.Path), clock
-// the time (nil: time.Now).
-func NewBoard(path func(cluster string) string, clock func() time.Time) *Board {
+// NewBoard makes a Board; path gives a cluster's file (writer.Path),
+// cdsPath is the CDS file ("" if none), clock the time (nil: time.Now).
+func NewBoard(path func(cluster string) string, cdsPath string, clock func() time.Time) *Board {
 	if clock == nil {
 		clock = time.Now
 	}
-	return &Board{path: path, clock: clock, clusters: make(map[string]*Cluster)}
+	return &Board{path: path, cdsPath: cdsPath, clock: clock, clusters: make(map[string]*Cluster)}
 }
 
 // entry returns the cluster's entry, made if new; b.mu is held.
@@ -154,14 +155,16 @@ func (b *Board) Forget(cluster string) {
 	delete(b.clusters, cluster)
 }
 
-// CDSKept records the CDS file at path holding version since at.
-func (b *Board) CDSKept(path, version string, at time.Time) {
+// CDSName is the name the CDS file has among the clusters' files.
+const CDSName = "(cds)"
+
+// CDSKept records the CDS file holding version since at.
+func (b *Board) CDSKept(version string, at time.Time) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.cds == nil {
-		b.cds = &Cluster{Name: "(cds)", Envoy: Envoy{State: StateUnknown, Since: at}}
+		b.cds = &Cluster{Name: CDSName, File: b.cdsPath, Envoy: Envoy{State: StateUnknown, Since: at}}
 	}
-	b.cds.File = path
 	if b.cds.Version != version {
 		b.cds.Version, b.cds.Written, b.cds.Renamed = version, at, true
 		if b.cds.Envoy.State == StateApplied || b.cds.Envoy.State == StateRejected {

@@ -56,6 +56,19 @@ type CDS struct {
 	digest [sha256.Size]byte
 	known  bool
 	id     fileIdent
+	// version is the version_info of the content known.
+	version string
+}
+
+// Version is the version_info of what the CDS file holds, as last written
+// or found ("" before the first Write).
+func (c *CDS) Version() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.known {
+		return ""
+	}
+	return c.version
 }
 
 // CDSFormat is the format of a CDS file by its extension.
@@ -142,7 +155,7 @@ func (c *CDS) Write(clusters []*clusterv3.Cluster) (written bool, err error) {
 		if err := c.print(data); err != nil {
 			return false, err
 		}
-		c.digest, c.known = digest, true
+		c.digest, c.known, c.version = digest, true, version
 		return true, nil
 	}
 	if c.known && digest == c.digest && c.sameFile() {
@@ -153,7 +166,7 @@ func (c *CDS) Write(clusters []*clusterv3.Cluster) (written bool, err error) {
 		// is not written again (Envoy would not reload, but a rename is a
 		// needless inotify event for it and for whoever watches).
 		if old, id, err := cwd.read(c.path); err == nil && bytes.Equal(old, data) {
-			c.digest, c.known, c.id = digest, true, id
+			c.digest, c.known, c.id, c.version = digest, true, id, version
 			return false, nil
 		}
 	}
@@ -167,7 +180,7 @@ func (c *CDS) Write(clusters []*clusterv3.Cluster) (written bool, err error) {
 		// Renamed: Envoy sees the new file; only durability is in doubt.
 		c.log.Warn("fsync of the CDS file's folder failed", "path", c.path, "error", err)
 	}
-	c.digest, c.known, c.id = digest, true, id
+	c.digest, c.known, c.id, c.version = digest, true, id, version
 	c.log.Debug("wrote", "path", c.path, "version", version, "clusters", len(clusters))
 	return true, nil
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/edsync/edsync/pipeline"
 	"github.com/edsync/edsync/render"
+	"github.com/edsync/edsync/status"
 	"github.com/edsync/edsync/watch"
 	"github.com/edsync/edsync/writer"
 )
@@ -27,6 +28,7 @@ var (
 		render.ReasonFQDN, render.ReasonAddressType, render.ReasonNoAddress, render.ReasonInvalidAddress,
 		render.ReasonInvalidPort, render.ReasonInvalidEndpoint, render.ReasonNameConflict, render.ReasonInvalidCLA,
 		render.ReasonInvalidAnnotation, render.ReasonNoServicePort, render.ReasonAddressConflict,
+		render.ReasonAddressNotAllowed, render.ReasonNamespaceLimit, pipeline.ReasonFileTooLarge,
 	}
 )
 
@@ -81,6 +83,12 @@ type Metrics struct {
 	configReloads             *prometheus.CounterVec
 	configLastReloadOK        prometheus.Gauge
 	configLastReloadSuccessTS prometheus.Gauge
+
+	// The read-back of Envoy (readback.go).
+	envoyFiles      map[status.State]prometheus.Gauge
+	envoyApply      prometheus.Histogram
+	envoyRejections prometheus.Counter
+	envoyAdminUp    prometheus.Gauge
 }
 
 var _ pipeline.Metrics = (*Metrics)(nil)
@@ -173,6 +181,7 @@ func New(version string) *Metrics {
 		"max_user_instances": limit.WithLabelValues("max_user_instances"),
 		"max_user_watches":   limit.WithLabelValues("max_user_watches"),
 	}
+	m.readBack(f)
 	return m
 }
 
