@@ -15,7 +15,9 @@ import (
 
 	"github.com/edsync/edsync/internal/metrics"
 	"github.com/edsync/edsync/pipeline"
+	"github.com/edsync/edsync/readback"
 	"github.com/edsync/edsync/render"
+	"github.com/edsync/edsync/status"
 	"github.com/edsync/edsync/watch"
 	"github.com/edsync/edsync/writer"
 )
@@ -39,7 +41,8 @@ func start(ctx context.Context, cfg *config, hup <-chan os.Signal, stdout, stder
 		defer release()
 	}
 	m := metrics.New(buildVersion())
-	p, api, err := newPipeline(cfg, log, pipelineDeps{stdout: stdout, metrics: m, sourceStatus: m.Sources})
+	board := newBoard(cfg)
+	p, api, err := newPipeline(cfg, log, pipelineDeps{stdout: stdout, metrics: m, sourceStatus: m.Sources, status: board})
 	if err != nil {
 		return err
 	}
@@ -55,7 +58,18 @@ func start(ctx context.Context, cfg *config, hup <-chan os.Signal, stdout, stder
 		if api != nil && api.clusters != nil {
 			sources = api.clusters.Status
 		}
-		_, stop, err := serveHTTP(cfg.httpAddr, httpHandler(m, p, sources), log.With("component", "http"))
+		var probes probes = p
+		if cfg.readyEnvoy {
+			probes = &envoyReadiness{probes: p, board: board}
+		}
+		_, stop, err := serveHTTP(cfg.httpAddr, httpHandler(m, probes, sources, board), log.With("component", "http"))
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
+	if cfg.pprofAddr != "" && !cfg.once {
+		stop, err := servePprof(cfg.pprofAddr, log.With("component", "pprof"))
 		if err != nil {
 			return err
 		}
@@ -64,6 +78,19 @@ func start(ctx context.Context, cfg *config, hup <-chan os.Signal, stdout, stder
 	rctx, stop := context.WithCancel(ctx)
 	done := make(chan struct{})
 	defer func() { stop(); <-done }()
+	if cfg.envoyAdmin != nil && !cfg.once && !cfg.dryRun {
+		poller, err := readback.New(readback.Options{Admin: cfg.envoyAdmin, Interval: cfg.envoyPoll, Board: board,
+			Logger: log, Metrics: m})
+		if err != nil {
+			return usageError{err}
+		}
+		polled := make(chan struct{})
+		defer func() { <-polled }()
+		go func() {
+			defer close(polled)
+			poller.Run(rctx)
+		}()
+	}
 	if cfg.configFile != "" && !cfg.once {
 		r := newReloader(cfg, p, api, m, level, log)
 		r.hup = hup
@@ -166,6 +193,8 @@ type pipelineDeps struct {
 	// sourceStatus gets the sources' status after each check (metrics);
 	// only with the config file's sources.
 	sourceStatus func([]watch.SourceStatus)
+	// status is told what the files hold (nil: nothing).
+	status pipeline.Status
 	// inotifyDir holds the inotify sysctls; empty is
 	// writer.InotifySysctlDir (tests give a folder of their own).
 	inotifyDir string
@@ -227,9 +256,19 @@ func newPipeline(cfg *config, log *slog.Logger, deps pipelineDeps) (p *pipeline.
 		CDSDebounce:   cfg.cdsDebounce,
 		InotifyLimits: inotifyLimits(cfg, deps),
 		Metrics:       deps.metrics,
+		Status:        deps.status,
 		OnFlush:       deps.onFlush,
 	})
 	return p, api, err
+}
+
+// newBoard makes the status view of a run: the files of cfg's output
+// folder, and its CDS file.
+func newBoard(cfg *config) *status.Board {
+	return status.NewBoard(func(cluster string) string {
+		path, _ := cfg.layout.Path(cfg.outputDir, cluster, cfg.format) // a name it refuses is never written
+		return path
+	}, cfg.cdsFile, nil)
 }
 
 // inotifyLimits reads the limits that bound an Envoy reading the files;

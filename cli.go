@@ -6,9 +6,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/url"
 	"os"
 	"os/signal"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -179,6 +182,13 @@ type config struct {
 	logLevel  slog.Level
 	logFormat string
 	httpAddr  string // "" serves nothing
+
+	// envoyAdmin is Envoy's admin to read back (nil: none), polled every
+	// envoyPoll; readyEnvoy makes /readyz wait for Envoy.
+	envoyAdmin *url.URL
+	envoyPoll  time.Duration
+	readyEnvoy bool
+	pprofAddr  string // "" serves none
 
 	configFile string
 	file       *fileConfig // as read at start or at the last reload
@@ -366,10 +376,45 @@ func readSettings(c settings) (*config, error) {
 	if cfg.httpAddr, err = parseHTTPAddr(c.String("http-addr")); err != nil {
 		return nil, err
 	}
+	if err := readEnvoyAdmin(c, cfg); err != nil {
+		return nil, err
+	}
 	if err := readTopology(c, cfg); err != nil {
 		return nil, err
 	}
 	return cfg, nil
+}
+
+// readEnvoyAdmin reads the flags of the read-back of Envoy and of pprof.
+func readEnvoyAdmin(c settings, cfg *config) error {
+	if s := c.String("envoy-admin"); s != "" {
+		u, err := url.Parse(s)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil || u.RawQuery != "" {
+			return usagef("invalid --envoy-admin %q: want Envoy's admin as http://HOST:PORT", s)
+		}
+		cfg.envoyAdmin = u
+	}
+	if cfg.envoyPoll = c.Duration("envoy-poll-interval"); cfg.envoyPoll <= 0 {
+		return usagef("--envoy-poll-interval: %s is not positive", cfg.envoyPoll)
+	}
+	if cfg.readyEnvoy = c.Bool("ready-waits-for-envoy"); cfg.readyEnvoy && cfg.envoyAdmin == nil {
+		return usagef("--ready-waits-for-envoy needs --envoy-admin: it is what tells whether Envoy applied the files")
+	}
+	if s := c.String("pprof-addr"); s != "" && s != "off" {
+		host, port, err := net.SplitHostPort(s)
+		if n, perr := strconv.Atoi(port); err != nil || perr != nil || n < 0 || n > 65535 {
+			return usagef("invalid --pprof-addr %q: want HOST:PORT or :PORT", s)
+		}
+		if host == "" {
+			// Profiles show what edsync holds: not for the network.
+			host = "127.0.0.1"
+		}
+		cfg.pprofAddr = net.JoinHostPort(host, port)
+		if cfg.pprofAddr == cfg.httpAddr {
+			return usagef("--pprof-addr %s is --http-addr's: profiles get a listener of their own", s)
+		}
+	}
+	return nil
 }
 
 // readTopology reads the flags of the Topology category.

@@ -137,7 +137,16 @@ func flags() []cli.Flag {
 			Usage: "`FORMAT` of log lines: text or json"},
 
 		&cli.StringFlag{Name: "http-addr", Category: catMonitor, EnvVars: env("HTTP_ADDR"), Value: defaultHTTPAddr,
-			Usage: "serve /metrics (Prometheus), /healthz and /readyz on `ADDR` (HOST:PORT); \"off\" or \"\" serves nothing, nor does --once"},
+			Usage: "serve /metrics (Prometheus), /healthz, /readyz and /debug/clusters (edsync status) on `ADDR` (HOST:PORT); \"off\" or \"\" serves nothing, nor does --once"},
+		&cli.StringFlag{Name: "envoy-admin", Category: catMonitor, EnvVars: env("ENVOY_ADMIN"),
+			Usage: "read Envoy back from its admin at `URL` (http://127.0.0.1:9901): which files it applied, which it refused (metrics, " +
+				"an Error line per refused version, edsync status); off by default"},
+		&cli.DurationFlag{Name: "envoy-poll-interval", Category: catMonitor, EnvVars: env("ENVOY_POLL_INTERVAL"), Value: time.Second,
+			Usage: "with --envoy-admin: read Envoy back every `DURATION` (doubling up to 30s while its admin does not answer)"},
+		&cli.BoolFlag{Name: "ready-waits-for-envoy", Category: catMonitor, EnvVars: env("READY_WAITS_FOR_ENVOY"),
+			Usage: "with --envoy-admin: /readyz also waits until Envoy has applied every file it reads (once), so that a rollout does not go on while Envoy runs on nothing"},
+		&cli.StringFlag{Name: "pprof-addr", Category: catMonitor, EnvVars: env("PPROF_ADDR"),
+			Usage: "serve Go's profiles (/debug/pprof/) on `ADDR`, a listener of its own (:PORT binds 127.0.0.1); off by default, never on --http-addr"},
 	}
 }
 

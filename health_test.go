@@ -41,12 +41,12 @@ func (p probeErrors) Ready() error { return p.ready }
 // text that is never cached.
 func TestProbes(t *testing.T) {
 	m := metrics.New("test")
-	wantProbe(t, httpHandler(m, probeErrors{}, nil), "/healthz", 200, "ok")
-	wantProbe(t, httpHandler(m, probeErrors{}, nil), "/readyz", 200, "ok")
+	wantProbe(t, httpHandler(m, probeErrors{}, nil, nil), "/healthz", 200, "ok")
+	wantProbe(t, httpHandler(m, probeErrors{}, nil, nil), "/readyz", 200, "ok")
 	h := httpHandler(m, probeErrors{
 		alive: errors.New("the pipeline stopped: source: folder is gone"),
 		ready: errors.New("not ready: waiting for the first full sync of EndpointSlices"),
-	}, nil)
+	}, nil, nil)
 	wantProbe(t, h, "/healthz", 503, "the pipeline stopped: source: folder is gone\n")
 	wantProbe(t, h, "/readyz", 503, "not ready: waiting for the first full sync of EndpointSlices\n")
 	rec := httptest.NewRecorder()
@@ -65,7 +65,7 @@ func TestProbes(t *testing.T) {
 			{Name: "north", Synced: true, Stale: true, DownSince: down, Err: errors.New("connection refused")},
 			{Name: "south", Up: true},
 		}
-	})
+	}, nil)
 	wantProbe(t, h, "/readyz", 200, "ok\nsource east: synced\n"+
 		"source west: unreachable since 2026-12-01T06:00:00Z, endpoints kept\n"+
 		"source north: unreachable since 2026-12-01T06:00:00Z, endpoints removed\n"+
@@ -114,7 +114,7 @@ func TestHTTPAddrErrors(t *testing.T) {
 
 // The server answers on its address until stopped.
 func TestServeHTTP(t *testing.T) {
-	addr, stop, err := serveHTTP("127.0.0.1:0", httpHandler(metrics.New("test"), probeErrors{}, nil), slog.New(slog.DiscardHandler))
+	addr, stop, err := serveHTTP("127.0.0.1:0", httpHandler(metrics.New("test"), probeErrors{}, nil, nil), slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,15 +2,19 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/edsync/edsync/internal/metrics"
+	"github.com/edsync/edsync/status"
 	"github.com/edsync/edsync/watch"
 )
 
@@ -40,15 +44,76 @@ type probes interface {
 	Ready() error
 }
 
-// httpHandler serves /metrics, /healthz and /readyz. Probe bodies are
-// plain text saying why when not OK; with several sources (sources not
-// nil), /readyz adds a line per source.
-func httpHandler(m *metrics.Metrics, p probes, sources func() []watch.SourceStatus) http.Handler {
+// httpHandler serves /metrics, /healthz, /readyz and /debug/clusters.
+// Probe bodies are plain text saying why when not OK; with several sources
+// (sources not nil), /readyz adds a line per source.
+func httpHandler(m *metrics.Metrics, p probes, sources func() []watch.SourceStatus, board *status.Board) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", m.Handler())
 	mux.HandleFunc("GET /healthz", probe(p.Alive, nil))
 	mux.HandleFunc("GET /readyz", probe(p.Ready, sources))
+	if board != nil {
+		mux.HandleFunc("GET "+debugClustersPath, func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			w.Header().Set("Cache-Control", "no-store")
+			enc := json.NewEncoder(w)
+			enc.SetIndent("", "  ")
+			enc.Encode(board.Snapshot())
+		})
+	}
 	return mux
+}
+
+// debugClustersPath serves the status view, read-only: what `edsync
+// status` prints. It names files and Services, as /metrics does not; it
+// changes nothing.
+const debugClustersPath = "/debug/clusters"
+
+// envoyReadiness is /readyz with --ready-waits-for-envoy: the pipeline's
+// readiness, then, once, Envoy having applied every file it reads.
+type envoyReadiness struct {
+	probes
+	board   *status.Board
+	mu      sync.Mutex
+	applied bool
+}
+
+func (r *envoyReadiness) Ready() error {
+	if err := r.probes.Ready(); err != nil {
+		return err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.applied {
+		return nil
+	}
+	if err := r.board.EnvoyApplied(); err != nil {
+		return fmt.Errorf("not ready: %w", err)
+	}
+	r.applied = true
+	return nil
+}
+
+// servePprof serves Go's profiles on addr, a listener of their own, until
+// the returned stop is called.
+func servePprof(addr string, log *slog.Logger) (stop func(), err error) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("--pprof-addr: %w", err)
+	}
+	// A CPU profile or a trace takes as long as asked (?seconds=): no
+	// write timeout; headers are bounded as on the probe port.
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, MaxHeaderBytes: 16 << 10,
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	log.Info("serving Go's profiles", "addr", ln.Addr().String(), "path", "/debug/pprof/")
+	go srv.Serve(ln)
+	return func() { srv.Close() }, nil
 }
 
 func probe(check func() error, sources func() []watch.SourceStatus) http.HandlerFunc {

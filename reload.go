@@ -185,6 +185,10 @@ func restartOnly(a, b *config) []string {
 	check("cds-file", a.cdsFile == b.cdsFile)
 	check("cds-debounce", a.cdsDebounce == b.cdsDebounce)
 	check("log-format", a.logFormat == b.logFormat)
+	check("envoy-admin", (a.envoyAdmin == nil) == (b.envoyAdmin == nil) && (a.envoyAdmin == nil || *a.envoyAdmin == *b.envoyAdmin))
+	check("envoy-poll-interval", a.envoyPoll == b.envoyPoll)
+	check("ready-waits-for-envoy", a.readyEnvoy == b.readyEnvoy)
+	check("pprof-addr", a.pprofAddr == b.pprofAddr)
 	// The Node and Service informers start with the process.
 	check("node-name", a.nodes.Name == b.nodes.Name)
 	check("node-topology", a.nodes.All == b.nodes.All)

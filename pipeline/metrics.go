@@ -78,10 +78,10 @@ type Status interface {
 
 type noStatus struct{}
 
-func (noStatus) Kept([]writer.Kept, time.Time)                                {}
+func (noStatus) Kept([]writer.Kept, time.Time)                            {}
 func (noStatus) Published(string, render.ServiceKey, render.HealthCounts) {}
-func (noStatus) Forget(string)                                              {}
-func (noStatus) CDSKept(string, time.Time)                                  {}
+func (noStatus) Forget(string)                                            {}
+func (noStatus) CDSKept(string, time.Time)                                {}
 
 type noMetrics struct{}
 

@@ -12,6 +12,8 @@ package status
 
 import (
 	"cmp"
+	"errors"
+	"fmt"
 	"slices"
 	"sync"
 	"time"
@@ -68,6 +70,8 @@ type Cluster struct {
 	Renamed   bool      `json:"renamed"`
 	Endpoints Endpoints `json:"endpoints"`
 	Envoy     Envoy     `json:"envoy"`
+	// judged: a read-back has judged this version.
+	judged bool
 }
 
 // Snapshot is the whole view at one time, as /debug/clusters serves it.
@@ -127,7 +131,7 @@ func (b *Board) Kept(kept []writer.Kept, at time.Time) {
 		if c.Version == k.Version {
 			continue
 		}
-		c.Version, c.Written, c.Renamed = k.Version, at, k.Renamed
+		c.Version, c.Written, c.Renamed, c.judged = k.Version, at, k.Renamed, false
 		if c.Envoy.State == StateApplied || c.Envoy.State == StateRejected {
 			// Until the next read-back says otherwise.
 			c.Envoy = Envoy{State: StatePending, Version: c.Envoy.Version, Since: at}
@@ -166,7 +170,7 @@ func (b *Board) CDSKept(version string, at time.Time) {
 		b.cds = &Cluster{Name: CDSName, File: b.cdsPath, Envoy: Envoy{State: StateUnknown, Since: at}}
 	}
 	if b.cds.Version != version {
-		b.cds.Version, b.cds.Written, b.cds.Renamed = version, at, true
+		b.cds.Version, b.cds.Written, b.cds.Renamed, b.cds.judged = version, at, true, false
 		if b.cds.Envoy.State == StateApplied || b.cds.Envoy.State == StateRejected {
 			b.cds.Envoy = Envoy{State: StatePending, Version: b.cds.Envoy.Version, Since: at}
 		}
@@ -237,7 +241,7 @@ func (b *Board) Report(at time.Time, up bool, seen []Seen, cds *Seen) {
 		if next.State != c.Envoy.State || next.Version != c.Envoy.Version {
 			next.Since = at
 		}
-		c.Envoy = next
+		c.Envoy, c.judged = next, true
 	}
 	if !up {
 		for _, c := range b.clusters {
@@ -254,4 +258,37 @@ func (b *Board) Report(at time.Time, up bool, seen []Seen, cds *Seen) {
 	if cds != nil {
 		set(b.cds, *cds)
 	}
+}
+
+// EnvoyApplied says why Envoy does not run every file yet (nil: it does):
+// a file not read back since it was written, or one pending or rejected. A
+// cluster Envoy does not have holds nothing (an edsync may publish more
+// clusters than one Envoy reads).
+func (b *Board) EnvoyApplied() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !b.readBack {
+		return errors.New("Envoy not read back yet")
+	}
+	if !b.envoyUp {
+		return errors.New("Envoy's admin does not answer")
+	}
+	unread, waiting := 0, 0
+	check := func(c *Cluster) {
+		switch {
+		case c == nil || c.Version == "":
+		case !c.judged:
+			unread++
+		case c.Envoy.State == StatePending || c.Envoy.State == StateRejected:
+			waiting++
+		}
+	}
+	for _, c := range b.clusters {
+		check(c)
+	}
+	check(b.cds)
+	if unread+waiting > 0 {
+		return fmt.Errorf("Envoy has not applied every file yet (%d not read back yet, %d pending or rejected)", unread, waiting)
+	}
+	return nil
 }
