@@ -71,7 +71,7 @@ func runWith(ctx context.Context, hup <-chan os.Signal, args []string, stdout, s
 		Writer:          help,
 		ErrWriter:       stderr,
 		HideHelpCommand: true,
-		Commands:        []*cli.Command{envoyConfigCommand(stdout, stderr, &started)},
+		Commands:        []*cli.Command{envoyConfigCommand(stdout, stderr, &started), statusCommand(stdout)},
 		OnUsageError: func(_ *cli.Context, err error, _ bool) error {
 			return usageError{flagError(err)}
 		},

@@ -52,6 +52,14 @@ func httpHandler(m *metrics.Metrics, p probes, sources func() []watch.SourceStat
 	mux.Handle("GET /metrics", m.Handler())
 	mux.HandleFunc("GET /healthz", probe(p.Alive, nil))
 	mux.HandleFunc("GET /readyz", probe(p.Ready, sources))
+	// The files alone, whatever --ready-waits-for-envoy says: for a
+	// native sidecar's startup probe, which holds Envoy back, and so must
+	// not wait for it.
+	files := p
+	if r, ok := p.(*envoyReadiness); ok {
+		files = r.probes
+	}
+	mux.HandleFunc("GET /readyz/files", probe(files.Ready, sources))
 	if board != nil {
 		mux.HandleFunc("GET "+debugClustersPath, func(w http.ResponseWriter, _ *http.Request) {
 			w.Header().Set("Content-Type", "application/json")

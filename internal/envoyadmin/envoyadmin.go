@@ -64,6 +64,13 @@ type Envoy struct {
 	// Extra is a number of other counters per cluster the stats hold, as
 	// Envoy's do (a hundred or more): what a filter walks past.
 	Extra int
+	// Refuse, if set, refuses a file that is otherwise good, as an Envoy
+	// does whose version does not take a field of it: given the cluster
+	// and the file's number of endpoints, true refuses it. Set it before
+	// any load.
+	Refuse func(cluster string, hosts int) bool
+	// OnRequest, if set, is called as each admin request arrives.
+	OnRequest func()
 	// Down makes the admin answer 503, as an Envoy starting or gone.
 	down bool
 }
@@ -78,7 +85,7 @@ func (e *Envoy) AddCluster(name, path string) {
 	defer e.mu.Unlock()
 	s := &Subscription{Path: path}
 	e.clusters[name] = s
-	loadEDS(name, s)
+	e.loadEDS(name, s)
 }
 
 // SetCDS subscribes to the CDS file at path and loads it; each cluster it
@@ -95,7 +102,7 @@ func (e *Envoy) Load(name string) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if s := e.clusters[name]; s != nil {
-		loadEDS(name, s)
+		e.loadEDS(name, s)
 	}
 }
 
@@ -111,7 +118,7 @@ func (e *Envoy) loadAll() {
 		e.loadCDS()
 	}
 	for name, s := range e.clusters {
-		loadEDS(name, s)
+		e.loadEDS(name, s)
 	}
 }
 
@@ -160,14 +167,14 @@ func (e *Envoy) CDS() (Subscription, bool) {
 // Watch loads each file when something is renamed onto it, until ctx
 // ends: one fsnotify watch per folder of a subscribed file (Envoy has an
 // inotify instance per subscription; one per folder sees the same
-// renames). Subscriptions added later are watched from the next rename in
-// a folder already watched only.
+// renames). Subscriptions added later are watched only if their folder
+// already is. The watches are in place when Watch returns; the loads run
+// on a goroutine of their own.
 func (e *Envoy) Watch(ctx context.Context) error {
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
 		return err
 	}
-	defer w.Close()
 	e.mu.Lock()
 	dirs := map[string]bool{}
 	add := func(p string) { dirs[filepath.Dir(p)] = true }
@@ -180,15 +187,22 @@ func (e *Envoy) Watch(ctx context.Context) error {
 	e.mu.Unlock()
 	for d := range dirs {
 		if err := w.Add(d); err != nil {
+			w.Close()
 			return err
 		}
 	}
+	go e.watch(ctx, w)
+	return nil
+}
+
+func (e *Envoy) watch(ctx context.Context, w *fsnotify.Watcher) {
+	defer w.Close()
 	for {
 		select {
 		case <-ctx.Done():
-			return nil
-		case err := <-w.Errors:
-			return err
+			return
+		case <-w.Errors:
+			return
 		case ev := <-w.Events:
 			if !ev.Has(fsnotify.Create) && !ev.Has(fsnotify.Rename) { // IN_MOVED_TO is Create in fsnotify
 				continue
@@ -199,7 +213,7 @@ func (e *Envoy) Watch(ctx context.Context) error {
 			}
 			for name, s := range e.clusters {
 				if s.Path == ev.Name {
-					loadEDS(name, s)
+					e.loadEDS(name, s)
 				}
 			}
 			e.mu.Unlock()
@@ -232,7 +246,8 @@ func readResponse(path string) (*discoveryv3.DiscoveryResponse, error) {
 	return &resp, nil
 }
 
-func loadEDS(name string, s *Subscription) {
+// loadEDS loads the file of cluster name; e.mu is held.
+func (e *Envoy) loadEDS(name string, s *Subscription) {
 	s.Attempt++
 	resp, err := readResponse(s.Path)
 	if err != nil {
@@ -245,12 +260,17 @@ func loadEDS(name string, s *Subscription) {
 		s.Rejected++
 		return
 	}
+	hosts := 0
+	for _, l := range cla.GetEndpoints() {
+		hosts += len(l.GetLbEndpoints())
+	}
+	if e.Refuse != nil && e.Refuse(name, hosts) {
+		s.Rejected++
+		return
+	}
 	s.Success++
 	s.Version = resp.GetVersionInfo()
-	s.Hosts = 0
-	for _, l := range cla.GetEndpoints() {
-		s.Hosts += len(l.GetLbEndpoints())
-	}
+	s.Hosts = hosts
 }
 
 // loadCDS loads the CDS file; e.mu is held.
@@ -283,7 +303,7 @@ func (e *Envoy) loadCDS() {
 		if old := e.clusters[name]; old == nil || old.Path != path {
 			sub := &Subscription{Path: path}
 			e.clusters[name] = sub
-			loadEDS(name, sub)
+			e.loadEDS(name, sub)
 		}
 	}
 	for name := range e.clusters {
@@ -314,8 +334,11 @@ type stat struct {
 // ServeHTTP answers /stats (format json only; type and filter as Envoy).
 func (e *Envoy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	e.mu.Lock()
-	down := e.down
+	down, hook := e.down, e.OnRequest
 	e.mu.Unlock()
+	if hook != nil {
+		hook()
+	}
 	if down {
 		http.Error(w, "PRE_INITIALIZING", http.StatusServiceUnavailable)
 		return
