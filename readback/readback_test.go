@@ -1,6 +1,7 @@
 package readback
 
 import (
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net/http/httptest"
@@ -12,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 
@@ -144,6 +146,21 @@ func (f *fixture) wantState(step, cluster string, want status.State) {
 	if got, v := f.state(cluster); got != want {
 		f.t.Errorf("%s: %s is %s (Envoy runs %q), want %s", step, cluster, got, v, want)
 	}
+}
+
+// fileVersion is the version_info in the cluster's file.
+func (f *fixture) fileVersion(cluster string) string {
+	data, err := os.ReadFile(f.path(cluster))
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	var v struct {
+		Version string `json:"version_info"`
+	}
+	if err := json.Unmarshal(data, &v); err != nil {
+		f.t.Fatal(err)
+	}
+	return v.Version
 }
 
 func (f *fixture) version(cluster string) string {
@@ -316,5 +333,59 @@ func TestStatName(t *testing.T) {
 		if got := statName(in); got != want {
 			t.Errorf("statName(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+// The CDS file is read back as the clusters' files are: applied, then a
+// version Envoy refuses (a cluster whose EDS file does not exist) is
+// rejected, logged once; Envoy keeps its clusters.
+func TestReadBackCDS(t *testing.T) {
+	f := newFixture(t)
+	const web = "shop/web/http"
+	f.write(map[string]uint32{web: 80})
+	cds := filepath.Join(f.dir, "cds+clusters.json")
+	writeCDS := func(paths map[string]string) {
+		t.Helper()
+		var clusters []*clusterv3.Cluster
+		for name, path := range paths {
+			clusters = append(clusters, &clusterv3.Cluster{Name: name,
+				ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS},
+				EdsClusterConfig: &clusterv3.Cluster_EdsClusterConfig{EdsConfig: &corev3.ConfigSource{
+					ResourceApiVersion:    corev3.ApiVersion_V3,
+					ConfigSourceSpecifier: &corev3.ConfigSource_PathConfigSource{PathConfigSource: &corev3.PathConfigSource{Path: path}}}}})
+		}
+		w, err := writer.NewCDS(writer.CDSOptions{Path: cds})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := w.Write(clusters); err != nil {
+			t.Fatal(err)
+		}
+		f.board.CDSKept(w.Version(), f.clock())
+	}
+	f.board = status.NewBoard(f.path, cds, f.clock)
+	f.p.opts.Board = f.board
+	f.board.Kept([]writer.Kept{{Cluster: web, Version: f.fileVersion(web), Renamed: true}}, f.clock())
+	writeCDS(map[string]string{web: f.path(web)})
+	f.envoy.SetCDS(cds)
+	if err := f.poll(); err != nil {
+		t.Fatal(err)
+	}
+	snap := f.board.Snapshot()
+	if snap.CDS == nil || snap.CDS.Envoy.State != status.StateApplied || snap.CDS.File != cds {
+		t.Fatalf("CDS file: %+v", snap.CDS)
+	}
+	f.wantState("through CDS", web, status.StateApplied)
+
+	writeCDS(map[string]string{web: f.path(web), "shop/gone/http": filepath.Join(f.dir, "missing", "eds.json")})
+	f.envoy.LoadAll()
+	if err := f.poll(); err != nil {
+		t.Fatal(err)
+	}
+	if snap := f.board.Snapshot(); snap.CDS.Envoy.State != status.StateRejected {
+		t.Fatalf("CDS file naming a missing EDS file: %+v", snap.CDS)
+	}
+	if !strings.Contains(f.logs.String(), "cluster=(cds)") || f.m.rejected != 1 {
+		t.Errorf("the CDS file's rejection: %d counted\n%s", f.m.rejected, f.logs)
 	}
 }
