@@ -98,7 +98,12 @@ type Poller struct {
 	// the clusters no longer expected, at each poll.
 	counts map[string]*countsSeen
 	track  map[string]*tracked
-	buf    []status.Expect
+	// Reused from poll to poll: at 10,000 clusters each is sizeable.
+	buf      []status.Expect
+	seen     []status.Seen
+	versions map[string]string
+	refusals map[string]uint64
+	gen      uint64 // the poll's number, marking what it saw alive
 }
 
 // observation is a count of refusals (update_rejected + update_failure)
@@ -110,7 +115,10 @@ type observation struct {
 	end     time.Time
 }
 
-type countsSeen struct{ last, prev observation }
+type countsSeen struct {
+	last, prev observation
+	gen        uint64 // the last poll that expected its cluster
+}
 
 // tracked is what was judged of one version of a cluster's file.
 type tracked struct {
@@ -118,7 +126,8 @@ type tracked struct {
 	baseline  uint64 // refusals before its rename
 	baseKnown bool
 	state     status.State
-	logged    bool // its rejection was logged
+	logged    bool   // its rejection was logged
+	gen       uint64 // the last poll that expected it
 }
 
 // New makes a Poller.
@@ -139,7 +148,8 @@ func New(opts Options) (*Poller, error) {
 		opts.Timeout = 5 * time.Second
 	}
 	p := &Poller{opts: opts, client: opts.Client, log: opts.Logger, now: opts.Clock,
-		counts: make(map[string]*countsSeen), track: make(map[string]*tracked)}
+		counts: make(map[string]*countsSeen), track: make(map[string]*tracked),
+		versions: make(map[string]string), refusals: make(map[string]uint64)}
 	if p.client == nil {
 		p.client = &http.Client{}
 	}
@@ -210,13 +220,11 @@ func (p *Poller) Poll(ctx context.Context) error {
 	}
 	p.isUp()
 	at := p.now()
-	seen := make([]status.Seen, 0, len(exp))
+	p.gen++
+	seen := p.seen[:0]
 	tally := map[status.State]int{}
-	alive := make(map[string]bool, len(exp)) // by cluster, and by key
 	for _, e := range exp {
-		key := statName(e.Cluster)
-		s := p.judge(e, key, versions, at)
-		alive[e.Cluster], alive[key] = true, true
+		s := p.judge(e, statName(e.Cluster), versions, at)
 		seen = append(seen, s)
 		tally[s.State]++
 	}
@@ -224,21 +232,21 @@ func (p *Poller) Poll(ctx context.Context) error {
 	if cds != nil {
 		s := p.judge(*cds, cdsKey, versions, at)
 		cdsSeen = &s
-		alive[cds.Cluster], alive[cdsKey] = true, true
 		tally[s.State]++
 	}
 	// Nothing kept for a cluster no longer published.
-	for name := range p.track {
-		if !alive[name] {
+	for name, tr := range p.track {
+		if tr.gen != p.gen {
 			delete(p.track, name)
 		}
 	}
-	for key := range p.counts {
-		if !alive[key] {
+	for key, c := range p.counts {
+		if c.gen != p.gen {
 			delete(p.counts, key)
 		}
 	}
 	p.opts.Board.Report(at, true, seen, cdsSeen)
+	p.seen = seen[:0]
 	p.opts.Metrics.States(tally)
 	return nil
 }
@@ -254,6 +262,10 @@ func (p *Poller) judge(e status.Expect, key string, versions map[string]string, 
 		tr = &tracked{version: e.Version, state: status.StateUnknown}
 		tr.baseline, tr.baseKnown = p.baselineBefore(key, e.Written)
 		p.track[e.Cluster] = tr
+	}
+	tr.gen = p.gen
+	if c := p.counts[key]; c != nil {
+		c.gen = p.gen
 	}
 	switch {
 	case !known:
@@ -390,8 +402,14 @@ func (p *Poller) stats(ctx context.Context, typ, filter string) (map[string]stri
 	if err := dec.Decode(&body); err != nil {
 		return nil, nil, fmt.Errorf("GET %s: %w", u.Redacted(), err)
 	}
-	versions := make(map[string]string)
-	counts := make(map[string]uint64)
+	// Only the maps this type fills are cleared: a poll's versions are
+	// read before its counters and used after.
+	versions, counts := p.versions, p.refusals
+	if typ == "TextReadouts" {
+		clear(versions)
+	} else {
+		clear(counts)
+	}
 	for _, s := range body.Stats {
 		key, suffix, ok := splitStat(s.Name)
 		if !ok {
