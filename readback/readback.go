@@ -240,8 +240,12 @@ func (p *Poller) Poll(ctx context.Context) error {
 			delete(p.track, name)
 		}
 	}
+	// A count is kept while its cluster is expected, or while the last
+	// read of the counters had it: it is what a file written later is
+	// judged against (at start, Envoy's subscriptions are read before
+	// edsync's first write).
 	for key, c := range p.counts {
-		if c.gen != p.gen {
+		if c.gen != p.gen && !c.last.present {
 			delete(p.counts, key)
 		}
 	}

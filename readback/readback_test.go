@@ -303,7 +303,8 @@ func TestOldRefusalsDoNotCount(t *testing.T) {
 	f.wantState("a good file not loaded yet", web, status.StatePending)
 }
 
-// Nothing is kept for a cluster no longer published.
+// Nothing is kept for a cluster no longer published, once Envoy no longer
+// has it either.
 func TestForgottenClustersLeaveNothing(t *testing.T) {
 	f := newFixture(t)
 	for i := range 50 {
@@ -316,9 +317,13 @@ func TestForgottenClustersLeaveNothing(t *testing.T) {
 	}
 	for i := range 50 {
 		f.board.Forget(fmt.Sprintf("ns/svc-%d/http", i))
+		f.envoy.RemoveCluster(fmt.Sprintf("ns/svc-%d/http", i))
 	}
-	if err := f.poll(); err != nil {
-		t.Fatal(err)
+	// Their counts go at the next read of the counters that lacks them.
+	for range refreshEvery {
+		if err := f.poll(); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if len(f.p.track) != 0 || len(f.p.counts) != 0 {
 		t.Errorf("kept after the clusters went: %d tracked, %d counts", len(f.p.track), len(f.p.counts))
@@ -388,4 +393,27 @@ func TestReadBackCDS(t *testing.T) {
 	if !strings.Contains(f.logs.String(), "cluster=(cds)") || f.m.rejected != 1 {
 		t.Errorf("the CDS file's rejection: %d counted\n%s", f.m.rejected, f.logs)
 	}
+}
+
+// At start the counters are read before edsync's first write: the count
+// of a subscription Envoy has (its file missing: a failure) is kept until
+// the file is written and refused, and the refusal is told apart from it.
+func TestCountsReadBeforeTheFirstWrite(t *testing.T) {
+	f := newFixture(t)
+	const web = "shop/web/http"
+	if err := os.MkdirAll(filepath.Dir(f.path(web)), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	f.envoy.AddCluster(web, f.path(web)) // no file yet: a failure
+	if err := f.poll(); err != nil {
+		t.Fatal(err)
+	}
+	f.writeBad(web, "0badbadbadbadbad")
+	f.envoy.Load(web)
+	for range 3 {
+		if err := f.poll(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.wantState("refused, with a failure before", web, status.StateRejected)
 }

@@ -88,6 +88,13 @@ func (e *Envoy) AddCluster(name, path string) {
 	e.loadEDS(name, s)
 }
 
+// RemoveCluster drops the subscription of cluster name.
+func (e *Envoy) RemoveCluster(name string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	delete(e.clusters, name)
+}
+
 // SetCDS subscribes to the CDS file at path and loads it; each cluster it
 // names is added with its EDS file, and one it no longer names removed.
 func (e *Envoy) SetCDS(path string) {
