@@ -228,9 +228,9 @@ func (e *Envoy) watch(ctx context.Context, w *fsnotify.Watcher) {
 	}
 }
 
-// readResponse reads a DiscoveryResponse as Envoy does, by the file's
-// extension.
-func readResponse(path string) (*discoveryv3.DiscoveryResponse, error) {
+// ReadResponse reads a DiscoveryResponse as Envoy's file-based
+// subscriptions do: format by extension (.pb, .yaml/.yml, else JSON).
+func ReadResponse(path string) (*discoveryv3.DiscoveryResponse, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
@@ -256,7 +256,7 @@ func readResponse(path string) (*discoveryv3.DiscoveryResponse, error) {
 // loadEDS loads the file of cluster name; e.mu is held.
 func (e *Envoy) loadEDS(name string, s *Subscription) {
 	s.Attempt++
-	resp, err := readResponse(s.Path)
+	resp, err := ReadResponse(s.Path)
 	if err != nil {
 		s.Failure++
 		return
@@ -284,7 +284,7 @@ func (e *Envoy) loadEDS(name string, s *Subscription) {
 func (e *Envoy) loadCDS() {
 	s := e.cds
 	s.Attempt++
-	resp, err := readResponse(s.Path)
+	resp, err := ReadResponse(s.Path)
 	if err != nil {
 		s.Failure++
 		return

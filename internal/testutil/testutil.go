@@ -16,9 +16,8 @@ import (
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
-	"google.golang.org/protobuf/encoding/protojson"
-	"google.golang.org/protobuf/proto"
-	"sigs.k8s.io/yaml"
+
+	"github.com/edsync/edsync/internal/envoyadmin"
 )
 
 // ReadAsEnvoy parses a file the way Envoy's file-based EDS does: format by
@@ -65,29 +64,14 @@ func ReadCDSAsEnvoy(t testing.TB, path string) (map[string]*clusterv3.Cluster, s
 }
 
 // readDiscoveryResponse parses a file as Envoy's file-based subscriptions
-// do: format by extension (.pb, .yaml/.yml, else JSON).
+// do (envoyadmin.ReadResponse), failing the test if Envoy would not.
 func readDiscoveryResponse(t testing.TB, path string) *discoveryv3.DiscoveryResponse {
 	t.Helper()
-	data, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var resp discoveryv3.DiscoveryResponse
-	switch filepath.Ext(path) {
-	case ".pb":
-		err = proto.Unmarshal(data, &resp)
-	case ".yaml", ".yml":
-		var js []byte
-		if js, err = yaml.YAMLToJSON(data); err == nil {
-			err = protojson.Unmarshal(js, &resp)
-		}
-	default:
-		err = protojson.Unmarshal(data, &resp)
-	}
+	resp, err := envoyadmin.ReadResponse(path)
 	if err != nil {
 		t.Fatalf("%s: Envoy would reject it: %v", path, err)
 	}
-	return &resp
+	return resp
 }
 
 // Addresses lists "ip:port health" of a CLA's endpoints in file order.
