@@ -69,7 +69,7 @@ func start(ctx context.Context, cfg *config, hup <-chan os.Signal, stdout, stder
 		defer stop()
 	}
 	if cfg.pprofAddr != "" && !cfg.once {
-		stop, err := servePprof(cfg.pprofAddr, log.With("component", "pprof"))
+		_, stop, err := servePprof(cfg.pprofAddr, log.With("component", "pprof"))
 		if err != nil {
 			return err
 		}

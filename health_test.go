@@ -145,3 +145,37 @@ func TestServeHTTP(t *testing.T) {
 		t.Error("the server still answers after stop")
 	}
 }
+
+// Profiles are served only when asked for, on a listener of their own
+// bound to 127.0.0.1 when no host is given, never on the probe port.
+func TestPprofOnItsOwnListener(t *testing.T) {
+	cfg := configForTest(t, "--dry-run", "--pprof-addr", ":0")
+	if cfg.pprofAddr != "127.0.0.1:0" {
+		t.Errorf("--pprof-addr :0 binds %q, want 127.0.0.1:0", cfg.pprofAddr)
+	}
+	if cfg := configForTest(t, "--dry-run"); cfg.pprofAddr != "" {
+		t.Errorf("pprof served by default on %q", cfg.pprofAddr)
+	}
+	addr, stop, err := servePprof(cfg.pprofAddr, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	if code, body := getURL(t, "http://"+addr+"/debug/pprof/"); code != 200 || !strings.Contains(body, "goroutine") {
+		t.Errorf("pprof listener: %d %.200s", code, body)
+	}
+	if code, _ := get(t, httpHandler(metrics.New("test"), probeErrors{}, nil, nil), "/debug/pprof/"); code != 404 {
+		t.Errorf("/debug/pprof/ on the probe port: %d, want 404", code)
+	}
+}
+
+func getURL(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body)
+}

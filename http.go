@@ -103,8 +103,8 @@ func (r *envoyReadiness) Ready() error {
 }
 
 // servePprof serves Go's profiles on addr, a listener of their own, until
-// the returned stop is called.
-func servePprof(addr string, log *slog.Logger) (stop func(), err error) {
+// the returned stop is called; bound is the address listened on.
+func servePprof(addr string, log *slog.Logger) (bound string, stop func(), err error) {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
@@ -113,7 +113,7 @@ func servePprof(addr string, log *slog.Logger) (stop func(), err error) {
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return nil, fmt.Errorf("--pprof-addr: %w", err)
+		return "", nil, fmt.Errorf("--pprof-addr: %w", err)
 	}
 	// A CPU profile or a trace takes as long as asked (?seconds=): no
 	// write timeout; headers are bounded as on the probe port.
@@ -121,7 +121,7 @@ func servePprof(addr string, log *slog.Logger) (stop func(), err error) {
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 	log.Info("serving Go's profiles", "addr", ln.Addr().String(), "path", "/debug/pprof/")
 	go srv.Serve(ln)
-	return func() { srv.Close() }, nil
+	return ln.Addr().String(), func() { srv.Close() }, nil
 }
 
 func probe(check func() error, sources func() []watch.SourceStatus) http.HandlerFunc {
