@@ -184,3 +184,38 @@ func TestStatusAndReadBack(t *testing.T) {
 		t.Errorf("exit %d", code)
 	}
 }
+
+// An Envoy admin that accepts the request and never answers holds up no
+// write: the files are written and /readyz/files answers 200 while the
+// read-back waits (its timeout bounds each request).
+func TestReadBackNeverHoldsUpWriting(t *testing.T) {
+	in, out := t.TempDir(), t.TempDir()
+	replaceFile(t, filepath.Join(in, "web.yaml"), manifest("web", "10.0.0.1"))
+	hung := make(chan struct{})
+	admin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-hung:
+		case <-r.Context().Done():
+		}
+	}))
+	defer admin.Close()
+	defer close(hung)
+	files := watchFolder(t, out)
+	ctx, stop := context.WithCancel(t.Context())
+	defer stop()
+	exited := make(chan int, 1)
+	go func() {
+		exited <- runContext(ctx, []string{"edsync", "--from-dir", in, "--output-dir", out, "--http-addr", "off",
+			"--envoy-admin", admin.URL}, io.Discard, io.Discard)
+	}()
+	files.wait(t, filepath.Join(out, "default_web_http", "eds.json"), exited)
+	replaceFile(t, filepath.Join(in, "web.yaml"), manifest("web", "10.0.0.1", "10.0.0.2"))
+	file := filepath.Join(out, "default_web_http", "eds.json")
+	for len(addresses(readAsEnvoy(t, file))) != 2 {
+		files.wait(t, file, exited) // the next rename (wait fails the test after a minute)
+	}
+	stop()
+	if code := <-exited; code != exitOK {
+		t.Errorf("exit %d", code)
+	}
+}
