@@ -13,11 +13,10 @@ import (
 	"testing"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 
+	"github.com/edsync/edsync/internal/benchdata"
 	"github.com/edsync/edsync/render"
 	"github.com/edsync/edsync/watch"
 	"github.com/edsync/edsync/writer"
@@ -30,28 +29,18 @@ import (
 
 // benchSlice is a slice of namespace bench as docs/performance.md defines
 // it: IPv4, one port http/8080/TCP, n ready endpoints with addresses from
-// base.
+// base, in the plain shape (address and ready only).
 func benchSlice(svc, name string, base, n int) *discoveryv1.EndpointSlice {
-	s := &discoveryv1.EndpointSlice{
-		ObjectMeta: metav1.ObjectMeta{
-			Namespace: "bench", Name: name, ResourceVersion: "1",
-			Labels: map[string]string{discoveryv1.LabelServiceName: svc},
-		},
-		AddressType: discoveryv1.AddressTypeIPv4,
-		Ports:       []discoveryv1.EndpointPort{{Name: ptr.To("http"), Port: ptr.To[int32](8080), Protocol: ptr.To(corev1.ProtocolTCP)}},
-	}
-	s.Endpoints = make([]discoveryv1.Endpoint, n)
-	for i := range n {
-		s.Endpoints[i] = discoveryv1.Endpoint{
-			Addresses:  []string{benchAddr(base + i)},
-			Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true)},
-		}
-	}
-	// What the informer's transform keeps is what the store holds.
-	return watch.Slim(s)
+	return shapedSlice(benchdata.Plain, svc, 0, name, base, n)
 }
 
-func benchAddr(a int) string { return fmt.Sprintf("10.%d.%d.%d", a>>16&255, a>>8&255, a&255) }
+// shapedSlice is benchSlice in a shape, for Service number index.
+func shapedSlice(shape benchdata.Shape, svc string, index int, name string, base, n int) *discoveryv1.EndpointSlice {
+	// What the informer's transform keeps is what the store holds.
+	return watch.Slim(benchdata.Slice(shape, "bench", svc, index, name, base, n))
+}
+
+func benchAddr(a int) string { return benchdata.Addr(a) }
 
 // churn returns the next version of s, as the API server would send it: one
 // endpoint changed, half the time its address, otherwise its ready flag. It
@@ -61,10 +50,17 @@ func churn(rng *rand.Rand, s *discoveryv1.EndpointSlice, rv int, nextAddr *int) 
 	c := *s
 	c.ResourceVersion = fmt.Sprint(rv)
 	c.Endpoints = slices.Clone(s.Endpoints) // endpoints' fields are replaced, never mutated
-	e := &c.Endpoints[rng.IntN(len(c.Endpoints))]
+	i := rng.IntN(len(c.Endpoints))
+	e := &c.Endpoints[i]
 	if rng.IntN(2) == 0 {
+		// A new Pod: a new address, and, in the controller's shape, the
+		// Pod's own name, uid and Node.
 		*nextAddr++
-		e.Addresses = []string{benchAddr(*nextAddr)}
+		if e.TargetRef != nil {
+			*e = benchdata.Endpoint(benchdata.Controller, c.Namespace, c.Labels[discoveryv1.LabelServiceName], 0, *nextAddr)
+		} else {
+			e.Addresses = []string{benchAddr(*nextAddr)}
+		}
 	} else {
 		e.Conditions.Ready = ptr.To(!*e.Conditions.Ready)
 	}
@@ -236,80 +232,84 @@ func floorReplace(tmp, target string, data []byte) error {
 	return err
 }
 
+// shapesAndFormats runs bench for each endpoint shape (the controller's
+// first) and each format, as sub-benchmarks SHAPE/FORMAT.
+func shapesAndFormats(b *testing.B, formats []writer.Format, bench func(b *testing.B, shape benchdata.Shape, format writer.Format)) {
+	for _, shape := range benchdata.Shapes {
+		for _, format := range formats {
+			b.Run(shape.String()+"/"+string(format), func(b *testing.B) { bench(b, shape, format) })
+		}
+	}
+}
+
 // BenchmarkW1Initial: 10,000 Services of one 10-endpoint slice each, from
 // an empty state to every file written. Reports the heap in use afterwards
 // per endpoint, the store (the informer's objects) included.
 func BenchmarkW1Initial(b *testing.B) {
-	for _, format := range []writer.Format{writer.FormatJSON, writer.FormatPB} {
-		b.Run(string(format), func(b *testing.B) {
-			const services, perSlice = 10000, 10
-			var heapPerEndpoint float64
-			for b.Loop() {
-				b.StopTimer()
-				p := newBenchPipeline(b, format)
-				runtime.GC()
-				var before runtime.MemStats
-				runtime.ReadMemStats(&before)
-				b.StartTimer()
+	shapesAndFormats(b, []writer.Format{writer.FormatJSON, writer.FormatPB}, func(b *testing.B, shape benchdata.Shape, format writer.Format) {
+		const services, perSlice = 10000, 10
+		var heapPerEndpoint float64
+		for b.Loop() {
+			b.StopTimer()
+			p := newBenchPipeline(b, format)
+			runtime.GC()
+			var before runtime.MemStats
+			runtime.ReadMemStats(&before)
+			b.StartTimer()
 
-				for i := range services {
-					svc := fmt.Sprintf("svc-%d", i)
-					p.store.Upsert("bench/"+svc+"-abcde", benchSlice(svc, svc+"-abcde", i*perSlice, perSlice))
-				}
-				res := p.step(b)
-
-				b.StopTimer()
-				if res.Written != services {
-					b.Fatalf("wrote %d files, want %d", res.Written, services)
-				}
-				runtime.GC()
-				var after runtime.MemStats
-				runtime.ReadMemStats(&after)
-				heapPerEndpoint = float64(after.HeapAlloc-before.HeapAlloc) / (services * perSlice)
-				runtime.KeepAlive(p)
-				b.StartTimer()
+			for i := range services {
+				svc := fmt.Sprintf("svc-%d", i)
+				p.store.Upsert("bench/"+svc+"-abcde", shapedSlice(shape, svc, i, svc+"-abcde", i*perSlice, perSlice))
 			}
-			b.ReportMetric(heapPerEndpoint, "heap-B/endpoint")
-		})
-	}
+			res := p.step(b)
+
+			b.StopTimer()
+			if res.Written != services {
+				b.Fatalf("wrote %d files, want %d", res.Written, services)
+			}
+			runtime.GC()
+			var after runtime.MemStats
+			runtime.ReadMemStats(&after)
+			heapPerEndpoint = float64(after.HeapAlloc-before.HeapAlloc) / (services * perSlice)
+			runtime.KeepAlive(p)
+			b.StartTimer()
+		}
+		b.ReportMetric(heapPerEndpoint, "heap-B/endpoint")
+	})
 }
 
 // BenchmarkW2Churn: from the W1 state, one slice update per event to a
 // pseudo-random Service, changing one endpoint's address or ready flag.
 func BenchmarkW2Churn(b *testing.B) {
-	for _, format := range []writer.Format{writer.FormatJSON, writer.FormatPB} {
-		b.Run(string(format), func(b *testing.B) {
-			const services, perSlice = 10000, 10
-			p := newBenchPipeline(b, format)
-			cur := make([]*discoveryv1.EndpointSlice, services)
-			for i := range services {
-				svc := fmt.Sprintf("svc-%d", i)
-				cur[i] = benchSlice(svc, svc+"-abcde", i*perSlice, perSlice)
-				p.store.Upsert("bench/"+cur[i].Name, cur[i])
-			}
-			p.step(b)
-			p.churnLoop(b, cur, 1)
-			p.reportFloor(b)
-		})
-	}
+	shapesAndFormats(b, []writer.Format{writer.FormatJSON, writer.FormatPB}, func(b *testing.B, shape benchdata.Shape, format writer.Format) {
+		const services, perSlice = 10000, 10
+		p := newBenchPipeline(b, format)
+		cur := make([]*discoveryv1.EndpointSlice, services)
+		for i := range services {
+			svc := fmt.Sprintf("svc-%d", i)
+			cur[i] = shapedSlice(shape, svc, i, svc+"-abcde", i*perSlice, perSlice)
+			p.store.Upsert("bench/"+cur[i].Name, cur[i])
+		}
+		p.step(b)
+		p.churnLoop(b, cur, 1)
+		p.reportFloor(b)
+	})
 }
 
 // BenchmarkW3BigService: one Service of 10,000 endpoints in 100 slices of
 // 100; each event updates one random slice.
 func BenchmarkW3BigService(b *testing.B) {
-	for _, format := range []writer.Format{writer.FormatPB, writer.FormatJSON} {
-		b.Run(string(format), func(b *testing.B) {
-			const slices, perSlice = 100, 100
-			p := newBenchPipeline(b, format)
-			cur := make([]*discoveryv1.EndpointSlice, slices)
-			for i := range slices {
-				cur[i] = benchSlice("big", fmt.Sprintf("big-%03d", i), i*perSlice, perSlice)
-				p.store.Upsert("bench/"+cur[i].Name, cur[i])
-			}
-			p.step(b)
-			p.churnLoop(b, cur, 3)
-		})
-	}
+	shapesAndFormats(b, []writer.Format{writer.FormatPB, writer.FormatJSON}, func(b *testing.B, shape benchdata.Shape, format writer.Format) {
+		const slices, perSlice = 100, 100
+		p := newBenchPipeline(b, format)
+		cur := make([]*discoveryv1.EndpointSlice, slices)
+		for i := range slices {
+			cur[i] = shapedSlice(shape, "big", 0, fmt.Sprintf("big-%03d", i), i*perSlice, perSlice)
+			p.store.Upsert("bench/"+cur[i].Name, cur[i])
+		}
+		p.step(b)
+		p.churnLoop(b, cur, 3)
+	})
 }
 
 // BenchmarkRenderEncode renders one Service of n endpoints (slices of 100)
