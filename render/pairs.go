@@ -2,8 +2,8 @@ package render
 
 import (
 	"cmp"
+	"hash/maphash"
 	"slices"
-	"unique"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
@@ -81,16 +81,37 @@ func (st *serviceState) pairSlices(list []*preparedSlice, sign int, changed []*p
 	return changed
 }
 
-// podKey is a targetRef: the object an endpoint belongs to. The uid tells a
-// Pod from a successor of the same name (a StatefulSet's).
-type podKey struct{ kind, namespace, name, uid string }
+// podKey identifies a targetRef, the object an endpoint belongs to (kind,
+// namespace, name and uid: the uid tells a Pod from a successor of the
+// same name, a StatefulSet's), by a 64-bit hash of it: 8 bytes per entry,
+// where interning the four strings cost every endpoint of every Service
+// (most of which have one address family) well over a hundred. The hash's
+// seed is random per process, so that a collision, which would pair two
+// endpoints of one Service port, cannot be crafted.
+type podKey uint64
 
 // noPod is the pod of an endpoint without a targetRef.
-var noPod unique.Handle[podKey]
+const noPod podKey = 0
+
+var podSeed = maphash.MakeSeed()
+
+// podKeyOf hashes a targetRef's kind, namespace, name and uid.
+func podKeyOf(kind, namespace, name, uid string) podKey {
+	var h maphash.Hash
+	h.SetSeed(podSeed)
+	for _, s := range []string{kind, namespace, name, uid} {
+		h.WriteString(s)
+		h.WriteByte(0) // no field holds a NUL: the fields cannot run into each other
+	}
+	if k := podKey(h.Sum64()); k != noPod {
+		return k
+	}
+	return 1
+}
 
 // pairing holds a port's entries by targetRef.
 type pairing struct {
-	groups map[unique.Handle[podKey]]*podGroup
+	groups map[podKey]*podGroup
 }
 
 // podGroup is every entry of one targetRef in one port: usually one per
@@ -109,7 +130,7 @@ type podGroup struct {
 
 // newPairing pairs the entries of merged.
 func newPairing(merged []*entry) *pairing {
-	pr := &pairing{groups: make(map[unique.Handle[podKey]]*podGroup)}
+	pr := &pairing{groups: make(map[podKey]*podGroup)}
 	for _, e := range merged {
 		pr.add(e)
 	}

@@ -68,9 +68,8 @@ type entry struct {
 	at    unique.Handle[place]
 	hints *discoveryv1.EndpointHints // shared between endpoints by the informer's transform
 	// pod is the targetRef, by which a dual-stack Pod's two entries are
-	// paired (see pairs.go); a handle, 8 bytes, and equal handles compare
-	// as pointers.
-	pod unique.Handle[podKey]
+	// paired (see pairs.go).
+	pod podKey
 	h   *host
 	src *preparedSlice // the slice version it came from
 }
@@ -338,7 +337,7 @@ func prepare(s *discoveryv1.EndpointSlice, opts *Options, set *serviceSettings, 
 		pod := ep.TargetRef != nil && ep.TargetRef.Kind == "Pod"
 		podHandle := noPod
 		if ref := ep.TargetRef; ref != nil && ref.Name != "" {
-			podHandle = unique.Make(podKey{kind: ref.Kind, namespace: cmp.Or(ref.Namespace, s.Namespace), name: ref.Name, uid: string(ref.UID)})
+			podHandle = podKeyOf(ref.Kind, cmp.Or(ref.Namespace, s.Namespace), ref.Name, string(ref.UID))
 		}
 		if ep.Hostname != nil && *ep.Hostname != "" {
 			key.hostname = *ep.Hostname
