@@ -26,6 +26,26 @@ const (
 	ReasonNamespaceLimit = "namespace-cluster-limit"
 )
 
+// RefNameInHostname, as a targetRef's fieldPath, says that the name of the
+// object is the endpoint's hostname: watch.Slim moves a Pod's name there
+// when the endpoint has no hostname of its own (render reads the hostname
+// first, and the Pod's name only without one), and shares one targetRef
+// between the Pods of a namespace. No targetRef the API server gives has
+// it: a fieldPath names a field of the object.
+const RefNameInHostname = "edsync.io/name-in-hostname"
+
+// targetName is the name of an endpoint's targetRef ("" if none).
+func targetName(ep *discoveryv1.Endpoint) string {
+	ref := ep.TargetRef
+	switch {
+	case ref == nil:
+		return ""
+	case ref.FieldPath == RefNameInHostname && ep.Hostname != nil:
+		return *ep.Hostname
+	}
+	return ref.Name
+}
+
 // Skip records a part of the input that was not published, and why.
 type Skip struct {
 	Reason string
@@ -335,20 +355,21 @@ func prepare(s *discoveryv1.EndpointSlice, opts *Options, set *serviceSettings, 
 			nodeHandle = unique.Make(node)
 		}
 		pod := ep.TargetRef != nil && ep.TargetRef.Kind == "Pod"
+		refName := targetName(ep)
 		podHandle := noPod
-		if ref := ep.TargetRef; ref != nil && ref.Name != "" {
-			podHandle = podKeyOf(ref.Kind, cmp.Or(ref.Namespace, s.Namespace), ref.Name, string(ref.UID))
+		if ref := ep.TargetRef; ref != nil && refName != "" {
+			podHandle = podKeyOf(ref.Kind, cmp.Or(ref.Namespace, s.Namespace), refName, string(ref.UID))
 		}
 		if ep.Hostname != nil && *ep.Hostname != "" {
 			key.hostname = *ep.Hostname
 		} else if pod {
-			key.hostname = ep.TargetRef.Name
+			key.hostname = refName
 		}
 		if base.metaKey != "" {
 			key.extra.node, key.extra.zone = node, key.zone
 			if pod {
 				key.extra.podNamespace = cmp.Or(ep.TargetRef.Namespace, s.Namespace)
-				key.extra.podName = ep.TargetRef.Name
+				key.extra.podName = refName
 			}
 		}
 		at := unique.Make(place{zone: key.zone, node: nodeHandle})

@@ -405,8 +405,10 @@ func TestKubeTransform(t *testing.T) {
 		t.Errorf("annotations = %v, want %v", g.Annotations, want)
 	}
 	ep := g.Endpoints[0]
-	if want := (corev1.ObjectReference{Kind: "Pod", Namespace: "ns", Name: "web-1"}); *ep.TargetRef != want {
-		t.Errorf("targetRef = %+v, want %+v", *ep.TargetRef, want)
+	// The Pod's name moves to the hostname, its targetRef is shared.
+	if want := (corev1.ObjectReference{Kind: "Pod", Namespace: "ns", FieldPath: render.RefNameInHostname}); *ep.TargetRef != want ||
+		ep.Hostname == nil || *ep.Hostname != "web-1" {
+		t.Errorf("targetRef = %+v, hostname %v; want %+v and web-1", *ep.TargetRef, ep.Hostname, want)
 	}
 	if ep.DeprecatedTopology != nil {
 		t.Errorf("deprecatedTopology kept: %v", ep.DeprecatedTopology)

@@ -10,6 +10,8 @@ import (
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
+
+	"github.com/edsync/edsync/render"
 )
 
 // sliceDoc is one EndpointSlice document of Service ns/web.
@@ -207,7 +209,10 @@ func TestDecodeManifestSlims(t *testing.T) {
 	if sl.ResourceVersion != "" {
 		t.Errorf("resourceVersion %q kept from the manifest", sl.ResourceVersion)
 	}
-	if ep := sl.Endpoints[0]; ep.TargetRef.UID != "" || ep.TargetRef.Name != "api-5c6b-xyz12" || *ep.Zone != "zone-b" {
+	// The Pod's name is kept as the endpoint's hostname (render reads it
+	// there), its targetRef shared.
+	if ep := sl.Endpoints[0]; ep.TargetRef.UID != "" || ep.TargetRef.Name != "" || ep.TargetRef.FieldPath != render.RefNameInHostname ||
+		ep.Hostname == nil || *ep.Hostname != "api-5c6b-xyz12" || *ep.Zone != "zone-b" {
 		t.Errorf("endpoint = %+v", ep)
 	}
 }

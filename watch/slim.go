@@ -73,7 +73,21 @@ func slimEndpoint(ep *discoveryv1.Endpoint) discoveryv1.Endpoint {
 		NodeName: nodePtr(ep.NodeName),
 		Zone:     zonePtr(ep.Zone),
 	}
-	if r := ep.TargetRef; r != nil {
+	switch r := ep.TargetRef; {
+	case r == nil:
+	case r.FieldPath == render.RefNameInHostname:
+		out.TargetRef = r // slimmed already: idempotent
+	case r.Kind == "Pod" && r.Name != "" && ep.Hostname == nil:
+		// Most endpoints: a Pod's, with no hostname of their own. The
+		// Pod's name goes where render reads it first anyway (the
+		// endpoint's hostname is the Pod's name), and the targetRef is
+		// one shared by every Pod of the namespace: a 128-byte
+		// ObjectReference per endpoint was the largest part of what the
+		// store held of the controller's slices.
+		name := r.Name // a copy: &r.Name would keep the whole ObjectReference
+		out.Hostname = &name
+		out.TargetRef = podRef(r.Namespace)
+	default:
 		out.TargetRef = &corev1.ObjectReference{
 			Kind:      intern(r.Kind),
 			Namespace: intern(r.Namespace),
@@ -106,7 +120,16 @@ var (
 	zonePtrs  weakPool[string]
 	nodePtrs  weakPool[string]
 	hintsPtrs weakPool[discoveryv1.EndpointHints]
+	podRefs   weakPool[corev1.ObjectReference]
 )
+
+// podRef is the shared targetRef of the Pods of namespace ns whose names
+// are in their endpoints' hostnames (render.RefNameInHostname).
+func podRef(ns string) *corev1.ObjectReference {
+	return podRefs.get(ns, func(ns string) *corev1.ObjectReference {
+		return &corev1.ObjectReference{Kind: "Pod", Namespace: ns, FieldPath: render.RefNameInHostname}
+	})
+}
 
 func zonePtr(z *string) *string {
 	if z == nil {

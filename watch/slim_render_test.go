@@ -1,0 +1,61 @@
+package watch
+
+import (
+	"testing"
+
+	"google.golang.org/protobuf/proto"
+	discoveryv1 "k8s.io/api/discovery/v1"
+
+	"github.com/edsync/edsync/internal/benchdata"
+	"github.com/edsync/edsync/render"
+)
+
+// What Slim keeps renders as the slice it came from, byte for byte, and so
+// does a second pass (client-go may transform an object twice): the Pod's
+// name moved to the hostname still names the endpoint, fills
+// --endpoint-metadata's pod and pairs a dual-stack Pod's two addresses.
+func TestSlimRendersAsTheOriginal(t *testing.T) {
+	v4 := benchdata.Slice(benchdata.Controller, "shop", "web", 0, "web-v4", 0, 20)
+	v6 := benchdata.Slice(benchdata.Controller, "shop", "web", 0, "web-v6", 0, 20)
+	v6.AddressType = discoveryv1.AddressTypeIPv6
+	for i := range v6.Endpoints {
+		v6.Endpoints[i].Addresses = []string{"fd00::" + v4.Endpoints[i].Addresses[0][3:]} // same Pods, the other family
+	}
+	sts := benchdata.Slice(benchdata.Controller, "shop", "db", 3, "db-v4", 100, 5) // hostnames of their own
+	clas := func(slices ...*discoveryv1.EndpointSlice) [][]byte {
+		t.Helper()
+		r, err := render.New(render.Options{EndpointMetadata: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out [][]byte
+		for _, key := range []render.ServiceKey{{Namespace: "shop", Name: "web"}, {Namespace: "shop", Name: "db"}} {
+			var mine []*discoveryv1.EndpointSlice
+			for _, s := range slices {
+				if s.Labels[discoveryv1.LabelServiceName] == key.Name {
+					mine = append(mine, s)
+				}
+			}
+			clusters, _ := r.Service(key, mine)
+			for _, c := range clusters {
+				b, err := proto.MarshalOptions{Deterministic: true}.Marshal(c.CLA())
+				if err != nil {
+					t.Fatal(err)
+				}
+				out = append(out, b)
+			}
+		}
+		return out
+	}
+	want := clas(v4, v6, sts)
+	once := clas(Slim(v4), Slim(v6), Slim(sts))
+	twice := clas(Slim(Slim(v4)), Slim(Slim(v6)), Slim(Slim(sts)))
+	if len(want) != 2 {
+		t.Fatalf("%d clusters", len(want))
+	}
+	for i := range want {
+		if string(once[i]) != string(want[i]) || string(twice[i]) != string(want[i]) {
+			t.Errorf("cluster %d renders otherwise once slimmed (%d, %d, %d bytes)", i, len(want[i]), len(once[i]), len(twice[i]))
+		}
+	}
+}
