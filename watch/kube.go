@@ -516,7 +516,7 @@ func (k *Kube) transform(obj any) (any, error) {
 	if !ok {
 		return obj, nil
 	}
-	out := Slim(sl)
+	out := SlimSince(sl, k.store.triggerSince)
 	source := k.source
 	mcsName, imported := out.Labels[LabelMCSServiceName]
 	// Idempotent: client-go may hand the transform an object it made.

@@ -2,8 +2,10 @@ package watch
 
 import (
 	"testing"
+	"time"
 
 	"google.golang.org/protobuf/proto"
+	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 
 	"github.com/edsync/edsync/internal/benchdata"
@@ -56,6 +58,27 @@ func TestSlimRendersAsTheOriginal(t *testing.T) {
 	for i := range want {
 		if string(once[i]) != string(want[i]) || string(twice[i]) != string(want[i]) {
 			t.Errorf("cluster %d renders otherwise once slimmed (%d, %d, %d bytes)", i, len(want[i]), len(once[i]), len(twice[i]))
+		}
+	}
+}
+
+// A trigger time from before the Store counts any (the initial list's) is
+// dropped, with its map; one after it, or one the Store cannot read (for
+// it to skip and count), is kept. Twice is as once.
+func TestSlimSinceDropsOldTriggerTimes(t *testing.T) {
+	since := time.Date(2026, 12, 7, 12, 0, 0, 0, time.UTC)
+	for v, kept := range map[string]bool{
+		"2026-12-07T11:59:59Z": false, "2026-12-07T12:00:00Z": true, "2026-12-07T13:00:00Z": true, "yesterday": true,
+	} {
+		sl := benchdata.Slice(benchdata.Controller, "shop", "web", 0, "web-a", 0, 1)
+		sl.Annotations = map[string]string{corev1.EndpointsLastChangeTriggerTime: v}
+		for _, out := range []*discoveryv1.EndpointSlice{SlimSince(sl, since), SlimSince(SlimSince(sl, since), since)} {
+			if _, ok := out.Annotations[corev1.EndpointsLastChangeTriggerTime]; ok != kept {
+				t.Errorf("%s: kept %v, want %v", v, ok, kept)
+			}
+		}
+		if got := Slim(sl).Annotations[corev1.EndpointsLastChangeTriggerTime]; got != v {
+			t.Errorf("Slim dropped %s", v)
 		}
 	}
 }
