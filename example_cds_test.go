@@ -104,16 +104,7 @@ func TestVMCDSExample(t *testing.T) {
 			i--
 		}
 	}
-	env, err := os.ReadFile("examples/vm/cds/edsync.env")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for line := range strings.Lines(string(env)) {
-		if line = strings.TrimSpace(line); line != "" && line[0] != '#' {
-			k, v, _ := strings.Cut(line, "=")
-			t.Setenv(k, v)
-		}
-	}
+	setEnvFile(t, "examples/vm/cds/edsync.env")
 	cfg, err := parseFlags(slices.Concat(args, []string{"--from-dir", "examples/endpointslices"}))
 	if err != nil {
 		t.Fatalf("ExecStart with cds/edsync.env: %v", err)

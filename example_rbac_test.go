@@ -247,16 +247,7 @@ func TestKubernetesExampleRBAC(t *testing.T) {
 	unit := strings.Fields(unitSettings(t, "examples/vm/edsync.service")["ExecStart"][0])[1:]
 	for _, file := range []string{"examples/vm/edsync.env", "examples/vm/cds/edsync.env"} {
 		t.Run("vm with "+file, func(t *testing.T) {
-			env, err := os.ReadFile(file)
-			if err != nil {
-				t.Fatal(err)
-			}
-			for line := range strings.Lines(string(env)) {
-				if line = strings.TrimSpace(line); line != "" && line[0] != '#' {
-					k, v, _ := strings.Cut(line, "=")
-					t.Setenv(k, v)
-				}
-			}
+			setEnvFile(t, file)
 			cfg, err := parseFlags(unit)
 			need(t, "edsync.service with "+file, cfg, err)
 		})

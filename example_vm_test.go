@@ -33,6 +33,32 @@ func unitSettings(t *testing.T, path string) map[string][]string {
 	return out
 }
 
+// setEnvFile sets, for the test, the variables of an EnvironmentFile's
+// KEY=VALUE lines (blank lines and # comments skipped), and returns their
+// names in order.
+func setEnvFile(t *testing.T, path string) []string {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var keys []string
+	for line := range strings.Lines(string(data)) {
+		line = strings.TrimSpace(line)
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		k, v, ok := strings.Cut(line, "=")
+		if !ok {
+			t.Errorf("%s: %q is not KEY=VALUE", path, line)
+			continue
+		}
+		t.Setenv(k, v)
+		keys = append(keys, k)
+	}
+	return keys
+}
+
 // The unit's ExecStart parses with edsync's flags and the variables of the
 // example EnvironmentFile, each of which sets a flag; the output folder is
 // the one the unit lets edsync write.
@@ -60,21 +86,10 @@ func TestVMExampleUnit(t *testing.T) {
 			}
 		}
 	}
-	data, err := os.ReadFile("examples/vm/edsync.env")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for line := range strings.Lines(string(data)) {
-		line = strings.TrimSpace(line)
-		if line == "" || line[0] == '#' {
-			continue
+	for _, k := range setEnvFile(t, "examples/vm/edsync.env") {
+		if !known[k] {
+			t.Errorf("edsync.env: %s sets no flag of edsync's", k)
 		}
-		k, v, ok := strings.Cut(line, "=")
-		if !ok || !known[k] {
-			t.Errorf("edsync.env: %q sets no flag of edsync's", line)
-			continue
-		}
-		t.Setenv(k, v)
 	}
 
 	cfg, err := parseFlags(args[1:])
