@@ -98,15 +98,18 @@ func slimEndpoint(ep *discoveryv1.Endpoint) discoveryv1.Endpoint {
 	case r == nil:
 	case r.FieldPath == render.RefNameInHostname:
 		out.TargetRef = r // slimmed already: idempotent
-	case r.Kind == "Pod" && r.Name != "" && ep.Hostname == nil:
-		// Most endpoints: a Pod's, with no hostname of their own. The
-		// Pod's name goes where render reads it first anyway (the
-		// endpoint's hostname is the Pod's name), and the targetRef is
-		// one shared by every Pod of the namespace: a 128-byte
-		// ObjectReference per endpoint was the largest part of what the
-		// store held of the controller's slices.
-		name := r.Name // a copy: &r.Name would keep the whole ObjectReference
-		out.Hostname = &name
+	case r.Kind == "Pod" && r.Name != "" && (ep.Hostname == nil || *ep.Hostname == r.Name):
+		// Most endpoints: a Pod's, with no hostname of their own, or a
+		// StatefulSet's, whose hostname is the Pod's name. The Pod's
+		// name goes where render reads it first anyway (the endpoint's
+		// hostname is the Pod's name), and the targetRef is one shared
+		// by every Pod of the namespace: a 128-byte ObjectReference per
+		// endpoint was the largest part of what the store held of the
+		// controller's slices.
+		if ep.Hostname == nil {
+			name := r.Name // a copy: &r.Name would keep the whole ObjectReference
+			out.Hostname = &name
+		}
 		out.TargetRef = podRef(r.Namespace)
 	default:
 		out.TargetRef = &corev1.ObjectReference{

@@ -7,6 +7,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/utils/ptr"
 
 	"github.com/edsync/edsync/internal/benchdata"
 	"github.com/edsync/edsync/render"
@@ -23,7 +24,20 @@ func TestSlimRendersAsTheOriginal(t *testing.T) {
 	for i := range v6.Endpoints {
 		v6.Endpoints[i].Addresses = []string{"fd00::" + v4.Endpoints[i].Addresses[0][3:]} // same Pods, the other family
 	}
-	sts := benchdata.Slice(benchdata.Controller, "shop", "db", 3, "db-v4", 100, 5) // hostnames of their own
+	// A StatefulSet's: hostnames of their own, the Pods' names; two Pods
+	// also share a hostname that is not their name (spec.hostname), and
+	// pair by their names all the same.
+	sts := benchdata.Slice(benchdata.Controller, "shop", "db", 3, "db-v4", 100, 5)
+	sts6 := benchdata.Slice(benchdata.Controller, "shop", "db", 3, "db-v6", 100, 5)
+	sts6.AddressType = discoveryv1.AddressTypeIPv6
+	for i := range sts6.Endpoints {
+		sts6.Endpoints[i].Addresses = []string{"fd00::" + sts.Endpoints[i].Addresses[0][3:]}
+	}
+	for _, s := range []*discoveryv1.EndpointSlice{sts, sts6} {
+		for i := range 2 {
+			s.Endpoints[i].Hostname = ptr.To("shared")
+		}
+	}
 	clas := func(slices ...*discoveryv1.EndpointSlice) [][]byte {
 		t.Helper()
 		r, err := render.New(render.Options{EndpointMetadata: true})
@@ -49,9 +63,9 @@ func TestSlimRendersAsTheOriginal(t *testing.T) {
 		}
 		return out
 	}
-	want := clas(v4, v6, sts)
-	once := clas(Slim(v4), Slim(v6), Slim(sts))
-	twice := clas(Slim(Slim(v4)), Slim(Slim(v6)), Slim(Slim(sts)))
+	want := clas(v4, v6, sts, sts6)
+	once := clas(Slim(v4), Slim(v6), Slim(sts), Slim(sts6))
+	twice := clas(Slim(Slim(v4)), Slim(Slim(v6)), Slim(Slim(sts)), Slim(Slim(sts6)))
 	if len(want) != 2 {
 		t.Fatalf("%d clusters", len(want))
 	}
