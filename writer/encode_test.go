@@ -312,3 +312,74 @@ func TestEncodeFindsEndpointsAgain(t *testing.T) {
 		})
 	}
 }
+
+// TestSmallClusterKeepsNoDocument: in pb, a cluster of fewer than
+// pbHistoryFrom endpoints keeps two hashes and no document, and is encoded
+// whole each time, to the same bytes as a fresh encoder's; an encoding equal
+// to its last one is known as such, and one that differs is not; what it
+// returned stays valid after further encodes (its own copy). A cluster that
+// grows past the size keeps its document, and drops it once it shrinks.
+// JSON and YAML keep the document of every cluster.
+func TestSmallClusterKeepsNoDocument(t *testing.T) {
+	g := gen{rand.New(rand.NewPCG(5, 6))}
+	lbs := make([]*endpointv3.LbEndpoint, pbHistoryFrom+4)
+	for i := range lbs {
+		lbs[i] = g.lbEndpoint()
+	}
+	cla := func(lbs []*endpointv3.LbEndpoint) *endpointv3.ClusterLoadAssignment {
+		return &endpointv3.ClusterLoadAssignment{ClusterName: "small",
+			Endpoints: []*endpointv3.LocalityLbEndpoints{{LbEndpoints: lbs}}}
+	}
+	e := newEncoder(FormatPB)
+	step := func(lbs []*endpointv3.LbEndpoint, wantSame, wantDocument bool) []byte {
+		t.Helper()
+		got, err := e.encode(cla(lbs), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, err := newEncoder(FormatPB).encode(cla(lbs), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got.data, want.data) || got.version != want.version {
+			t.Fatalf("%d endpoints: differs from a fresh encoding", len(lbs))
+		}
+		if got.same != wantSame {
+			t.Errorf("%d endpoints: same = %v, want %v", len(lbs), got.same, wantSame)
+		}
+		_, document := e.clusters["small"]
+		_, hashes := e.small["small"]
+		if document != wantDocument || hashes == wantDocument {
+			t.Errorf("%d endpoints: document kept %v, hashes kept %v; want a document %v", len(lbs), document, hashes, wantDocument)
+		}
+		return got.data
+	}
+	first := step(lbs[:10], false, false)
+	kept := bytes.Clone(first)
+	step(slices.Clone(lbs[:10]), true, false)
+	changed := slices.Clone(lbs[:10])
+	changed[3] = g.lbEndpoint()
+	step(changed, false, false)
+	step(changed, true, false)
+	if !bytes.Equal(first, kept) {
+		t.Error("an earlier result was overwritten by a later encode")
+	}
+	step(lbs, false, true) // past the size
+	step(lbs, true, true)
+	step(lbs[:10], false, false) // shrunk
+	e.forget("small")
+	if len(e.clusters)+len(e.small) != 0 {
+		t.Errorf("forget left %d documents and %d hashes", len(e.clusters), len(e.small))
+	}
+	step(lbs[:10], false, false) // nothing of before
+
+	for _, f := range []Format{FormatJSON, FormatYAML} {
+		e := newEncoder(f)
+		if _, err := e.encode(cla(lbs[:2]), nil); err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := e.clusters["small"]; !ok || len(e.small) != 0 {
+			t.Errorf("%s: a small cluster's document is not kept", f)
+		}
+	}
+}

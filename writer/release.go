@@ -15,7 +15,7 @@ import (
 func (w *Writer) release(cluster string) {
 	delete(w.files, cluster)
 	delete(w.found, cluster)
-	delete(w.enc.clusters, cluster)
+	w.enc.forget(cluster)
 	if path, err := w.Path(cluster); err == nil {
 		delete(w.short, w.layout.entryOf(path))
 		if w.watch != nil {
@@ -32,6 +32,11 @@ func (w *Writer) Tracked() int {
 	defer w.mu.Unlock()
 	n := len(w.files)
 	for name := range w.enc.clusters {
+		if _, ok := w.files[name]; !ok {
+			n++
+		}
+	}
+	for name := range w.enc.small {
 		if _, ok := w.files[name]; !ok {
 			n++
 		}
