@@ -36,13 +36,13 @@ type hostWalk struct {
 // of a Pod's two families say the same but are updated one after the other,
 // and in between the host is published if either address would be.
 func (w *hostWalk) next(e *entry) (g *podGroup, sec *entry, h health, ok bool) {
-	h = e.h.health
+	h = e.health
 	if w.conflicts != nil {
 		// Copies of an ip:port are next to each other, the preferred
 		// source's first: any two from different sources are a conflict,
 		// whether or not the selection keeps them.
-		if s := w.seen; s != nil && s.addr == e.addr && s.port() == e.port() && s.src.source != e.src.source {
-			if ap := netip.AddrPortFrom(e.addr, uint16(e.port())); ap != w.reported {
+		if s := w.seen; s != nil && s.addr == e.addr && s.port == e.port && s.src.source != e.src.source {
+			if ap := netip.AddrPortFrom(e.addr, uint16(e.port)); ap != w.reported {
 				w.reported = ap
 				*w.conflicts = append(*w.conflicts, fmt.Sprintf("%s in sources %s and %s: one host, the preferred source's copy (%s's) unless it is left out",
 					ap, s.src.source.name, e.src.source.name, s.src.source.name))
@@ -56,13 +56,13 @@ func (w *hostWalk) next(e *entry) (g *podGroup, sec *entry, h health, ok bool) {
 			if pri, sec = g.pick(w.sel.Family); e != pri {
 				return nil, nil, 0, false
 			}
-			h = min(h, sec.h.health)
+			h = min(h, sec.health)
 		}
 	}
 	if !w.sel.keeps(e, h) {
 		return nil, nil, 0, false
 	}
-	if w.last != nil && w.last.addr == e.addr && w.last.port() == e.port() {
+	if w.last != nil && w.last.addr == e.addr && w.last.port == e.port {
 		return nil, nil, 0, false
 	}
 	w.last = e
@@ -154,8 +154,10 @@ func assemble(name string, merged []*entry, sel *Selection, pairs *pairing, pl *
 			if src.Region != "" {
 				loc.region = src.Region
 			}
+			cur = find(cur, level, &loc)
+		} else if level != buckets[cur].level {
+			cur = find(cur, level, &loc)
 		}
-		cur = find(cur, level, &loc)
 		buckets[cur].n++
 		buckets[cur].w += src.weight()
 		group = append(group, slot{host: host, group: cur})

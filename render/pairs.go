@@ -198,7 +198,7 @@ func (g *podGroup) settle() {
 // betterCopy orders copies of one address: healthiest first, then as merged
 // lists are sorted, so that the choice does not depend on the order of events.
 func betterCopy(a, b *entry) bool {
-	return cmp.Or(cmp.Compare(a.h.health, b.h.health), compareEntries(a, b)) < 0
+	return cmp.Or(cmp.Compare(a.health, b.health), compareEntries(a, b)) < 0
 }
 
 // pair returns the group of e's merged host, nil if e is not part of one.
@@ -247,15 +247,15 @@ func (m *mergedHost) LbEndpoint() *endpointv3.LbEndpoint {
 // merged returns the group's merged host of pri and sec, and its health.
 func (g *podGroup) merged(pri, sec *entry) (Host, health) {
 	if g.host != nil && g.host.pri == pri.h && g.host.sec == sec.h {
-		return g.host, min(pri.h.health, sec.h.health)
+		return g.host, min(pri.health, sec.health)
 	}
 	m := &mergedHost{pri: pri.h, sec: sec.h}
 	// Made of two messages that passed ValidateAll, it passes too; checked
 	// all the same, as everything render hands on is. The primary alone
 	// is the fallback.
 	if err := m.LbEndpoint().ValidateAll(); err != nil {
-		return pri.h, pri.h.health
+		return pri.h, pri.health
 	}
 	g.host = m
-	return m, min(pri.h.health, sec.h.health)
+	return m, min(pri.health, sec.health)
 }

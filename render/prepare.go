@@ -92,9 +92,13 @@ type entry struct {
 	pod podKey
 	h   *host
 	src *preparedSlice // the slice version it came from
+	// port and health are the host's, here too: the walk over a Service's
+	// entries in address order reads them for every entry, and the hosts
+	// lie all over the heap (a cache miss each, a third of a big
+	// Service's render in the controller's shape).
+	port   uint32
+	health health
 }
-
-func (e *entry) port() uint32 { return e.h.port }
 
 func (e *entry) zone() string { return e.at.Value().zone }
 
@@ -162,10 +166,10 @@ func compareKey(a *entry, b *endpointKey) int {
 	if c := a.addr.Compare(b.addr); c != 0 {
 		return c
 	}
-	if c := cmp.Compare(a.h.port, b.port); c != 0 {
+	if c := cmp.Compare(a.port, b.port); c != 0 {
 		return c
 	}
-	if c := cmp.Compare(a.h.health, b.health); c != 0 {
+	if c := cmp.Compare(a.health, b.health); c != 0 {
 		return c
 	}
 	if c := cmp.Compare(a.zone(), b.zone); c != 0 {
@@ -187,14 +191,14 @@ func compareEntries(a, b *entry) int {
 	// from two sources are ordered by source, the preferred first, so that
 	// the walk keeps its copy (see hostWalk).
 	if a.src != b.src && a.src != nil && b.src != nil && a.src.source != b.src.source {
-		if c := cmp.Compare(a.port(), b.port()); c != 0 {
+		if c := cmp.Compare(a.port, b.port); c != 0 {
 			return c
 		}
 		if c := compareSources(a.src.source, b.src.source); c != 0 {
 			return c
 		}
 	}
-	k := endpointKey{addr: b.addr, port: b.h.port, health: b.h.health, zone: b.zone(), hostname: b.h.hostname}
+	k := endpointKey{addr: b.addr, port: b.port, health: b.health, zone: b.zone(), hostname: b.h.hostname}
 	if b.h.extra != nil {
 		k.extra = *b.h.extra
 	}
@@ -376,7 +380,7 @@ func prepare(s *discoveryv1.EndpointSlice, opts *Options, set *serviceSettings, 
 		for j := range p.ports {
 			pp := &p.ports[j]
 			key.port = pp.number
-			e := entry{addr: addr, at: at, hints: ep.Hints, pod: podHandle, src: p}
+			e := entry{addr: addr, at: at, hints: ep.Hints, pod: podHandle, src: p, port: key.port, health: key.health}
 			if prevEntries != nil {
 				if k, found := slices.BinarySearchFunc(prevEntries[j], &key, func(e entry, key *endpointKey) int {
 					return compareKey(&e, key)

@@ -61,9 +61,16 @@ const (
 // Addr is the a-th address of the workloads, 10.x.y.z.
 func Addr(a int) string { return fmt.Sprintf("10.%d.%d.%d", a>>16&255, a>>8&255, a&255) }
 
+// podAddr is the k-th Pod address of Node node's range, a /20 per Node
+// from 10.0.0.0 (4,096 Nodes at most); k wraps at 4,095.
+func podAddr(node, k int) string {
+	h := k%4095 + 1 // not the range's first address
+	return fmt.Sprintf("10.%d.%d.%d", node>>4&255, (node&15)<<4|h>>8, h&255)
+}
+
 // Slice is slice name of Service svc (number index among the workload's
 // Services) in namespace ns: IPv4, one port http/8080/TCP, n ready
-// endpoints at addresses base to base+n-1, each as shape says.
+// endpoints number base to base+n-1 (see Endpoint), each as shape says.
 func Slice(shape Shape, ns, svc string, index int, name string, base, n int) *discoveryv1.EndpointSlice {
 	s := &discoveryv1.EndpointSlice{
 		ObjectMeta: metav1.ObjectMeta{
@@ -84,8 +91,9 @@ func Slice(shape Shape, ns, svc string, index int, name string, base, n int) *di
 	return s
 }
 
-// Endpoint is the endpoint at address number a of Service svc (number
-// index) in namespace ns, as shape says. The same a gives the same Pod.
+// Endpoint is endpoint number a of Service svc (number index) in namespace
+// ns, as shape says: at Addr(a) in the Plain shape, at an address of its
+// Node's range in the Controller shape. The same a gives the same Pod.
 func Endpoint(shape Shape, ns, svc string, index, a int) discoveryv1.Endpoint {
 	e := discoveryv1.Endpoint{
 		Addresses:  []string{Addr(a)},
@@ -95,7 +103,12 @@ func Endpoint(shape Shape, ns, svc string, index, a int) discoveryv1.Endpoint {
 		return e
 	}
 	e.Conditions.Serving, e.Conditions.Terminating = ptr.To(true), ptr.To(false)
+	// A Deployment's Pods spread over the Nodes, and each Pod's address
+	// comes from its Node's range (the node IPAM controller's podCIDR, or
+	// a cloud CNI's per-Node block), as in a real cluster: sorted by
+	// address, a big Service's endpoints come in runs of one Node.
 	node := a % Nodes
+	e.Addresses[0] = podAddr(node, a/Nodes)
 	zone := "eu-west-1" + string(rune('a'+node%3))
 	e.NodeName = ptr.To(fmt.Sprintf("ip-10-0-%d-%d.eu-west-1.compute.internal", node/250, node%250+1))
 	e.Zone = ptr.To(zone)
