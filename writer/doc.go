@@ -35,9 +35,11 @@
 //   - Envoy's inotify limits: ReadInotifyLimits.
 //
 // Encoding is incremental. The caller (render) reuses the same immutable
-// *LbEndpoint pointers for endpoints that did not change, so the Writer caches
-// each endpoint's encoded fragment by pointer and assembles documents from
-// fragments: an event that changes 100 of 10,000 endpoints encodes 100.
+// endpoint values for endpoints that did not change, so the Writer finds
+// each one's bytes by identity in the cluster's previous document and
+// assembles the new document from them: an event that changes 100 of 10,000
+// endpoints encodes 100. In pb a cluster of fewer than 16 endpoints keeps no
+// document (two hashes of it only) and is encoded whole each time.
 // CLAs and their endpoints must therefore not be mutated after they are handed
 // to the Writer.
 package writer
