@@ -65,6 +65,9 @@ type encoder struct {
 	scratch history
 	seed    maphash.Seed
 	pieces  []piece // scratch for one locality
+	// frags holds the pb fragments of one encode, back to back: one
+	// buffer rather than an allocation per new endpoint.
+	frags []byte
 	// fragments counts the endpoints encoded (not found in a previous
 	// document), for tests.
 	fragments int
@@ -200,6 +203,12 @@ func (e *encoder) encode(cla *endpointv3.ClusterLoadAssignment, eps [][]Endpoint
 	}
 	name := cla.GetClusterName()
 	n := countEndpoints(eps)
+	e.frags = e.frags[:0]
+	defer func() {
+		if cap(e.frags) > maxScratch {
+			e.frags = nil
+		}
+	}()
 	keep := n >= pbHistoryFrom || e.format != FormatPB
 	h := &e.scratch // no previous document, and arrays of no one's
 	if keep {
@@ -372,6 +381,11 @@ func (e *encoder) fragment(lb *endpointv3.LbEndpoint) ([]byte, error) {
 	}
 	switch e.format {
 	case FormatPB:
+		if b, ok := appendLbEndpoint(e.frags, lb); ok {
+			frag := b[len(e.frags):len(b):len(b)]
+			e.frags = b // earlier fragments stay where they are, even if b moved
+			return frag, nil
+		}
 		return pbOpts.Marshal(lb)
 	case FormatYAML:
 		return yamlFragment(lb)
