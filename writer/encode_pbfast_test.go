@@ -123,3 +123,62 @@ func TestAppendLbEndpointKnowsEveryField(t *testing.T) {
 		}
 	}
 }
+
+// skeleton's copies field by field marshal as the copy through protoreflect
+// does, unknown fields included, and carry every field the protos have.
+func TestSkeletonKnowsEveryField(t *testing.T) {
+	g := gen{rand.New(rand.NewPCG(9, 10))}
+	unknownField := protowire.AppendVarint(protowire.AppendTag(nil, 99, protowire.VarintType), 1)
+	for i := range 500 {
+		cla := g.cla()
+		cla.NamedEndpoints = map[string]*endpointv3.Endpoint{"a": {Hostname: "x"}}
+		msgs := []proto.Message{cla}
+		for _, lle := range cla.Endpoints {
+			lle.Proximity = wrapperspb.UInt32(uint32(i))
+			if i%3 == 0 {
+				lle.LbConfig = &endpointv3.LocalityLbEndpoints_LedsClusterLocalityConfig{
+					LedsClusterLocalityConfig: &endpointv3.LedsClusterLocalityConfig{LedsCollectionName: "leds"}}
+			}
+			msgs = append(msgs, lle)
+		}
+		if i%2 == 0 {
+			for _, m := range msgs {
+				m.ProtoReflect().SetUnknown(unknownField)
+			}
+		}
+		for _, m := range msgs {
+			skip := claEndpoints
+			if _, ok := m.(*endpointv3.LocalityLbEndpoints); ok {
+				skip = lleLbEndpoints
+			}
+			fast, err1 := skeleton(m, skip)
+			slow, err2 := reflectSkeleton(m, skip)
+			if (err1 == nil) != (err2 == nil) {
+				t.Fatalf("%T: errors differ: %v, %v", m, err1, err2)
+			}
+			if err1 != nil {
+				continue
+			}
+			a, b := must(pbOpts.Marshal(fast)), must(pbOpts.Marshal(slow))
+			if !bytes.Equal(a, b) {
+				t.Fatalf("%T: the copy differs from protoreflect's:\n%x\n%x", m, a, b)
+			}
+		}
+	}
+	for m, known := range map[proto.Message][]string{
+		&endpointv3.ClusterLoadAssignment{}: {"cluster_name", "endpoints", "named_endpoints", "policy"},
+		&endpointv3.LocalityLbEndpoints{}: {"locality", "metadata", "lb_endpoints", "load_balancer_endpoints",
+			"leds_cluster_locality_config", "load_balancing_weight", "priority", "proximity"},
+	} {
+		d := m.ProtoReflect().Descriptor()
+		var got []string
+		for i := range d.Fields().Len() {
+			got = append(got, string(d.Fields().Get(i).Name()))
+		}
+		slices.Sort(got)
+		slices.Sort(known)
+		if !slices.Equal(got, known) {
+			t.Errorf("%s has fields %v; skeleton copies %v", d.FullName(), got, known)
+		}
+	}
+}
