@@ -104,22 +104,28 @@ func TestAppendLbEndpoint(t *testing.T) {
 // without a word. Teach appendLbEndpoint the new field (or to leave a
 // message that sets it to proto), then add it here.
 func TestAppendLbEndpointKnowsEveryField(t *testing.T) {
-	for m, known := range map[proto.Message][]string{
+	fieldsAre(t, "appendLbEndpoint knows", map[proto.Message][]string{
 		&endpointv3.LbEndpoint{}:                 {"endpoint", "endpoint_name", "health_status", "metadata", "load_balancing_weight"},
 		&endpointv3.Endpoint{}:                   {"address", "health_check_config", "hostname", "additional_addresses", "observability_name"},
 		&endpointv3.Endpoint_HealthCheckConfig{}: {"port_value", "hostname", "address", "disable_active_health_check"},
 		&corev3.Address{}:                        {"socket_address", "pipe", "envoy_internal_address"},
 		&corev3.SocketAddress{}:                  {"protocol", "address", "port_value", "named_port", "resolver_name", "ipv4_compat", "network_namespace_filepath"},
-	} {
+	})
+}
+
+// fieldsAre fails t unless each message has exactly the fields named.
+func fieldsAre(t *testing.T, what string, known map[proto.Message][]string) {
+	t.Helper()
+	for m, names := range known {
 		d := m.ProtoReflect().Descriptor()
 		var got []string
 		for i := range d.Fields().Len() {
 			got = append(got, string(d.Fields().Get(i).Name()))
 		}
 		slices.Sort(got)
-		slices.Sort(known)
-		if !slices.Equal(got, known) {
-			t.Errorf("%s has fields %v; appendLbEndpoint knows %v", d.FullName(), got, known)
+		slices.Sort(names)
+		if !slices.Equal(got, names) {
+			t.Errorf("%s has fields %v; %s %v", d.FullName(), got, what, names)
 		}
 	}
 }
@@ -165,20 +171,9 @@ func TestSkeletonKnowsEveryField(t *testing.T) {
 			}
 		}
 	}
-	for m, known := range map[proto.Message][]string{
+	fieldsAre(t, "skeleton copies", map[proto.Message][]string{
 		&endpointv3.ClusterLoadAssignment{}: {"cluster_name", "endpoints", "named_endpoints", "policy"},
 		&endpointv3.LocalityLbEndpoints{}: {"locality", "metadata", "lb_endpoints", "load_balancer_endpoints",
 			"leds_cluster_locality_config", "load_balancing_weight", "priority", "proximity"},
-	} {
-		d := m.ProtoReflect().Descriptor()
-		var got []string
-		for i := range d.Fields().Len() {
-			got = append(got, string(d.Fields().Get(i).Name()))
-		}
-		slices.Sort(got)
-		slices.Sort(known)
-		if !slices.Equal(got, known) {
-			t.Errorf("%s has fields %v; skeleton copies %v", d.FullName(), got, known)
-		}
-	}
+	})
 }

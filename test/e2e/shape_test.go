@@ -12,8 +12,6 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
 
 	"github.com/edsync/edsync/internal/benchdata"
 )
@@ -37,12 +35,7 @@ func TestShapeRSS(t *testing.T) {
 	}
 	ctx := t.Context()
 	c := cluster
-	rc := rest.CopyConfig(c.Config)
-	rc.QPS, rc.Burst = 1000, 2000
-	client, err := kubernetes.NewForConfig(rc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	client := bulkClient(t, c.Config)
 	const services, perSlice = benchdata.Files * benchdata.SlicesPerFile, benchdata.EndpointsPerSlice
 	for _, shape := range benchdata.Shapes {
 		ns := "shape-" + shape.String()
