@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"strings"
 	"text/template"
+	"unique"
 
 	corev1 "k8s.io/api/core/v1"
 )
@@ -183,6 +184,10 @@ type Selection struct {
 	Terminating Terminating
 	NotReady    NotReady
 	Family      Family
+	// nodeOnly keeps only the endpoints of the local source on node: a
+	// Service's internalTrafficPolicy: Local, set by render.
+	nodeOnly bool
+	node     unique.Handle[string]
 }
 
 // ClusterSpec is one cluster of an explicit list.

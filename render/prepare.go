@@ -422,6 +422,9 @@ func healthOf(c discoveryv1.EndpointConditions) health {
 // keeps reports whether the selection publishes a host of health h whose
 // (primary) address is e's.
 func (s *Selection) keeps(e *entry, h health) bool {
+	if s.nodeOnly && (e.at.Value().node != s.node || (e.src != nil && e.src.source != nil && !e.src.source.local)) {
+		return false
+	}
 	switch h {
 	case draining:
 		if s.Terminating != TerminatingDraining {

@@ -33,6 +33,34 @@ type Cluster struct {
 	Gone bool
 	// Upstream is what the cluster's CDS entry takes from Kubernetes.
 	Upstream Upstream
+	// NodeLocal says how the Service's internalTrafficPolicy applies.
+	NodeLocal NodeLocal
+}
+
+// NodeLocal is how a Service's internalTrafficPolicy applies to its
+// clusters.
+type NodeLocal uint8
+
+const (
+	// NodeLocalOff: the policy is Cluster (or the Service is not known).
+	NodeLocalOff NodeLocal = iota
+	// NodeLocalOn: Local, and the local Node is known: only the endpoints
+	// on that Node are published, and none when it has none (as kube-proxy
+	// does: no fallback to other Nodes).
+	NodeLocalOn
+	// NodeLocalNoNode: Local, but no local Node is known (no --node-name):
+	// the policy cannot apply, and every endpoint is published.
+	NodeLocalNoNode
+)
+
+func (n NodeLocal) String() string {
+	switch n {
+	case NodeLocalOn:
+		return "local"
+	case NodeLocalNoNode:
+		return "local-no-node"
+	}
+	return ""
 }
 
 // HealthCounts counts hosts by health_status (UNKNOWN would count as
@@ -279,6 +307,13 @@ func (r *Renderer) Service(key ServiceKey, current []*discoveryv1.EndpointSlice)
 		}
 		r.owners[name] = key
 		published = append(published, name)
+		nodeLocal := NodeLocalOff
+		if set != nil && set.nodeLocal {
+			nodeLocal = NodeLocalNoNode
+			if r.opts.LocalNode != "" {
+				nodeLocal, sel.nodeOnly, sel.node = NodeLocalOn, true, unique.Make(r.opts.LocalNode)
+			}
+		}
 		ps := st.port(port)
 		cla, hosts, counts, conflicts := assemble(name, ps.merged, &sel, ps.pairsFor(&sel), r.placement(set), &r.scratch)
 		for _, c := range conflicts {
@@ -299,7 +334,7 @@ func (r *Renderer) Service(key ServiceKey, current []*discoveryv1.EndpointSlice)
 			up = set.upstream
 		}
 		up.AppProtocol = st.appProtocol(port)
-		out = append(out, Cluster{Name: name, Service: key, Assignment: cla, Hosts: hosts, Health: counts, Upstream: up})
+		out = append(out, Cluster{Name: name, Service: key, Assignment: cla, Hosts: hosts, Health: counts, Upstream: up, NodeLocal: nodeLocal})
 	}
 	slices.Sort(published)
 	skips = append(skips, st.wait(key, waiting, set, r.opts.Protocol)...)

@@ -80,6 +80,9 @@ type ServicePort struct {
 type ServiceInfo struct {
 	Annotations map[string]string
 	Ports       []ServicePort
+	// InternalTrafficPolicy is the Service's spec.internalTrafficPolicy:
+	// Local publishes only the endpoints on the local Node (see NodeLocal).
+	InternalTrafficPolicy corev1.ServiceInternalTrafficPolicy
 }
 
 // serviceSettings are a Service's annotations, checked.
@@ -90,6 +93,7 @@ type serviceSettings struct {
 	overprovisioning uint32 // 0: Envoy's default
 	topology         Topology
 	hasTopology      bool
+	nodeLocal        bool // internalTrafficPolicy: Local
 	ports            []ServicePort
 	// upstream holds what the annotations set of the clusters' CDS
 	// entries (AppProtocol is the slices', not set here).
@@ -102,6 +106,7 @@ func (s *serviceSettings) equal(o *serviceSettings) bool {
 	}
 	return s.hcPort == o.hcPort && s.hcPortName == o.hcPortName && s.hcHostname == o.hcHostname &&
 		s.overprovisioning == o.overprovisioning && s.topology == o.topology && s.hasTopology == o.hasTopology &&
+		s.nodeLocal == o.nodeLocal &&
 		slices.Equal(s.ports, o.ports) && s.upstream == o.upstream
 }
 
@@ -122,7 +127,8 @@ func (s *serviceSettings) portNumber(name string, protocol corev1.Protocol) int3
 // clusters has the cluster templates there are, and who may pick them.
 func parseService(key ServiceKey, info *ServiceInfo, clusters ClusterOptions) (*serviceSettings, []Skip) {
 	templates := clusters.Templates
-	s := &serviceSettings{ports: slices.Clone(info.Ports)}
+	s := &serviceSettings{ports: slices.Clone(info.Ports),
+		nodeLocal: info.InternalTrafficPolicy == corev1.ServiceInternalTrafficPolicyLocal}
 	var skips []Skip
 	bad := func(name, value, format string, args ...any) {
 		// The value is whatever a Service's owner wrote, up to the API

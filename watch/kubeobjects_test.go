@@ -248,6 +248,27 @@ func TestKubeServices(t *testing.T) {
 			t.Errorf("%d notifications, want 1 (the annotation change only)", got)
 		}
 	})
+	t.Run("internalTrafficPolicy", func(t *testing.T) {
+		for _, policy := range []corev1.ServiceInternalTrafficPolicy{corev1.ServiceInternalTrafficPolicyLocal, corev1.ServiceInternalTrafficPolicyCluster} {
+			before := e.notified.Load()
+			s := service("ns1", "web", map[string]string{render.AnnotationHealthCheckPort: "9000"}, http)
+			s.Spec.InternalTrafficPolicy = &policy
+			if _, err := api.Update(ctx, s, metav1.UpdateOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			want := policy
+			if policy == corev1.ServiceInternalTrafficPolicyCluster {
+				want = "" // Cluster, the default, is not kept
+			}
+			e.n.until(t, "the policy "+string(policy), func() bool {
+				info := e.objects.Service(web)
+				return info != nil && info.InternalTrafficPolicy == want
+			})
+			if got := e.notified.Load() - before; got != 1 {
+				t.Errorf("%s: %d notifications, want 1", policy, got)
+			}
+		}
+	})
 	t.Run("delete", func(t *testing.T) {
 		e.objects.Take()
 		if err := api.Delete(ctx, "web", metav1.DeleteOptions{}); err != nil {

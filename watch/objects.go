@@ -69,8 +69,8 @@ func (o NodeOptions) nodeOf(n *corev1.Node) Node {
 	}
 }
 
-// serviceInfoOf is what render uses of a Service: its edsync.io/ annotations
-// and its ports.
+// serviceInfoOf is what render uses of a Service: its edsync.io/ annotations,
+// its ports and its internalTrafficPolicy.
 func serviceInfoOf(s *corev1.Service) *render.ServiceInfo {
 	info := &render.ServiceInfo{}
 	for k, v := range s.Annotations {
@@ -84,6 +84,9 @@ func serviceInfoOf(s *corev1.Service) *render.ServiceInfo {
 	for _, p := range s.Spec.Ports {
 		info.Ports = append(info.Ports, render.ServicePort{Name: p.Name, Port: p.Port, Protocol: p.Protocol})
 	}
+	if p := s.Spec.InternalTrafficPolicy; p != nil {
+		info.InternalTrafficPolicy = *p
+	}
 	return info
 }
 
@@ -91,7 +94,8 @@ func sameServiceInfo(a, b *render.ServiceInfo) bool {
 	if a == nil || b == nil {
 		return a == b
 	}
-	return maps.Equal(a.Annotations, b.Annotations) && slices.Equal(a.Ports, b.Ports)
+	return maps.Equal(a.Annotations, b.Annotations) && slices.Equal(a.Ports, b.Ports) &&
+		a.InternalTrafficPolicy == b.InternalTrafficPolicy
 }
 
 // Objects holds the Services and Nodes the sources read, as plain values,

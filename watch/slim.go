@@ -289,7 +289,8 @@ func SlimNode(n *corev1.Node, subZoneLabel string) *corev1.Node {
 }
 
 // SlimService returns a copy of s holding only its name, namespace,
-// resourceVersion, edsync.io/ annotations and ports (name, port, protocol).
+// resourceVersion, edsync.io/ annotations, ports (name, port, protocol) and
+// internalTrafficPolicy.
 func SlimService(s *corev1.Service) *corev1.Service {
 	out := &corev1.Service{ObjectMeta: metav1.ObjectMeta{
 		Name: s.Name, Namespace: intern(s.Namespace), ResourceVersion: s.ResourceVersion,
@@ -307,6 +308,10 @@ func SlimService(s *corev1.Service) *corev1.Service {
 		for i, p := range s.Spec.Ports {
 			out.Spec.Ports[i] = corev1.ServicePort{Name: intern(p.Name), Port: p.Port, Protocol: p.Protocol}
 		}
+	}
+	if p := s.Spec.InternalTrafficPolicy; p != nil && *p == corev1.ServiceInternalTrafficPolicyLocal {
+		local := corev1.ServiceInternalTrafficPolicyLocal
+		out.Spec.InternalTrafficPolicy = &local
 	}
 	return out
 }
