@@ -120,8 +120,11 @@ func printStatus(w io.Writer, s status.Snapshot) {
 		if version == "" {
 			version = "(not written)"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d/%d/%d\t%s\t%s\t%s\n", c.Name, c.File,
-			c.Endpoints.Healthy, c.Endpoints.Draining, c.Endpoints.Unhealthy, version, written, envoyColumn(c, s))
+		endpoints := fmt.Sprintf("%d/%d/%d", c.Endpoints.Healthy, c.Endpoints.Draining, c.Endpoints.Unhealthy)
+		if c.NodeLocal != "" { // internalTrafficPolicy: Local
+			endpoints += " " + c.NodeLocal
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", c.Name, c.File, endpoints, version, written, envoyColumn(c, s))
 	}
 	counts := map[status.State]int{}
 	for _, c := range s.Clusters {

@@ -134,7 +134,7 @@ func (p *Pipeline) addLost(batch []writer.Cluster, names map[string]bool) []writ
 func (p *Pipeline) goneCluster(name string) writer.Cluster {
 	c := writer.Cluster{Name: name, CLA: &endpointv3.ClusterLoadAssignment{ClusterName: name}}
 	c.Release = !slices.Contains(p.declared, name)
-	p.published.publish(name, render.ServiceKey{}, endpointCounts{})
+	p.published.publish(name, render.ServiceKey{}, endpointCounts{}, render.NodeLocalOff)
 	return c
 }
 

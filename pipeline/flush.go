@@ -50,7 +50,7 @@ func (p *Pipeline) flush(ctx context.Context, keys []render.ServiceKey, initial 
 			release := c.Gone && !slices.Contains(p.declared, c.Name)
 			batch = append(batch, writer.Cluster{Name: c.Name, CLA: c.Assignment, Endpoints: c.Hosts, Release: release})
 			names[c.Name] = true
-			p.published.publish(c.Name, c.Service, c.Health)
+			p.published.publish(c.Name, c.Service, c.Health, c.NodeLocal)
 			switch {
 			case p.cds == nil || release:
 			case c.Gone:
@@ -247,6 +247,6 @@ func (p *Pipeline) checkReady(res writer.Result) {
 
 func (p *Pipeline) emptyCluster(name string) writer.Cluster {
 	c := writer.Cluster{Name: name, CLA: &endpointv3.ClusterLoadAssignment{ClusterName: name}}
-	p.published.publish(name, render.ServiceKey{}, endpointCounts{})
+	p.published.publish(name, render.ServiceKey{}, endpointCounts{}, render.NodeLocalOff)
 	return c
 }

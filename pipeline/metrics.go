@@ -69,7 +69,7 @@ type Status interface {
 	// Kept: the files of a Write or Retry that hold their content, at at.
 	Kept(kept []writer.Kept, at time.Time)
 	// Published: a cluster's Service and endpoints as handed to the writer.
-	Published(cluster string, svc render.ServiceKey, counts render.HealthCounts)
+	Published(cluster string, svc render.ServiceKey, counts render.HealthCounts, nodeLocal render.NodeLocal)
 	// Forget: a cluster whose file is emptied and no longer kept.
 	Forget(cluster string)
 	// CDSKept: the CDS file holds version since at.
@@ -78,10 +78,10 @@ type Status interface {
 
 type noStatus struct{}
 
-func (noStatus) Kept([]writer.Kept, time.Time)                            {}
-func (noStatus) Published(string, render.ServiceKey, render.HealthCounts) {}
-func (noStatus) Forget(string)                                            {}
-func (noStatus) CDSKept(string, time.Time)                                {}
+func (noStatus) Kept([]writer.Kept, time.Time)                                              {}
+func (noStatus) Published(string, render.ServiceKey, render.HealthCounts, render.NodeLocal) {}
+func (noStatus) Forget(string)                                                              {}
+func (noStatus) CDSKept(string, time.Time)                                                  {}
 
 type noMetrics struct{}
 

@@ -234,11 +234,11 @@ func newPipeline(o Options) *Pipeline {
 		services:     make(map[render.ServiceKey]*render.ServiceInfo),
 		nodes:        make(map[string]*render.NodeTopology),
 	}
-	p.published = newPublished(o.Status)
 	p.cds = newCDSState(o)
 	if p.log == nil {
 		p.log = slog.New(slog.DiscardHandler)
 	}
+	p.published = newPublished(o.Status, p.log)
 	if p.now == nil {
 		p.now = time.Now
 	}

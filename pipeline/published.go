@@ -1,6 +1,8 @@
 package pipeline
 
 import (
+	"log/slog"
+
 	"github.com/edsync/edsync/render"
 )
 
@@ -17,12 +19,14 @@ type publishedFiles struct {
 	nonEmpty map[render.ServiceKey]int
 	total    Published
 	status   Status // told of each change
+	log      *slog.Logger
 }
 
 // publishedCluster is what is remembered of one cluster's file.
 type publishedCluster struct {
 	service   render.ServiceKey // zero for a declared cluster no Service has
 	endpoints endpointCounts
+	nodeLocal render.NodeLocal
 }
 
 // endpointCounts counts a cluster's endpoints by health.
@@ -40,7 +44,7 @@ func (c publishedCluster) counts() bool {
 	return c.service != (render.ServiceKey{}) && c.endpoints != endpointCounts{}
 }
 
-func newPublished(status Status) publishedFiles {
+func newPublished(status Status, log *slog.Logger) publishedFiles {
 	if status == nil {
 		status = noStatus{}
 	}
@@ -48,19 +52,21 @@ func newPublished(status Status) publishedFiles {
 		clusters: make(map[string]publishedCluster),
 		nonEmpty: make(map[render.ServiceKey]int),
 		status:   status,
+		log:      log,
 	}
 }
 
 // publish records the content handed to the writer for one cluster. svc is
 // zero for a cluster of no Service.
-func (p *publishedFiles) publish(name string, svc render.ServiceKey, counts endpointCounts) {
-	next := publishedCluster{service: svc, endpoints: counts}
+func (p *publishedFiles) publish(name string, svc render.ServiceKey, counts endpointCounts, nodeLocal render.NodeLocal) {
+	next := publishedCluster{service: svc, endpoints: counts, nodeLocal: nodeLocal}
 	prev, had := p.clusters[name]
 	if had && prev == next {
 		return
 	}
 	p.clusters[name] = next
-	p.status.Published(name, svc, counts)
+	p.status.Published(name, svc, counts, nodeLocal)
+	p.logNodeLocal(name, svc, prev, next)
 	if !had {
 		p.total.Clusters++
 	}
@@ -77,6 +83,21 @@ func (p *publishedFiles) publish(name string, svc render.ServiceKey, counts endp
 	}
 	if is {
 		p.addServiceCluster(next.service, +1)
+	}
+}
+
+// logNodeLocal says once, when a cluster comes to it, that its Service's
+// internalTrafficPolicy: Local leaves it no endpoint (publish calls it only
+// when the cluster changed, so an empty cluster staying empty is not said
+// again), or cannot apply.
+func (p *publishedFiles) logNodeLocal(name string, svc render.ServiceKey, prev, next publishedCluster) {
+	switch {
+	case next.nodeLocal == render.NodeLocalOn && next.endpoints == endpointCounts{}:
+		p.log.Info("internalTrafficPolicy Local: no endpoint of the Service on this Node, so its cluster has none (no other Node's, as kube-proxy)",
+			"cluster", name, "service", svc.String())
+	case next.nodeLocal == render.NodeLocalNoNode && prev.nodeLocal != render.NodeLocalNoNode:
+		p.log.Warn("internalTrafficPolicy Local cannot apply: no local Node is known (--node-name); every endpoint is published",
+			"cluster", name, "service", svc.String())
 	}
 }
 

@@ -69,6 +69,10 @@ type Cluster struct {
 	// the file right at start, and Written is when).
 	Renamed   bool      `json:"renamed"`
 	Endpoints Endpoints `json:"endpoints"`
+	// NodeLocal is how the Service's internalTrafficPolicy: Local applies:
+	// "local" (only the endpoints on this Node), "local-no-node" (no Node
+	// known: every endpoint), empty for Cluster.
+	NodeLocal string `json:"nodeLocal,omitempty"`
 	Envoy     Envoy     `json:"envoy"`
 	// judged: a read-back has judged this version.
 	judged bool
@@ -141,7 +145,7 @@ func (b *Board) Kept(kept []writer.Kept, at time.Time) {
 
 // Published records a cluster's Service and endpoints, as handed to the
 // writer.
-func (b *Board) Published(cluster string, svc render.ServiceKey, counts render.HealthCounts) {
+func (b *Board) Published(cluster string, svc render.ServiceKey, counts render.HealthCounts, nodeLocal render.NodeLocal) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	c := b.entry(cluster)
@@ -149,6 +153,7 @@ func (b *Board) Published(cluster string, svc render.ServiceKey, counts render.H
 	if svc != (render.ServiceKey{}) {
 		c.Service = svc.String()
 	}
+	c.NodeLocal = nodeLocal.String()
 	c.Endpoints = Endpoints{Healthy: counts.Healthy, Draining: counts.Draining, Unhealthy: counts.Unhealthy}
 }
 

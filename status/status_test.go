@@ -12,7 +12,7 @@ import (
 func TestBoard(t *testing.T) {
 	t0 := time.Unix(1_700_000_000, 0)
 	b := NewBoard(func(c string) string { return "/out/" + c }, "", func() time.Time { return t0 })
-	b.Published("a", render.ServiceKey{Namespace: "ns", Name: "a"}, render.HealthCounts{Healthy: 2, Draining: 1})
+	b.Published("a", render.ServiceKey{Namespace: "ns", Name: "a"}, render.HealthCounts{Healthy: 2, Draining: 1}, render.NodeLocalOn)
 	b.Kept([]writer.Kept{{Cluster: "a", Version: "v1", Renamed: true}}, t0)
 	if err := b.EnvoyApplied(); err == nil || !strings.Contains(err.Error(), "not read back yet") {
 		t.Errorf("before any read-back: %v", err)
@@ -22,7 +22,7 @@ func TestBoard(t *testing.T) {
 	b.Kept([]writer.Kept{{Cluster: "a", Version: "v1"}}, t0.Add(time.Hour))
 	s := b.Snapshot()
 	if len(s.Clusters) != 1 || s.Clusters[0].Written != t0 || !s.Clusters[0].Renamed || s.Clusters[0].File != "/out/a" ||
-		s.Clusters[0].Service != "ns/a" || s.Clusters[0].Endpoints != (Endpoints{Healthy: 2, Draining: 1}) {
+		s.Clusters[0].Service != "ns/a" || s.Clusters[0].Endpoints != (Endpoints{Healthy: 2, Draining: 1}) || s.Clusters[0].NodeLocal != "local" {
 		t.Fatalf("snapshot %+v", s)
 	}
 
