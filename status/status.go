@@ -73,7 +73,7 @@ type Cluster struct {
 	// "local" (only the endpoints on this Node), "local-no-node" (no Node
 	// known: every endpoint), empty for Cluster.
 	NodeLocal string `json:"nodeLocal,omitempty"`
-	Envoy     Envoy     `json:"envoy"`
+	Envoy     Envoy  `json:"envoy"`
 	// judged: a read-back has judged this version.
 	judged bool
 }
