@@ -74,7 +74,7 @@ func envoyConfigCommand(stdout, stderr io.Writer, started *bool) *cli.Command {
 			if err != nil {
 				return err
 			}
-			out, err := envoyClusters(names, cfg.outputDir, cfg.format, cfg.layout, cfg.render.Cluster)
+			out, err := envoyClusters(names, cfg.outputDir, cfg.format, cfg.layout, cfg.render.Cluster, cfg.render.Sources)
 			if err != nil {
 				return err
 			}
@@ -215,7 +215,8 @@ func syncClusterNames(ctx context.Context, cfg *config, stderr io.Writer) ([]str
 // envoyClusters renders one EDS cluster per name as YAML: `clusters:` and a
 // list, in the order of the names, each cluster's fields in the order of
 // Envoy's proto (name first), so the same names give the same bytes.
-func envoyClusters(names []string, dir string, format writer.Format, layout writer.Layout, opts render.ClusterOptions) ([]byte, error) {
+func envoyClusters(names []string, dir string, format writer.Format, layout writer.Layout, opts render.ClusterOptions, sources map[string]render.Source) ([]byte, error) {
+	opts.LocalityWeighted = opts.LocalityWeighted || render.SourceWeightsMatter(sources)
 	list := &yaml.Node{Kind: yaml.SequenceNode}
 	for _, name := range names {
 		path, err := layout.Path(dir, name, format)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"errors"
+	"fmt"
 	"log/slog"
 	"path/filepath"
 	"slices"
@@ -9,6 +10,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes/fake"
@@ -190,4 +192,57 @@ func TestReloadLeavesAnUnreachableSourceBehind(t *testing.T) {
 	tp.Wait(t, "db from both", func(r pipeline.Report) bool {
 		return slices.Contains(r.Clusters, "db") && len(testutil.Addresses(testutil.ReadAsEnvoy(t, filepath.Join(out, "db", "eds.json")))) == 2
 	})
+}
+
+// Two sources of one priority weighed apart (weight: 1 and 3): the CDS
+// file's cluster gets locality_weighted_lb_config, without which Envoy would
+// ignore the localities' weights and send each source a share by its
+// endpoints; weighed alike, the cluster has none. envoy-config prints the
+// same for static clusters.
+func TestSourceWeightsInTheCDSFile(t *testing.T) {
+	for _, tc := range []struct {
+		westWeight int
+		want       bool
+	}{{3, true}, {1, false}} {
+		t.Run(fmt.Sprint("west weight ", tc.westWeight), func(t *testing.T) {
+			out := t.TempDir()
+			cds := filepath.Join(t.TempDir(), "cds.json")
+			config := filepath.Join(t.TempDir(), "edsync.yaml")
+			writeFile(t, config, fmt.Sprintf(`
+sources:
+- {name: east, kubeconfig: /etc/edsync/east.kubeconfig, region: us-east}
+- {name: west, kubeconfig: /etc/edsync/west.kubeconfig, region: us-west, weight: %d}
+`, tc.westWeight))
+			cfg := configForTest(t, "--config", config, "--output-dir", out, "--cds-file", cds, "--cds-debounce", "1ms",
+				"--debounce", "1ms", "--max-delay", "10ms")
+			east := fake.NewClientset(apiSlice("ns", "web", "10.0.0.1"))
+			west := fake.NewClientset(apiSlice("ns", "web", "10.1.0.1"))
+			tp := startPipelineDeps(t, cfg, slog.New(slog.DiscardHandler), pipelineDeps{clients: map[string]watch.API{
+				"east": testutil.ClientsetAPI(east), "west": testutil.ClientsetAPI(west),
+			}})
+			var c *clusterv3.Cluster
+			tp.Wait(t, "the CDS file", func(r pipeline.Report) bool {
+				if !r.CDS {
+					return false
+				}
+				got, _ := testutil.ReadCDSAsEnvoy(t, cds)
+				c = got["ns/web/http"]
+				return c != nil
+			})
+			if got := c.GetCommonLbConfig().GetLocalityWeightedLbConfig() != nil; got != tc.want {
+				t.Errorf("locality_weighted_lb_config: %v, want %v (%v)", got, tc.want, c.GetCommonLbConfig())
+			}
+			want := []string{"10.0.0.1 p0 us-east// w1", fmt.Sprintf("10.1.0.1 p0 us-west// w%d", tc.westWeight)}
+			if got := testutil.Placement(testutil.ReadAsEnvoy(t, filepath.Join(out, "ns_web_http", "eds.json"))); !slices.Equal(got, want) {
+				t.Errorf("placement %v, want %v", got, want)
+			}
+			static, err := envoyClusters([]string{"ns/web/http"}, out, cfg.format, cfg.layout, cfg.render.Cluster, cfg.render.Sources)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := strings.Contains(string(static), "locality_weighted_lb_config"); got != tc.want {
+				t.Errorf("envoy-config prints locality_weighted_lb_config: %v, want %v:\n%s", got, tc.want, static)
+			}
+		})
+	}
 }

@@ -103,6 +103,13 @@ type ClusterOptions struct {
 	// picked by any. A template may hold what one upstream alone should
 	// get (a client certificate, a privileged SNI).
 	TemplateNamespaces map[string][]string
+	// LocalityWeighted gives every cluster
+	// common_lb_config.locality_weighted_lb_config, unless its template
+	// chose a locality policy (zone-aware or weighted) or a
+	// load_balancing_policy: without it Envoy ignores the localities'
+	// weights. render.New sets it when the sources' weights matter
+	// (SourceWeightsMatter).
+	LocalityWeighted bool
 }
 
 // mayUse says whether a Service in namespace ns may pick template name.
@@ -113,7 +120,8 @@ func (o ClusterOptions) mayUse(name, ns string) bool {
 
 // Equal says whether two sets of options give the same clusters.
 func (o ClusterOptions) Equal(p ClusterOptions) bool {
-	if o.ConnectTimeout != p.ConnectTimeout || !proto.Equal(o.Default, p.Default) || len(o.Templates) != len(p.Templates) {
+	if o.ConnectTimeout != p.ConnectTimeout || o.LocalityWeighted != p.LocalityWeighted ||
+		!proto.Equal(o.Default, p.Default) || len(o.Templates) != len(p.Templates) {
 		return false
 	}
 	for name, t := range o.Templates {
@@ -219,6 +227,13 @@ func EDSCluster(name, path string, up Upstream, o ClusterOptions) (*clusterv3.Cl
 		if err := setHTTP2(c); err != nil {
 			return nil, err
 		}
+	}
+	if o.LocalityWeighted && c.LoadBalancingPolicy == nil && c.GetCommonLbConfig().GetLocalityConfigSpecifier() == nil {
+		if c.CommonLbConfig == nil {
+			c.CommonLbConfig = &clusterv3.Cluster_CommonLbConfig{}
+		}
+		c.CommonLbConfig.LocalityConfigSpecifier = &clusterv3.Cluster_CommonLbConfig_LocalityWeightedLbConfig_{
+			LocalityWeightedLbConfig: &clusterv3.Cluster_CommonLbConfig_LocalityWeightedLbConfig{}}
 	}
 	return c, nil
 }

@@ -191,6 +191,7 @@ func New(opts Options) (*Renderer, error) {
 	if err := r.opts.checkSources(); err != nil {
 		return nil, err
 	}
+	r.opts.Cluster.LocalityWeighted = r.opts.Cluster.LocalityWeighted || SourceWeightsMatter(r.opts.Sources)
 	if len(opts.Clusters) == 0 {
 		return r, nil
 	}

@@ -108,6 +108,23 @@ func compareSources(a, b *sourcePlace) int {
 	return cmp.Or(cmp.Compare(a.Priority, b.Priority), cmp.Compare(a.name, b.name))
 }
 
+// SourceWeightsMatter says whether two sources of one priority have
+// different weights: then their localities' weights are not their endpoint
+// counts, and Envoy follows them only with locality_weighted_lb_config (it
+// otherwise spreads a priority's traffic by host, which the weights of one
+// source, or of sources weighted alike, already match).
+func SourceWeightsMatter(sources map[string]Source) bool {
+	weights := make(map[int]int) // priority -> the weight of its first source
+	for name, s := range sources {
+		w := (&sourcePlace{name: name, Source: s}).weight()
+		if first, ok := weights[s.Priority]; ok && first != w {
+			return true
+		}
+		weights[s.Priority] = w
+	}
+	return false
+}
+
 // weight is the source's locality weight factor.
 func (s *sourcePlace) weight() int {
 	if s.Weight == 0 {
