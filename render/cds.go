@@ -10,6 +10,7 @@ import (
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
@@ -41,6 +42,54 @@ type Upstream struct {
 	// Template names the cluster template to start from ("" is the
 	// default one).
 	Template string
+	// SlowStart is the clusters' slow_start_config, if Window is set.
+	SlowStart SlowStart
+}
+
+// SlowStart is a cluster's slow start: new endpoints ramp up over Window.
+type SlowStart struct {
+	Window time.Duration
+	// Aggression shapes the ramp; 0 leaves Envoy's 1.0 (linear).
+	Aggression float64
+	// MinWeightPercent is where the ramp starts, if MinWeightSet (Envoy's
+	// default is 10).
+	MinWeightPercent float64
+	MinWeightSet     bool
+}
+
+// config is the slow_start_config message.
+func (s SlowStart) config() *clusterv3.Cluster_SlowStartConfig {
+	c := &clusterv3.Cluster_SlowStartConfig{SlowStartWindow: durationpb.New(s.Window)}
+	if s.Aggression > 0 {
+		c.Aggression = &corev3.RuntimeDouble{DefaultValue: s.Aggression, RuntimeKey: "edsync.slow_start.aggression"}
+	}
+	if s.MinWeightSet {
+		c.MinWeightPercent = &typev3.Percent{Value: s.MinWeightPercent}
+	}
+	return c
+}
+
+// lbPolicyOf is the lb_policy the clusters of a Service with up get: the
+// annotation's, else its template's; a template with a
+// load_balancing_policy reads as LOAD_BALANCING_POLICY_CONFIG.
+func (o ClusterOptions) lbPolicyOf(up Upstream) clusterv3.Cluster_LbPolicy {
+	if up.LbPolicy != "" {
+		return clusterv3.Cluster_LbPolicy(clusterv3.Cluster_LbPolicy_value[up.LbPolicy])
+	}
+	tmpl := o.Default
+	if up.Template != "" {
+		tmpl = o.Templates[up.Template]
+	}
+	if tmpl.GetLoadBalancingPolicy() != nil {
+		return clusterv3.Cluster_LOAD_BALANCING_POLICY_CONFIG
+	}
+	return tmpl.GetLbPolicy()
+}
+
+// lbPolicyName is the annotation's name of a policy: ring-hash for
+// RING_HASH.
+func lbPolicyName(p clusterv3.Cluster_LbPolicy) string {
+	return strings.ToLower(strings.ReplaceAll(p.String(), "_", "-"))
 }
 
 // Limits are circuit breaker thresholds; each overrides the template's.
@@ -226,6 +275,25 @@ func EDSCluster(name, path string, up Upstream, o ClusterOptions) (*clusterv3.Cl
 	if up.HTTP2() {
 		if err := setHTTP2(c); err != nil {
 			return nil, err
+		}
+	}
+	if s := up.SlowStart; s.Window > 0 {
+		// parseService let it through for these two policies only.
+		switch c.LbPolicy {
+		case clusterv3.Cluster_ROUND_ROBIN:
+			rr := c.GetRoundRobinLbConfig()
+			if rr == nil {
+				rr = &clusterv3.Cluster_RoundRobinLbConfig{}
+				c.LbConfig = &clusterv3.Cluster_RoundRobinLbConfig_{RoundRobinLbConfig: rr}
+			}
+			rr.SlowStartConfig = s.config()
+		case clusterv3.Cluster_LEAST_REQUEST:
+			lr := c.GetLeastRequestLbConfig()
+			if lr == nil {
+				lr = &clusterv3.Cluster_LeastRequestLbConfig{}
+				c.LbConfig = &clusterv3.Cluster_LeastRequestLbConfig_{LeastRequestLbConfig: lr}
+			}
+			lr.SlowStartConfig = s.config()
 		}
 	}
 	if o.LocalityWeighted && c.LoadBalancingPolicy == nil && c.GetCommonLbConfig().GetLocalityConfigSpecifier() == nil {

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
 )
@@ -54,7 +55,19 @@ const (
 	// config file's cluster-templates) the clusters start from, instead
 	// of the default cluster-template.
 	AnnotationClusterTemplate = AnnotationPrefix + "cluster-template"
+	// AnnotationSlowStartWindow: new endpoints ramp up over this duration
+	// instead of taking a full share at once (slow_start_config of the
+	// round_robin or least_request lb config); AnnotationSlowStartAggression
+	// shapes the ramp (1.0 linear, Envoy's default) and
+	// AnnotationSlowStartMinWeight is the share, in percent of its weight,
+	// an endpoint starts from (Envoy's default 10). The two need the window.
+	AnnotationSlowStartWindow     = AnnotationPrefix + "slow-start-window"
+	AnnotationSlowStartAggression = AnnotationPrefix + "slow-start-aggression"
+	AnnotationSlowStartMinWeight  = AnnotationPrefix + "slow-start-min-weight-percent"
 )
+
+// maxSlowStartWindow bounds the slow start window an annotation may ask.
+const maxSlowStartWindow = time.Hour
 
 // annotations lists the known annotations, for the message about an
 // unknown one.
@@ -62,6 +75,7 @@ var annotations = []string{
 	AnnotationHealthCheckPort, AnnotationHealthCheckHostname, AnnotationOverprovisioningFactor, AnnotationTopology,
 	AnnotationLbPolicy, AnnotationConnectTimeout, AnnotationMaxConnections, AnnotationMaxPendingRequests,
 	AnnotationMaxRequests, AnnotationMaxRetries, AnnotationClusterTemplate,
+	AnnotationSlowStartWindow, AnnotationSlowStartAggression, AnnotationSlowStartMinWeight,
 }
 
 // ReasonInvalidAnnotation is the Skip reason of a bad edsync.io/ annotation;
@@ -226,8 +240,39 @@ func parseService(key ServiceKey, info *ServiceInfo, clusters ClusterOptions) (*
 				continue
 			}
 			s.upstream.Template = value
+		case AnnotationSlowStartWindow:
+			d, err := time.ParseDuration(value)
+			if err != nil || d <= 0 || d > maxSlowStartWindow {
+				bad(name, value, "want a duration from 1s to %s, such as 30s", maxSlowStartWindow)
+				continue
+			}
+			s.upstream.SlowStart.Window = d
+		case AnnotationSlowStartAggression:
+			a, err := strconv.ParseFloat(value, 64)
+			if err != nil || !(a > 0 && a <= 100) {
+				bad(name, value, "want a number above 0 and at most 100 (1.0: a linear ramp)")
+				continue
+			}
+			s.upstream.SlowStart.Aggression = a
+		case AnnotationSlowStartMinWeight:
+			p, err := strconv.ParseFloat(value, 64)
+			if err != nil || !(p >= 0 && p <= 100) {
+				bad(name, value, "want a percentage from 0 to 100")
+				continue
+			}
+			s.upstream.SlowStart.MinWeightPercent, s.upstream.SlowStart.MinWeightSet = p, true
 		default:
 			bad(name, value, "unknown edsync annotation (known: %s)", strings.Join(annotations, ", "))
+		}
+	}
+	if ss := s.upstream.SlowStart; ss != (SlowStart{}) {
+		switch policy := clusters.lbPolicyOf(s.upstream); {
+		case ss.Window == 0:
+			bad(AnnotationSlowStartWindow, "", "the slow start annotations need a window")
+			s.upstream.SlowStart = SlowStart{}
+		case policy != clusterv3.Cluster_ROUND_ROBIN && policy != clusterv3.Cluster_LEAST_REQUEST:
+			bad(AnnotationSlowStartWindow, ss.Window.String(), "Envoy's slow start is for round-robin and least-request, and the clusters' lb policy is %s", lbPolicyName(policy))
+			s.upstream.SlowStart = SlowStart{}
 		}
 	}
 	return s, skips
