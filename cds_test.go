@@ -162,3 +162,40 @@ func TestBadClusterTemplateExits2(t *testing.T) {
 		}
 	}
 }
+
+// Slow start from the Service's annotations reaches the CDS file's
+// cluster, in the lb config of its policy; for a policy without slow start
+// the annotation is refused and counted, and the cluster has none.
+func TestCDSSlowStart(t *testing.T) {
+	in, out := t.TempDir(), t.TempDir()
+	cds := filepath.Join(out, "cds+clusters.yaml")
+	replaceFile(t, filepath.Join(in, "web.yaml"), manifest("web", "10.0.0.1"))
+	replaceFile(t, filepath.Join(in, "web-service.yaml"), webService(`edsync.io/slow-start-window: 45s, edsync.io/slow-start-aggression: "1.5"`))
+	cfg := configForTest(t, "--from-dir", in, "--output-dir", out,
+		"--cds-file", cds, "--cds-debounce", "1ms", "--watch-services", "--debounce", "1ms", "--max-delay", "10ms")
+	tp := startPipeline(t, cfg)
+	const name = "default/web/http"
+	var c *clusterv3.Cluster
+	wait := func(step string, ok func(*clusterv3.Cluster) bool) {
+		t.Helper()
+		tp.Wait(t, step, func(r pipeline.Report) bool {
+			if !r.CDS || r.Written == 0 {
+				return false
+			}
+			got, _ := testutil.ReadCDSAsEnvoy(t, cds)
+			c = got[name]
+			return c != nil && ok(c)
+		})
+	}
+	wait("slow start", func(c *clusterv3.Cluster) bool { return c.GetRoundRobinLbConfig() != nil })
+	if s := c.GetRoundRobinLbConfig().GetSlowStartConfig(); s.GetSlowStartWindow().AsDuration() != 45*time.Second || s.GetAggression().GetDefaultValue() != 1.5 {
+		t.Errorf("slow_start_config %v", s)
+	}
+
+	replaceFile(t, filepath.Join(in, "web-service.yaml"), webService(`edsync.io/slow-start-window: 45s, edsync.io/lb-policy: maglev`))
+	wait("maglev", func(c *clusterv3.Cluster) bool { return c.LbPolicy == clusterv3.Cluster_MAGLEV })
+	if c.LbConfig != nil {
+		t.Errorf("maglev with slow start: %v", c.LbConfig)
+	}
+	checkMetrics(t, "the refused annotation", tp.m, map[string]float64{`edsync_skipped_objects_total{reason="invalid-annotation"}`: 1})
+}
