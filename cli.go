@@ -421,7 +421,7 @@ func readEnvoyAdmin(c settings, cfg *config) error {
 func readTopology(c settings, cfg *config) error {
 	var err error
 	if cfg.render.Topology, err = render.ParseTopology(c.String("topology")); err != nil {
-		return usagef("invalid --topology %q: want off, zone or hints", c.String("topology"))
+		return usagef("invalid --topology %q: want off, zone, hints or zone-aware", c.String("topology"))
 	}
 	cfg.render.LocalZone = c.String("local-zone")
 	cfg.render.Region = c.String("region")

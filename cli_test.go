@@ -123,7 +123,7 @@ current-context: x
 		{"bad http addr", []string{"--dry-run", "--http-addr", "9911"}, nil, "--http-addr"},
 		{"stray argument", []string{"--dry-run", "extra"}, nil, "unexpected argument"},
 		{"bad selector", []string{"--dry-run", "--from-dir", examples, "--selector", "a=(b"}, nil, "--selector"},
-		{"bad topology", []string{"--dry-run", "--topology", "nearest"}, nil, "off, zone or hints"},
+		{"bad topology", []string{"--dry-run", "--topology", "nearest"}, nil, "off, zone, hints or zone-aware"},
 		{"bad topology from env", []string{"--dry-run"}, map[string]string{"EDSYNC_TOPOLOGY": "nearest"}, "--topology"},
 		{"bad local zone", []string{"--dry-run", "--local-zone", "eu west"}, nil, "--local-zone"},
 		{"bad region", []string{"--dry-run", "--region", "-r1"}, nil, "--region"},

@@ -111,7 +111,8 @@ func flags() []cli.Flag {
 
 		&cli.StringFlag{Name: "topology", Category: catTopology, EnvVars: env("TOPOLOGY"), Value: "off",
 			Usage: "spread endpoints over Envoy priorities (`MODE`): off; zone (the local zone's at priority 0, the rest at 1); " +
-				"hints (follow the EndpointSlice hints: the local node's, then the local zone's, then the rest). A Service's edsync.io/topology annotation overrides it"},
+				"hints (follow the EndpointSlice hints: the local node's, then the local zone's, then the rest); zone-aware (as off, and the CDS file's clusters get Envoy's zone-aware routing). " +
+				"A Service's edsync.io/topology annotation overrides it"},
 		&cli.StringFlag{Name: "local-zone", Category: catTopology, EnvVars: env("LOCAL_ZONE"),
 			Usage: "the `ZONE` Envoy runs in, which --topology prefers (default: the zone label of the --node-name Node)"},
 		&cli.StringFlag{Name: "node-name", Category: catTopology, EnvVars: env("NODE_NAME"),

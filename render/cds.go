@@ -44,6 +44,9 @@ type Upstream struct {
 	Template string
 	// SlowStart is the clusters' slow_start_config, if Window is set.
 	SlowStart SlowStart
+	// ZoneAware: the Service's topology mode is zone-aware, and its
+	// clusters get common_lb_config.zone_aware_lb_config.
+	ZoneAware bool
 }
 
 // SlowStart is a cluster's slow start: new endpoints ramp up over Window.
@@ -296,7 +299,18 @@ func EDSCluster(name, path string, up Upstream, o ClusterOptions) (*clusterv3.Cl
 			lr.SlowStartConfig = s.config()
 		}
 	}
-	if o.LocalityWeighted && c.LoadBalancingPolicy == nil && c.GetCommonLbConfig().GetLocalityConfigSpecifier() == nil {
+	// Zone-aware routing and weighted localities are one oneof: a
+	// zone-aware Service's clusters leave the localities' weights aside.
+	// Ring hash and maglev do no zone-aware routing.
+	zoneAwarePolicy := c.LbPolicy == clusterv3.Cluster_ROUND_ROBIN || c.LbPolicy == clusterv3.Cluster_LEAST_REQUEST || c.LbPolicy == clusterv3.Cluster_RANDOM
+	if up.ZoneAware && zoneAwarePolicy && c.LoadBalancingPolicy == nil && c.GetCommonLbConfig().GetLocalityConfigSpecifier() == nil {
+		if c.CommonLbConfig == nil {
+			c.CommonLbConfig = &clusterv3.Cluster_CommonLbConfig{}
+		}
+		c.CommonLbConfig.LocalityConfigSpecifier = &clusterv3.Cluster_CommonLbConfig_ZoneAwareLbConfig_{
+			ZoneAwareLbConfig: &clusterv3.Cluster_CommonLbConfig_ZoneAwareLbConfig{}}
+	}
+	if o.LocalityWeighted && !up.ZoneAware && c.LoadBalancingPolicy == nil && c.GetCommonLbConfig().GetLocalityConfigSpecifier() == nil {
 		if c.CommonLbConfig == nil {
 			c.CommonLbConfig = &clusterv3.Cluster_CommonLbConfig{}
 		}

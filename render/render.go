@@ -335,6 +335,7 @@ func (r *Renderer) Service(key ServiceKey, current []*discoveryv1.EndpointSlice)
 			up = set.upstream
 		}
 		up.AppProtocol = st.appProtocol(port)
+		up.ZoneAware = r.placement(set).mode == TopologyZoneAware
 		out = append(out, Cluster{Name: name, Service: key, Assignment: cla, Hosts: hosts, Health: counts, Upstream: up, NodeLocal: nodeLocal})
 	}
 	slices.Sort(published)

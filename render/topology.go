@@ -26,9 +26,14 @@ const (
 	// If any endpoint of the Service has no zone hint, there is no
 	// preference, as in kube-proxy.
 	TopologyHints
+	// TopologyZoneAware leaves Envoy's zone-aware routing to spread the
+	// traffic: every endpoint at priority 0 in its zone's locality, as off
+	// does, and the CDS file's clusters get zone_aware_lb_config. Envoy
+	// needs its own locality and a local cluster as well (README).
+	TopologyZoneAware
 )
 
-// ParseTopology reads "off", "zone" or "hints".
+// ParseTopology reads "off", "zone", "hints" or "zone-aware".
 func ParseTopology(s string) (Topology, error) {
 	switch s {
 	case "off":
@@ -37,8 +42,10 @@ func ParseTopology(s string) (Topology, error) {
 		return TopologyZone, nil
 	case "hints":
 		return TopologyHints, nil
+	case "zone-aware":
+		return TopologyZoneAware, nil
 	}
-	return 0, fmt.Errorf("invalid topology mode %q: want off, zone or hints", s)
+	return 0, fmt.Errorf("invalid topology mode %q: want off, zone, hints or zone-aware", s)
 }
 
 func (t Topology) String() string {
@@ -47,6 +54,8 @@ func (t Topology) String() string {
 		return "zone"
 	case TopologyHints:
 		return "hints"
+	case TopologyZoneAware:
+		return "zone-aware"
 	}
 	return "off"
 }
