@@ -254,6 +254,7 @@ func newPipeline(cfg *config, log *slog.Logger, deps pipelineDeps) (p *pipeline.
 		PruneAfter:    cfg.pruneAfter,
 		CDS:           cds,
 		CDSDebounce:   cfg.cdsDebounce,
+		LocalCluster:  cfg.localCluster,
 		InotifyLimits: inotifyLimits(cfg, deps),
 		Metrics:       deps.metrics,
 		Status:        deps.status,

@@ -2,7 +2,9 @@ package main
 
 import (
 	"log/slog"
+	"maps"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -198,4 +200,31 @@ func TestCDSSlowStart(t *testing.T) {
 		t.Errorf("maglev with slow start: %v", c.LbConfig)
 	}
 	checkMetrics(t, "the refused annotation", tp.m, map[string]float64{`edsync_skipped_objects_total{reason="invalid-annotation"}`: 1})
+}
+
+// --local-cluster stays out of the CDS file (envoy-config --cds makes it a
+// static cluster of the bootstrap: Envoy refuses a CDS cluster of a static
+// one's name), and its EDS file is written as any other.
+func TestCDSLeavesTheLocalClusterOut(t *testing.T) {
+	in, out := t.TempDir(), t.TempDir()
+	cds := filepath.Join(out, "cds+clusters.yaml")
+	replaceFile(t, filepath.Join(in, "web.yaml"), manifest("web", "10.0.0.1"))
+	replaceFile(t, filepath.Join(in, "api.yaml"), manifest("api", "10.0.0.2"))
+	cfg := configForTest(t, "--from-dir", in, "--output-dir", out, "--local-cluster", "default/web/http",
+		"--cds-file", cds, "--cds-debounce", "1ms", "--debounce", "1ms", "--max-delay", "10ms")
+	tp := startPipeline(t, cfg)
+	var got map[string]*clusterv3.Cluster
+	tp.Wait(t, "the CDS file", func(r pipeline.Report) bool {
+		if !r.CDS {
+			return false
+		}
+		got, _ = testutil.ReadCDSAsEnvoy(t, cds)
+		return got["default/api/http"] != nil
+	})
+	if _, ok := got["default/web/http"]; ok || len(got) != 1 {
+		t.Errorf("CDS clusters %v: want default/api/http alone", slices.Collect(maps.Keys(got)))
+	}
+	if a := testutil.Addresses(testutil.ReadAsEnvoy(t, filepath.Join(out, "default_web_http", "eds.json"))); len(a) != 1 {
+		t.Errorf("the local cluster's file: %v", a)
+	}
 }

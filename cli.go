@@ -162,8 +162,11 @@ type config struct {
 
 	// cdsFile is the CDS file ("" writes none), cdsDebounce how long its
 	// changes wait for quiet; render.Cluster has what its clusters get.
-	cdsFile     string
-	cdsDebounce time.Duration
+	cdsFile string
+	// localCluster is Envoy's local cluster for zone-aware routing
+	// (--local-cluster): out of the CDS file, static in envoy-config --cds.
+	localCluster string
+	cdsDebounce  time.Duration
 
 	// sources are the Kubernetes clusters of the config file's sources
 	// list (their places in render.Sources); nil: one source, from the
@@ -425,6 +428,7 @@ func readTopology(c settings, cfg *config) error {
 	}
 	cfg.render.LocalZone = c.String("local-zone")
 	cfg.render.Region = c.String("region")
+	cfg.localCluster = c.String("local-cluster")
 	for _, flag := range []string{"local-zone", "region"} {
 		// Both are compared with label values.
 		if v := c.String(flag); len(validation.IsValidLabelValue(v)) > 0 {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -57,6 +58,11 @@ func envoyConfigCommand(stdout, stderr io.Writer, started *bool) *cli.Command {
 				if err != nil {
 					return err
 				}
+				if cfg.localCluster != "" {
+					if out, err = withLocalCluster(out, cfg); err != nil {
+						return err
+					}
+				}
 				_, err = stdout.Write(out)
 				return err
 			}
@@ -78,6 +84,9 @@ func envoyConfigCommand(stdout, stderr io.Writer, started *bool) *cli.Command {
 			if err != nil {
 				return err
 			}
+			if cfg.localCluster != "" {
+				out = append([]byte(localClusterNote(cfg)), out...)
+			}
 			_, err = stdout.Write(out)
 			return err
 		},
@@ -92,7 +101,7 @@ var envoyClusterFlags = map[string]bool{
 	"config": true, "kubeconfig": true, "context": true, "namespace": true, "selector": true, "service": true,
 	"from-dir": true, "sync-timeout": true, "output-dir": true, "format": true, "layout": true, "cluster-name-template": true,
 	"cluster": true, "protocol": true, "watch-services": true, "log-level": true, "log-format": true,
-	"connect-timeout": true, "cds-file": true,
+	"connect-timeout": true, "cds-file": true, "local-cluster": true,
 }
 
 // envoyConfigFlags are edsync's flags, those that do not change the
@@ -175,6 +184,49 @@ admin:
     socket_address: {address: %s, port_value: %d}
 `, q(nodeID), q(nodeCluster), q(path), q(host), portNum)
 	return b.Bytes(), nil
+}
+
+// withLocalCluster adds to a --cds bootstrap what Envoy's zone-aware
+// routing needs (--local-cluster): node.locality, when the zone is known,
+// cluster_manager.local_cluster_name, and that cluster among the static
+// ones, reading its EDS file (Envoy refuses a local cluster that is not
+// static; the running edsync leaves it out of the CDS file).
+func withLocalCluster(bootstrap []byte, cfg *config) ([]byte, error) {
+	if cfg.outputDir == "" || !filepath.IsAbs(cfg.outputDir) {
+		return nil, usagef("envoy-config --cds: --local-cluster's file is in the output folder: set an absolute --output-dir")
+	}
+	static, err := envoyClusters([]string{cfg.localCluster}, cfg.outputDir, cfg.format, cfg.layout, cfg.render.Cluster, nil)
+	if err != nil {
+		return nil, err
+	}
+	q := func(s string) string { b, _ := json.Marshal(s); return string(b) }
+	var b bytes.Buffer
+	b.Write(bootstrap)
+	fmt.Fprintf(&b, "# Zone-aware routing (--local-cluster): the callers' own endpoints, a static cluster.\ncluster_manager:\n  local_cluster_name: %s\nstatic_resources:\n", q(cfg.localCluster))
+	for line := range strings.Lines(string(static)) {
+		b.WriteString("  " + line)
+	}
+	out := b.Bytes()
+	if zone := cfg.render.LocalZone; zone != "" {
+		// node: is the bootstrap's first key; its locality goes under it.
+		locality := fmt.Sprintf("  locality: {zone: %s}\n", q(zone))
+		if cfg.render.Region != "" {
+			locality = fmt.Sprintf("  locality: {region: %s, zone: %s}\n", q(cfg.render.Region), q(zone))
+		}
+		out = bytes.Replace(out, []byte("\nnode:\n"), []byte("\nnode:\n"+locality), 1)
+	} else {
+		out = bytes.Replace(out, []byte("\nnode:\n"), []byte("\n# node.locality: start Envoy with --service-zone ZONE (or set --local-zone here), equal to the endpoints' zone\nnode:\n"), 1)
+	}
+	return out, nil
+}
+
+// localClusterNote is the comment before envoy-config's clusters with
+// --local-cluster: what the bootstrap needs besides them.
+func localClusterNote(cfg *config) string {
+	zone := cmp.Or(cfg.render.LocalZone, "ZONE")
+	return fmt.Sprintf("# Zone-aware routing (--local-cluster): add to the bootstrap\n"+
+		"#   node: {locality: {zone: %s}}   (or start Envoy with --service-zone)\n"+
+		"#   cluster_manager: {local_cluster_name: %s}\n", zone, cfg.localCluster)
 }
 
 func connectTimeoutFlag() cli.Flag {

@@ -256,3 +256,50 @@ func TestEnvoyConfigCDSBootstrap(t *testing.T) {
 		}
 	}
 }
+
+// --local-cluster (zone-aware routing): envoy-config --cds puts it in the
+// bootstrap as Envoy wants it, a static EDS cluster on its file named by
+// cluster_manager.local_cluster_name, with node.locality from --local-zone
+// (a note for Envoy's --service-zone without it); the list of static
+// clusters says what to add; and the running edsync leaves it out of the
+// CDS file, where Envoy would refuse it.
+func TestEnvoyConfigLocalCluster(t *testing.T) {
+	const local = "shop/gateway/http"
+	args := []string{"envoy-config", "--cds", "--cds-file", "/var/run/edsync/cds+clusters.json", "--output-dir", "/var/run/edsync", "--local-cluster", local}
+	code, out, stderr := edsync(t, append(args, "--local-zone", "eu-west-1a", "--region", "eu-west-1")...)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	boot := parseBootstrap(t, "envoy-config --cds --local-cluster", []byte(out))
+	if l := boot.GetNode().GetLocality(); l.GetZone() != "eu-west-1a" || l.GetRegion() != "eu-west-1" {
+		t.Errorf("node.locality %v", l)
+	}
+	if boot.GetClusterManager().GetLocalClusterName() != local {
+		t.Errorf("cluster_manager %v", boot.GetClusterManager())
+	}
+	static := boot.GetStaticResources().GetClusters()
+	if len(static) != 1 || static[0].GetName() != local ||
+		static[0].GetEdsClusterConfig().GetEdsConfig().GetPathConfigSource().GetPath() != "/var/run/edsync/shop_gateway_http/eds.json" {
+		t.Errorf("static clusters %v", static)
+	}
+	if boot.GetDynamicResources().GetCdsConfig().GetPathConfigSource().GetPath() != "/var/run/edsync/cds+clusters.json" {
+		t.Errorf("cds_config %v", boot.GetDynamicResources())
+	}
+
+	code, out, stderr = edsync(t, args...)
+	if code != 0 {
+		t.Fatalf("no zone: exit %d: %s", code, stderr)
+	}
+	if boot := parseBootstrap(t, "no zone", []byte(out)); boot.GetNode().GetLocality() != nil || !strings.Contains(out, "--service-zone") {
+		t.Errorf("without a zone: locality %v; want none and a note about --service-zone:\n%s", boot.GetNode().GetLocality(), out)
+	}
+	code, _, stderr = edsync(t, "envoy-config", "--cds", "--cds-file", "/var/run/edsync/cds+clusters.json", "--local-cluster", local)
+	if code != exitUsage || !strings.Contains(stderr, "--output-dir") {
+		t.Errorf("no output folder: exit %d, %q", code, stderr)
+	}
+
+	out, clusters := envoyConfig(t, "--from-dir", "examples/endpointslices", "--output-dir", "/var/run/edsync", "--local-cluster", "shop/web/http")
+	if !strings.HasPrefix(out, "# Zone-aware routing") || !strings.Contains(out, "local_cluster_name: shop/web/http") || len(clusters) == 0 {
+		t.Errorf("static clusters with --local-cluster:\n%s", out)
+	}
+}

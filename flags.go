@@ -122,6 +122,10 @@ func flags() []cli.Flag {
 			Usage: "read every Node: each endpoint's locality gets its Node's topology.kubernetes.io/region label and --subzone-label (RBAC list/watch on nodes)"},
 		&cli.StringFlag{Name: "subzone-label", Category: catTopology, EnvVars: env("SUBZONE_LABEL"), Value: watch.DefaultSubZoneLabel,
 			Usage: "Node `LABEL` whose value is the locality's sub-zone, with --node-topology"},
+		&cli.StringFlag{Name: "local-cluster", Category: catTopology, EnvVars: env("LOCAL_CLUSTER"),
+			Usage: "for Envoy's zone-aware routing (topology mode zone-aware): the cluster `NAME` of the callers' own endpoints, " +
+				"Envoy's cluster_manager.local_cluster_name. It is left out of the CDS file (Envoy wants it static); envoy-config --cds puts it in the bootstrap, " +
+				"with node.locality from the local zone and region settings"},
 		&cli.StringFlag{Name: "region", Category: catTopology, EnvVars: env("REGION"),
 			Usage: "`REGION` of the localities whose Node gives none (or all, without --node-topology)"},
 		&cli.BoolFlag{Name: "watch-services", Category: catTopology, EnvVars: env("WATCH_SERVICES"),

@@ -36,6 +36,7 @@ const cdsMaxDelayFactor = 10
 type cdsState struct {
 	w        CDSWriter
 	debounce time.Duration
+	local    string // Options.LocalCluster: never in the file
 
 	// up holds the clusters to publish, with what their entries take from
 	// Kubernetes: published and not gone, or declared.
@@ -63,7 +64,7 @@ func newCDSState(o Options) *cdsState {
 		return nil
 	}
 	return &cdsState{
-		w: o.CDS, debounce: o.CDSDebounce,
+		w: o.CDS, debounce: o.CDSDebounce, local: o.LocalCluster,
 		up: make(map[string]render.Upstream), onDisk: make(map[string]bool),
 		named: make(map[string]render.Upstream), held: make(map[string]writer.Cluster),
 		since:      make(map[string]time.Time),
@@ -177,7 +178,7 @@ func (p *Pipeline) writeCDS(ctx context.Context) error {
 	}
 	want := make(map[string]render.Upstream, len(s.up))
 	for name, up := range s.up {
-		if s.onDisk[name] {
+		if s.onDisk[name] && name != s.local {
 			want[name] = up
 		}
 	}

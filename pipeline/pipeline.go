@@ -73,6 +73,10 @@ type Options struct {
 	// time its changes wait for.
 	CDS         CDSWriter
 	CDSDebounce time.Duration
+	// LocalCluster (--local-cluster) is left out of the CDS file: Envoy
+	// wants its cluster_manager.local_cluster_name among the bootstrap's
+	// static clusters, and refuses a CDS cluster of a static one's name.
+	LocalCluster string
 
 	// InotifyLimits reads the inotify limits that bound an Envoy reading
 	// the files (writer.ReadInotifyLimits); nil does not check them.
