@@ -183,6 +183,7 @@ func restartOnly(a, b *config) []string {
 	}) && maps.Equal(a.render.Sources, b.render.Sources) &&
 		maps.EqualFunc(a.render.SourceAddresses, b.render.SourceAddresses, slices.Equal))
 	check("cds-file", a.cdsFile == b.cdsFile)
+	check("local-cluster", a.localCluster == b.localCluster)
 	check("cds-debounce", a.cdsDebounce == b.cdsDebounce)
 	check("log-format", a.logFormat == b.logFormat)
 	check("envoy-admin", (a.envoyAdmin == nil) == (b.envoyAdmin == nil) && (a.envoyAdmin == nil || *a.envoyAdmin == *b.envoyAdmin))
