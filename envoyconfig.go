@@ -80,7 +80,10 @@ func envoyConfigCommand(stdout, stderr io.Writer, started *bool) *cli.Command {
 			if err != nil {
 				return err
 			}
-			out, err := envoyClusters(names, cfg.outputDir, cfg.format, cfg.layout, cfg.render.Cluster, cfg.render.Sources)
+			// The mode of the flags: a Service's own annotation is not
+			// known here.
+			up := render.Upstream{ZoneAware: cfg.render.Topology == render.TopologyZoneAware}
+			out, err := envoyClusters(names, cfg.outputDir, cfg.format, cfg.layout, cfg.render.Cluster, cfg.render.Sources, up)
 			if err != nil {
 				return err
 			}
@@ -195,7 +198,7 @@ func withLocalCluster(bootstrap []byte, cfg *config) ([]byte, error) {
 	if cfg.outputDir == "" || !filepath.IsAbs(cfg.outputDir) {
 		return nil, usagef("envoy-config --cds: --local-cluster's file is in the output folder: set an absolute --output-dir")
 	}
-	static, err := envoyClusters([]string{cfg.localCluster}, cfg.outputDir, cfg.format, cfg.layout, cfg.render.Cluster, nil)
+	static, err := envoyClusters([]string{cfg.localCluster}, cfg.outputDir, cfg.format, cfg.layout, cfg.render.Cluster, nil, render.Upstream{})
 	if err != nil {
 		return nil, err
 	}
@@ -267,7 +270,7 @@ func syncClusterNames(ctx context.Context, cfg *config, stderr io.Writer) ([]str
 // envoyClusters renders one EDS cluster per name as YAML: `clusters:` and a
 // list, in the order of the names, each cluster's fields in the order of
 // Envoy's proto (name first), so the same names give the same bytes.
-func envoyClusters(names []string, dir string, format writer.Format, layout writer.Layout, opts render.ClusterOptions, sources map[string]render.Source) ([]byte, error) {
+func envoyClusters(names []string, dir string, format writer.Format, layout writer.Layout, opts render.ClusterOptions, sources map[string]render.Source, up render.Upstream) ([]byte, error) {
 	opts.LocalityWeighted = opts.LocalityWeighted || render.SourceWeightsMatter(sources)
 	list := &yaml.Node{Kind: yaml.SequenceNode}
 	for _, name := range names {
@@ -275,7 +278,7 @@ func envoyClusters(names []string, dir string, format writer.Format, layout writ
 		if err != nil {
 			return nil, err
 		}
-		c, err := render.EDSCluster(name, path, render.Upstream{}, opts)
+		c, err := render.EDSCluster(name, path, up, opts)
 		if err != nil {
 			return nil, fmt.Errorf("cluster %s: %w", name, err)
 		}

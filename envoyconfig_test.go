@@ -298,8 +298,17 @@ func TestEnvoyConfigLocalCluster(t *testing.T) {
 		t.Errorf("no output folder: exit %d, %q", code, stderr)
 	}
 
-	out, clusters := envoyConfig(t, "--from-dir", "examples/endpointslices", "--output-dir", "/var/run/edsync", "--local-cluster", "shop/web/http")
+	// From the config file, with the zone-aware mode: the static clusters
+	// get zone_aware_lb_config.
+	config := filepath.Join(t.TempDir(), "edsync.yaml")
+	writeFile(t, config, "local-cluster: shop/web/http\ntopology: zone-aware\n")
+	out, clusters := envoyConfig(t, "--config", config, "--from-dir", "examples/endpointslices", "--output-dir", "/var/run/edsync")
 	if !strings.HasPrefix(out, "# Zone-aware routing") || !strings.Contains(out, "local_cluster_name: shop/web/http") || len(clusters) == 0 {
 		t.Errorf("static clusters with --local-cluster:\n%s", out)
+	}
+	for _, c := range clusters {
+		if c.GetCommonLbConfig().GetZoneAwareLbConfig() == nil {
+			t.Errorf("%s: no zone_aware_lb_config", c.GetName())
+		}
 	}
 }

@@ -18,6 +18,7 @@ import (
 
 	"github.com/edsync/edsync/internal/testutil"
 	"github.com/edsync/edsync/pipeline"
+	"github.com/edsync/edsync/render"
 	"github.com/edsync/edsync/watch"
 )
 
@@ -236,7 +237,7 @@ sources:
 			if got := testutil.Placement(testutil.ReadAsEnvoy(t, filepath.Join(out, "ns_web_http", "eds.json"))); !slices.Equal(got, want) {
 				t.Errorf("placement %v, want %v", got, want)
 			}
-			static, err := envoyClusters([]string{"ns/web/http"}, out, cfg.format, cfg.layout, cfg.render.Cluster, cfg.render.Sources)
+			static, err := envoyClusters([]string{"ns/web/http"}, out, cfg.format, cfg.layout, cfg.render.Cluster, cfg.render.Sources, render.Upstream{})
 			if err != nil {
 				t.Fatal(err)
 			}
