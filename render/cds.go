@@ -301,23 +301,35 @@ func EDSCluster(name, path string, up Upstream, o ClusterOptions) (*clusterv3.Cl
 	}
 	// Zone-aware routing and weighted localities are one oneof: a
 	// zone-aware Service's clusters leave the localities' weights aside.
-	// Ring hash and maglev do no zone-aware routing.
-	zoneAwarePolicy := c.LbPolicy == clusterv3.Cluster_ROUND_ROBIN || c.LbPolicy == clusterv3.Cluster_LEAST_REQUEST || c.LbPolicy == clusterv3.Cluster_RANDOM
-	if up.ZoneAware && zoneAwarePolicy && c.LoadBalancingPolicy == nil && c.GetCommonLbConfig().GetLocalityConfigSpecifier() == nil {
-		if c.CommonLbConfig == nil {
-			c.CommonLbConfig = &clusterv3.Cluster_CommonLbConfig{}
+	switch policy := c.LbPolicy; {
+	case up.ZoneAware:
+		if policy != clusterv3.Cluster_ROUND_ROBIN && policy != clusterv3.Cluster_LEAST_REQUEST && policy != clusterv3.Cluster_RANDOM {
+			break // ring hash and maglev do no zone-aware routing
 		}
-		c.CommonLbConfig.LocalityConfigSpecifier = &clusterv3.Cluster_CommonLbConfig_ZoneAwareLbConfig_{
-			ZoneAwareLbConfig: &clusterv3.Cluster_CommonLbConfig_ZoneAwareLbConfig{}}
-	}
-	if o.LocalityWeighted && !up.ZoneAware && c.LoadBalancingPolicy == nil && c.GetCommonLbConfig().GetLocalityConfigSpecifier() == nil {
-		if c.CommonLbConfig == nil {
-			c.CommonLbConfig = &clusterv3.Cluster_CommonLbConfig{}
+		if lc := freeLocalityPolicy(c); lc != nil {
+			lc.LocalityConfigSpecifier = &clusterv3.Cluster_CommonLbConfig_ZoneAwareLbConfig_{
+				ZoneAwareLbConfig: &clusterv3.Cluster_CommonLbConfig_ZoneAwareLbConfig{}}
 		}
-		c.CommonLbConfig.LocalityConfigSpecifier = &clusterv3.Cluster_CommonLbConfig_LocalityWeightedLbConfig_{
-			LocalityWeightedLbConfig: &clusterv3.Cluster_CommonLbConfig_LocalityWeightedLbConfig{}}
+	case o.LocalityWeighted:
+		if lc := freeLocalityPolicy(c); lc != nil {
+			lc.LocalityConfigSpecifier = &clusterv3.Cluster_CommonLbConfig_LocalityWeightedLbConfig_{
+				LocalityWeightedLbConfig: &clusterv3.Cluster_CommonLbConfig_LocalityWeightedLbConfig{}}
+		}
 	}
 	return c, nil
+}
+
+// freeLocalityPolicy returns the cluster's common_lb_config, to set its
+// locality policy in, or nil if its template chose one, or a
+// load_balancing_policy.
+func freeLocalityPolicy(c *clusterv3.Cluster) *clusterv3.Cluster_CommonLbConfig {
+	if c.LoadBalancingPolicy != nil || c.GetCommonLbConfig().GetLocalityConfigSpecifier() != nil {
+		return nil
+	}
+	if c.CommonLbConfig == nil {
+		c.CommonLbConfig = &clusterv3.Cluster_CommonLbConfig{}
+	}
+	return c.CommonLbConfig
 }
 
 // defaultThresholds returns the cluster's circuit breaker thresholds of

@@ -270,6 +270,7 @@ func (r *Renderer) Service(key ServiceKey, current []*discoveryv1.EndpointSlice)
 	}
 	slices.Sort(portNames)
 
+	pl := r.placement(set) // the same for every port of the Service
 	var out []Cluster
 	var waiting []string // ports without their number
 	published := make([]string, 0, len(portNames))
@@ -316,7 +317,7 @@ func (r *Renderer) Service(key ServiceKey, current []*discoveryv1.EndpointSlice)
 			}
 		}
 		ps := st.port(port)
-		cla, hosts, counts, conflicts := assemble(name, ps.merged, &sel, ps.pairsFor(&sel), r.placement(set), &r.scratch)
+		cla, hosts, counts, conflicts := assemble(name, ps.merged, &sel, ps.pairsFor(&sel), pl, &r.scratch)
 		for _, c := range conflicts {
 			skips = append(skips, Skip{Reason: ReasonAddressConflict, Object: name, Detail: c})
 		}
@@ -335,7 +336,7 @@ func (r *Renderer) Service(key ServiceKey, current []*discoveryv1.EndpointSlice)
 			up = set.upstream
 		}
 		up.AppProtocol = st.appProtocol(port)
-		up.ZoneAware = r.placement(set).mode == TopologyZoneAware
+		up.ZoneAware = pl.mode == TopologyZoneAware
 		out = append(out, Cluster{Name: name, Service: key, Assignment: cla, Hosts: hosts, Health: counts, Upstream: up, NodeLocal: nodeLocal})
 	}
 	slices.Sort(published)
