@@ -54,7 +54,11 @@ func envoyConfigCommand(stdout, stderr io.Writer, started *bool) *cli.Command {
 				return err
 			}
 			if c.Bool("cds") {
-				out, err := cdsBootstrap(cfg.cdsFile, c.String("envoy-node-id"), c.String("envoy-node-cluster"), c.String("envoy-admin-address"))
+				var zone, region string // node.locality, for zone-aware routing
+				if cfg.localCluster != "" {
+					zone, region = cfg.render.LocalZone, cfg.render.Region
+				}
+				out, err := cdsBootstrap(cfg.cdsFile, c.String("envoy-node-id"), c.String("envoy-node-cluster"), c.String("envoy-admin-address"), zone, region)
 				if err != nil {
 					return err
 				}
@@ -151,7 +155,7 @@ const catEnvoyBootstrap = "Envoy bootstrap"
 // listeners are the user's. It is written as text rather than through the
 // bootstrap proto, whose package would link most of Envoy's API into edsync
 // (a test parses the output with it).
-func cdsBootstrap(path, nodeID, nodeCluster, admin string) ([]byte, error) {
+func cdsBootstrap(path, nodeID, nodeCluster, admin, zone, region string) ([]byte, error) {
 	switch {
 	case path == "":
 		return nil, usagef("envoy-config --cds: the bootstrap points at the CDS file: set --cds-file (or EDSYNC_CDS_FILE, or cds-file in the --config file)")
@@ -177,7 +181,7 @@ func cdsBootstrap(path, nodeID, nodeCluster, admin string) ([]byte, error) {
 node:
   id: %s
   cluster: %s
-dynamic_resources:
+%sdynamic_resources:
   cds_config:
     resource_api_version: V3
     path_config_source:
@@ -185,12 +189,24 @@ dynamic_resources:
 admin:
   address:
     socket_address: {address: %s, port_value: %d}
-`, q(nodeID), q(nodeCluster), q(path), q(host), portNum)
+`, q(nodeID), q(nodeCluster), nodeLocality(zone, region), q(path), q(host), portNum)
 	return b.Bytes(), nil
 }
 
+// nodeLocality is the bootstrap's node.locality line, none without a zone.
+func nodeLocality(zone, region string) string {
+	q := func(s string) string { b, _ := json.Marshal(s); return string(b) }
+	switch {
+	case zone == "":
+		return ""
+	case region == "":
+		return fmt.Sprintf("  locality: {zone: %s}\n", q(zone))
+	}
+	return fmt.Sprintf("  locality: {region: %s, zone: %s}\n", q(region), q(zone))
+}
+
 // withLocalCluster adds to a --cds bootstrap what Envoy's zone-aware
-// routing needs (--local-cluster): node.locality, when the zone is known,
+// routing needs besides node.locality (--local-cluster):
 // cluster_manager.local_cluster_name, and that cluster among the static
 // ones, reading its EDS file (Envoy refuses a local cluster that is not
 // static; the running edsync leaves it out of the CDS file).
@@ -203,24 +219,15 @@ func withLocalCluster(bootstrap []byte, cfg *config) ([]byte, error) {
 		return nil, err
 	}
 	q := func(s string) string { b, _ := json.Marshal(s); return string(b) }
-	var b bytes.Buffer
-	b.Write(bootstrap)
-	fmt.Fprintf(&b, "# Zone-aware routing (--local-cluster): the callers' own endpoints, a static cluster.\ncluster_manager:\n  local_cluster_name: %s\nstatic_resources:\n", q(cfg.localCluster))
+	b := bytes.NewBuffer(bootstrap)
+	if cfg.render.LocalZone == "" {
+		b.WriteString("# node.locality: start Envoy with --service-zone ZONE (or set --local-zone here), equal to the endpoints' zone\n")
+	}
+	fmt.Fprintf(b, "# Zone-aware routing (--local-cluster): the callers' own endpoints, a static cluster.\ncluster_manager:\n  local_cluster_name: %s\nstatic_resources:\n", q(cfg.localCluster))
 	for line := range strings.Lines(string(static)) {
 		b.WriteString("  " + line)
 	}
-	out := b.Bytes()
-	if zone := cfg.render.LocalZone; zone != "" {
-		// node: is the bootstrap's first key; its locality goes under it.
-		locality := fmt.Sprintf("  locality: {zone: %s}\n", q(zone))
-		if cfg.render.Region != "" {
-			locality = fmt.Sprintf("  locality: {region: %s, zone: %s}\n", q(cfg.render.Region), q(zone))
-		}
-		out = bytes.Replace(out, []byte("\nnode:\n"), []byte("\nnode:\n"+locality), 1)
-	} else {
-		out = bytes.Replace(out, []byte("\nnode:\n"), []byte("\n# node.locality: start Envoy with --service-zone ZONE (or set --local-zone here), equal to the endpoints' zone\nnode:\n"), 1)
-	}
-	return out, nil
+	return b.Bytes(), nil
 }
 
 // localClusterNote is the comment before envoy-config's clusters with
