@@ -58,6 +58,7 @@ func start(ctx context.Context, cfg *config, hup <-chan os.Signal, stdout, stder
 		if api != nil && api.clusters != nil {
 			sources = api.clusters.Status
 		}
+		m.Ready(p.Ready) // the files', as /readyz/files: what an alert on a stuck start needs
 		var probes probes = p
 		if cfg.readyEnvoy {
 			probes = &envoyReadiness{probes: p, board: board}

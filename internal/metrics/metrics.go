@@ -206,6 +206,23 @@ func (f factory) histogram(name, help string, buckets []float64) prometheus.Hist
 	return h
 }
 
+// Ready registers edsync_ready, read at each scrape from ready (the
+// pipeline's, as /readyz/files asks it): 1 once every file of the first
+// full sync is written, else 0. /readyz is the kubelet's, not Prometheus':
+// an alert on an edsync that never gets there needs this. Called once,
+// when metrics are served.
+func (m *Metrics) Ready(ready func() error) {
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "edsync_ready",
+		Help: "1 once every file of the first full sync is written (as /readyz/files answers 200), else 0.",
+	}, func() float64 {
+		if ready() != nil {
+			return 0
+		}
+		return 1
+	}))
+}
+
 // Handler serves the metrics, as Prometheus scrapes them.
 func (m *Metrics) Handler() http.Handler {
 	return promhttp.InstrumentMetricHandler(m.reg, promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg}))
@@ -246,7 +263,6 @@ func (m *Metrics) Wrote(res writer.Result, took time.Duration, end time.Time) {
 	}
 }
 
-// Published sets the published gauges.
 // InotifyBudget records what an Envoy reading every file needs and the
 // inotify limits as last read.
 func (m *Metrics) InotifyBudget(needed int, limits writer.InotifyLimits) {
@@ -255,6 +271,7 @@ func (m *Metrics) InotifyBudget(needed int, limits writer.InotifyLimits) {
 	m.inotifyLimit["max_user_watches"].Set(float64(limits.Watches))
 }
 
+// Published sets the published gauges.
 func (m *Metrics) Published(p pipeline.Published) {
 	m.publishedServices.Set(float64(p.Services))
 	m.publishedClusters.Set(float64(p.Clusters))

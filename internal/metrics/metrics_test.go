@@ -1,6 +1,7 @@
 package metrics
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -301,3 +302,15 @@ func TestNetworkProgrammingLatency(t *testing.T) {
 		t.Errorf("latency sum %vs: an initial list's trigger time was counted", sum)
 	}
 }
+
+// edsync_ready follows what the readiness function says at each scrape.
+func TestReadyFollowsTheProbe(t *testing.T) {
+	m := New("test")
+	var err error = errNotYet
+	m.Ready(func() error { return err })
+	checkMetrics(t, "not ready", m, map[string]float64{"edsync_ready": 0})
+	err = nil
+	checkMetrics(t, "ready", m, map[string]float64{"edsync_ready": 1})
+}
+
+var errNotYet = errors.New("not yet")
