@@ -96,6 +96,17 @@ func TestExamplesKubernetesManifestsApply(t *testing.T) {
 // run and then for real.
 func applyManifests(t *testing.T, files []string) {
 	t.Helper()
+	var objs []*unstructured.Unstructured
+	for _, f := range files {
+		objs = append(objs, readManifests(t, f)...)
+	}
+	applyObjects(t, objs)
+}
+
+// applyObjects applies objs in order, each as a dry run and then for real,
+// and stops at the first refused.
+func applyObjects(t *testing.T, objs []*unstructured.Unstructured) {
+	t.Helper()
 	dyn, err := dynamic.NewForConfig(cluster.Config)
 	if err != nil {
 		t.Fatal(err)
@@ -106,10 +117,8 @@ func applyManifests(t *testing.T, files []string) {
 	}
 	mapper := restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(disc))
 
-	for _, f := range files {
-		for _, obj := range readManifests(t, f) {
-			applyObject(t, dyn, mapper, obj)
-		}
+	for _, obj := range objs {
+		applyObject(t, dyn, mapper, obj)
 		if t.Failed() {
 			return
 		}

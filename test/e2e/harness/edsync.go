@@ -53,7 +53,7 @@ type RBAC struct {
 }
 
 // LoadRBAC reads and decodes an RBAC file (relative to the repository
-// root): one ServiceAccount, and Namespaces, Roles, ClusterRoles and their
+// root, or absolute): one ServiceAccount, and Namespaces, Roles, ClusterRoles and their
 // bindings, nothing else. It checks that every binding grants a role of the
 // file to that ServiceAccount, so a changed file fails loudly here rather
 // than as a puzzling "forbidden" in edsync's log.
@@ -63,6 +63,9 @@ func LoadRBAC(file string) (*RBAC, error) {
 		return nil, err
 	}
 	path := filepath.Join(repo, filepath.FromSlash(file))
+	if filepath.IsAbs(file) { // a file a test wrote (rendered from a chart)
+		path = file
+	}
 	docs, err := YAMLDocuments(path)
 	if err != nil {
 		return nil, err
