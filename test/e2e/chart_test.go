@@ -58,12 +58,12 @@ func chartValueSets() map[string]map[string]any {
 			"config": map[string]any{
 				"cds-file": "/var/run/edsync/eds/cds+clusters.json", "cds-debounce": "2s", "format": "yaml",
 				"debounce": "100ms", "max-delay": "1s", "max-file-size": "8Mi",
-				"clusters": []any{map[string]any{"service": "chart-shop/web", "port": "http", "name": "shop-web"}},
+				"clusters":         []any{map[string]any{"service": "chart-shop/web", "port": "http", "name": "shop-web"}},
 				"cluster-template": map[string]any{"connect_timeout": "2s"},
 				"cluster-templates": map[string]any{
 					"h2": map[string]any{"typed_extension_protocol_options": map[string]any{
 						"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": map[string]any{
-							"@type":                 "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+							"@type":                "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
 							"explicit_http_config": map[string]any{"http2_protocol_options": map[string]any{}},
 						}}},
 				},
