@@ -242,6 +242,7 @@ func TestChartAppliesAndRuns(t *testing.T) {
 			}
 			checkStoredDaemonSet(t, ns, sets[name])
 			checkNotes(t, notes, objs)
+			checkConfigAccepted(t, objs)
 			if name == "defaults" || name == "scoped" {
 				runChartEdsync(t, name, objs)
 			}
@@ -477,5 +478,33 @@ func installMonitoringCRDs(t *testing.T) {
 			}
 			time.Sleep(100 * time.Millisecond)
 		}
+	}
+}
+
+// checkConfigAccepted runs `edsync envoy-config` with the rendered config
+// (its output folder in a temporary one) and the DaemonSet's environment:
+// edsync accepts every key, the cluster templates included, and prints
+// Envoy's clusters.
+func checkConfigAccepted(t *testing.T, objs []*unstructured.Unstructured) {
+	t.Helper()
+	var cm corev1.ConfigMap
+	objectOf(t, objs, "ConfigMap", &cm)
+	var config map[string]any
+	if err := yaml.Unmarshal([]byte(cm.Data["config.yaml"]), &config); err != nil {
+		t.Fatalf("the rendered config.yaml: %v", err)
+	}
+	config["output-dir"] = t.TempDir()
+	data, err := json.Marshal(config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(t.TempDir(), "config.yaml")
+	if err := os.WriteFile(file, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(cluster.Edsync, "envoy-config", "--config", file, "--from-dir", t.TempDir())
+	cmd.Env = append(os.Environ(), "EDSYNC_NODE_NAME=node-1")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Errorf("edsync refuses the chart's config: %v\n%s\nconfig.yaml:\n%s", err, out, cm.Data["config.yaml"])
 	}
 }
