@@ -74,9 +74,10 @@ func TestKubernetesCDSExample(t *testing.T) {
 	readObject(t, "examples/kubernetes/cds/edsync-config.yaml", &edsyncCM)
 	config := filepath.Join(t.TempDir(), "config.yaml")
 	writeFile(t, config, edsyncCM.Data["config.yaml"])
-	// The sidecar's own args, with its config file where the test wrote it,
-	// and the zone the Pod's EDSYNC_NODE_NAME would give.
-	args := append(sidecarArgs(t), "--local-zone", "zone-a")
+	// The sidecar's own args and output folder, with its config file where
+	// the test wrote it, and the zone the Pod's label would give.
+	t.Setenv("EDSYNC_OUTPUT_DIR", sidecarEnv(t, "EDSYNC_OUTPUT_DIR"))
+	args := append(sidecar(t).Args, "--local-zone", "zone-a")
 	for i, a := range args {
 		if a == "/etc/edsync/config.yaml" {
 			args[i] = config

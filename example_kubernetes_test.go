@@ -5,7 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strings"
+	"sync"
 	"testing"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
@@ -15,6 +15,9 @@ import (
 	"google.golang.org/protobuf/testing/protocmp"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/kustomize/api/krusty"
+	"sigs.k8s.io/kustomize/api/resmap"
+	"sigs.k8s.io/kustomize/kyaml/filesys"
 	"sigs.k8s.io/yaml"
 )
 
@@ -41,18 +44,68 @@ func parseFlags(args []string) (*config, error) {
 	return cfg, nil
 }
 
-// sidecarArgs are the edsync container's args in the example Deployment.
-func sidecarArgs(t *testing.T) []string {
+// sidecarExample is the folder of the sidecar example, a kustomization
+// that adds the sidecar component (kustomize/sidecar) to Envoy's
+// Deployment.
+const sidecarExample = "examples/kubernetes"
+
+// sidecar is the edsync container of the example's Deployment, as
+// `kubectl kustomize` builds it.
+func sidecar(t *testing.T) corev1.Container {
 	t.Helper()
 	var dep appsv1.Deployment
-	readObject(t, "examples/kubernetes/deployment.yaml", &dep)
+	builtObject(t, sidecarExample, "Deployment", "gateway", &dep)
 	for _, c := range dep.Spec.Template.Spec.InitContainers {
 		if c.Name == "edsync" {
-			return c.Args
+			return c
 		}
 	}
-	t.Fatal("no edsync container in examples/kubernetes/deployment.yaml")
-	return nil
+	t.Fatalf("no edsync init container in the Deployment %s builds", sidecarExample)
+	return corev1.Container{}
+}
+
+// sidecarEnv is the value of the sidecar's environment variable name, set
+// as a plain value.
+func sidecarEnv(t *testing.T, name string) string {
+	t.Helper()
+	for _, e := range sidecar(t).Env {
+		if e.Name == name && e.ValueFrom == nil {
+			return e.Value
+		}
+	}
+	t.Fatalf("the sidecar has no %s value", name)
+	return ""
+}
+
+var built sync.Map // folder -> resmap.ResMap, each built once
+
+// builtObject decodes the object of kind and name that `kubectl kustomize
+// dir` makes, strictly: a misspelt field fails.
+func builtObject(t *testing.T, dir, kind, name string, into any) {
+	t.Helper()
+	m, ok := built.Load(dir)
+	if !ok {
+		k := krusty.MakeKustomizer(krusty.MakeDefaultOptions())
+		rm, err := k.Run(filesys.MakeFsOnDisk(), dir)
+		if err != nil {
+			t.Fatalf("kustomize build %s: %v", dir, err)
+		}
+		m, _ = built.LoadOrStore(dir, rm)
+	}
+	for _, r := range m.(resmap.ResMap).Resources() {
+		if r.GetKind() != kind || r.GetName() != name {
+			continue
+		}
+		data, err := r.AsYAML()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := yaml.UnmarshalStrict(data, into); err != nil {
+			t.Fatalf("%s %s built from %s: %v", kind, name, dir, err)
+		}
+		return
+	}
+	t.Fatalf("kustomize build %s makes no %s %s", dir, kind, name)
 }
 
 // readObject reads a one-object manifest strictly: a misspelt field fails.
@@ -72,29 +125,34 @@ func readObject(t *testing.T, path string, into any) {
 // clusters of edsync's ConfigMap, and both containers agree on the folder.
 func TestKubernetesExampleEnvoyBootstrap(t *testing.T) {
 	var envoyCM, edsyncCM corev1.ConfigMap
-	readObject(t, "examples/kubernetes/envoy-bootstrap.yaml", &envoyCM)
-	readObject(t, "examples/kubernetes/edsync-config.yaml", &edsyncCM)
+	builtObject(t, sidecarExample, "ConfigMap", "envoy-bootstrap", &envoyCM)
+	builtObject(t, sidecarExample, "ConfigMap", "edsync-config", &edsyncCM)
 	boot := parseBootstrap(t, "envoy.yaml in examples/kubernetes/envoy-bootstrap.yaml", []byte(envoyCM.Data["envoy.yaml"]))
 
 	var edsyncConfig struct {
-		OutputDir string `json:"output-dir"`
-		Clusters  []struct {
+		Clusters []struct {
 			Name string `json:"name"`
 		} `json:"clusters"`
 	}
+	if err := yaml.UnmarshalStrict([]byte(edsyncCM.Data["config.yaml"]), &edsyncConfig); err == nil {
+		t.Fatal("the example's config.yaml decodes as clusters alone: the check below would not see the rest")
+	}
 	if err := yaml.Unmarshal([]byte(edsyncCM.Data["config.yaml"]), &edsyncConfig); err != nil {
-		t.Fatalf("config.yaml in examples/kubernetes/edsync-config.yaml: %v", err)
+		t.Fatalf("config.yaml of ConfigMap edsync-config: %v", err)
 	}
-	if edsyncConfig.OutputDir == "" || len(edsyncConfig.Clusters) == 0 {
-		t.Fatalf("edsync's config names no output-dir or no clusters: %+v", edsyncConfig)
+	if len(edsyncConfig.Clusters) == 0 {
+		t.Fatalf("edsync's config names no clusters: %+v", edsyncConfig)
 	}
-	// envoy-config runs with exactly the sidecar's config file and its
-	// arguments (only the source differs: an empty folder of manifests for
-	// the Pod's API server), without the Pod's EDSYNC_NODE_NAME: the
-	// clusters' names do not depend on topology.
+	// The output folder is the sidecar component's, in the environment.
+	outputDir := sidecarEnv(t, "EDSYNC_OUTPUT_DIR")
+	// envoy-config runs with exactly the sidecar's config file, arguments
+	// and output folder (only the source differs: an empty folder of
+	// manifests for the Pod's API server), without the Pod's
+	// EDSYNC_NODE_NAME: the clusters' names do not depend on topology.
 	config := filepath.Join(t.TempDir(), "config.yaml")
 	writeFile(t, config, edsyncCM.Data["config.yaml"])
-	args := slices.Concat([]string{"--from-dir", t.TempDir()}, sidecarArgs(t))
+	t.Setenv("EDSYNC_OUTPUT_DIR", outputDir)
+	args := slices.Concat([]string{"--from-dir", t.TempDir()}, sidecar(t).Args)
 	for i, a := range args {
 		if a == "/etc/edsync/config.yaml" {
 			args[i] = config
@@ -121,15 +179,15 @@ func TestKubernetesExampleEnvoyBootstrap(t *testing.T) {
 	}
 
 	var dep appsv1.Deployment
-	readObject(t, "examples/kubernetes/deployment.yaml", &dep)
+	builtObject(t, sidecarExample, "Deployment", "gateway", &dep)
 	spec := dep.Spec.Template.Spec
 	for _, c := range slices.Concat(spec.InitContainers, spec.Containers) {
 		// The output folder is one edsync makes inside the volume, whose
 		// root an emptyDir makes 0777.
 		if !slices.ContainsFunc(c.VolumeMounts, func(m corev1.VolumeMount) bool {
-			return m.Name == "edsync-files" && filepath.Dir(edsyncConfig.OutputDir) == m.MountPath
+			return m.Name == "edsync-files" && filepath.Dir(outputDir) == m.MountPath
 		}) {
-			t.Errorf("container %s does not mount edsync-files at the folder of %s, edsync's output-dir", c.Name, edsyncConfig.OutputDir)
+			t.Errorf("container %s does not mount edsync-files at the folder of %s, edsync's output-dir", c.Name, outputDir)
 		}
 	}
 }
@@ -139,7 +197,7 @@ func TestKubernetesExampleEnvoyBootstrap(t *testing.T) {
 // from the ConfigMap where --config points.
 func TestKubernetesExampleEdsyncContainer(t *testing.T) {
 	var dep appsv1.Deployment
-	readObject(t, "examples/kubernetes/deployment.yaml", &dep)
+	builtObject(t, sidecarExample, "Deployment", "gateway", &dep)
 	spec := dep.Spec.Template.Spec
 	if spec.ServiceAccountName != "edsync" {
 		t.Errorf("serviceAccountName %q, want edsync (rbac.yaml)", spec.ServiceAccountName)
@@ -171,18 +229,24 @@ func TestKubernetesExampleEdsyncContainer(t *testing.T) {
 		t.Errorf("edsync's securityContext %+v: want non-root, read-only root, no privilege escalation, drop ALL", sc)
 	}
 
-	if _, err := parseContainerArgs(t, c, "examples/kubernetes/edsync-config.yaml"); err != nil {
-		t.Errorf("edsync's args %q do not parse: %v", c.Args, err)
+	var cm corev1.ConfigMap
+	builtObject(t, sidecarExample, "ConfigMap", "edsync-config", &cm)
+	cfg, err := parseContainerArgs(t, c, cm)
+	if err != nil {
+		t.Fatalf("edsync's args %q do not parse: %v", c.Args, err)
 	}
-	if !strings.Contains(strings.Join(c.Args, " "), "--http-addr :9911") {
-		t.Errorf("args %q: want --http-addr :9911, the probes' port", c.Args)
+	if cfg.httpAddr != ":9911" {
+		t.Errorf("--http-addr %q: want :9911, the probes' port", cfg.httpAddr)
+	}
+	if cfg.render.LocalZone != "zone-a" || cfg.nodes.Name != "node-1" {
+		t.Errorf("local zone %q, node %q: want the Pod's zone label and its Node (EDSYNC_LOCAL_ZONE, EDSYNC_NODE_NAME)", cfg.render.LocalZone, cfg.nodes.Name)
 	}
 }
 
 // parseContainerArgs parses an edsync container's args with edsync's own
 // flags, in the container's environment, with the --config file taken from
-// the ConfigMap in configMapFile where the container mounts it.
-func parseContainerArgs(t *testing.T, c corev1.Container, configMapFile string) (*config, error) {
+// the ConfigMap cm where the container mounts it.
+func parseContainerArgs(t *testing.T, c corev1.Container, cm corev1.ConfigMap) (*config, error) {
 	t.Helper()
 	// --config names a file in the mounted ConfigMap folder: give the
 	// parser that file's content.
@@ -191,8 +255,6 @@ func parseContainerArgs(t *testing.T, c corev1.Container, configMapFile string) 
 	if j < 0 || j+1 >= len(args) {
 		t.Fatalf("args %q: want --config FILE", args)
 	}
-	var cm corev1.ConfigMap
-	readObject(t, configMapFile, &cm)
 	mount := slices.IndexFunc(c.VolumeMounts, func(m corev1.VolumeMount) bool {
 		return m.Name == "edsync-config" && filepath.Dir(args[j+1]) == m.MountPath
 	})
@@ -213,7 +275,8 @@ func parseContainerArgs(t *testing.T, c corev1.Container, configMapFile string) 
 			if e.ValueFrom.FieldRef == nil {
 				t.Fatalf("env %s: only values and fieldRefs are understood here", e.Name)
 			}
-			v = map[string]string{"spec.nodeName": "node-1", "metadata.namespace": "default"}[e.ValueFrom.FieldRef.FieldPath]
+			v = map[string]string{"spec.nodeName": "node-1", "metadata.namespace": "default",
+				"metadata.labels['topology.kubernetes.io/zone']": "zone-a"}[e.ValueFrom.FieldRef.FieldPath]
 		}
 		t.Setenv(e.Name, v)
 	}
@@ -226,7 +289,7 @@ func parseContainerArgs(t *testing.T, c corev1.Container, configMapFile string) 
 // in-cluster config reads it, in edsync's container alone.
 func TestExamplesGiveTheTokenToEdsyncAlone(t *testing.T) {
 	var dep appsv1.Deployment
-	readObject(t, "examples/kubernetes/deployment.yaml", &dep)
+	builtObject(t, sidecarExample, "Deployment", "gateway", &dep)
 	var ds appsv1.DaemonSet
 	readObject(t, nodeShared+"daemonset.yaml", &ds)
 	const tokenDir = "/var/run/secrets/kubernetes.io/serviceaccount"

@@ -46,7 +46,9 @@ func TestKubernetesNodeSharedExample(t *testing.T) {
 		t.Fatal("no container named edsync in the DaemonSet")
 	}
 	c := spec.Containers[i]
-	cfg, err := parseContainerArgs(t, c, nodeShared+"edsync-config.yaml")
+	var cm corev1.ConfigMap
+	readObject(t, nodeShared+"edsync-config.yaml", &cm)
+	cfg, err := parseContainerArgs(t, c, cm)
 	if err != nil {
 		t.Fatalf("edsync's args %q do not parse: %v", c.Args, err)
 	}
@@ -106,19 +108,21 @@ func TestKubernetesNodeSharedExample(t *testing.T) {
 
 	// The node edsync publishes every cluster of the bootstrap: the same
 	// list and folder as the sidecar's config, which envoy-config matches.
-	clusters := func(file string) string {
-		var cm corev1.ConfigMap
-		readObject(t, file, &cm)
+	clusters := func(cm corev1.ConfigMap) string {
 		var c struct {
-			OutputDir string              `json:"output-dir"`
-			Clusters  []map[string]string `json:"clusters"`
+			Clusters []map[string]string `json:"clusters"`
 		}
 		if err := yaml.Unmarshal([]byte(cm.Data["config.yaml"]), &c); err != nil {
 			t.Fatal(err)
 		}
-		return fmt.Sprint(c.OutputDir, c.Clusters)
+		return fmt.Sprint(c.Clusters)
 	}
-	if a, b := clusters(nodeShared+"edsync-config.yaml"), clusters("examples/kubernetes/edsync-config.yaml"); a != b {
-		t.Errorf("node edsync's output-dir and clusters %s, the sidecar's (which the bootstrap matches) %s", a, b)
+	var sidecarCM corev1.ConfigMap
+	builtObject(t, sidecarExample, "ConfigMap", "edsync-config", &sidecarCM)
+	if a, b := clusters(cm), clusters(sidecarCM); a != b {
+		t.Errorf("node edsync's clusters %s, the sidecar's (which the bootstrap matches) %s", a, b)
+	}
+	if a, b := cfg.outputDir, sidecarEnv(t, "EDSYNC_OUTPUT_DIR"); a != b {
+		t.Errorf("node edsync's output-dir %s, the sidecar's %s: one Envoy bootstrap fits both only if they are the same", a, b)
 	}
 }

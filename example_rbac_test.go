@@ -209,21 +209,18 @@ func rbacGrants(t *testing.T, path, namespace, name string) []grant {
 // need: list and watch on EndpointSlices (and Services, with
 // watch-services) by a Role and RoleBinding in each namespace a config
 // names, and a ClusterRole only for Nodes, only when a config reads them
-// (node-name, node-topology). The configs are the Deployment's edsync with
-// edsync-config.yaml and with cds/edsync-config.yaml, and the VM's unit
+// (node-name, node-topology). The configs are the example Deployment's
+// edsync (as kustomize builds it) with edsync.yaml and with
+// cds/edsync-config.yaml, and the VM's unit
 // with edsync.env and cds/edsync.env (examples/vm applies this file too).
 // test/e2e's TestExamplesSidecarRBAC runs edsync as this ServiceAccount
 // against a real API server.
 func TestKubernetesExampleRBAC(t *testing.T) {
 	const rbacFile = "examples/kubernetes/rbac.yaml"
 	var dep appsv1.Deployment
-	readObject(t, "examples/kubernetes/deployment.yaml", &dep)
+	builtObject(t, sidecarExample, "Deployment", "gateway", &dep)
 	spec := dep.Spec.Template.Spec
-	i := slices.IndexFunc(spec.InitContainers, func(c corev1.Container) bool { return c.Name == "edsync" })
-	if i < 0 {
-		t.Fatal("no init container named edsync in deployment.yaml")
-	}
-	sidecar := spec.InitContainers[i]
+	sidecar := sidecar(t)
 
 	needs := map[grant][]string{} // which configs need each grant
 	need := func(t *testing.T, name string, cfg *config, err error) {
@@ -238,10 +235,13 @@ func TestKubernetesExampleRBAC(t *testing.T) {
 		}
 	}
 	// Each in a subtest: the environment each sets ends with it.
-	for _, file := range []string{"examples/kubernetes/edsync-config.yaml", "examples/kubernetes/cds/edsync-config.yaml"} {
-		t.Run("sidecar with "+file, func(t *testing.T) {
-			cfg, err := parseContainerArgs(t, sidecar, file)
-			need(t, "deployment.yaml with "+file, cfg, err)
+	var sidecarCM, cdsCM corev1.ConfigMap
+	builtObject(t, sidecarExample, "ConfigMap", "edsync-config", &sidecarCM)
+	readObject(t, "examples/kubernetes/cds/edsync-config.yaml", &cdsCM)
+	for name, cm := range map[string]corev1.ConfigMap{"edsync.yaml": sidecarCM, "cds/edsync-config.yaml": cdsCM} {
+		t.Run("sidecar with "+name, func(t *testing.T) {
+			cfg, err := parseContainerArgs(t, sidecar, cm)
+			need(t, "the sidecar with "+name, cfg, err)
 		})
 	}
 	unit := strings.Fields(unitSettings(t, "examples/vm/edsync.service")["ExecStart"][0])[1:]

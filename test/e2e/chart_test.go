@@ -83,9 +83,9 @@ func chartValueSets() map[string]map[string]any {
 	}
 }
 
-// renderChart renders the chart as `helm template --namespace ns` would,
-// the schema checked: the objects, and NOTES.txt.
-func renderChart(t *testing.T, ns string, vals map[string]any) ([]*unstructured.Unstructured, string, error) {
+// renderChart renders the chart as `helm template RELEASE --namespace ns`
+// would, the schema checked: the objects, and NOTES.txt.
+func renderChart(t *testing.T, release, ns string, vals map[string]any) ([]*unstructured.Unstructured, string, error) {
 	t.Helper()
 	repo, err := harness.RepoRoot()
 	if err != nil {
@@ -98,7 +98,7 @@ func renderChart(t *testing.T, ns string, vals map[string]any) ([]*unstructured.
 	caps := common.DefaultCapabilities.Copy()
 	caps.KubeVersion = *kubeVersion
 	values, err := chartutil.ToRenderValuesWithSchemaValidation(chrt, vals,
-		common.ReleaseOptions{Name: "edsync", Namespace: ns, Revision: 1, IsInstall: true}, caps, false)
+		common.ReleaseOptions{Name: release, Namespace: ns, Revision: 1, IsInstall: true}, caps, false)
 	if err != nil {
 		return nil, "", err
 	}
@@ -190,7 +190,7 @@ func TestChartSchemaRefuses(t *testing.T) {
 		{"an unknown value", map[string]any{"hostNetwork": true}, "hostNetwork"},
 		{"a bad namespace for a Role", map[string]any{"rbac": map[string]any{"namespaces": []any{"Shop"}}}, "namespaces"},
 	} {
-		_, _, err := renderChart(t, "edsync", tc.vals)
+		_, _, err := renderChart(t, "edsync", "edsync", tc.vals)
 		if err == nil {
 			t.Errorf("%s (%v): rendered", tc.name, tc.vals)
 			continue
@@ -201,7 +201,7 @@ func TestChartSchemaRefuses(t *testing.T) {
 	}
 	// And each value set above renders.
 	for name, vals := range chartValueSets() {
-		if _, _, err := renderChart(t, "edsync", vals); err != nil {
+		if _, _, err := renderChart(t, "edsync", "edsync", vals); err != nil {
 			t.Errorf("%s: %v", name, err)
 		}
 	}
@@ -228,11 +228,13 @@ func TestChartAppliesAndRuns(t *testing.T) {
 		}
 	}) {
 		t.Run(name, func(t *testing.T) {
-			ns := "edsync-" + name
+			// A release (and so cluster-scoped names) and a namespace
+			// of its own: none clashes with the examples' RBAC.
+			release, ns := "edsync-"+name, "edsync-"+name
 			if err := cluster.EnsureNamespace(t.Context(), ns); err != nil {
 				t.Fatal(err)
 			}
-			objs, notes, err := renderChart(t, ns, sets[name])
+			objs, notes, err := renderChart(t, release, ns, sets[name])
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -240,7 +242,7 @@ func TestChartAppliesAndRuns(t *testing.T) {
 			if t.Failed() {
 				return
 			}
-			checkStoredDaemonSet(t, ns, sets[name])
+			checkStoredDaemonSet(t, ns, release, sets[name])
 			checkNotes(t, notes, objs)
 			checkConfigAccepted(t, objs)
 			if name == "defaults" || name == "scoped" {
@@ -253,9 +255,9 @@ func TestChartAppliesAndRuns(t *testing.T) {
 // checkStoredDaemonSet reads the DaemonSet back: what the API server kept
 // is what the values asked for (a field it does not know for this version
 // would have been dropped, not refused).
-func checkStoredDaemonSet(t *testing.T, ns string, vals map[string]any) {
+func checkStoredDaemonSet(t *testing.T, ns, name string, vals map[string]any) {
 	t.Helper()
-	ds, err := cluster.Client.AppsV1().DaemonSets(ns).Get(t.Context(), "edsync", metav1.GetOptions{})
+	ds, err := cluster.Client.AppsV1().DaemonSets(ns).Get(t.Context(), name, metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -306,12 +308,21 @@ func checkNotes(t *testing.T, notes string, objs []*unstructured.Unstructured) {
 	}
 }
 
-// objectOf converts the one object of kind in objs.
+// objectOf converts the object of kind in objs (the first).
 func objectOf(t *testing.T, objs []*unstructured.Unstructured, kind string, into any) {
 	t.Helper()
-	i := slices.IndexFunc(objs, func(o *unstructured.Unstructured) bool { return o.GetKind() == kind })
+	objectOfName(t, objs, kind, "", into)
+}
+
+// objectOfName converts the object of kind and name in objs (any name if
+// name is "").
+func objectOfName(t *testing.T, objs []*unstructured.Unstructured, kind, name string, into any) {
+	t.Helper()
+	i := slices.IndexFunc(objs, func(o *unstructured.Unstructured) bool {
+		return o.GetKind() == kind && (name == "" || o.GetName() == name)
+	})
 	if i < 0 {
-		t.Fatalf("no %s rendered", kind)
+		t.Fatalf("no %s %s among the objects", kind, name)
 	}
 	if err := runtime.DefaultUnstructuredConverter.FromUnstructuredWithValidation(objs[i].Object, into, true); err != nil {
 		t.Fatal(err)
@@ -378,22 +389,7 @@ func runChartEdsync(t *testing.T, name string, objs []*unstructured.Unstructured
 		}
 		args = append(args, a)
 	}
-	for _, e := range c.Env {
-		flag, ok := strings.CutPrefix(e.Name, "EDSYNC_")
-		if !ok {
-			t.Fatalf("env %s: the test knows only EDSYNC_*", e.Name)
-		}
-		v := e.Value
-		switch {
-		case e.ValueFrom != nil && e.ValueFrom.FieldRef != nil && e.ValueFrom.FieldRef.FieldPath == "spec.nodeName":
-			v = node
-		case e.Name == "EDSYNC_HTTP_ADDR":
-			v = "127.0.0.1:0" // the harness' own port; the Pod's is checked by its probes
-		case e.ValueFrom != nil:
-			t.Fatalf("env %s: the test knows only spec.nodeName from the downward API", e.Name)
-		}
-		args = append(args, "--"+strings.ReplaceAll(strings.ToLower(flag), "_", "-"), v)
-	}
+	args = append(args, podEnvArgs(t, c.Env, node, "zone-a", map[string]string{"EDSYNC_HTTP_ADDR": "127.0.0.1:0"})...)
 
 	// A ready Pod behind a Service in each namespace the RBAC lets it read
 	// (every one for a ClusterRole: chart-shop then).

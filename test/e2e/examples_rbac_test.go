@@ -26,8 +26,8 @@ import (
 // TestExamplesSidecarRBAC runs the sidecar example's edsync as its
 // ServiceAccount with exactly rbac.yaml's objects (Roles in the namespaces
 // its config names, a ClusterRole for Nodes only): the Deployment's args
-// and environment, and edsync-config.yaml's config with its output-dir in a
-// folder of the test's. Every cluster of the config gets its Service's
+// and environment as kustomize builds them (the sidecar component's), and
+// edsync.yaml's config, with the output folder in one of the test's. Every cluster of the config gets its Service's
 // endpoints, read with watch-services and the Pod's Node, and the API
 // server refuses edsync nothing (StartEdsyncAs fails the test on a
 // "forbidden" line): the Roles are enough. The ServiceAccount can read
@@ -40,16 +40,17 @@ func TestExamplesSidecarRBAC(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// The example's Deployment and edsync's config.
+	// The example's Deployment and edsync's config, as kustomize builds them.
+	example := kustomizeBuild(t, filepath.Join(repo, "examples", "kubernetes"))
 	var dep appsv1.Deployment
-	fromManifest(t, filepath.Join(repo, "examples", "kubernetes", "deployment.yaml"), &dep)
+	objectOf(t, example, "Deployment", &dep)
 	i := slices.IndexFunc(dep.Spec.Template.Spec.InitContainers, func(c corev1.Container) bool { return c.Name == "edsync" })
 	if i < 0 {
-		t.Fatal("deployment.yaml: no edsync init container")
+		t.Fatal("the example's Deployment has no edsync init container")
 	}
 	sidecar := dep.Spec.Template.Spec.InitContainers[i]
 	var cm corev1.ConfigMap
-	fromManifest(t, filepath.Join(repo, "examples", "kubernetes", "edsync-config.yaml"), &cm)
+	objectOfName(t, example, "ConfigMap", "edsync-config", &cm)
 	js, err := yamlutil.ToJSON([]byte(cm.Data["config.yaml"]))
 	if err != nil {
 		t.Fatal(err)
@@ -117,11 +118,10 @@ func TestExamplesSidecarRBAC(t *testing.T) {
 		}
 	}
 
-	// edsync as in the Pod: its args, with the config file (output-dir in
-	// out) and an address of its own; its environment as flags (EDSYNC_X
-	// is --x), the downward API's node name being the Node above.
+	// edsync as in the Pod: its args, with the config file and an address
+	// of its own; its environment as flags, the downward API's node name
+	// being the Node above, and the output folder in out.
 	out, dir := t.TempDir(), t.TempDir()
-	config["output-dir"] = out
 	data, err := json.Marshal(config) // JSON is YAML
 	if err != nil {
 		t.Fatal(err)
@@ -139,13 +139,7 @@ func TestExamplesSidecarRBAC(t *testing.T) {
 			args[i] = "127.0.0.1:0"
 		}
 	}
-	for _, e := range sidecar.Env {
-		flag, ok := strings.CutPrefix(e.Name, "EDSYNC_")
-		if !ok || e.ValueFrom == nil || e.ValueFrom.FieldRef == nil || e.ValueFrom.FieldRef.FieldPath != "spec.nodeName" {
-			t.Fatalf("deployment.yaml: env %s: the test knows only EDSYNC_* from spec.nodeName", e.Name)
-		}
-		args = append(args, "--"+strings.ReplaceAll(strings.ToLower(flag), "_", "-"), node)
-	}
+	args = append(args, podEnvArgs(t, sidecar.Env, node, "zone-a", map[string]string{"EDSYNC_OUTPUT_DIR": out, "EDSYNC_HTTP_ADDR": "127.0.0.1:0"})...)
 	// The authorizer follows the Roles' creation through its caches: let it
 	// catch up (a namespace without a Role fails edsync below, not here).
 	for _, ns := range namespaces {
@@ -200,4 +194,34 @@ func fromManifest(t *testing.T, path string, into any) {
 	if err := runtime.DefaultUnstructuredConverter.FromUnstructuredWithValidation(objs[0].Object, into, true); err != nil {
 		t.Fatalf("%s: %v", path, err)
 	}
+}
+
+// podEnvArgs turns an edsync container's environment into the flags it
+// stands for (EDSYNC_X is --x), as the kubelet fills it in for a Pod on
+// node in zone: the downward API's spec.nodeName and the Pod's zone label.
+// override replaces plain values (a folder or an address of the test's);
+// a value the test cannot stand in for fails it.
+func podEnvArgs(t *testing.T, env []corev1.EnvVar, node, zone string, override map[string]string) []string {
+	t.Helper()
+	var args []string
+	for _, e := range env {
+		flag, ok := strings.CutPrefix(e.Name, "EDSYNC_")
+		if !ok {
+			t.Fatalf("env %s: the test knows only EDSYNC_* variables", e.Name)
+		}
+		v, ok := override[e.Name]
+		switch {
+		case ok:
+		case e.ValueFrom == nil:
+			v = e.Value
+		case e.ValueFrom.FieldRef != nil && e.ValueFrom.FieldRef.FieldPath == "spec.nodeName":
+			v = node
+		case e.ValueFrom.FieldRef != nil && e.ValueFrom.FieldRef.FieldPath == "metadata.labels['topology.kubernetes.io/zone']":
+			v = zone
+		default:
+			t.Fatalf("env %s: the test knows only spec.nodeName and the zone label from the downward API", e.Name)
+		}
+		args = append(args, "--"+strings.ReplaceAll(strings.ToLower(flag), "_", "-"), v)
+	}
+	return args
 }

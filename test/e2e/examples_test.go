@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -20,13 +21,16 @@ import (
 	"k8s.io/client-go/discovery/cached/memory"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/restmapper"
+	"sigs.k8s.io/kustomize/api/krusty"
+	"sigs.k8s.io/kustomize/kyaml/filesys"
 
 	"github.com/edsync/edsync/test/e2e/harness"
 	"github.com/edsync/edsync/writer"
 )
 
-// TestExamplesKubernetesManifestsApply applies every manifest under
-// examples/kubernetes/ (the sidecar), then under its node-shared/ and cds/ folders, to
+// TestExamplesKubernetesManifestsApply applies the sidecar example
+// (examples/kubernetes/rbac.yaml, then its kustomization's output), then every manifest
+// under examples/kubernetes/node-shared/ and cds/, to
 // the real kube-apiserver as `kubectl apply --server-side` would, each object
 // first as a dry run (DryRun: All) and then for real, with strict field
 // validation: a misspelt or misplaced field, an invalid value or a refused
@@ -41,35 +45,48 @@ func TestExamplesKubernetesManifestsApply(t *testing.T) {
 		t.Fatal(err)
 	}
 	sidecarNamespaces(t)
-	for _, dir := range []string{"examples/kubernetes", "examples/kubernetes/node-shared"} {
-		files, err := filepath.Glob(filepath.Join(repo, filepath.FromSlash(dir), "*.yaml"))
-		if err != nil {
-			t.Fatal(err)
+	// The sidecar: rbac.yaml, then what `kubectl apply -k` applies (the
+	// sidecar component on the example's Envoy Deployment).
+	applyManifests(t, []string{filepath.Join(repo, "examples", "kubernetes", "rbac.yaml")})
+	built := kustomizeBuild(t, filepath.Join(repo, "examples", "kubernetes"))
+	if len(built) != 4 {
+		t.Errorf("the sidecar example builds %d objects, want the Deployment, two ConfigMaps and the ServiceAccount", len(built))
+	}
+	applyObjects(t, built)
+	// The node-shared example's manifests, rbac.yaml first.
+	dir := filepath.Join(repo, "examples", "kubernetes", "node-shared")
+	files, err := filepath.Glob(filepath.Join(dir, "*.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rbac := filepath.Join(dir, "rbac.yaml")
+	slices.SortFunc(files, func(a, b string) int { // rbac.yaml first, then by name
+		switch {
+		case a == rbac:
+			return -1
+		case b == rbac:
+			return 1
 		}
-		rbac := filepath.Join(repo, filepath.FromSlash(dir), "rbac.yaml")
-		slices.SortFunc(files, func(a, b string) int { // rbac.yaml first, then by name
-			switch {
-			case a == rbac:
-				return -1
-			case b == rbac:
-				return 1
-			}
-			return strings.Compare(a, b)
-		})
-		if len(files) < 4 || files[0] != rbac {
-			t.Fatalf("manifests %q: want rbac.yaml and the Pods'", files)
-		}
-		applyManifests(t, files)
-		if t.Failed() {
-			return
+		return strings.Compare(a, b)
+	})
+	if len(files) < 4 || files[0] != rbac {
+		t.Fatalf("manifests %q: want rbac.yaml and the Pods'", files)
+	}
+	applyManifests(t, files)
+	if t.Failed() {
+		return
+	}
+	// The CDS variant: the same Envoy and component, its own two ConfigMaps.
+	cds := kustomizeBuild(t, filepath.Join(repo, "examples", "kubernetes", "cds"))
+	for _, name := range []string{"edsync-config", "envoy-bootstrap"} {
+		var built, file corev1.ConfigMap
+		objectOfName(t, cds, "ConfigMap", name, &built)
+		fromManifest(t, filepath.Join(repo, "examples", "kubernetes", "cds", name+".yaml"), &file)
+		if !maps.Equal(built.Data, file.Data) {
+			t.Errorf("the cds variant's ConfigMap %s is not cds/%s.yaml's", name, name)
 		}
 	}
-	// The CDS variant: two ConfigMaps in place of the sidecar's.
-	cds, err := filepath.Glob(filepath.Join(repo, "examples", "kubernetes", "cds", "*.yaml"))
-	if err != nil || len(cds) != 2 {
-		t.Fatalf("examples/kubernetes/cds: %q, %v; want its two ConfigMaps", cds, err)
-	}
-	applyManifests(t, cds)
+	applyObjects(t, cds)
 
 	// A field the API server does not know for this version is dropped,
 	// not refused, when a feature gate is off: check that the native
@@ -279,4 +296,27 @@ func TestExamplesVMKubeconfigScript(t *testing.T) {
 			t.Errorf("edsync --once wrote no file for its declared cluster %s: %v\n%s", c, err, logs)
 		}
 	}
+}
+
+// kustomizeBuild is `kubectl kustomize dir`, with kustomize's own library
+// (sigs.k8s.io/kustomize/api, which kubectl embeds).
+func kustomizeBuild(t *testing.T, dir string) []*unstructured.Unstructured {
+	t.Helper()
+	m, err := krusty.MakeKustomizer(krusty.MakeDefaultOptions()).Run(filesys.MakeFsOnDisk(), dir)
+	if err != nil {
+		t.Fatalf("kustomize build %s: %v", dir, err)
+	}
+	var out []*unstructured.Unstructured
+	for _, r := range m.Resources() {
+		js, err := r.MarshalJSON()
+		if err != nil {
+			t.Fatal(err)
+		}
+		obj := &unstructured.Unstructured{}
+		if err := runtime.DecodeInto(unstructured.UnstructuredJSONScheme, js, obj); err != nil {
+			t.Fatalf("kustomize build %s: %v", dir, err)
+		}
+		out = append(out, obj)
+	}
+	return out
 }
