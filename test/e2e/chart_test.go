@@ -358,22 +358,10 @@ func runChartEdsync(t *testing.T, name string, objs []*unstructured.Unstructured
 	var cm corev1.ConfigMap
 	objectOf(t, objs, "ConfigMap", &cm)
 	c := ds.Spec.Template.Spec.Containers[0]
-	var config map[string]any
-	if err := yaml.Unmarshal([]byte(cm.Data["config.yaml"]), &config); err != nil {
-		t.Fatalf("the rendered config.yaml: %v", err)
-	}
 	out := t.TempDir()
-	if config["output-dir"] != c.VolumeMounts[0].MountPath {
-		t.Errorf("output-dir %v, the folder mounted at %s", config["output-dir"], c.VolumeMounts[0].MountPath)
-	}
-	config["output-dir"] = out
-	data, err := json.Marshal(config)
-	if err != nil {
-		t.Fatal(err)
-	}
-	configFile := filepath.Join(t.TempDir(), "config.yaml")
-	if err := os.WriteFile(configFile, data, 0o644); err != nil {
-		t.Fatal(err)
+	configFile, rendered := configFileOf(t, cm, out)
+	if rendered["output-dir"] != c.VolumeMounts[0].MountPath {
+		t.Errorf("output-dir %v, the folder mounted at %s", rendered["output-dir"], c.VolumeMounts[0].MountPath)
 	}
 	node := "chart-" + name
 	if err := cluster.CreateNode(ctx, node, "zone-a"); err != nil {
@@ -485,12 +473,27 @@ func checkConfigAccepted(t *testing.T, objs []*unstructured.Unstructured) {
 	t.Helper()
 	var cm corev1.ConfigMap
 	objectOf(t, objs, "ConfigMap", &cm)
-	var config map[string]any
-	if err := yaml.Unmarshal([]byte(cm.Data["config.yaml"]), &config); err != nil {
-		t.Fatalf("the rendered config.yaml: %v", err)
+	file, _ := configFileOf(t, cm, t.TempDir())
+	cmd := exec.Command(cluster.Edsync, "envoy-config", "--config", file, "--from-dir", t.TempDir())
+	cmd.Env = append(os.Environ(), "EDSYNC_NODE_NAME=node-1")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Errorf("edsync refuses the chart's config: %v\n%s\nconfig.yaml:\n%s", err, out, cm.Data["config.yaml"])
 	}
-	config["output-dir"] = t.TempDir()
-	data, err := json.Marshal(config)
+}
+
+// configFileOf writes the ConfigMap's config.yaml to a file of the test's
+// with output-dir set to out, for an edsync run here; it returns the file
+// and the config as rendered.
+func configFileOf(t *testing.T, cm corev1.ConfigMap, out string) (string, map[string]any) {
+	t.Helper()
+	var rendered, config map[string]any
+	for _, m := range []*map[string]any{&rendered, &config} {
+		if err := yaml.Unmarshal([]byte(cm.Data["config.yaml"]), m); err != nil {
+			t.Fatalf("the rendered config.yaml: %v", err)
+		}
+	}
+	config["output-dir"] = out
+	data, err := json.Marshal(config) // JSON is YAML
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -498,9 +501,5 @@ func checkConfigAccepted(t *testing.T, objs []*unstructured.Unstructured) {
 	if err := os.WriteFile(file, data, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(cluster.Edsync, "envoy-config", "--config", file, "--from-dir", t.TempDir())
-	cmd.Env = append(os.Environ(), "EDSYNC_NODE_NAME=node-1")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Errorf("edsync refuses the chart's config: %v\n%s\nconfig.yaml:\n%s", err, out, cm.Data["config.yaml"])
-	}
+	return file, rendered
 }
