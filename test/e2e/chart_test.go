@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -301,7 +302,18 @@ func checkNotes(t *testing.T, notes string, objs []*unstructured.Unstructured) {
 	var ds appsv1.DaemonSet
 	objectOf(t, objs, "DaemonSet", &ds)
 	mount := ds.Spec.Template.Spec.Containers[0].VolumeMounts[0].MountPath
-	for _, want := range []string{"path: " + mount + "/<cluster>/eds.json", "mountPath: " + mount, "envoy-config --config /etc/edsync/config.yaml"} {
+	var cm corev1.ConfigMap
+	objectOf(t, objs, "ConfigMap", &cm)
+	var config struct{ Format string }
+	if err := yaml.Unmarshal([]byte(cm.Data["config.yaml"]), &config); err != nil {
+		t.Fatal(err)
+	}
+	file, err := writer.LayoutFolders.Path(mount, "<cluster>", writer.Format(cmp.Or(config.Format, "json")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	file = strings.Replace(file, "%3Ccluster%3E", "<cluster>", 1) // the placeholder, not a name
+	for _, want := range []string{"path: " + file + "\n", "mountPath: " + mount, "envoy-config --config /etc/edsync/config.yaml"} {
 		if !strings.Contains(notes, want) {
 			t.Errorf("NOTES.txt does not say %q:\n%s", want, notes)
 		}
