@@ -160,8 +160,9 @@ func TestChartLint(t *testing.T) {
 }
 
 // The schema refuses what edsync would refuse at start (a Pod in
-// CrashLoopBackOff on every node), and what the chart owns: each value
-// below fails `helm install` with a line naming it.
+// CrashLoopBackOff on every node), and what the chart owns, and the
+// templates refuse RBAC that cannot work with the config: each value below
+// fails `helm install` with a line naming it.
 func TestChartSchemaRefuses(t *testing.T) {
 	for _, tc := range []struct {
 		name string
@@ -190,6 +191,8 @@ func TestChartSchemaRefuses(t *testing.T) {
 		{"no image repository", map[string]any{"image": map[string]any{"repository": ""}}, "repository"},
 		{"an unknown value", map[string]any{"hostNetwork": true}, "hostNetwork"},
 		{"a bad namespace for a Role", map[string]any{"rbac": map[string]any{"namespaces": []any{"Shop"}}}, "namespaces"},
+		// Not the schema's: the template's own check.
+		{"Roles while the config watches every namespace", map[string]any{"rbac": map[string]any{"namespaces": []any{"shop"}}}, "rbac.namespaces"},
 	} {
 		_, _, err := renderChart(t, "edsync", "edsync", tc.vals)
 		if err == nil {
