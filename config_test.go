@@ -81,6 +81,30 @@ clusters:
 	}
 }
 
+// A variable the downward API left empty (the Pod has no zone label) does
+// not hide the config file's local zone; a set one overrides it, as every
+// variable does.
+func TestEmptyPodVariableKeepsTheFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "edsync.yaml")
+	writeFile(t, path, "dry-run: true\ntopology: zone\nlocal-zone: zone-x\nregion: east\n")
+	t.Setenv("EDSYNC_LOCAL_ZONE", "")
+	t.Setenv("EDSYNC_REGION", "")
+	if cfg := configForTest(t, "--config", path); cfg.render.LocalZone != "zone-x" || cfg.render.Region != "east" {
+		t.Errorf("with empty variables: zone %q, region %q; want the file's", cfg.render.LocalZone, cfg.render.Region)
+	}
+	t.Setenv("EDSYNC_LOCAL_ZONE", "zone-y")
+	if cfg := configForTest(t, "--config", path); cfg.render.LocalZone != "zone-y" {
+		t.Errorf("EDSYNC_LOCAL_ZONE=zone-y: zone %q", cfg.render.LocalZone)
+	}
+	// Other flags keep the rule that a set variable wins, empty or not:
+	// an empty EDSYNC_HTTP_ADDR turns the listener off.
+	writeFile(t, path, "dry-run: true\nhttp-addr: \":9999\"\n")
+	t.Setenv("EDSYNC_HTTP_ADDR", "")
+	if cfg := configForTest(t, "--config", path); cfg.httpAddr != "" {
+		t.Errorf("EDSYNC_HTTP_ADDR empty: http-addr %q, want off", cfg.httpAddr)
+	}
+}
+
 // A bad file stops edsync at start with one line naming what is wrong, and
 // exit code 2, like a bad flag.
 func TestConfigFileErrors(t *testing.T) {

@@ -173,10 +173,23 @@ type layered struct {
 	err  error
 }
 
+// fromPod are the flags whose variables a Pod fills from its own labels
+// or its Node through the downward API: a label the Pod lacks (a cluster
+// that does not copy the Node's zone onto its Pods) makes the variable
+// empty, and an empty one then does not hide the config file's value.
+var fromPod = map[string]bool{"local-zone": true, "region": true, "node-name": true}
+
+// fileFirst reports whether the file's value of name, if it has one, is
+// the one to take: the command line and the environment did not set the
+// flag, or set one of fromPod to nothing.
+func (l *layered) fileFirst(name string) bool {
+	return l.file != nil && (!l.c.IsSet(name) || fromPod[name] && l.c.String(name) == "")
+}
+
 // fromFile decodes the file's value for name into v; false if the command
-// line or the environment set the flag, or the file does not.
+// line or the environment set the flag (fileFirst), or the file does not.
 func (l *layered) fromFile(name string, v any, want string) bool {
-	if l.file == nil || l.c.IsSet(name) {
+	if !l.fileFirst(name) {
 		return false
 	}
 	raw, ok := l.file.values[name]
@@ -190,7 +203,7 @@ func (l *layered) fromFile(name string, v any, want string) bool {
 }
 
 func (l *layered) String(name string) string {
-	if l.file != nil && !l.c.IsSet(name) {
+	if l.fileFirst(name) {
 		// A number where a string is wanted (max-file-size: 1048576)
 		// is its digits.
 		var n json.Number
