@@ -26,6 +26,7 @@ func TestChartSchemaKnowsEveryFlag(t *testing.T) {
 		Type    string  `json:"type"`
 		Pattern string  `json:"pattern"`
 		OneOf   []*prop `json:"oneOf"`
+		AllOf   []*prop `json:"allOf"` // a duration, and not a zero one
 		Items   *prop   `json:"items"`
 	}
 	var schema struct {
@@ -72,7 +73,8 @@ func TestChartSchemaKnowsEveryFlag(t *testing.T) {
 		case *cli.IntFlag:
 			good = p.Type == "integer"
 		case *cli.DurationFlag:
-			good = p.Type == "string" && p.Pattern != ""
+			good = p.Type == "string" && p.Pattern != "" ||
+				slices.ContainsFunc(p.AllOf, func(o *prop) bool { return o.Type == "string" && o.Pattern != "" })
 		case *cli.StringSliceFlag:
 			good = isList(p)
 		case *cli.StringFlag:

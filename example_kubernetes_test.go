@@ -212,8 +212,13 @@ func TestKubernetesExampleEdsyncContainer(t *testing.T) {
 	}
 	for name, p := range map[string]*corev1.Probe{"startup": c.StartupProbe, "readiness": c.ReadinessProbe, "liveness": c.LivenessProbe} {
 		want := "/readyz"
-		if name == "liveness" {
+		switch name {
+		case "liveness":
 			want = "/healthz"
+		case "startup":
+			// The files alone: /readyz waits for Envoy with
+			// ready-waits-for-envoy, and Envoy waits for this probe.
+			want = "/readyz/files"
 		}
 		if p == nil || p.HTTPGet == nil || p.HTTPGet.Path != want || p.HTTPGet.Port.String() != "edsync-http" {
 			t.Errorf("%s probe %+v: want GET %s on port edsync-http", name, p, want)

@@ -191,8 +191,15 @@ func TestChartSchemaRefuses(t *testing.T) {
 		{"no image repository", map[string]any{"image": map[string]any{"repository": ""}}, "repository"},
 		{"an unknown value", map[string]any{"hostNetwork": true}, "hostNetwork"},
 		{"a bad namespace for a Role", map[string]any{"rbac": map[string]any{"namespaces": []any{"Shop"}}}, "namespaces"},
-		// Not the schema's: the template's own check.
+		{"a zero connect timeout", map[string]any{"config": map[string]any{"connect-timeout": "0s"}}, "connect-timeout"},
+		{"a zone that is no label value", map[string]any{"config": map[string]any{"local-zone": "eu west"}}, "local-zone"},
+		{"a source weight over 128", map[string]any{"config": map[string]any{"sources": []any{map[string]any{"name": "east", "in-cluster": true, "weight": 200}}}}, "weight"},
+		{"a scrape interval that is no duration", map[string]any{"podMonitor": map[string]any{"interval": "30"}}, "interval"},
+		// Not the schema's: the templates' own checks.
 		{"Roles while the config watches every namespace", map[string]any{"rbac": map[string]any{"namespaces": []any{"shop"}}}, "rbac.namespaces"},
+		{"a cluster outside the Roles' namespaces", map[string]any{"rbac": map[string]any{"namespaces": []any{"shop"}},
+			"config": map[string]any{"clusters": []any{map[string]any{"service": "shop/web"}, map[string]any{"service": "cache/redis"}}}}, "namespace cache"},
+		{"a CDS file outside the mounted folder", map[string]any{"config": map[string]any{"cds-file": "/tmp/cds.json"}}, "cds-file"},
 	} {
 		_, _, err := renderChart(t, "edsync", "edsync", tc.vals)
 		if err == nil {
@@ -201,6 +208,18 @@ func TestChartSchemaRefuses(t *testing.T) {
 		}
 		if !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: the error does not name %s:\n%v", tc.name, tc.want, err)
+		}
+	}
+	// Values edsync accepts render: no limit on file size, an https admin,
+	// a weight of 0 (the default).
+	for _, vals := range []map[string]any{
+		{"config": map[string]any{"max-file-size": 0}},
+		{"config": map[string]any{"envoy-admin": "https://127.0.0.1:9901"}},
+		{"config": map[string]any{"sources": []any{map[string]any{"name": "east", "in-cluster": true, "weight": 0}}}},
+		{"config": map[string]any{"connect-timeout": "250ms", "local-zone": "eu-west-1a"}, "podMonitor": map[string]any{"interval": "1m30s"}},
+	} {
+		if _, _, err := renderChart(t, "edsync", "edsync", vals); err != nil {
+			t.Errorf("%v: %v", vals, err)
 		}
 	}
 	// And each value set above renders.
