@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -109,13 +110,7 @@ func renderChart(t *testing.T, release, ns string, vals map[string]any) ([]*unst
 	}
 	var objs []*unstructured.Unstructured
 	var notes string
-	for _, name := range slices.Sorted(func(yield func(string) bool) {
-		for k := range files {
-			if !yield(k) {
-				return
-			}
-		}
-	}) {
+	for _, name := range slices.Sorted(maps.Keys(files)) {
 		switch {
 		case strings.HasSuffix(name, "NOTES.txt"):
 			notes = files[name]
@@ -243,13 +238,7 @@ func TestChartAppliesAndRuns(t *testing.T) {
 		}
 	}
 	sets := chartValueSets()
-	for _, name := range slices.Sorted(func(yield func(string) bool) {
-		for k := range sets {
-			if !yield(k) {
-				return
-			}
-		}
-	}) {
+	for _, name := range slices.Sorted(maps.Keys(sets)) {
 		t.Run(name, func(t *testing.T) {
 			// A release (and so cluster-scoped names) and a namespace
 			// of its own: none clashes with the examples' RBAC.
